@@ -1,0 +1,147 @@
+#include "common/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "common/strings.h"
+
+namespace warden::common {
+namespace {
+
+using Setter = std::function<absl::Status(const YAML::Node&, const std::string& key)>;
+
+absl::Status NotScalar(const std::string& key) {
+  return absl::InvalidArgumentError(StrCat("config key \"", key, "\": expected a value"));
+}
+
+Setter String(std::string* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsScalar()) return NotScalar(key);
+    *out = n.Scalar();
+    return absl::OkStatus();
+  };
+}
+
+template <typename T>
+Setter Integer(T* out, int64_t min, int64_t max) {
+  return [out, min, max](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsScalar()) return NotScalar(key);
+    int64_t v = 0;
+    const std::string& s = n.Scalar();
+    size_t used = 0;
+    try {
+      v = std::stoll(s, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || used != s.size()) {
+      return absl::InvalidArgumentError(
+          StrCat("config key \"", key, "\": expected an integer, got \"", s, "\""));
+    }
+    if (v < min || v > max) {
+      return absl::InvalidArgumentError(StrCat("config key \"", key, "\": ", v,
+                                                     " is out of range [", min, ", ", max, "]"));
+    }
+    *out = static_cast<T>(v);
+    return absl::OkStatus();
+  };
+}
+
+Setter Duration(absl::Duration* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsScalar()) return NotScalar(key);
+    absl::Duration d;
+    if (!absl::ParseDuration(n.Scalar(), &d) || d <= absl::ZeroDuration() ||
+        d > absl::Hours(24 * 366)) {
+      return absl::InvalidArgumentError(StrCat(
+          "config key \"", key, "\": expected a positive duration like 30s, 10m or 8h, got \"",
+          n.Scalar(), "\""));
+    }
+    *out = d;
+    return absl::OkStatus();
+  };
+}
+
+absl::Status Apply(const YAML::Node& node, const std::string& prefix,
+                   const std::map<std::string, Setter>& setters) {
+  if (!node.IsMap()) {
+    return absl::InvalidArgumentError(
+        prefix.empty() ? "config must be a mapping of keys to values"
+                       : StrCat("config key \"", prefix, "\": expected a mapping"));
+  }
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) return absl::InvalidArgumentError("config keys must be strings");
+    std::string key = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+    auto it = setters.find(key);
+    if (it != setters.end()) {
+      if (absl::Status s = it->second(kv.second, key); !s.ok()) return s;
+      continue;
+    }
+    // A section ("http", "session") recurses; anything else is unknown.
+    bool is_section = false;
+    for (const auto& [name, _] : setters) {
+      if (name.rfind(key + ".", 0) == 0) is_section = true;
+    }
+    if (!is_section) return absl::InvalidArgumentError(StrCat("unknown config key \"", key, "\""));
+    if (absl::Status s = Apply(kv.second, key, setters); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
+  ServerConfig config;
+  const std::map<std::string, Setter> setters = {
+      {"data_dir", String(&config.data_dir)},
+      {"listen", String(&config.listen)},
+      {"store", String(&config.store_url)},
+      {"admin_password_file", String(&config.admin_password_file)},
+      {"master_key_file", String(&config.master_key_file)},
+      {"threads", Integer(&config.threads, 1, 256)},
+      {"session.idle", Duration(&config.session_idle)},
+      {"session.absolute", Duration(&config.session_absolute)},
+      {"token.max_ttl", Duration(&config.token_max_ttl)},
+      {"http.max_header_bytes", Integer(&config.http.max_header_bytes, 1024, 1 << 20)},
+      {"http.max_body_bytes", Integer(&config.http.max_body_bytes, 1024, int64_t{1} << 40)},
+      {"http.header_timeout", Duration(&config.http.header_timeout)},
+      {"http.request_timeout", Duration(&config.http.request_timeout)},
+      {"http.idle_timeout", Duration(&config.http.idle_timeout)},
+      {"http.max_connections", Integer(&config.http.max_connections, 1, 1 << 20)},
+  };
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(yaml_text));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(StrCat("config is not valid YAML: ", e.what()));
+  }
+  if (root.IsNull()) return config;  // an empty file means all defaults
+  try {
+    if (absl::Status s = Apply(root, "", setters); !s.ok()) return s;
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(StrCat("config is not valid YAML: ", e.what()));
+  }
+  if (config.session_idle > config.session_absolute) {
+    return absl::InvalidArgumentError("config: session.idle must not exceed session.absolute");
+  }
+  return config;
+}
+
+absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(StrCat("cannot read config file ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = ParseServerConfig(ss.str());
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+}  // namespace warden::common

@@ -1,0 +1,46 @@
+// ServerConfig: every setting of `gpuwarden server`, with the defaults an operator gets when
+// nothing is said. Loaded from an optional YAML file; command-line flags override it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace warden::common {
+
+struct HttpLimits {
+  size_t max_header_bytes = 16 * 1024;
+  size_t max_body_bytes = 1 << 20;
+  absl::Duration header_timeout = absl::Seconds(10);   // slow-headers (slowloris) defence
+  absl::Duration request_timeout = absl::Seconds(30);  // whole request incl. body
+  absl::Duration idle_timeout = absl::Seconds(60);     // keep-alive idle connection
+  int max_connections = 1024;
+};
+
+struct ServerConfig {
+  std::string data_dir = "./data";
+  std::string listen = "127.0.0.1:8443";
+  std::string store_url;                 // empty: sqlite in data_dir
+  std::string admin_password_file;       // empty: generate and print once
+  std::string master_key_file;           // empty: DATA_DIR/master.key (created 0600)
+  int threads = 2;                       // HTTP worker threads
+  absl::Duration session_idle = absl::Hours(1);
+  absl::Duration session_absolute = absl::Hours(12);
+  absl::Duration token_max_ttl = absl::Hours(24 * 365);
+  HttpLimits http;
+};
+
+// Parses YAML text such as:
+//   data_dir: /var/lib/gpuwarden
+//   listen: 0.0.0.0:8443
+//   session: {idle: 30m, absolute: 8h}
+//   http: {max_body_bytes: 1048576, header_timeout: 10s}
+// Unknown keys, wrong types and out-of-range values are InvalidArgument naming the key.
+absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text);
+// Reads and parses the file; NotFound if missing.
+absl::StatusOr<ServerConfig> LoadServerConfigFile(const std::string& path);
+
+}  // namespace warden::common

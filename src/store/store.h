@@ -1,0 +1,150 @@
+// Store: gpuwarden's durable state behind one interface, with two backends chosen by URL:
+//   sqlite:///abs/path/state.db (default; WAL) and postgres://user:pw@host:port/db (HA).
+// Both run the same versioned migrations and the same SQL through one repository layer, so a
+// test suite written against Store runs unchanged on either (tests/store/).
+// Thread-safe: every method may be called from any thread. All SQL is parameterised.
+//
+// Errors: NotFound (no such row), AlreadyExists (unique name taken), InvalidArgument (bad URL),
+// Unavailable (the database cannot be reached), DataLoss (corrupt database; writes stop).
+// A failed call leaves the store unchanged.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace warden::store {
+
+// Timestamps are Unix seconds. Empty tenant_id means "cluster" (not inside any tenant).
+struct Tenant {
+  std::string id;
+  std::string name;
+  int64_t created_at = 0;
+};
+
+struct User {
+  std::string id;
+  std::string name;          // globally unique login name
+  std::string tenant_id;     // home tenant; empty for cluster operators
+  std::string password_hash; // PHC string (argon2id); empty for SSO-only users
+  bool disabled = false;
+  int64_t created_at = 0;
+};
+
+struct Session {
+  std::string id_hash;  // SHA-256 hex of the opaque session token; the token itself is never stored
+  std::string user_id;
+  int64_t created_at = 0;
+  int64_t last_seen = 0;
+  int64_t expires_at = 0;  // absolute expiry
+};
+
+struct ApiToken {
+  std::string id;
+  std::string name;
+  std::string token_hash;  // SHA-256 hex of the secret
+  std::string user_id;     // owner
+  std::string tenant_id;   // scope; empty = cluster
+  std::string role_id;     // the role the token acts with, at tenant_id's scope
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  bool revoked = false;
+};
+
+struct Role {
+  std::string id;
+  std::string name;
+  std::string tenant_id;                 // empty: cluster-wide role (built-ins are cluster-wide)
+  std::vector<std::string> permissions;  // "resource:verb"
+  bool builtin = false;
+  int64_t created_at = 0;
+};
+
+struct Binding {
+  std::string id;
+  std::string subject_kind;  // "user" or "token"
+  std::string subject_id;
+  std::string role_id;
+  std::string scope_tenant_id;  // empty = cluster scope
+  int64_t created_at = 0;
+};
+
+struct StoreOptions {
+  std::string url;  // sqlite:///path or postgres://...
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Name of the backend: "sqlite" or "postgres".
+  virtual std::string Backend() const = 0;
+  // Highest migration version applied.
+  virtual absl::StatusOr<int> SchemaVersion() = 0;
+  // Runs `fn` in one transaction: commits if it returns OK, rolls back otherwise. Calls on this
+  // Store from inside `fn` on the same thread join the transaction.
+  virtual absl::Status InTransaction(const std::function<absl::Status()>& fn) = 0;
+
+  // Tenants. Names are unique. DeleteTenant fails with FailedPrecondition while users remain.
+  virtual absl::Status CreateTenant(const Tenant& t) = 0;
+  virtual absl::StatusOr<Tenant> GetTenant(const std::string& id) = 0;
+  virtual absl::StatusOr<Tenant> GetTenantByName(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<Tenant>> ListTenants() = 0;
+  virtual absl::Status DeleteTenant(const std::string& id) = 0;
+
+  // Users. Names are unique across the cluster.
+  virtual absl::Status CreateUser(const User& u) = 0;
+  virtual absl::StatusOr<User> GetUser(const std::string& id) = 0;
+  virtual absl::StatusOr<User> GetUserByName(const std::string& name) = 0;
+  // All users when tenant_id is nullopt, else those of that tenant.
+  virtual absl::StatusOr<std::vector<User>> ListUsers(std::optional<std::string> tenant_id) = 0;
+  virtual absl::Status SetUserDisabled(const std::string& id, bool disabled) = 0;
+  virtual absl::Status SetUserPassword(const std::string& id, const std::string& hash) = 0;
+
+  // Sessions.
+  virtual absl::Status CreateSession(const Session& s) = 0;
+  virtual absl::StatusOr<Session> GetSession(const std::string& id_hash) = 0;
+  virtual absl::Status TouchSession(const std::string& id_hash, int64_t last_seen) = 0;
+  virtual absl::Status DeleteSession(const std::string& id_hash) = 0;
+  virtual absl::Status DeleteUserSessions(const std::string& user_id) = 0;
+  // Removes sessions whose absolute expiry is before `now`; returns how many.
+  virtual absl::StatusOr<int64_t> DeleteExpiredSessions(int64_t now) = 0;
+
+  // API tokens.
+  virtual absl::Status CreateToken(const ApiToken& t) = 0;
+  virtual absl::StatusOr<ApiToken> GetToken(const std::string& id) = 0;
+  virtual absl::StatusOr<ApiToken> GetTokenByHash(const std::string& token_hash) = 0;
+  // Filters are ANDed; nullopt means any.
+  virtual absl::StatusOr<std::vector<ApiToken>> ListTokens(std::optional<std::string> tenant_id,
+                                                           std::optional<std::string> user_id) = 0;
+  virtual absl::Status RevokeToken(const std::string& id) = 0;
+
+  // Roles. (tenant_id, name) is unique.
+  virtual absl::Status CreateRole(const Role& r) = 0;
+  virtual absl::StatusOr<Role> GetRole(const std::string& id) = 0;
+  virtual absl::StatusOr<Role> GetRoleByName(const std::string& tenant_id,
+                                             const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<Role>> ListRoles() = 0;
+  // FailedPrecondition while bindings or tokens refer to the role.
+  virtual absl::Status DeleteRole(const std::string& id) = 0;
+
+  // Bindings. (subject_kind, subject_id, role_id, scope_tenant_id) is unique.
+  virtual absl::Status CreateBinding(const Binding& b) = 0;
+  virtual absl::StatusOr<std::vector<Binding>> ListBindings() = 0;
+  virtual absl::Status DeleteBinding(const std::string& id) = 0;
+
+  // Bumped by every change to users, roles, bindings or tokens: callers that cache compiled
+  // authorization state compare it to decide when to rebuild.
+  virtual absl::StatusOr<int64_t> PolicyGeneration() = 0;
+};
+
+// Opens (creating if needed) and migrates the store at options.url.
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const StoreOptions& options);
+
+}  // namespace warden::store
