@@ -1,0 +1,107 @@
+#include <gtest/gtest.h>
+
+#include "common/config.h"
+#include "common/encoding.h"
+#include "common/ids.h"
+#include "common/json.h"
+
+namespace warden::common {
+namespace {
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+TEST(ParseJsonStrictTest, AcceptsOrdinaryObject) {
+  auto j = ParseJsonStrict(R"({"name":"acme","n":3,"tags":["a","b"]})");
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ((*j)["name"], "acme");
+}
+
+TEST(ParseJsonStrictTest, RejectsDuplicateKeysNamingTheKey) {
+  auto j = ParseJsonStrict(R"({"role":"viewer","role":"admin"})");
+  ASSERT_FALSE(j.ok());
+  EXPECT_EQ(j.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(Msg(j.status()).find("duplicate JSON key \"role\""), std::string::npos);
+}
+
+TEST(ParseJsonStrictTest, DuplicateKeysInNestedObjectsAreCaughtButSiblingsMayRepeat) {
+  EXPECT_TRUE(ParseJsonStrict(R"([{"a":1},{"a":2}])").ok());
+  EXPECT_TRUE(ParseJsonStrict(R"({"x":{"a":1},"y":{"a":1}})").ok());
+  EXPECT_FALSE(ParseJsonStrict(R"({"x":{"a":1,"a":2}})").ok());
+}
+
+TEST(ParseJsonStrictTest, RejectsDeepNesting) {
+  std::string deep(10000, '[');
+  auto j = ParseJsonStrict(deep + std::string(10000, ']'));
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(Msg(j.status()).find("nesting deeper than 32"), std::string::npos);
+}
+
+TEST(ParseJsonStrictTest, RejectsSyntaxErrorsWithOffset) {
+  auto j = ParseJsonStrict(R"({"a":)");
+  ASSERT_FALSE(j.ok());
+  EXPECT_NE(Msg(j.status()).find("malformed JSON at byte"), std::string::npos);
+}
+
+TEST(JsonFieldsTest, WrongTypesNameFieldAndTypes) {
+  auto j = ParseJsonStrict(R"({"name":5,"ttl":"x","list":[1]})");
+  ASSERT_TRUE(j.ok());
+  auto f = JsonFields::Of(*j);
+  ASSERT_TRUE(f.ok());
+  auto name = f->RequiredString("name");
+  EXPECT_EQ(Msg(name.status()), "field \"name\": expected string, got number");
+  EXPECT_FALSE(f->OptionalInt("ttl").ok());
+  EXPECT_FALSE(f->StringList("list").ok());
+  EXPECT_EQ(Msg(f->RequiredString("missing").status()), "field \"missing\" is required");
+  EXPECT_EQ(Msg(f->OnlyKeys({"name", "ttl"})), "unknown field \"list\"");
+  auto arr = ParseJsonStrict("[1]");
+  EXPECT_FALSE(JsonFields::Of(*arr).ok());
+}
+
+TEST(ValidateNameTest, RefusesTraversalAndOddCharacters) {
+  EXPECT_TRUE(ValidateName("tenant", "acme-1").ok());
+  EXPECT_FALSE(ValidateName("tenant", "").ok());
+  EXPECT_FALSE(ValidateName("tenant", "../etc").ok());
+  EXPECT_FALSE(ValidateName("tenant", "a..b").ok());
+  EXPECT_FALSE(ValidateName("tenant", "a/b").ok());
+  EXPECT_FALSE(ValidateName("tenant", "A").ok());
+  EXPECT_FALSE(ValidateName("tenant", "a'; DROP TABLE x;--").ok());
+  EXPECT_FALSE(ValidateName("tenant", std::string(64, 'a')).ok());
+}
+
+TEST(EncodingTest, Base64UrlRoundTripsAndRejectsNonCanonical) {
+  for (std::string s : {"", "f", "fo", "foo", "foob", "fooba", "foobar"}) {
+    auto d = Base64UrlDecode(Base64UrlEncode(s));
+    ASSERT_TRUE(d.has_value());
+    EXPECT_EQ(*d, s);
+  }
+  EXPECT_EQ(Base64UrlEncode("foobar"), "Zm9vYmFy");
+  EXPECT_FALSE(Base64UrlDecode("Zm9=").has_value());
+  EXPECT_FALSE(Base64UrlDecode("Zh").has_value());  // stray low bits
+  EXPECT_EQ(HexEncode(*HexDecode("00ff10")), "00ff10");
+  EXPECT_EQ(Sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(ServerConfigTest, ParsesKnownKeysAndDurations) {
+  auto c = ParseServerConfig("listen: 0.0.0.0:9443\nsession: {idle: 30m, absolute: 8h}\n"
+                             "http: {max_body_bytes: 2048, header_timeout: 5s}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->listen, "0.0.0.0:9443");
+  EXPECT_EQ(c->session_idle, absl::Minutes(30));
+  EXPECT_EQ(c->http.max_body_bytes, 2048u);
+  EXPECT_EQ(c->http.header_timeout, absl::Seconds(5));
+}
+
+TEST(ServerConfigTest, ErrorsNameTheKey) {
+  EXPECT_EQ(Msg(ParseServerConfig("lisen: x").status()), "unknown config key \"lisen\"");
+  EXPECT_NE(Msg(ParseServerConfig("threads: many").status()).find("\"threads\": expected an integer"),
+            std::string::npos);
+  EXPECT_NE(Msg(ParseServerConfig("threads: 0").status()).find("out of range"), std::string::npos);
+  EXPECT_NE(Msg(ParseServerConfig("session: {idle: soon}").status()).find("session.idle"),
+            std::string::npos);
+  EXPECT_FALSE(ParseServerConfig("[1, 2").ok());
+  EXPECT_FALSE(ParseServerConfig("- a\n- b").ok());
+  EXPECT_TRUE(ParseServerConfig("").ok());
+}
+
+}  // namespace
+}  // namespace warden::common
