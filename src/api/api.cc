@@ -1,0 +1,125 @@
+#include "api/api.h"
+
+#include "common/ids.h"
+#include "common/json.h"
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace warden::api {
+namespace {
+
+using common::JsonFields;
+using common::StrCat;
+
+// Parses `body` as a JSON object and checks it has only `keys`.
+absl::StatusOr<common::Json> ParseObject(std::string_view body,
+                                         std::initializer_list<std::string_view> keys) {
+  if (body.empty()) return absl::InvalidArgumentError("request body is empty; expected JSON");
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, common::ParseJsonStrict(body));
+  WARDEN_ASSIGN_OR_RETURN(JsonFields f, JsonFields::Of(j));
+  WARDEN_RETURN_IF_ERROR(f.OnlyKeys(keys));
+  return j;
+}
+
+absl::Status CheckLength(std::string_view field, const std::string& v, size_t max) {
+  if (v.size() > max) {
+    return absl::InvalidArgumentError(StrCat("field \"", field, "\" is longer than ", max, " bytes"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"user", "password"}));
+  JsonFields f = *JsonFields::Of(j);
+  LoginRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.user, f.RequiredString("user"));
+  WARDEN_ASSIGN_OR_RETURN(r.password, f.RequiredString("password"));
+  WARDEN_RETURN_IF_ERROR(CheckLength("user", r.user, 63));
+  WARDEN_RETURN_IF_ERROR(CheckLength("password", r.password, 1024));
+  return r;
+}
+
+absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name"}));
+  JsonFields f = *JsonFields::Of(j);
+  CreateTenantRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.name, f.RequiredString("name"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("tenant name", r.name));
+  return r;
+}
+
+absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name", "password"}));
+  JsonFields f = *JsonFields::Of(j);
+  CreateUserRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.name, f.RequiredString("name"));
+  WARDEN_ASSIGN_OR_RETURN(r.password, f.RequiredString("password"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("user name", r.name));
+  WARDEN_RETURN_IF_ERROR(CheckLength("password", r.password, 1024));
+  if (r.password.size() < 8) {
+    return absl::InvalidArgumentError("field \"password\" must be at least 8 bytes");
+  }
+  return r;
+}
+
+absl::StatusOr<CreateRoleRequest> DecodeCreateRole(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name", "permissions"}));
+  JsonFields f = *JsonFields::Of(j);
+  CreateRoleRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.name, f.RequiredString("name"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("role name", r.name));
+  WARDEN_ASSIGN_OR_RETURN(r.permissions, f.StringList("permissions"));
+  if (r.permissions.empty()) {
+    return absl::InvalidArgumentError("field \"permissions\" must list at least one permission");
+  }
+  if (r.permissions.size() > 256) {
+    return absl::InvalidArgumentError("field \"permissions\" lists more than 256 entries");
+  }
+  for (const auto& p : r.permissions) WARDEN_RETURN_IF_ERROR(CheckLength("permissions[]", p, 64));
+  return r;
+}
+
+absl::StatusOr<CreateBindingRequest> DecodeCreateBinding(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"user", "token", "role"}));
+  JsonFields f = *JsonFields::Of(j);
+  CreateBindingRequest r;
+  WARDEN_ASSIGN_OR_RETURN(auto user, f.OptionalString("user"));
+  WARDEN_ASSIGN_OR_RETURN(auto token, f.OptionalString("token"));
+  if (user.has_value() == token.has_value()) {
+    return absl::InvalidArgumentError("exactly one of fields \"user\" and \"token\" is required");
+  }
+  r.subject_kind = user ? "user" : "token";
+  r.subject = user ? *user : *token;
+  WARDEN_ASSIGN_OR_RETURN(r.role, f.RequiredString("role"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("role name", r.role));
+  if (user) {
+    WARDEN_RETURN_IF_ERROR(common::ValidateName("user name", r.subject));
+  } else {
+    WARDEN_RETURN_IF_ERROR(CheckLength("token", r.subject, 64));
+  }
+  return r;
+}
+
+absl::StatusOr<CreateTokenRequest> DecodeCreateToken(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name", "role", "ttl"}));
+  JsonFields f = *JsonFields::Of(j);
+  CreateTokenRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.name, f.RequiredString("name"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("token name", r.name));
+  WARDEN_ASSIGN_OR_RETURN(r.role, f.RequiredString("role"));
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("role name", r.role));
+  WARDEN_ASSIGN_OR_RETURN(auto ttl, f.OptionalString("ttl"));
+  if (ttl) {
+    absl::Duration d;
+    if (!absl::ParseDuration(*ttl, &d) || d <= absl::ZeroDuration()) {
+      return absl::InvalidArgumentError(
+          StrCat("field \"ttl\": expected a positive duration like 24h or 90m, got \"", *ttl, "\""));
+    }
+    r.ttl = d;
+  }
+  return r;
+}
+
+}  // namespace warden::api

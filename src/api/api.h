@@ -1,0 +1,57 @@
+// The JSON request bodies of the HTTP API under /api/v1/ and their strict decoders. Every decoder
+// takes untrusted bytes and returns either a validated value or InvalidArgument naming the field
+// and the rule broken (duplicate keys, deep nesting, wrong types, unknown fields, bad names).
+// Pure functions, thread-safe; depends only on common (so fuzz/ can target it cheaply).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace warden::api {
+
+struct LoginRequest {
+  std::string user;
+  std::string password;
+};
+
+struct CreateTenantRequest {
+  std::string name;
+};
+
+struct CreateUserRequest {
+  std::string name;
+  std::string password;
+};
+
+struct CreateRoleRequest {
+  std::string name;
+  std::vector<std::string> permissions;  // "resource:verb"; checked against the catalog by rbac
+};
+
+// Binds a role to a user or an API token at the scope of the URL (cluster or tenant).
+struct CreateBindingRequest {
+  std::string subject_kind;  // "user" or "token"
+  std::string subject;       // user name or token id
+  std::string role;          // role name
+};
+
+struct CreateTokenRequest {
+  std::string name;
+  std::string role;
+  absl::Duration ttl = absl::Hours(24 * 30);
+};
+
+absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body);
+absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body);
+absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body);
+absl::StatusOr<CreateRoleRequest> DecodeCreateRole(std::string_view body);
+absl::StatusOr<CreateBindingRequest> DecodeCreateBinding(std::string_view body);
+absl::StatusOr<CreateTokenRequest> DecodeCreateToken(std::string_view body);
+
+}  // namespace warden::api

@@ -1,0 +1,67 @@
+#include "api/api.h"
+
+#include <gtest/gtest.h>
+
+namespace warden::api {
+namespace {
+
+std::string Err(const absl::Status& s) { return std::string(s.message()); }
+
+TEST(DecodeTest, LoginAcceptsUserAndPassword) {
+  auto r = DecodeLogin(R"({"user":"alice","password":"pw123456"})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->user, "alice");
+}
+
+TEST(DecodeTest, EmptyBodyIsAClearError) {
+  EXPECT_EQ(Err(DecodeCreateTenant("").status()), "request body is empty; expected JSON");
+}
+
+TEST(DecodeTest, DuplicateKeysAreRefused) {
+  auto r = DecodeCreateBinding(R"({"user":"bob","role":"viewer","role":"admin"})");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(Err(r.status()), "duplicate JSON key \"role\"");
+}
+
+TEST(DecodeTest, WrongTypesAndUnknownFieldsAreNamed) {
+  EXPECT_EQ(Err(DecodeCreateTenant(R"({"name":["acme"]})").status()),
+            "field \"name\": expected string, got array");
+  EXPECT_EQ(Err(DecodeCreateTenant(R"({"name":"acme","admin":true})").status()),
+            "unknown field \"admin\"");
+  EXPECT_EQ(Err(DecodeCreateTenant("[]").status()), "expected a JSON object, got array");
+}
+
+TEST(DecodeTest, NamesWithTraversalOrSqlAreRefused) {
+  EXPECT_FALSE(DecodeCreateTenant(R"({"name":"../../etc"})").ok());
+  EXPECT_FALSE(DecodeCreateUser(R"({"name":"x'; DROP TABLE users;--","password":"12345678"})").ok());
+}
+
+TEST(DecodeTest, ShortPasswordIsRefused) {
+  EXPECT_EQ(Err(DecodeCreateUser(R"({"name":"bob","password":"short"})").status()),
+            "field \"password\" must be at least 8 bytes");
+}
+
+TEST(DecodeTest, BindingNeedsExactlyOneSubject) {
+  EXPECT_FALSE(DecodeCreateBinding(R"({"role":"viewer"})").ok());
+  EXPECT_FALSE(DecodeCreateBinding(R"({"user":"a","token":"t","role":"viewer"})").ok());
+  auto r = DecodeCreateBinding(R"({"token":"tok_1","role":"viewer"})");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->subject_kind, "token");
+}
+
+TEST(DecodeTest, TokenTtlParsesDurations) {
+  auto r = DecodeCreateToken(R"({"name":"ci","role":"developer","ttl":"90m"})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->ttl, absl::Minutes(90));
+  EXPECT_FALSE(DecodeCreateToken(R"({"name":"ci","role":"developer","ttl":"-5m"})").ok());
+  EXPECT_FALSE(DecodeCreateToken(R"({"name":"ci","role":"developer","ttl":5})").ok());
+}
+
+TEST(DecodeTest, RoleNeedsPermissions) {
+  EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[]})").ok());
+  EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[1]})").ok());
+  EXPECT_TRUE(DecodeCreateRole(R"({"name":"r","permissions":["jobs:read"]})").ok());
+}
+
+}  // namespace
+}  // namespace warden::api
