@@ -4,9 +4,12 @@
 // test suite written against Store runs unchanged on either (tests/store/).
 // Thread-safe: every method may be called from any thread. All SQL is parameterised.
 //
-// Errors: NotFound (no such row), AlreadyExists (unique name taken), InvalidArgument (bad URL),
-// Unavailable (the database cannot be reached), DataLoss (corrupt database; writes stop).
-// A failed call leaves the store unchanged.
+// Errors: NotFound (no such row), AlreadyExists (unique name taken), InvalidArgument (bad URL,
+// empty id or name, text with a NUL byte or invalid UTF-8), FailedPrecondition (a referenced
+// tenant/user/role does not exist, or a row is still in use), Unavailable (the database cannot be
+// reached), DataLoss (corrupt database; every later call fails too), Aborted (a transaction the
+// database rolled back). A failed call leaves the store unchanged.
+// Strings are stored verbatim; the store does not validate names (callers do, common/ids.h).
 #pragma once
 
 #include <cstdint>
@@ -88,7 +91,9 @@ class Store {
   // Highest migration version applied.
   virtual absl::StatusOr<int> SchemaVersion() = 0;
   // Runs `fn` in one transaction: commits if it returns OK, rolls back otherwise. Calls on this
-  // Store from inside `fn` on the same thread join the transaction.
+  // Store from inside `fn` on the same thread join the transaction; other threads' calls wait
+  // until it ends. A nested InTransaction (and every write method, which is one) that fails
+  // undoes only its own writes, so `fn` may handle e.g. AlreadyExists and carry on.
   virtual absl::Status InTransaction(const std::function<absl::Status()>& fn) = 0;
 
   // Tenants. Names are unique. DeleteTenant fails with FailedPrecondition while users remain.

@@ -1,0 +1,148 @@
+#include "store/migrations.h"
+
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace warden::store::internal {
+namespace {
+
+using common::StrCat;
+
+struct Migration {
+  int version;
+  std::vector<std::string_view> statements;
+};
+
+// Portable SQL only: TEXT, BIGINT, INTEGER for booleans (0/1), expression indexes with
+// COALESCE. "No tenant" is NULL so that foreign keys bind only real tenant ids; uniqueness that
+// must treat "no tenant" as one value uses COALESCE(tenant_id, '') because both databases treat
+// NULLs as distinct in UNIQUE constraints.
+// Append new migrations; never edit an applied one.
+const std::vector<Migration>& Migrations() {
+  static const auto* migrations = new std::vector<Migration>{
+      {1,
+       {
+           "CREATE TABLE tenants ("
+           " id TEXT PRIMARY KEY,"
+           " name TEXT NOT NULL UNIQUE,"
+           " created_at BIGINT NOT NULL)",
+
+           "CREATE TABLE users ("
+           " id TEXT PRIMARY KEY,"
+           " name TEXT NOT NULL UNIQUE,"
+           " tenant_id TEXT REFERENCES tenants (id),"
+           " password_hash TEXT NOT NULL,"
+           " disabled INTEGER NOT NULL DEFAULT 0 CHECK (disabled IN (0, 1)),"
+           " created_at BIGINT NOT NULL)",
+           "CREATE INDEX users_by_tenant ON users (tenant_id)",
+
+           "CREATE TABLE sessions ("
+           " id_hash TEXT PRIMARY KEY,"
+           " user_id TEXT NOT NULL REFERENCES users (id),"
+           " created_at BIGINT NOT NULL,"
+           " last_seen BIGINT NOT NULL,"
+           " expires_at BIGINT NOT NULL)",
+           "CREATE INDEX sessions_by_user ON sessions (user_id)",
+           "CREATE INDEX sessions_by_expiry ON sessions (expires_at)",
+
+           // permissions: a JSON array of "resource:verb" strings.
+           "CREATE TABLE roles ("
+           " id TEXT PRIMARY KEY,"
+           " name TEXT NOT NULL,"
+           " tenant_id TEXT REFERENCES tenants (id),"
+           " permissions TEXT NOT NULL,"
+           " builtin INTEGER NOT NULL DEFAULT 0 CHECK (builtin IN (0, 1)),"
+           " created_at BIGINT NOT NULL)",
+           "CREATE UNIQUE INDEX roles_by_scope_name ON roles ((COALESCE(tenant_id, '')), name)",
+           "CREATE INDEX roles_by_tenant ON roles (tenant_id)",
+
+           "CREATE TABLE api_tokens ("
+           " id TEXT PRIMARY KEY,"
+           " name TEXT NOT NULL,"
+           " token_hash TEXT NOT NULL UNIQUE,"
+           " user_id TEXT NOT NULL REFERENCES users (id),"
+           " tenant_id TEXT REFERENCES tenants (id),"
+           " role_id TEXT NOT NULL REFERENCES roles (id),"
+           " created_at BIGINT NOT NULL,"
+           " expires_at BIGINT NOT NULL,"
+           " revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)))",
+           "CREATE INDEX api_tokens_by_user ON api_tokens (user_id)",
+           "CREATE INDEX api_tokens_by_tenant ON api_tokens (tenant_id)",
+           "CREATE INDEX api_tokens_by_role ON api_tokens (role_id)",
+
+           // subject_id is not a foreign key: it names a user or a token depending on
+           // subject_kind, which SQL cannot express portably.
+           "CREATE TABLE bindings ("
+           " id TEXT PRIMARY KEY,"
+           " subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'token')),"
+           " subject_id TEXT NOT NULL,"
+           " role_id TEXT NOT NULL REFERENCES roles (id),"
+           " scope_tenant_id TEXT REFERENCES tenants (id),"
+           " created_at BIGINT NOT NULL)",
+           "CREATE UNIQUE INDEX bindings_unique ON bindings"
+           " (subject_kind, subject_id, role_id, (COALESCE(scope_tenant_id, '')))",
+           "CREATE INDEX bindings_by_role ON bindings (role_id)",
+           "CREATE INDEX bindings_by_scope ON bindings (scope_tenant_id)",
+
+           // One row: the counter that authorization caches compare against.
+           "CREATE TABLE policy_generation ("
+           " id INTEGER PRIMARY KEY CHECK (id = 1),"
+           " generation BIGINT NOT NULL)",
+           "INSERT INTO policy_generation (id, generation) VALUES (1, 0)",
+       }},
+  };
+  return *migrations;
+}
+
+absl::Status MigrateLocked(SqlDb& db, int64_t now) {
+  WARDEN_RETURN_IF_ERROR(db.LockForMigration());
+  WARDEN_RETURN_IF_ERROR(db.Exec("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                                 " version INTEGER PRIMARY KEY,"
+                                 " applied_at BIGINT NOT NULL)")
+                             .status());
+  WARDEN_ASSIGN_OR_RETURN(Rows rows,
+                          db.Query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
+  int64_t current = 0;
+  if (!rows.empty()) {
+    WARDEN_ASSIGN_OR_RETURN(current, rows[0].Int(0));
+  }
+  if (current > LatestSchemaVersion()) {
+    return absl::FailedPreconditionError(
+        StrCat("store: database schema version ", current, " is newer than this binary's ",
+               LatestSchemaVersion(), "; upgrade gpuwarden"));
+  }
+  for (const Migration& m : Migrations()) {
+    if (m.version <= current) continue;
+    for (std::string_view sql : m.statements) {
+      auto r = db.Exec(sql);
+      if (!r.ok()) {
+        return absl::Status(r.status().code(), StrCat("store: migration ", m.version, ": ",
+                                                      std::string(r.status().message())));
+      }
+    }
+    WARDEN_RETURN_IF_ERROR(
+        db.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                {int64_t{m.version}, now})
+            .status());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int LatestSchemaVersion() { return Migrations().back().version; }
+
+absl::Status Migrate(SqlDb& db, int64_t now) {
+  WARDEN_RETURN_IF_ERROR(db.Begin());
+  absl::Status s = MigrateLocked(db, now);
+  if (!s.ok()) {
+    (void)db.Rollback();  // the migration error is the one worth reporting
+    return s;
+  }
+  return db.Commit();
+}
+
+}  // namespace warden::store::internal

@@ -1,0 +1,579 @@
+// SqlStore: the one repository layer over SqlDb, shared by both backends. Every write runs in a
+// transaction (a savepoint when the caller already holds one), so a failed call leaves nothing
+// behind and the PostgreSQL backend may safely re-run statements outside transactions after a
+// reconnect (postgres_db.cc).
+#include <string_view>
+
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "store/migrations.h"
+#include "store/sql_db.h"
+#include "store/store.h"
+
+namespace warden::store {
+namespace {
+
+using common::StrCat;
+using internal::NullIfEmpty;
+using internal::Param;
+using internal::Params;
+using internal::Row;
+using internal::Rows;
+using internal::SqlDb;
+
+// Keeps the code, replaces the driver's text with one that names the thing in our terms.
+absl::Status Reword(const absl::Status& s, absl::StatusCode code, std::string message) {
+  if (s.code() != code) return s;
+  return absl::Status(code, std::move(message));
+}
+
+absl::Status RequireNonEmpty(std::string_view what, const std::string& value) {
+  if (value.empty()) return absl::InvalidArgumentError(StrCat(what, " must not be empty"));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> EncodePermissions(const std::vector<std::string>& permissions) {
+  for (const auto& p : permissions) {
+    // Checked here so the JSON encoder below never sees invalid UTF-8 (it would throw).
+    if (auto s = internal::ValidateText(p); !s.ok()) {
+      return absl::InvalidArgumentError(
+          StrCat("role permission: ", std::string(s.message())));
+    }
+  }
+  try {
+    return common::Json(permissions).dump();
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(StrCat("role permissions: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::vector<std::string>> DecodePermissions(const std::string& text) {
+  auto json = common::Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_array()) {
+    return absl::DataLossError("store: role permissions column is not a JSON array");
+  }
+  std::vector<std::string> out;
+  for (const auto& p : json) {
+    if (!p.is_string()) {
+      return absl::DataLossError("store: role permissions column holds a non-string");
+    }
+    out.push_back(p.get<std::string>());
+  }
+  return out;
+}
+
+constexpr std::string_view kTenantCols = "id, name, created_at";
+constexpr std::string_view kUserCols = "id, name, tenant_id, password_hash, disabled, created_at";
+constexpr std::string_view kSessionCols = "id_hash, user_id, created_at, last_seen, expires_at";
+constexpr std::string_view kTokenCols =
+    "id, name, token_hash, user_id, tenant_id, role_id, created_at, expires_at, revoked";
+constexpr std::string_view kRoleCols = "id, name, tenant_id, permissions, builtin, created_at";
+constexpr std::string_view kBindingCols =
+    "id, subject_kind, subject_id, role_id, scope_tenant_id, created_at";
+
+absl::StatusOr<Tenant> ToTenant(const Row& r) {
+  Tenant t;
+  t.id = r.String(0);
+  t.name = r.String(1);
+  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(2));
+  return t;
+}
+
+absl::StatusOr<User> ToUser(const Row& r) {
+  User u;
+  u.id = r.String(0);
+  u.name = r.String(1);
+  u.tenant_id = r.String(2);
+  u.password_hash = r.String(3);
+  WARDEN_ASSIGN_OR_RETURN(int64_t disabled, r.Int(4));
+  u.disabled = disabled != 0;
+  WARDEN_ASSIGN_OR_RETURN(u.created_at, r.Int(5));
+  return u;
+}
+
+absl::StatusOr<Session> ToSession(const Row& r) {
+  Session s;
+  s.id_hash = r.String(0);
+  s.user_id = r.String(1);
+  WARDEN_ASSIGN_OR_RETURN(s.created_at, r.Int(2));
+  WARDEN_ASSIGN_OR_RETURN(s.last_seen, r.Int(3));
+  WARDEN_ASSIGN_OR_RETURN(s.expires_at, r.Int(4));
+  return s;
+}
+
+absl::StatusOr<ApiToken> ToToken(const Row& r) {
+  ApiToken t;
+  t.id = r.String(0);
+  t.name = r.String(1);
+  t.token_hash = r.String(2);
+  t.user_id = r.String(3);
+  t.tenant_id = r.String(4);
+  t.role_id = r.String(5);
+  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(6));
+  WARDEN_ASSIGN_OR_RETURN(t.expires_at, r.Int(7));
+  WARDEN_ASSIGN_OR_RETURN(int64_t revoked, r.Int(8));
+  t.revoked = revoked != 0;
+  return t;
+}
+
+absl::StatusOr<Role> ToRole(const Row& r) {
+  Role role;
+  role.id = r.String(0);
+  role.name = r.String(1);
+  role.tenant_id = r.String(2);
+  WARDEN_ASSIGN_OR_RETURN(role.permissions, DecodePermissions(r.String(3)));
+  WARDEN_ASSIGN_OR_RETURN(int64_t builtin, r.Int(4));
+  role.builtin = builtin != 0;
+  WARDEN_ASSIGN_OR_RETURN(role.created_at, r.Int(5));
+  return role;
+}
+
+absl::StatusOr<Binding> ToBinding(const Row& r) {
+  Binding b;
+  b.id = r.String(0);
+  b.subject_kind = r.String(1);
+  b.subject_id = r.String(2);
+  b.role_id = r.String(3);
+  b.scope_tenant_id = r.String(4);
+  WARDEN_ASSIGN_OR_RETURN(b.created_at, r.Int(5));
+  return b;
+}
+
+template <typename T>
+absl::StatusOr<std::vector<T>> ToList(const Rows& rows, absl::StatusOr<T> (*convert)(const Row&)) {
+  std::vector<T> out;
+  out.reserve(rows.size());
+  for (const Row& r : rows) {
+    WARDEN_ASSIGN_OR_RETURN(T v, convert(r));
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+class SqlStore final : public Store {
+ public:
+  explicit SqlStore(std::unique_ptr<SqlDb> db) : db_(std::move(db)) {}
+
+  std::string Backend() const override { return db_->Backend(); }
+
+  absl::StatusOr<int> SchemaVersion() override {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows,
+                            db_->Query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"));
+    if (rows.empty()) return 0;
+    WARDEN_ASSIGN_OR_RETURN(int64_t v, rows[0].Int(0));
+    return static_cast<int>(v);
+  }
+
+  absl::Status InTransaction(const std::function<absl::Status()>& fn) override {
+    WARDEN_RETURN_IF_ERROR(db_->Begin());
+    absl::Status s = fn();
+    if (!s.ok()) {
+      (void)db_->Rollback();  // fn's error says why; a rollback failure adds nothing useful
+      return s;
+    }
+    return db_->Commit();
+  }
+
+  // ---- tenants ----
+
+  absl::Status CreateTenant(const Tenant& t) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("tenant id", t.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("tenant name", t.name));
+    absl::Status s = Write(/*policy=*/false, [&]() {
+      return db_->Exec("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
+                       {t.id, t.name, t.created_at})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(TakenMessage("tenant", "tenants", t.id, t.name));
+    }
+    return s;
+  }
+
+  absl::StatusOr<Tenant> GetTenant(const std::string& id) override {
+    return One<Tenant>(StrCat("SELECT ", kTenantCols, " FROM tenants WHERE id = ?"), {id},
+                       ToTenant, StrCat("tenant \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<Tenant> GetTenantByName(const std::string& name) override {
+    return One<Tenant>(StrCat("SELECT ", kTenantCols, " FROM tenants WHERE name = ?"), {name},
+                       ToTenant, StrCat("tenant \"", name, "\" not found"));
+  }
+
+  absl::StatusOr<std::vector<Tenant>> ListTenants() override {
+    WARDEN_ASSIGN_OR_RETURN(
+        Rows rows, db_->Query(StrCat("SELECT ", kTenantCols, " FROM tenants ORDER BY name, id")));
+    return ToList<Tenant>(rows, ToTenant);
+  }
+
+  absl::Status DeleteTenant(const std::string& id) override {
+    absl::Status s = Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(GetTenant(id).status());
+      WARDEN_ASSIGN_OR_RETURN(int64_t users,
+                              Count("SELECT COUNT(*) FROM users WHERE tenant_id = ?", {id}));
+      if (users > 0) {
+        return absl::FailedPreconditionError(
+            StrCat("tenant \"", id, "\" still has ", users, " user(s); move or remove them first"));
+      }
+      return db_->Exec("DELETE FROM tenants WHERE id = ?", {id}).status();
+    });
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::FailedPreconditionError(ExplainTenantInUse(id, s));
+    }
+    return s;
+  }
+
+  // ---- users ----
+
+  absl::Status CreateUser(const User& u) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("user id", u.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("user name", u.name));
+    absl::Status s = Write(/*policy=*/true, [&]() {
+      return db_
+          ->Exec("INSERT INTO users (id, name, tenant_id, password_hash, disabled, created_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 {u.id, u.name, NullIfEmpty(u.tenant_id), u.password_hash,
+                  int64_t{u.disabled ? 1 : 0}, u.created_at})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(TakenMessage("user", "users", u.id, u.name));
+    }
+    return Reword(s, absl::StatusCode::kFailedPrecondition,
+                  StrCat("user \"", u.name, "\": tenant \"", u.tenant_id, "\" does not exist"));
+  }
+
+  absl::StatusOr<User> GetUser(const std::string& id) override {
+    return One<User>(StrCat("SELECT ", kUserCols, " FROM users WHERE id = ?"), {id}, ToUser,
+                     StrCat("user \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<User> GetUserByName(const std::string& name) override {
+    return One<User>(StrCat("SELECT ", kUserCols, " FROM users WHERE name = ?"), {name}, ToUser,
+                     StrCat("user \"", name, "\" not found"));
+  }
+
+  absl::StatusOr<std::vector<User>> ListUsers(std::optional<std::string> tenant_id) override {
+    std::string sql = StrCat("SELECT ", kUserCols, " FROM users");
+    Params params;
+    AddTenantFilter(sql, params, "tenant_id", tenant_id);
+    sql += " ORDER BY name, id";
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(sql, params));
+    return ToList<User>(rows, ToUser);
+  }
+
+  absl::Status SetUserDisabled(const std::string& id, bool disabled) override {
+    return UpdateOne(/*policy=*/true, "UPDATE users SET disabled = ? WHERE id = ?",
+                     {int64_t{disabled ? 1 : 0}, id}, StrCat("user \"", id, "\" not found"));
+  }
+
+  absl::Status SetUserPassword(const std::string& id, const std::string& hash) override {
+    return UpdateOne(/*policy=*/true, "UPDATE users SET password_hash = ? WHERE id = ?",
+                     {hash, id}, StrCat("user \"", id, "\" not found"));
+  }
+
+  // ---- sessions ----
+
+  absl::Status CreateSession(const Session& s) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("session id hash", s.id_hash));
+    absl::Status st = Write(/*policy=*/false, [&]() {
+      return db_
+          ->Exec("INSERT INTO sessions (id_hash, user_id, created_at, last_seen, expires_at)"
+                 " VALUES (?, ?, ?, ?, ?)",
+                 {s.id_hash, s.user_id, s.created_at, s.last_seen, s.expires_at})
+          .status();
+    });
+    // Never echo id_hash: it is what an attacker would need to look the session up.
+    st = Reword(st, absl::StatusCode::kAlreadyExists, "session already exists");
+    return Reword(st, absl::StatusCode::kFailedPrecondition,
+                  StrCat("session: user \"", s.user_id, "\" does not exist"));
+  }
+
+  absl::StatusOr<Session> GetSession(const std::string& id_hash) override {
+    return One<Session>(StrCat("SELECT ", kSessionCols, " FROM sessions WHERE id_hash = ?"),
+                        {id_hash}, ToSession, "session not found");
+  }
+
+  absl::Status TouchSession(const std::string& id_hash, int64_t last_seen) override {
+    return UpdateOne(/*policy=*/false, "UPDATE sessions SET last_seen = ? WHERE id_hash = ?",
+                     {last_seen, id_hash}, "session not found");
+  }
+
+  absl::Status DeleteSession(const std::string& id_hash) override {
+    return UpdateOne(/*policy=*/false, "DELETE FROM sessions WHERE id_hash = ?", {id_hash},
+                     "session not found");
+  }
+
+  absl::Status DeleteUserSessions(const std::string& user_id) override {
+    return Write(/*policy=*/false, [&]() {
+      return db_->Exec("DELETE FROM sessions WHERE user_id = ?", {user_id}).status();
+    });
+  }
+
+  absl::StatusOr<int64_t> DeleteExpiredSessions(int64_t now) override {
+    int64_t deleted = 0;
+    WARDEN_RETURN_IF_ERROR(Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(deleted,
+                              db_->Exec("DELETE FROM sessions WHERE expires_at < ?", {now}));
+      return absl::OkStatus();
+    }));
+    return deleted;
+  }
+
+  // ---- API tokens ----
+
+  absl::Status CreateToken(const ApiToken& t) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("token id", t.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("token hash", t.token_hash));
+    absl::Status s = Write(/*policy=*/true, [&]() {
+      return db_
+          ->Exec("INSERT INTO api_tokens (id, name, token_hash, user_id, tenant_id, role_id,"
+                 " created_at, expires_at, revoked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 {t.id, t.name, t.token_hash, t.user_id, NullIfEmpty(t.tenant_id), t.role_id,
+                  t.created_at, t.expires_at, int64_t{t.revoked ? 1 : 0}})
+          .status();
+    });
+    s = Reword(s, absl::StatusCode::kAlreadyExists,
+               StrCat("token \"", t.name, "\": id or secret hash already in use"));
+    return Reword(s, absl::StatusCode::kFailedPrecondition,
+                  StrCat("token \"", t.name, "\": user \"", t.user_id, "\", role \"", t.role_id,
+                         "\" or tenant \"", t.tenant_id, "\" does not exist"));
+  }
+
+  absl::StatusOr<ApiToken> GetToken(const std::string& id) override {
+    return One<ApiToken>(StrCat("SELECT ", kTokenCols, " FROM api_tokens WHERE id = ?"), {id},
+                         ToToken, StrCat("token \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<ApiToken> GetTokenByHash(const std::string& token_hash) override {
+    return One<ApiToken>(StrCat("SELECT ", kTokenCols, " FROM api_tokens WHERE token_hash = ?"),
+                         {token_hash}, ToToken, "token not found");
+  }
+
+  absl::StatusOr<std::vector<ApiToken>> ListTokens(std::optional<std::string> tenant_id,
+                                                   std::optional<std::string> user_id) override {
+    std::string sql = StrCat("SELECT ", kTokenCols, " FROM api_tokens");
+    Params params;
+    bool filtered = AddTenantFilter(sql, params, "tenant_id", tenant_id);
+    if (user_id.has_value()) {
+      sql += filtered ? " AND user_id = ?" : " WHERE user_id = ?";
+      params.emplace_back(*user_id);
+    }
+    sql += " ORDER BY created_at, id";
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(sql, params));
+    return ToList<ApiToken>(rows, ToToken);
+  }
+
+  absl::Status RevokeToken(const std::string& id) override {
+    return UpdateOne(/*policy=*/true, "UPDATE api_tokens SET revoked = 1 WHERE id = ?", {id},
+                     StrCat("token \"", id, "\" not found"));
+  }
+
+  // ---- roles ----
+
+  absl::Status CreateRole(const Role& r) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("role id", r.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("role name", r.name));
+    WARDEN_ASSIGN_OR_RETURN(std::string permissions, EncodePermissions(r.permissions));
+    absl::Status s = Write(/*policy=*/true, [&]() {
+      return db_
+          ->Exec("INSERT INTO roles (id, name, tenant_id, permissions, builtin, created_at)"
+                 " VALUES (?, ?, ?, ?, ?, ?)",
+                 {r.id, r.name, NullIfEmpty(r.tenant_id), permissions,
+                  int64_t{r.builtin ? 1 : 0}, r.created_at})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kAlreadyExists) {
+      std::string scope =
+          r.tenant_id.empty() ? "the cluster" : StrCat("tenant \"", r.tenant_id, "\"");
+      if (GetRoleByName(r.tenant_id, r.name).ok()) {
+        return absl::AlreadyExistsError(
+            StrCat("role \"", r.name, "\" already exists in ", scope));
+      }
+      return absl::AlreadyExistsError(StrCat("role id \"", r.id, "\" is taken"));
+    }
+    return Reword(s, absl::StatusCode::kFailedPrecondition,
+                  StrCat("role \"", r.name, "\": tenant \"", r.tenant_id, "\" does not exist"));
+  }
+
+  absl::StatusOr<Role> GetRole(const std::string& id) override {
+    return One<Role>(StrCat("SELECT ", kRoleCols, " FROM roles WHERE id = ?"), {id}, ToRole,
+                     StrCat("role \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<Role> GetRoleByName(const std::string& tenant_id,
+                                     const std::string& name) override {
+    // COALESCE matches the unique index, so "" finds cluster-wide roles (stored as NULL).
+    return One<Role>(
+        StrCat("SELECT ", kRoleCols, " FROM roles WHERE COALESCE(tenant_id, '') = ? AND name = ?"),
+        {tenant_id, name}, ToRole,
+        StrCat("role \"", name, "\" not found in ",
+               tenant_id.empty() ? "the cluster" : StrCat("tenant \"", tenant_id, "\"")));
+  }
+
+  absl::StatusOr<std::vector<Role>> ListRoles() override {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(StrCat("SELECT ", kRoleCols,
+                                                         " FROM roles ORDER BY"
+                                                         " COALESCE(tenant_id, ''), name, id")));
+    return ToList<Role>(rows, ToRole);
+  }
+
+  absl::Status DeleteRole(const std::string& id) override {
+    return Write(/*policy=*/true, [&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(GetRole(id).status());
+      WARDEN_ASSIGN_OR_RETURN(int64_t bindings,
+                              Count("SELECT COUNT(*) FROM bindings WHERE role_id = ?", {id}));
+      WARDEN_ASSIGN_OR_RETURN(int64_t tokens,
+                              Count("SELECT COUNT(*) FROM api_tokens WHERE role_id = ?", {id}));
+      if (bindings > 0 || tokens > 0) {
+        return absl::FailedPreconditionError(StrCat("role \"", id, "\" is used by ", bindings,
+                                                    " binding(s) and ", tokens, " token(s)"));
+      }
+      return db_->Exec("DELETE FROM roles WHERE id = ?", {id}).status();
+    });
+  }
+
+  // ---- bindings ----
+
+  absl::Status CreateBinding(const Binding& b) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("binding id", b.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("binding subject id", b.subject_id));
+    if (b.subject_kind != "user" && b.subject_kind != "token") {
+      return absl::InvalidArgumentError(
+          StrCat("binding subject kind must be \"user\" or \"token\", got \"", b.subject_kind,
+                 "\""));
+    }
+    absl::Status s = Write(/*policy=*/true, [&]() {
+      return db_
+          ->Exec("INSERT INTO bindings (id, subject_kind, subject_id, role_id, scope_tenant_id,"
+                 " created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 {b.id, b.subject_kind, b.subject_id, b.role_id, NullIfEmpty(b.scope_tenant_id),
+                  b.created_at})
+          .status();
+    });
+    s = Reword(s, absl::StatusCode::kAlreadyExists,
+               StrCat("binding of ", b.subject_kind, " \"", b.subject_id, "\" to role \"",
+                      b.role_id, "\" already exists (or its id is taken)"));
+    return Reword(s, absl::StatusCode::kFailedPrecondition,
+                  StrCat("binding: role \"", b.role_id, "\" or tenant \"", b.scope_tenant_id,
+                         "\" does not exist"));
+  }
+
+  absl::StatusOr<std::vector<Binding>> ListBindings() override {
+    WARDEN_ASSIGN_OR_RETURN(
+        Rows rows,
+        db_->Query(StrCat("SELECT ", kBindingCols, " FROM bindings ORDER BY created_at, id")));
+    return ToList<Binding>(rows, ToBinding);
+  }
+
+  absl::Status DeleteBinding(const std::string& id) override {
+    return UpdateOne(/*policy=*/true, "DELETE FROM bindings WHERE id = ?", {id},
+                     StrCat("binding \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<int64_t> PolicyGeneration() override {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows,
+                            db_->Query("SELECT generation FROM policy_generation WHERE id = 1"));
+    if (rows.empty()) return absl::DataLossError("store: policy_generation row is missing");
+    return rows[0].Int(0);
+  }
+
+ private:
+  // Runs `fn` as one transaction (joined to the caller's, if any) and bumps the policy
+  // generation in the same transaction when `policy`, so a cache can never see the change
+  // without the new generation or the other way round.
+  absl::Status Write(bool policy, const std::function<absl::Status()>& fn) {
+    return InTransaction([&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(fn());
+      if (!policy) return absl::OkStatus();
+      return db_->Exec("UPDATE policy_generation SET generation = generation + 1 WHERE id = 1")
+          .status();
+    });
+  }
+
+  // A write that must touch exactly one row; NotFound otherwise.
+  absl::Status UpdateOne(bool policy, std::string_view sql, const Params& params,
+                         std::string not_found) {
+    return Write(policy, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(int64_t n, db_->Exec(sql, params));
+      if (n == 0) return absl::NotFoundError(not_found);
+      return absl::OkStatus();
+    });
+  }
+
+  template <typename T>
+  absl::StatusOr<T> One(const std::string& sql, const Params& params,
+                        absl::StatusOr<T> (*convert)(const Row&), std::string not_found) {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(sql, params));
+    if (rows.empty()) return absl::NotFoundError(std::move(not_found));
+    return convert(rows[0]);
+  }
+
+  absl::StatusOr<int64_t> Count(std::string_view sql, const Params& params) {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(sql, params));
+    if (rows.empty()) return 0;
+    return rows[0].Int(0);
+  }
+
+  // nullopt: no filter; "": rows outside any tenant (NULL); else that tenant. Appends a WHERE
+  // clause and returns whether it did.
+  static bool AddTenantFilter(std::string& sql, Params& params, std::string_view column,
+                              const std::optional<std::string>& tenant_id) {
+    if (!tenant_id.has_value()) return false;
+    if (tenant_id->empty()) {
+      sql += StrCat(" WHERE ", column, " IS NULL");
+    } else {
+      sql += StrCat(" WHERE ", column, " = ?");
+      params.emplace_back(*tenant_id);
+    }
+    return true;
+  }
+
+  // Which unique column a failed insert collided with, for a message an operator can act on.
+  std::string TakenMessage(std::string_view what, std::string_view table, const std::string& id,
+                           const std::string& name) {
+    auto n = Count(StrCat("SELECT COUNT(*) FROM ", table, " WHERE name = ?"), {name});
+    if (n.ok() && *n > 0) return StrCat(what, " \"", name, "\" already exists");
+    return StrCat(what, " id \"", id, "\" is taken");
+  }
+
+  std::string ExplainTenantInUse(const std::string& id, const absl::Status& s) {
+    // Our own precondition messages are already specific; a raw FK violation means roles,
+    // tokens or bindings still point at the tenant.
+    std::string_view msg = std::string_view(s.message().data(), s.message().size());
+    if (!msg.starts_with("sqlite:") && !msg.starts_with("postgres:")) return std::string(msg);
+    return StrCat("tenant \"", id, "\" is still referenced by roles, tokens or bindings");
+  }
+
+  std::unique_ptr<SqlDb> db_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> OpenStore(const StoreOptions& options) {
+  const std::string& url = options.url;
+  std::unique_ptr<SqlDb> db;
+  constexpr std::string_view kSqlite = "sqlite://";
+  if (url.starts_with(kSqlite)) {
+    std::string path = url.substr(kSqlite.size());  // sqlite:///abs -> /abs; sqlite://rel -> rel
+    if (path.empty()) {
+      return absl::InvalidArgumentError("store URL \"sqlite://\" names no database file");
+    }
+    WARDEN_ASSIGN_OR_RETURN(db, internal::OpenSqliteDb(path));
+  } else if (url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    WARDEN_ASSIGN_OR_RETURN(db, internal::OpenPostgresDb(url));
+  } else {
+    // Echo only the scheme: the rest of a URL may carry a password.
+    size_t colon = url.find("://");
+    std::string scheme = colon == std::string::npos ? "" : url.substr(0, colon);
+    return absl::InvalidArgumentError(StrCat(
+        "store URL ", scheme.empty() ? std::string("has no scheme") : StrCat("scheme \"", scheme, "\" is not supported"),
+        "; use sqlite:///path/to/state.db, postgres:// or postgresql://"));
+  }
+  WARDEN_RETURN_IF_ERROR(internal::Migrate(*db, common::RealClock::Get().NowUnix()));
+  return std::unique_ptr<Store>(std::make_unique<SqlStore>(std::move(db)));
+}
+
+}  // namespace warden::store
