@@ -51,11 +51,16 @@ absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body) {
 }
 
 absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body) {
-  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name", "password"}));
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name", "password", "role"}));
   JsonFields f = *JsonFields::Of(j);
   CreateUserRequest r;
   WARDEN_ASSIGN_OR_RETURN(r.name, f.RequiredString("name"));
   WARDEN_ASSIGN_OR_RETURN(r.password, f.RequiredString("password"));
+  WARDEN_ASSIGN_OR_RETURN(auto role, f.OptionalString("role"));
+  if (role) {
+    WARDEN_RETURN_IF_ERROR(common::ValidateName("role name", *role));
+    r.role = *role;
+  }
   WARDEN_RETURN_IF_ERROR(common::ValidateName("user name", r.name));
   WARDEN_RETURN_IF_ERROR(CheckLength("password", r.password, 1024));
   if (r.password.size() < 8) {

@@ -27,6 +27,7 @@ struct CreateTenantRequest {
 struct CreateUserRequest {
   std::string name;
   std::string password;
+  std::string role;  // optional: bound to the new user at the URL's scope in the same transaction
 };
 
 struct CreateRoleRequest {

@@ -1,0 +1,19 @@
+// gpuwarden: one binary, three faces: `server` (the control plane), `agent` (per GPU node) and the
+// CLI verbs. Dispatch only; everything else lives in src/server, src/agent and src/cli.
+#include <cstring>
+#include <iostream>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "server") == 0) {
+    return warden::server::RunServerCommand(argc - 1, argv + 1);
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "agent") == 0) {
+    std::cerr << "gpuwarden agent: the node agent is not built yet (it arrives with the cluster "
+                 "issue: mTLS join, inventory, job runner)\n";
+    return 2;
+  }
+  return warden::cli::RunCli(argc, argv);
+}

@@ -1,0 +1,173 @@
+// ApiService: the JSON API under /api/v1/ as one table of routes, each declaring the permission
+// it needs and the scope it is checked at, and the pipeline every request passes:
+//   authenticate -> resolve scope -> authorize -> handler -> audit (exactly one event).
+// The table is validated when the service is created: a route without a permission (or an
+// explicit "public"/"authenticated") refuses to start the server.
+// Thread-safe; owns nothing but caches (compiled RBAC policy, tenant names).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "common/clock.h"
+#include "common/json.h"
+#include "common/rng.h"
+#include "rbac/rbac.h"
+#include "store/store.h"
+
+namespace warden::server {
+
+struct ApiRequest {
+  std::string method;
+  std::string path;
+  std::string body;
+  std::string source;      // client ip:port
+  std::string request_id;
+  std::string authorization;  // the Authorization header, as sent
+  std::map<std::string, std::string> params;  // path parameters, already percent-decoded
+  std::map<std::string, std::string> query;
+};
+
+struct ApiResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+class ApiService;
+
+// How a route's permission is scoped.
+enum class Scope {
+  kCluster,  // checked at cluster scope
+  kTenant,   // checked at the tenant named by the {tenant} path parameter
+  kAny,      // allowed if held at cluster scope or at any tenant; the handler filters results
+};
+
+struct RouteSpec {
+  const char* method;
+  const char* pattern;     // e.g. "/api/v1/tenants/{tenant}/users"
+  const char* permission;  // "resource:verb", or "public", or "authenticated"
+  Scope scope;
+  const char* action;      // audit action; nullptr: the permission
+  // The handler; receives the request after authorization.
+  absl::StatusOr<common::Json> (ApiService::*handler)(struct Call&);
+  int ok_status = 200;
+};
+
+// Everything a handler knows about the call in progress.
+struct Call {
+  explicit Call(ApiRequest& r) : req(r) {}
+  ApiRequest& req;
+  std::optional<auth::Identity> identity;
+  rbac::Grants grants;
+  std::shared_ptr<const rbac::Policy> policy;
+  std::string tenant_id;    // resolved {tenant}; empty for cluster scope
+  std::string tenant_name;
+  rbac::TenantRef tenant_ref = rbac::TenantRef::Cluster();
+  // Filled by handlers: the audit event's actor for unauthenticated calls (login), and a
+  // non-JSON body (metrics).
+  std::string actor_name;
+  std::optional<std::string> raw_body;
+  std::string content_type;
+};
+
+struct ApiServiceOptions {
+  std::string version;
+  std::string audit_dir;  // where ListAudit reads events from
+  // Renders /metrics (the process's Prometheus registry).
+  std::function<std::string()> render_metrics;
+};
+
+class ApiService {
+ public:
+  static absl::StatusOr<std::unique_ptr<ApiService>> Create(store::Store& store,
+                                                           auth::Authenticator& authenticator,
+                                                           audit::AuditLog& audit,
+                                                           common::Clock& clock, common::Rng& rng,
+                                                           ApiServiceOptions options);
+
+  // The route table (static; validated by Create).
+  static const std::vector<RouteSpec>& Routes();
+
+  // Runs the whole pipeline for a matched route. Never throws; every outcome (including 401/403/
+  // 404/500) is returned as a JSON response and recorded as exactly one audit event.
+  ApiResponse Handle(const RouteSpec& route, ApiRequest& req);
+  // For requests that matched no route (404/405): answered and audited the same way.
+  ApiResponse HandleUnmatched(ApiRequest& req, int status, const std::string& message);
+
+  // Reloads roles and bindings from the store and swaps the compiled policy.
+  absl::Status RefreshPolicy();
+  // Creates the first cluster admin if no user exists. Returns the password used (generated
+  // when `password` is empty) or std::nullopt when an admin already existed.
+  absl::StatusOr<std::optional<std::string>> Bootstrap(const std::string& admin_name,
+                                                       const std::string& password);
+
+  // Handlers (public so the route table can name them).
+  absl::StatusOr<common::Json> Version(Call& c);
+  absl::StatusOr<common::Json> Login(Call& c);
+  absl::StatusOr<common::Json> Logout(Call& c);
+  absl::StatusOr<common::Json> WhoAmI(Call& c);
+  absl::StatusOr<common::Json> ListTenants(Call& c);
+  absl::StatusOr<common::Json> CreateTenant(Call& c);
+  absl::StatusOr<common::Json> GetTenant(Call& c);
+  absl::StatusOr<common::Json> DeleteTenant(Call& c);
+  absl::StatusOr<common::Json> ListUsers(Call& c);
+  absl::StatusOr<common::Json> CreateUser(Call& c);
+  absl::StatusOr<common::Json> DisableUser(Call& c);
+  absl::StatusOr<common::Json> EnableUser(Call& c);
+  absl::StatusOr<common::Json> ListRoles(Call& c);
+  absl::StatusOr<common::Json> CreateRole(Call& c);
+  absl::StatusOr<common::Json> DeleteRole(Call& c);
+  absl::StatusOr<common::Json> ListBindings(Call& c);
+  absl::StatusOr<common::Json> CreateBinding(Call& c);
+  absl::StatusOr<common::Json> DeleteBinding(Call& c);
+  absl::StatusOr<common::Json> ListTokens(Call& c);
+  absl::StatusOr<common::Json> CreateToken(Call& c);
+  absl::StatusOr<common::Json> RevokeToken(Call& c);
+  absl::StatusOr<common::Json> ListAudit(Call& c);
+
+ private:
+  ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
+             common::Clock& clock, common::Rng& rng, ApiServiceOptions options)
+      : store_(store), auth_(authenticator), audit_(audit), clock_(clock), rng_(rng),
+        options_(std::move(options)) {}
+
+  struct CompiledRoute {
+    std::optional<rbac::Permission> permission;
+    bool is_public = false;
+  };
+
+  std::shared_ptr<const rbac::Policy> policy() const;
+  absl::Status ResolveTenant(Call& c);
+  rbac::Grants GrantsOf(const rbac::Policy& policy, const auth::Identity& id) const;
+  absl::StatusOr<store::User> UserInScope(Call& c, const std::string& name);
+  absl::StatusOr<store::Role> RoleByName(Call& c, const std::string& name);
+  rbac::RoleDef ToRoleDef(const store::Role& r) const;
+  common::Json UserJson(const store::User& u);
+  common::Json RoleJson(const store::Role& r);
+  std::string TenantNameOf(const std::string& tenant_id);
+  void Audit(const Call& c, const char* action, int status, const std::string& reason);
+
+  store::Store& store_;
+  auth::Authenticator& auth_;
+  audit::AuditLog& audit_;
+  common::Clock& clock_;
+  common::Rng& rng_;
+  ApiServiceOptions options_;
+  std::map<const RouteSpec*, CompiledRoute> compiled_;
+
+  mutable std::mutex mu_;
+  std::shared_ptr<const rbac::Policy> policy_;  // guarded by mu_
+  std::map<std::string, std::string> tenant_names_;  // id -> name cache, guarded by mu_
+  std::map<std::string, std::string> tenant_ids_;    // name -> id cache, guarded by mu_
+};
+
+}  // namespace warden::server

@@ -1,0 +1,321 @@
+#include "server/server.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "audit/audit.h"
+#include "auth/auth.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "common/rng.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "http/server.h"
+#include "pki/pki.h"
+#include "server/api_service.h"
+#include "store/store.h"
+
+namespace warden::server {
+namespace {
+
+using common::StrCat;
+
+absl::Status EnsureDir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::FailedPreconditionError(StrCat("cannot create ", dir, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+// The master key (32 random bytes) protects secrets at rest (TOTP seeds, tenant keys). It is
+// created once with mode 0600; a key file others can read is refused, since anyone who can read
+// it can decrypt every tenant's data.
+absl::Status EnsureMasterKey(const std::string& path, common::Rng& rng) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    std::string key = rng.Bytes(32);
+    bool ok = ::write(fd, key.data(), key.size()) == static_cast<ssize_t>(key.size()) &&
+              ::fsync(fd) == 0;
+    ::close(fd);
+    if (!ok) return absl::UnavailableError(StrCat("cannot write master key ", path));
+    return absl::OkStatus();
+  }
+  if (errno != EEXIST) {
+    return absl::FailedPreconditionError(StrCat("cannot create master key ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::FailedPreconditionError(StrCat("cannot stat master key ", path));
+  }
+  if ((st.st_mode & 077) != 0) {
+    return absl::FailedPreconditionError(
+        StrCat("master key ", path, " has mode 0", (st.st_mode & 0777) / 64, (st.st_mode & 077) / 8,
+               st.st_mode & 7, "; it must not be readable by group or others (chmod 600 it)"));
+  }
+  if (st.st_size != 32) {
+    return absl::DataLossError(StrCat("master key ", path, " is ", st.st_size, " bytes, expected 32"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(StrCat("cannot read ", path));
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+class ServerImpl final : public Server {
+ public:
+  explicit ServerImpl(common::ServerConfig config) : config_(std::move(config)) {}
+  ~ServerImpl() override { Stop(); }
+
+  absl::Status Init(std::ostream& out) {
+    common::Clock& clock = common::RealClock::Get();
+    common::Rng& rng = common::SecureRng::Get();
+    WARDEN_RETURN_IF_ERROR(EnsureDir(config_.data_dir));
+    std::string key_path = config_.master_key_file.empty()
+                               ? StrCat(config_.data_dir, "/master.key")
+                               : config_.master_key_file;
+    WARDEN_RETURN_IF_ERROR(EnsureMasterKey(key_path, rng));
+
+    std::string pki_dir = StrCat(config_.data_dir, "/pki");
+    WARDEN_RETURN_IF_ERROR(EnsureDir(pki_dir));
+    std::vector<std::string> names;
+    std::string host = config_.listen.substr(0, config_.listen.rfind(':'));
+    if (!host.empty() && host != "0.0.0.0" && host != "[::]") names.push_back(host);
+    char hostname[256] = {};
+    if (::gethostname(hostname, sizeof(hostname) - 1) == 0 && hostname[0]) names.push_back(hostname);
+    WARDEN_ASSIGN_OR_RETURN(pki_, pki::EnsureServerPki(pki_dir, names, clock));
+
+    std::string url = config_.store_url.empty()
+                          ? StrCat("sqlite://", AbsPath(config_.data_dir), "/state.db")
+                          : config_.store_url;
+    WARDEN_ASSIGN_OR_RETURN(store_, store::OpenStore({url}));
+
+    auth::AuthenticatorOptions aopts;
+    aopts.session_idle = config_.session_idle;
+    aopts.session_absolute = config_.session_absolute;
+    aopts.token_max_ttl = config_.token_max_ttl;
+    WARDEN_ASSIGN_OR_RETURN(auth_, auth::Authenticator::Create(*store_, clock, rng, aopts));
+
+    std::string audit_dir = StrCat(config_.data_dir, "/audit");
+    WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog({.dir = audit_dir}, clock));
+
+    ApiServiceOptions api_opts;
+    api_opts.version = WARDEN_VERSION;
+    api_opts.audit_dir = audit_dir;
+    api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
+    WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
+
+    std::string password;
+    if (!config_.admin_password_file.empty()) {
+      WARDEN_ASSIGN_OR_RETURN(password, ReadSecretFile(config_.admin_password_file));
+    }
+    WARDEN_ASSIGN_OR_RETURN(auto created, api_->Bootstrap("admin", password));
+    if (created.has_value()) {
+      out << "created the first cluster admin: user \"admin\"";
+      if (password.empty()) {
+        out << ", password: " << *created << "\n  (shown once; change it or keep it safe)";
+      } else {
+        out << " with the password from " << config_.admin_password_file;
+      }
+      out << "\n";
+    }
+
+    for (const RouteSpec& spec : ApiService::Routes()) {
+      WARDEN_RETURN_IF_ERROR(router_.Add(spec.method, spec.pattern, nullptr, &spec));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Start() override {
+    http::ServerOptions hopts;
+    hopts.listen = config_.listen;
+    hopts.cert_pem = pki_.server_cert_pem;
+    hopts.key_pem = pki_.server_key_pem;
+    hopts.chain_pem = pki_.ca_cert_pem;
+    hopts.limits = config_.http;
+    hopts.threads = config_.threads;
+    hopts.metrics = &common::metrics::Registry::Default();
+    WARDEN_ASSIGN_OR_RETURN(https_, http::HttpsServer::Create(
+                                        hopts, [this](http::Request& req) { return Serve(req); }));
+    WARDEN_RETURN_IF_ERROR(https_->Start());
+    housekeeping_ = std::thread([this] { Housekeeping(); });
+    // Tests and scripts find an ephemeral port here.
+    std::ofstream info(StrCat(config_.data_dir, "/server.json"));
+    info << "{\"url\":\"https://127.0.0.1:" << https_->port() << "\",\"port\":" << https_->port()
+         << ",\"ca_fingerprint\":\"" << pki_.ca_fingerprint << "\"}\n";
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (https_) https_->Stop();
+    if (housekeeping_.joinable()) housekeeping_.join();
+  }
+
+  int port() const override { return https_ ? https_->port() : 0; }
+  std::string ca_fingerprint() const override { return pki_.ca_fingerprint; }
+
+ private:
+  static std::string AbsPath(const std::string& p) {
+    if (!p.empty() && p[0] == '/') return p;
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof(cwd)) == nullptr) return p;
+    return StrCat(cwd, "/", p);
+  }
+
+  http::Response Serve(http::Request& req) {
+    if (req.method == "GET" && req.raw_path == "/healthz") {
+      return http::Response::Json(200, common::Json{{"status", "ok"}});
+    }
+    http::Response err;
+    const auto* route = router_.Match(req, &err);
+    ApiRequest areq;
+    areq.method = req.method;
+    areq.path = req.path;
+    areq.body = std::move(req.body);
+    areq.source = req.remote_address;
+    areq.request_id = req.request_id;
+    areq.authorization = std::string(req.headers.Get("Authorization"));
+    areq.query = req.query;
+    for (auto& [k, v] : req.params) areq.params.emplace(k, v);
+    ApiResponse r;
+    if (route == nullptr) {
+      auto j = common::Json::parse(err.body, nullptr, false);
+      std::string message = j.is_object() && j.contains("error") ? j["error"].value("message", "")
+                                                                  : std::string("not found");
+      r = api_->HandleUnmatched(areq, err.status, message);
+      http::Response out;
+      out.status = r.status;
+      out.body = std::move(r.body);
+      out.headers = err.headers;
+      return out;
+    }
+    r = api_->Handle(*route->payload, areq);
+    http::Response out;
+    out.status = r.status;
+    out.content_type = std::move(r.content_type);
+    out.body = std::move(r.body);
+    return out;
+  }
+
+  // Picks up policy changes made by other replicas and sweeps expired sessions.
+  void Housekeeping() {
+    int64_t generation = store_->PolicyGeneration().value_or(0);
+    int ticks = 0;
+    std::unique_lock lock(mu_);
+    while (!stopping_) {
+      cv_.wait_for(lock, std::chrono::seconds(1));
+      if (stopping_) break;
+      lock.unlock();
+      auto g = store_->PolicyGeneration();
+      if (g.ok() && *g != generation) {
+        generation = *g;
+        (void)api_->RefreshPolicy();
+      }
+      if (++ticks % 60 == 0) (void)auth_->SweepExpiredSessions();
+      lock.lock();
+    }
+  }
+
+  common::ServerConfig config_;
+  pki::ServerPki pki_;
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<auth::Authenticator> auth_;
+  std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<ApiService> api_;
+  http::Router<const RouteSpec*> router_;
+  std::unique_ptr<http::HttpsServer> https_;
+  std::thread housekeeping_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Create(const common::ServerConfig& config,
+                                                       std::ostream& out) {
+  auto server = std::make_unique<ServerImpl>(config);
+  WARDEN_RETURN_IF_ERROR(server->Init(out));
+  return server;
+}
+
+int RunServerCommand(int argc, char** argv) {
+  CLI::App app{"gpuwarden server: the control plane (HTTPS API, auth, RBAC, audit)", "gpuwarden server"};
+  std::string config_file, data_dir, listen, store_url, admin_pw_file, master_key_file;
+  int threads = 0;
+  app.add_option("--config", config_file, "YAML config file (flags override it)");
+  app.add_option("--data-dir", data_dir, "state directory (default ./data)");
+  app.add_option("--listen", listen, "address to listen on (default 127.0.0.1:8443; port 0 picks one)");
+  app.add_option("--store", store_url, "state store URL: sqlite:///path/state.db (default, in the data dir) or postgres://user:pw@host:port/db");
+  app.add_option("--admin-password-file", admin_pw_file, "first start only: the admin's password (else one is generated and printed once)");
+  app.add_option("--master-key-file", master_key_file, "master key file (default DATA_DIR/master.key, created 0600)");
+  app.add_option("--threads", threads, "HTTP worker threads (default 2)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  common::ServerConfig config;
+  if (!config_file.empty()) {
+    auto loaded = common::LoadServerConfigFile(config_file);
+    if (!loaded.ok()) {
+      std::cerr << "gpuwarden server: " << loaded.status().message() << "\n";
+      return 2;
+    }
+    config = *loaded;
+  }
+  if (!data_dir.empty()) config.data_dir = data_dir;
+  if (!listen.empty()) config.listen = listen;
+  if (!store_url.empty()) config.store_url = store_url;
+  if (!admin_pw_file.empty()) config.admin_password_file = admin_pw_file;
+  if (!master_key_file.empty()) config.master_key_file = master_key_file;
+  if (threads > 0) config.threads = threads;
+
+  // Block the stop signals in every thread; the main thread waits for them below.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto server = Server::Create(config, std::cout);
+  if (!server.ok()) {
+    std::cerr << "gpuwarden server: " << server.status().message() << "\n";
+    return 1;
+  }
+  if (absl::Status s = (*server)->Start(); !s.ok()) {
+    std::cerr << "gpuwarden server: " << s.message() << "\n";
+    return 1;
+  }
+  std::cout << "gpuwarden server listening on https://" << config.listen.substr(0, config.listen.rfind(':'))
+            << ":" << (*server)->port() << "\n"
+            << "CA fingerprint: " << (*server)->ca_fingerprint() << std::endl;
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::cout << "stopping (signal " << sig << ")" << std::endl;
+  (*server)->Stop();
+  return 0;
+}
+
+}  // namespace warden::server
