@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every benchmark against its peer (ratios, same machine, same run). `make bench` calls it.
+# Usage: bench/run.sh BUILD_DIR   (a release build)
+set -euo pipefail
+BUILD_DIR="${1:-build/release}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+status=0
+echo "== RBAC authorizer vs Cedar"
+bash bench/rbac/run.sh "$BUILD_DIR/bench/rbac/rbac_bench" || status=1
+if [ -x bench/http/run.sh ]; then
+  echo "== authenticated JSON GET over TLS vs nginx (wrk)"
+  bash bench/http/run.sh "$BUILD_DIR/gpuwarden" || status=1
+fi
+exit $status
