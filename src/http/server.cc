@@ -1,0 +1,729 @@
+// The HTTPS server: Boost.Beast over Asio SSL. This is the only translation unit that includes
+// Beast (it compiles slowly); everything public is in http.h / router.h / server.h.
+//
+// Connection life: accept -> (connection limit) -> read the first bytes (plain-HTTP detection)
+// -> TLS handshake -> [read headers -> read body -> handler -> write]* -> TLS shutdown.
+// Every stage has a deadline on the tcp_stream; when it fires Beast closes the socket, which is
+// the slowloris / idle-connection defence.
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+
+#include <utility>  // before Asio: awaitable.hpp uses std::exchange without including it
+
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "common/strings.h"
+#include "http/server.h"
+
+namespace warden::http {
+
+namespace {
+
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = net::ip::tcp;
+using common::StrCat;
+using Clock = std::chrono::steady_clock;
+
+// TLS 1.2 suites: forward secrecy (ECDHE) with AEAD only. TLS 1.3 suites are all AEAD.
+constexpr char kTls12Ciphers[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:"
+    "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr char kTls13Suites[] =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+
+constexpr char kPlainHttpResponse[] =
+    "HTTP/1.1 400 Bad Request\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 50\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "This port speaks HTTPS only; use an https:// URL.\n";
+static_assert(sizeof("This port speaks HTTPS only; use an https:// URL.\n") - 1 == 50);
+
+std::chrono::nanoseconds ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
+
+std::string OpenSslErrors() {
+  std::string out;
+  unsigned long e;
+  char buf[256];
+  while ((e = ERR_get_error()) != 0) {
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown OpenSSL error" : out;
+}
+
+// Per-thread generator for request ids: seeded once from the CSPRNG, so ids are unpredictable
+// without a syscall or lock per request.
+std::string NewRequestId() {
+  thread_local std::mt19937_64 gen = [] {
+    uint64_t seed[2] = {0, 0};
+    RAND_bytes(reinterpret_cast<unsigned char*>(seed), sizeof(seed));
+    std::seed_seq seq{seed[0], seed[0] >> 32, seed[1], seed[1] >> 32};
+    return std::mt19937_64(seq);
+  }();
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string id(32, '0');
+  for (int half = 0; half < 2; ++half) {
+    uint64_t v = gen();
+    for (int i = 0; i < 16; ++i) id[half * 16 + i] = kHex[(v >> (i * 4)) & 0xf];
+  }
+  return id;
+}
+
+// A client-supplied id is echoed only if it cannot inject anything into headers or logs.
+bool SaneRequestId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// Method label for metrics: known verbs only, so arbitrary tokens cannot grow cardinality.
+std::string_view MethodLabel(bhttp::verb v, std::string_view s) {
+  return v == bhttp::verb::unknown ? std::string_view("OTHER") : s;
+}
+
+enum class Reject { kHeaderSize, kBodySize, kHeaderTimeout, kRequestTimeout, kConnections,
+                    kPlainHttp, kBadRequest, kCount };
+constexpr std::string_view kRejectNames[] = {"header_size", "body_size",   "header_timeout",
+                                             "request_timeout", "connections", "plain_http",
+                                             "bad_request"};
+
+struct ListenAddress {
+  std::string host;
+  uint16_t port = 0;
+};
+
+absl::StatusOr<ListenAddress> ParseListen(std::string_view listen) {
+  size_t colon = listen.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == listen.size()) {
+    return absl::InvalidArgumentError(StrCat("listen address \"", listen, "\": want host:port"));
+  }
+  ListenAddress out;
+  std::string_view host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  out.host = std::string(host);
+  unsigned port = 0;
+  for (char c : listen.substr(colon + 1)) {
+    if (c < '0' || c > '9' || port > 65535) {
+      return absl::InvalidArgumentError(StrCat("listen address \"", listen, "\": bad port"));
+    }
+    port = port * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (port > 65535) {
+    return absl::InvalidArgumentError(StrCat("listen address \"", listen, "\": bad port"));
+  }
+  out.port = static_cast<uint16_t>(port);
+  return out;
+}
+
+class ServerImpl;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(ServerImpl& server, tcp::socket socket, uint64_t id);
+  ~Connection();
+  void Run();
+  // Called on the connection's strand by Stop(): close if idle, else finish the current request.
+  void BeginShutdown();
+  net::any_io_executor executor() { return stream_.get_executor(); }
+
+ private:
+  void OnFirstBytes(beast::error_code ec, size_t n);
+  void OnHandshake(beast::error_code ec, size_t used);
+  void ReadRequest(bool first);
+  void OnIdleData(beast::error_code ec, size_t n);
+  void ReadHeader();
+  void OnHeader(beast::error_code ec);
+  void OnContinueWritten(beast::error_code ec);
+  void OnBody(beast::error_code ec);
+  void HandleRequest();
+  void SendError(int status, absl::StatusCode code, std::string_view message, Reject reason);
+  void Send(Response response, bool keep_alive);
+  void OnWrite(bool keep_alive, beast::error_code ec, size_t);
+  void Close();
+  // Maps a read error to a rejection response; false when the connection should just close.
+  bool RejectReadError(beast::error_code ec);
+  tcp::socket& Socket() { return beast::get_lowest_layer(stream_).socket(); }
+
+  ServerImpl& server_;
+  const uint64_t id_;
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  beast::flat_buffer buffer_;
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<bhttp::response<bhttp::empty_body>> continue_;
+  bhttp::response<bhttp::string_body> res_;
+  Request req_;
+  std::array<char, 512> first_bytes_;
+  std::string remote_;
+  Clock::time_point request_start_;
+  bool idle_ = false;
+  bool closing_ = false;
+  bool headers_done_ = false;
+};
+
+class ServerImpl final : public HttpsServer {
+ public:
+  ServerImpl(ServerOptions options, Handler handler)
+      : options_(std::move(options)),
+        handler_(std::move(handler)),
+        ssl_ctx_(ssl::context::tls_server),
+        registry_(options_.metrics ? *options_.metrics : common::metrics::Registry::Default()),
+        requests_(registry_.AddCounter("http_requests_total", "HTTP requests served.",
+                                       {"route", "method", "status"})),
+        latency_(registry_.AddHistogram("http_request_duration_seconds",
+                                        "Time from the first header byte to the handler's "
+                                        "response, by route.",
+                                        {"route"})),
+        handshake_failures_(registry_
+                                .AddCounter("http_tls_handshake_failures_total",
+                                            "TLS handshakes that failed (protocol, cipher, "
+                                            "timeout or a non-TLS client).")
+                                .WithLabels({})),
+        active_gauge_(
+            registry_.AddGauge("http_connections_active", "Open client connections.")
+                .WithLabels({})) {
+    auto& rejections = registry_.AddCounter(
+        "http_limit_rejections_total", "Requests or connections refused by a server limit.",
+        {"reason"});
+    for (size_t i = 0; i < static_cast<size_t>(Reject::kCount); ++i) {
+      reject_counters_[i] = &rejections.WithLabels({kRejectNames[i]});
+    }
+  }
+
+  ~ServerImpl() override {
+    Stop();
+    // Pending handlers own connections that reference this object: destroy them while it is
+    // still whole, and the acceptor before the io_context it belongs to.
+    acceptor_.reset();
+    ioc_.reset();
+  }
+
+  absl::Status ConfigureTls() {
+    SSL_CTX* ctx = ssl_ctx_.native_handle();
+    // Threat: downgrade to legacy protocols (POODLE, BEAST, weak PRFs) — TLS 1.2 is the floor.
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_max_proto_version(ctx, 0);  // highest supported: TLS 1.3 preferred
+    long opts = SSL_OP_NO_COMPRESSION |            // CRIME
+                SSL_OP_NO_RENEGOTIATION |          // renegotiation DoS / injection
+                SSL_OP_CIPHER_SERVER_PREFERENCE;
+#ifdef SSL_OP_NO_CLIENT_RENEGOTIATION
+    opts |= SSL_OP_NO_CLIENT_RENEGOTIATION;
+#endif
+    SSL_CTX_set_options(ctx, opts);
+    if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, kTls13Suites) != 1 ||
+        SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
+      return absl::InternalError(StrCat("TLS cipher configuration: ", OpenSslErrors()));
+    }
+    static const unsigned char kSessionContext[] = "gpuwarden";
+    SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
+
+    // Leaf, then every further certificate of cert_pem and chain_pem as the chain.
+    std::string all = options_.cert_pem + "\n" + options_.chain_pem;
+    BIO* bio = BIO_new_mem_buf(all.data(), static_cast<int>(all.size()));
+    X509* leaf = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    if (leaf == nullptr || SSL_CTX_use_certificate(ctx, leaf) != 1) {
+      X509_free(leaf);
+      BIO_free(bio);
+      ERR_clear_error();
+      return absl::InvalidArgumentError("server certificate: not a PEM certificate");
+    }
+    X509_free(leaf);
+    while (X509* extra = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)) {
+      if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+        X509_free(extra);
+        BIO_free(bio);
+        return absl::InvalidArgumentError(StrCat("certificate chain: ", OpenSslErrors()));
+      }
+    }
+    ERR_clear_error();  // the loop ends on "no start line"
+    BIO_free(bio);
+    bio = BIO_new_mem_buf(options_.key_pem.data(), static_cast<int>(options_.key_pem.size()));
+    EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    if (key == nullptr || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+      EVP_PKEY_free(key);
+      ERR_clear_error();
+      return absl::InvalidArgumentError("server key: unreadable or not matching the certificate");
+    }
+    EVP_PKEY_free(key);
+    return absl::OkStatus();
+  }
+
+  absl::Status Start() override {
+    if (started_) return absl::FailedPreconditionError("server already started");
+    WARDEN_ASSIGN_OR_RETURN(ListenAddress addr, ParseListen(options_.listen));
+    int threads = std::max(1, options_.threads);
+    ioc_.emplace(threads);
+    beast::error_code ec;
+    net::ip::address ip = net::ip::make_address(addr.host, ec);
+    tcp::endpoint endpoint;
+    if (!ec) {
+      endpoint = tcp::endpoint(ip, addr.port);
+    } else {
+      tcp::resolver resolver(*ioc_);
+      auto results = resolver.resolve(addr.host, std::to_string(addr.port), ec);
+      if (ec || results.empty()) {
+        return absl::InvalidArgumentError(
+            StrCat("listen address \"", options_.listen, "\": cannot resolve host"));
+      }
+      endpoint = results.begin()->endpoint();
+    }
+    acceptor_.emplace(net::make_strand(*ioc_));
+    acceptor_->open(endpoint.protocol(), ec);
+    if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_->bind(endpoint, ec);
+    if (!ec) acceptor_->listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      acceptor_.reset();
+      return absl::UnavailableError(StrCat("listen on ", options_.listen, ": ", ec.message()));
+    }
+    port_ = acceptor_->local_endpoint(ec).port();
+    started_ = true;
+    DoAccept();
+    for (int i = 0; i < threads; ++i) {
+      threads_.emplace_back([this] {
+        for (;;) {
+          try {
+            ioc_->run();
+            return;
+          } catch (...) {
+            // A handler threw through Asio; the connection involved is gone. Keep serving.
+          }
+        }
+      });
+    }
+    return absl::OkStatus();
+  }
+
+  void Stop() override {
+    if (!started_ || stopped_.exchange(true)) return;
+    stopping_.store(true);
+    net::post(acceptor_->get_executor(), [this] {
+      beast::error_code ec;
+      acceptor_->close(ec);
+    });
+    // Collect under the lock, post outside it: dropping the last reference to a connection runs
+    // its destructor, which takes mu_ again.
+    std::vector<std::shared_ptr<Connection>> live;
+    {
+      std::lock_guard lock(mu_);
+      for (auto& [id, weak] : connections_) {
+        if (auto conn = weak.lock()) live.push_back(std::move(conn));
+      }
+    }
+    for (auto& conn : live) {
+      net::post(conn->executor(), [conn] { conn->BeginShutdown(); });
+    }
+    live.clear();
+    {
+      // In-flight requests get until their own deadline; then everything is cut.
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock,
+                   ToChrono(options_.limits.request_timeout + options_.limits.header_timeout),
+                   [this] { return active_ == 0; });
+    }
+    ioc_->stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  int port() const override { return port_; }
+
+  // ---- used by Connection ----
+  const common::HttpLimits& limits() const { return options_.limits; }
+  ssl::context& ssl_ctx() { return ssl_ctx_; }
+  bool stopping() const { return stopping_.load(std::memory_order_relaxed); }
+  void CountReject(Reject r) { reject_counters_[static_cast<size_t>(r)]->Inc(); }
+  void CountHandshakeFailure() { handshake_failures_.Inc(); }
+  void Observe(std::string_view route, std::string_view method, int status, double seconds) {
+    std::string code = std::to_string(status);
+    std::string_view labels[] = {route, method, code};
+    requests_.WithLabels(std::span<const std::string_view>(labels)).Inc();
+    std::string_view route_label[] = {route};
+    latency_.WithLabels(std::span<const std::string_view>(route_label)).Observe(seconds);
+  }
+  Response CallHandler(Request& req) {
+    try {
+      return handler_(req);
+    } catch (const std::exception& e) {
+      return Response::Error(absl::InternalError(e.what()));
+    } catch (...) {
+      return Response::Error(absl::InternalError("handler threw"));
+    }
+  }
+  void ConnectionClosed(uint64_t id) {
+    {
+      std::lock_guard lock(mu_);
+      connections_.erase(id);
+      --active_;
+    }
+    active_gauge_.Dec();
+    cv_.notify_all();
+  }
+
+ private:
+  void DoAccept() {
+    acceptor_->async_accept(net::make_strand(*ioc_),
+                            [this](beast::error_code ec, tcp::socket socket) {
+                              OnAccept(ec, std::move(socket));
+                            });
+  }
+
+  void OnAccept(beast::error_code ec, tcp::socket socket) {
+    if (ec) {
+      if (ec == net::error::operation_aborted || stopping()) return;
+      // EMFILE and friends: drop this one, keep accepting.
+      DoAccept();
+      return;
+    }
+    if (stopping()) {
+      socket.close(ec);
+      return;
+    }
+    std::shared_ptr<Connection> conn;
+    {
+      std::lock_guard lock(mu_);
+      // Threat: connection exhaustion. Extra connections are closed at once, before any TLS work.
+      if (active_ >= options_.limits.max_connections) {
+        socket.close(ec);
+        CountReject(Reject::kConnections);
+        DoAccept();
+        return;
+      }
+      ++active_;
+      uint64_t id = next_id_++;
+      socket.set_option(tcp::no_delay(true), ec);
+      conn = std::make_shared<Connection>(*this, std::move(socket), id);
+      connections_.emplace(id, conn);
+    }
+    active_gauge_.Inc();
+    conn->Run();
+    DoAccept();
+  }
+
+  ServerOptions options_;
+  Handler handler_;
+  ssl::context ssl_ctx_;
+  common::metrics::Registry& registry_;
+  common::metrics::CounterFamily& requests_;
+  common::metrics::HistogramFamily& latency_;
+  common::metrics::Counter& handshake_failures_;
+  common::metrics::Gauge& active_gauge_;
+  std::array<common::metrics::Counter*, static_cast<size_t>(Reject::kCount)> reject_counters_{};
+
+  std::optional<net::io_context> ioc_;
+  std::optional<tcp::acceptor> acceptor_;
+  std::vector<std::thread> threads_;
+  int port_ = 0;
+  bool started_ = false;
+  std::atomic<bool> stopped_{false};
+  std::atomic<bool> stopping_{false};
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int active_ = 0;  // guarded by mu_
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, std::weak_ptr<Connection>> connections_;  // guarded by mu_
+};
+
+Connection::Connection(ServerImpl& server, tcp::socket socket, uint64_t id)
+    : server_(server), id_(id), stream_(std::move(socket), server.ssl_ctx()) {
+  beast::error_code ec;
+  auto ep = Socket().remote_endpoint(ec);
+  if (!ec) {
+    remote_ = ep.address().is_v6() ? StrCat("[", ep.address().to_string(), "]:", ep.port())
+                                   : StrCat(ep.address().to_string(), ":", ep.port());
+  }
+}
+
+Connection::~Connection() { server_.ConnectionClosed(id_); }
+
+void Connection::Run() {
+  net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+    // The handshake must finish within the header timeout too (slow TLS clients hold resources).
+    beast::get_lowest_layer(self->stream_).expires_after(
+        ToChrono(self->server_.limits().header_timeout));
+    beast::get_lowest_layer(self->stream_).async_read_some(
+        net::buffer(self->first_bytes_),
+        [self](beast::error_code ec, size_t n) { self->OnFirstBytes(ec, n); });
+  });
+}
+
+void Connection::OnFirstBytes(beast::error_code ec, size_t n) {
+  if (ec) {
+    if (ec == beast::error::timeout) server_.CountReject(Reject::kHeaderTimeout);
+    return;
+  }
+  if (n == 0) return;
+  if (static_cast<unsigned char>(first_bytes_[0]) != 0x16) {
+    // Not a TLS handshake record: most likely plain HTTP sent to the TLS port. Say so in clear
+    // text (nothing secret in it) rather than failing with an opaque TLS alert.
+    server_.CountReject(Reject::kPlainHttp);
+    server_.CountHandshakeFailure();
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(2));
+    net::async_write(Socket(), net::buffer(kPlainHttpResponse, sizeof(kPlainHttpResponse) - 1),
+                     [self = shared_from_this()](beast::error_code, size_t) {
+                       beast::error_code ignored;
+                       self->Socket().shutdown(tcp::socket::shutdown_both, ignored);
+                       self->Socket().close(ignored);
+                     });
+    return;
+  }
+  stream_.async_handshake(ssl::stream_base::server, net::buffer(first_bytes_.data(), n),
+                          [self = shared_from_this()](beast::error_code ec, size_t used) {
+                            self->OnHandshake(ec, used);
+                          });
+}
+
+void Connection::OnHandshake(beast::error_code ec, size_t) {
+  if (ec) {
+    server_.CountHandshakeFailure();
+    return;
+  }
+  ReadRequest(/*first=*/true);
+}
+
+void Connection::ReadRequest(bool first) {
+  req_.Reset();
+  headers_done_ = false;
+  parser_.emplace();
+  parser_->header_limit(static_cast<uint32_t>(
+      std::min<size_t>(server_.limits().max_header_bytes, UINT32_MAX)));
+  parser_->body_limit(static_cast<uint64_t>(server_.limits().max_body_bytes));
+  if (first || buffer_.size() > 0) {
+    ReadHeader();
+    return;
+  }
+  if (closing_ || server_.stopping()) {
+    Close();
+    return;
+  }
+  // Keep-alive: wait for the next request's first bytes under the idle timeout; the header
+  // timeout starts once they arrive.
+  idle_ = true;
+  beast::get_lowest_layer(stream_).expires_after(ToChrono(server_.limits().idle_timeout));
+  stream_.async_read_some(buffer_.prepare(4096),
+                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            self->OnIdleData(ec, n);
+                          });
+}
+
+void Connection::OnIdleData(beast::error_code ec, size_t n) {
+  idle_ = false;
+  if (ec) return;  // idle timeout, peer closed, or Stop() cancelled us
+  buffer_.commit(n);
+  ReadHeader();
+}
+
+void Connection::ReadHeader() {
+  request_start_ = Clock::now();
+  beast::get_lowest_layer(stream_).expires_after(ToChrono(server_.limits().header_timeout));
+  bhttp::async_read_header(stream_, buffer_, *parser_,
+                           [self = shared_from_this()](beast::error_code ec, size_t) {
+                             self->OnHeader(ec);
+                           });
+}
+
+bool Connection::RejectReadError(beast::error_code ec) {
+  if (ec == bhttp::error::header_limit) {
+    SendError(431, absl::StatusCode::kInvalidArgument,
+              StrCat("request headers exceed ", server_.limits().max_header_bytes, " bytes"),
+              Reject::kHeaderSize);
+    return true;
+  }
+  if (ec == bhttp::error::body_limit) {
+    SendError(413, absl::StatusCode::kInvalidArgument,
+              StrCat("request body exceeds ", server_.limits().max_body_bytes, " bytes"),
+              Reject::kBodySize);
+    return true;
+  }
+  if (ec == beast::error::timeout) {
+    server_.CountReject(headers_done_ ? Reject::kRequestTimeout : Reject::kHeaderTimeout);
+    return false;  // Beast already closed the socket
+  }
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category() &&
+      ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message) {
+    SendError(400, absl::StatusCode::kInvalidArgument, StrCat("malformed HTTP request: ",
+              ec.message()), Reject::kBadRequest);
+    return true;
+  }
+  return false;
+}
+
+void Connection::OnHeader(beast::error_code ec) {
+  if (ec) {
+    RejectReadError(ec);
+    return;
+  }
+  headers_done_ = true;
+  auto& msg = parser_->get();
+  // The request timeout covers the whole request, body included, from its first header byte.
+  beast::get_lowest_layer(stream_).expires_at(request_start_ +
+                                              ToChrono(server_.limits().request_timeout));
+  if (parser_->is_done()) {
+    HandleRequest();
+    return;
+  }
+  if (beast::iequals(msg[bhttp::field::expect], "100-continue")) {
+    continue_.emplace(bhttp::status::continue_, msg.version());
+    bhttp::async_write(stream_, *continue_,
+                       [self = shared_from_this()](beast::error_code ec, size_t) {
+                         self->OnContinueWritten(ec);
+                       });
+    return;
+  }
+  // Streaming request bodies (large dataset uploads) will hook in here: instead of buffering
+  // into string_body, hand the parser to a route-chosen body sink. Not needed yet.
+  bhttp::async_read(stream_, buffer_, *parser_,
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      self->OnBody(ec);
+                    });
+}
+
+void Connection::OnContinueWritten(beast::error_code ec) {
+  if (ec) return;
+  bhttp::async_read(stream_, buffer_, *parser_,
+                    [self = shared_from_this()](beast::error_code ec, size_t) {
+                      self->OnBody(ec);
+                    });
+}
+
+void Connection::OnBody(beast::error_code ec) {
+  if (ec) {
+    RejectReadError(ec);
+    return;
+  }
+  HandleRequest();
+}
+
+void Connection::HandleRequest() {
+  auto& msg = parser_->get();
+  req_.method.assign(msg.method_string().data(), msg.method_string().size());
+  req_.remote_address = remote_;
+  std::string_view client_id(msg["X-Request-Id"].data(),
+                             msg["X-Request-Id"].size());
+  req_.request_id = SaneRequestId(client_id) ? std::string(client_id) : NewRequestId();
+  for (const auto& f : msg) {
+    req_.headers.Add(std::string(f.name_string()), std::string(f.value()));
+  }
+  req_.body = std::move(msg.body());
+  bool keep_alive = msg.keep_alive() && !closing_ && !server_.stopping();
+  std::string_view method = MethodLabel(msg.method(), req_.method);
+
+  Response response;
+  absl::Status target_ok =
+      ParseTarget(std::string_view(msg.target().data(), msg.target().size()), req_);
+  if (!target_ok.ok()) {
+    response = Response::Error(target_ok);
+  } else {
+    response = server_.CallHandler(req_);
+  }
+  double seconds = std::chrono::duration<double>(Clock::now() - request_start_).count();
+  server_.Observe(req_.route, method, response.status, seconds);
+  Send(std::move(response), keep_alive);
+}
+
+void Connection::SendError(int status, absl::StatusCode code, std::string_view message,
+                           Reject reason) {
+  server_.CountReject(reason);
+  if (req_.request_id.empty()) req_.request_id = NewRequestId();
+  server_.Observe("unmatched", "OTHER", status, 0);
+  Send(Response::Error(status, code, message), /*keep_alive=*/false);
+}
+
+void Connection::Send(Response response, bool keep_alive) {
+  res_ = {};
+  res_.version(11);
+  res_.result(static_cast<unsigned>(response.status));
+  res_.set(bhttp::field::content_type, response.content_type);
+  res_.set("X-Request-Id", req_.request_id);
+  res_.set("X-Content-Type-Options", "nosniff");
+  res_.set(bhttp::field::cache_control, "no-store");
+  for (auto& [k, v] : response.headers) res_.insert(k, v);
+  res_.body() = std::move(response.body);
+  res_.keep_alive(keep_alive);
+  res_.prepare_payload();
+  beast::get_lowest_layer(stream_).expires_after(ToChrono(server_.limits().request_timeout));
+  bhttp::async_write(stream_, res_,
+                     [self = shared_from_this(), keep_alive](beast::error_code ec, size_t n) {
+                       self->OnWrite(keep_alive, ec, n);
+                     });
+}
+
+void Connection::OnWrite(bool keep_alive, beast::error_code ec, size_t) {
+  if (ec) return;
+  if (!keep_alive) {
+    Close();
+    return;
+  }
+  ReadRequest(/*first=*/false);
+}
+
+void Connection::Close() {
+  // Send close_notify so the client sees a clean end; do not wait long for the peer's reply.
+  beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(500));
+  stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+    beast::error_code ignored;
+    self->Socket().shutdown(tcp::socket::shutdown_both, ignored);
+    self->Socket().close(ignored);
+  });
+}
+
+void Connection::BeginShutdown() {
+  closing_ = true;
+  if (idle_) {
+    beast::error_code ignored;
+    Socket().cancel(ignored);
+    Socket().close(ignored);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpsServer>> HttpsServer::Create(ServerOptions options,
+                                                                 Handler handler) {
+  if (!handler) return absl::InvalidArgumentError("server handler is empty");
+  WARDEN_RETURN_IF_ERROR(ParseListen(options.listen).status());
+  if (options.limits.max_connections < 1) {
+    return absl::InvalidArgumentError("max_connections must be at least 1");
+  }
+  try {
+    auto server = std::make_unique<ServerImpl>(std::move(options), std::move(handler));
+    WARDEN_RETURN_IF_ERROR(server->ConfigureTls());
+    return std::unique_ptr<HttpsServer>(std::move(server));
+  } catch (const std::exception& e) {
+    return absl::InternalError(StrCat("creating HTTPS server: ", e.what()));
+  }
+}
+
+}  // namespace warden::http

@@ -1,0 +1,59 @@
+// HttpsServer: the TLS-only HTTP/1.1 server in front of every API request.
+//
+// One io_context runs on `threads` threads; each connection is served on its own strand, so a
+// connection's handler calls never overlap while different connections run in parallel. The
+// single Handler is called synchronously on an I/O thread for every well-formed request (the
+// caller's pipeline does routing, authn, authz, audit); it must be thread-safe and should not
+// block for long. Requests the server refuses itself (limits, malformed HTTP) never reach it.
+//
+// Lifecycle: Create -> Start -> Stop (idempotent; also run by the destructor). Stop closes the
+// listener, lets in-flight requests finish (bounded by the request timeout), closes idle
+// keep-alive connections and joins the threads.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/config.h"
+#include "common/metrics.h"
+#include "http/router.h"
+
+namespace warden::http {
+
+struct ServerOptions {
+  std::string listen = "127.0.0.1:8443";  // "host:port" or "[v6]:port"; port 0 = ephemeral
+  std::string cert_pem;   // server certificate
+  std::string key_pem;    // its private key
+  std::string chain_pem;  // certificates sent after the leaf (the CA, for trust on first use)
+  common::HttpLimits limits;
+  int threads = 2;
+  // Where built-in metrics go; nullptr = common::metrics::Registry::Default().
+  common::metrics::Registry* metrics = nullptr;
+};
+
+// Built-in metrics (all in ServerOptions::metrics):
+//   http_requests_total{route,method,status}          counter
+//   http_request_duration_seconds{route}              histogram (handler + read of the body)
+//   http_tls_handshake_failures_total                 counter
+//   http_limit_rejections_total{reason}               counter; reason: header_size, body_size,
+//        header_timeout, request_timeout, connections, plain_http, bad_request
+//   http_connections_active                           gauge
+class HttpsServer {
+ public:
+  virtual ~HttpsServer() = default;
+
+  // InvalidArgument for an unparsable listen address, certificate or key (or a key not matching
+  // the certificate). Nothing is bound until Start.
+  static absl::StatusOr<std::unique_ptr<HttpsServer>> Create(ServerOptions options,
+                                                             Handler handler);
+
+  // Binds, listens and starts the threads. Unavailable if the address cannot be bound;
+  // FailedPrecondition if already started.
+  virtual absl::Status Start() = 0;
+  virtual void Stop() = 0;
+  // The bound port (after Start), e.g. the ephemeral one chosen for port 0.
+  virtual int port() const = 0;
+};
+
+}  // namespace warden::http

@@ -1,0 +1,542 @@
+#include "http/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <optional>
+#include <thread>
+
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "http/client.h"
+#include "pki/pki.h"
+
+namespace warden::http {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::StartsWith;
+using SteadyClock = std::chrono::steady_clock;
+
+const bool kIgnoreSigpipe = [] {
+  signal(SIGPIPE, SIG_IGN);
+  return true;
+}();
+
+std::string MakeTempDir() {
+  char tmpl[] = "/tmp/http_test_XXXXXX";
+  return ::mkdtemp(tmpl);
+}
+
+int ConnectTcp(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  timeval tv{5, 0};  // a hung test fails instead of blocking forever
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+struct RawResponse {
+  int status = 0;
+  std::string head;
+  std::string body;
+};
+
+// A blocking OpenSSL client with full control over protocol versions and bytes on the wire.
+class TlsConn {
+ public:
+  explicit TlsConn(int port, int min_version = 0, int max_version = 0) {
+    ctx_ = SSL_CTX_new(TLS_client_method());
+    if (min_version != 0 || max_version != 0) {
+      // Debian's OpenSSL refuses TLS < 1.2 at the default security level; lower it so the
+      // client really offers the old protocol and the *server* is what refuses.
+      SSL_CTX_set_security_level(ctx_, 0);
+      SSL_CTX_set_cipher_list(ctx_, "ALL:@SECLEVEL=0");
+      SSL_CTX_set_min_proto_version(ctx_, min_version);
+      SSL_CTX_set_max_proto_version(ctx_, max_version);
+    }
+    fd_ = ConnectTcp(port);
+    ssl_ = SSL_new(ctx_);
+    SSL_set_fd(ssl_, fd_);
+  }
+  ~TlsConn() {
+    SSL_free(ssl_);
+    SSL_CTX_free(ctx_);
+    if (fd_ >= 0) ::close(fd_);
+  }
+  bool Handshake() {
+    bool ok = fd_ >= 0 && SSL_connect(ssl_) == 1;
+    ERR_clear_error();
+    return ok;
+  }
+  int version() const { return SSL_version(ssl_); }
+  bool Write(std::string_view data) {
+    return SSL_write(ssl_, data.data(), static_cast<int>(data.size())) ==
+           static_cast<int>(data.size());
+  }
+  // Reads one response (Content-Length framed). nullopt on EOF/error.
+  std::optional<RawResponse> ReadResponse() {
+    size_t end;
+    while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
+      if (!Fill()) return std::nullopt;
+    }
+    RawResponse r;
+    r.head = buf_.substr(0, end + 4);
+    buf_.erase(0, end + 4);
+    r.status = std::atoi(r.head.c_str() + 9);
+    size_t len = 0;
+    std::string lower = r.head;
+    for (auto& c : lower) c = static_cast<char>(std::tolower(c));
+    size_t cl = lower.find("content-length:");
+    if (cl != std::string::npos) len = std::strtoul(lower.c_str() + cl + 15, nullptr, 10);
+    while (buf_.size() < len) {
+      if (!Fill()) return std::nullopt;
+    }
+    r.body = buf_.substr(0, len);
+    buf_.erase(0, len);
+    return r;
+  }
+  // True when the server closed the connection (EOF or reset) before `timeout`.
+  bool WaitForClose() {
+    char c[256];
+    for (;;) {
+      int n = SSL_read(ssl_, c, sizeof(c));
+      if (n > 0) continue;
+      int err = SSL_get_error(ssl_, n);
+      ERR_clear_error();
+      if (err == SSL_ERROR_SYSCALL && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+      return true;
+    }
+  }
+
+ private:
+  bool Fill() {
+    char tmp[4096];
+    int n = SSL_read(ssl_, tmp, sizeof(tmp));
+    if (n <= 0) {
+      ERR_clear_error();
+      return false;
+    }
+    buf_.append(tmp, static_cast<size_t>(n));
+    return true;
+  }
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+  int fd_ = -1;
+  std::string buf_;
+};
+
+// Metrics recorded after the server closed a connection may land a moment after the client saw the
+// close: poll (bounded) instead of sleeping.
+bool EventuallyContains(const common::metrics::Registry& registry, const std::string& needle) {
+  auto deadline = SteadyClock::now() + std::chrono::seconds(3);
+  while (SteadyClock::now() < deadline) {
+    if (registry.RenderText().find(needle) != std::string::npos) return true;
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+std::string Get(std::string_view path, std::string_view extra = "") {
+  return std::string("GET ") + std::string(path) + " HTTP/1.1\r\nHost: localhost\r\n" +
+         std::string(extra) + "\r\n";
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_a_ = new std::string(MakeTempDir());
+    dir_b_ = new std::string(MakeTempDir());
+    common::FakeClock clock(absl::Now());
+    auto a = pki::EnsureServerPki(*dir_a_, {}, clock);
+    auto b = pki::EnsureServerPki(*dir_b_, {}, clock);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE(b.ok()) << b.status();
+    pki_a_ = new pki::ServerPki(*a);
+    pki_b_ = new pki::ServerPki(*b);
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_a_);
+    std::filesystem::remove_all(*dir_b_);
+  }
+
+  void SetUp() override {
+    ASSERT_TRUE(router_.Add("GET", "/hello", [](Request& req) {
+      return Response::Json(200, common::Json{{"hello", "world"}, {"id", req.request_id}});
+    }).ok());
+    ASSERT_TRUE(router_.Add("POST", "/echo", [](Request& req) {
+      return Response::Text(200, req.body);
+    }).ok());
+    ASSERT_TRUE(router_.Add("GET", "/items/{item}", [](Request& req) {
+      return Response::Json(200, common::Json{{"item", std::string(req.Param("item"))}});
+    }).ok());
+  }
+
+  void StartServer(common::HttpLimits limits = {}, const pki::ServerPki* pki = nullptr) {
+    if (pki == nullptr) pki = pki_a_;
+    ServerOptions opts;
+    opts.listen = "127.0.0.1:0";
+    opts.cert_pem = pki->server_cert_pem;
+    opts.key_pem = pki->server_key_pem;
+    opts.chain_pem = pki->chain_pem;
+    opts.limits = limits;
+    opts.threads = 2;
+    opts.metrics = &registry_;
+    auto server = HttpsServer::Create(opts, [this](Request& req) { return router_.Dispatch(req); });
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(*server);
+    ASSERT_TRUE(server_->Start().ok());
+    ASSERT_GT(server_->port(), 0);
+  }
+
+  void TearDown() override {
+    if (server_) server_->Stop();
+  }
+
+  std::string BaseUrl() const { return "https://127.0.0.1:" + std::to_string(server_->port()); }
+
+  static std::string* dir_a_;
+  static std::string* dir_b_;
+  static pki::ServerPki* pki_a_;
+  static pki::ServerPki* pki_b_;
+  Router<int> router_;
+  common::metrics::Registry registry_;
+  std::unique_ptr<HttpsServer> server_;
+};
+
+std::string* ServerTest::dir_a_;
+std::string* ServerTest::dir_b_;
+pki::ServerPki* ServerTest::pki_a_;
+pki::ServerPki* ServerTest::pki_b_;
+
+TEST_F(ServerTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  StartServer();
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  EXPECT_EQ(conn.version(), TLS1_3_VERSION);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(conn.Write(Get("/hello")));
+    auto r = conn.ReadResponse();
+    ASSERT_TRUE(r.has_value()) << "request " << i;
+    EXPECT_EQ(r->status, 200);
+    EXPECT_THAT(r->body, HasSubstr("\"hello\":\"world\""));
+    EXPECT_THAT(r->head, HasSubstr("X-Request-Id: "));
+  }
+  // Pipelined: two requests in one write.
+  ASSERT_TRUE(conn.Write(Get("/items/a") + Get("/items/b%20c")));
+  auto r1 = conn.ReadResponse();
+  auto r2 = conn.ReadResponse();
+  ASSERT_TRUE(r1 && r2);
+  EXPECT_EQ(r1->body, R"({"item":"a"})");
+  EXPECT_EQ(r2->body, R"({"item":"b c"})");
+}
+
+TEST_F(ServerTest, EchoesSaneRequestIdAndReplacesOthers) {
+  StartServer();
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/hello", "X-Request-Id: abc-123_XYZ\r\n")));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_THAT(r->head, HasSubstr("X-Request-Id: abc-123_XYZ\r\n"));
+  ASSERT_TRUE(conn.Write(Get("/hello", "X-Request-Id: <script>\r\n")));
+  r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_THAT(r->head, ::testing::Not(HasSubstr("<script>")));
+  EXPECT_THAT(r->head, ::testing::ContainsRegex("X-Request-Id: [0-9a-f]{32}\r\n"));
+}
+
+TEST_F(ServerTest, UnknownRouteGetsErrorJson) {
+  StartServer();
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/nope")));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_THAT(r->head, HasSubstr("Content-Type: application/json"));
+  auto j = common::Json::parse(r->body);
+  EXPECT_EQ(j["error"]["code"], "NOT_FOUND");
+  ASSERT_TRUE(conn.Write(Get("/items/..%2Fetc")));
+  r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 400);
+}
+
+TEST_F(ServerTest, OversizedBodyIs413) {
+  common::HttpLimits limits;
+  limits.max_body_bytes = 1024;
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  // Refused from Content-Length alone, before the body is read.
+  ASSERT_TRUE(conn.Write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10485760\r\n\r\n"));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+  EXPECT_THAT(r->body, HasSubstr("1024"));
+  EXPECT_TRUE(conn.WaitForClose());
+  EXPECT_THAT(registry_.RenderText(),
+              HasSubstr("http_limit_rejections_total{reason=\"body_size\"} 1"));
+}
+
+TEST_F(ServerTest, OversizedChunkedBodyIs413) {
+  common::HttpLimits limits;
+  limits.max_body_bytes = 1024;
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  std::string chunk(800, 'a');
+  ASSERT_TRUE(conn.Write("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         "320\r\n" + chunk + "\r\n320\r\n" + chunk + "\r\n0\r\n\r\n"));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 413);
+}
+
+TEST_F(ServerTest, BodyWithinLimitIsServed) {
+  common::HttpLimits limits;
+  limits.max_body_bytes = 1024;
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "hello");
+}
+
+TEST_F(ServerTest, OversizedHeadersAre431) {
+  common::HttpLimits limits;
+  limits.max_header_bytes = 4096;
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/hello", "X-Big: " + std::string(8000, 'b') + "\r\n")));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 431);
+  EXPECT_TRUE(conn.WaitForClose());
+}
+
+TEST_F(ServerTest, SlowHeadersAreCutOffAtHeaderTimeout) {
+  common::HttpLimits limits;
+  limits.header_timeout = absl::Milliseconds(300);
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  auto start = SteadyClock::now();
+  ASSERT_TRUE(conn.Write("GET /hello HTTP/1.1\r\nHost: x\r\n"));  // never finishes the headers
+  EXPECT_TRUE(conn.WaitForClose());
+  auto elapsed = SteadyClock::now() - start;
+  EXPECT_LT(elapsed, std::chrono::seconds(3));
+  EXPECT_GE(elapsed, std::chrono::milliseconds(200));
+  EXPECT_TRUE(EventuallyContains(registry_,
+                                 "http_limit_rejections_total{reason=\"header_timeout\"} 1"));
+}
+
+TEST_F(ServerTest, SilentConnectionIsCutOffBeforeHandshake) {
+  common::HttpLimits limits;
+  limits.header_timeout = absl::Milliseconds(300);
+  StartServer(limits);
+  int fd = ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  auto start = SteadyClock::now();
+  char c;
+  EXPECT_LE(::recv(fd, &c, 1, 0), 0);  // server closes; SO_RCVTIMEO is 5 s
+  EXPECT_LT(SteadyClock::now() - start, std::chrono::seconds(3));
+  ::close(fd);
+}
+
+TEST_F(ServerTest, IdleKeepAliveConnectionIsClosed) {
+  common::HttpLimits limits;
+  limits.idle_timeout = absl::Milliseconds(300);
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/hello")));
+  ASSERT_TRUE(conn.ReadResponse());
+  auto start = SteadyClock::now();
+  EXPECT_TRUE(conn.WaitForClose());
+  EXPECT_LT(SteadyClock::now() - start, std::chrono::seconds(3));
+}
+
+TEST_F(ServerTest, Tls10ClientIsRefused) {
+  StartServer();
+  TlsConn conn(server_->port(), TLS1_VERSION, TLS1_VERSION);
+  EXPECT_FALSE(conn.Handshake());
+}
+
+TEST_F(ServerTest, Tls11ClientIsRefused) {
+  StartServer();
+  TlsConn conn(server_->port(), TLS1_VERSION, TLS1_1_VERSION);
+  EXPECT_FALSE(conn.Handshake());
+  EXPECT_TRUE(EventuallyContains(registry_, "http_tls_handshake_failures_total 1"));
+}
+
+TEST_F(ServerTest, Tls12ClientIsServed) {
+  StartServer();
+  TlsConn conn(server_->port(), TLS1_2_VERSION, TLS1_2_VERSION);
+  ASSERT_TRUE(conn.Handshake());
+  EXPECT_EQ(conn.version(), TLS1_2_VERSION);
+  ASSERT_TRUE(conn.Write(Get("/hello")));
+  auto r = conn.ReadResponse();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ServerTest, PlainHttpToTlsPortGets400AndClose) {
+  StartServer();
+  int fd = ConnectTcp(server_->port());
+  ASSERT_GE(fd, 0);
+  std::string req = Get("/hello");
+  ASSERT_EQ(::send(fd, req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::string got;
+  char buf[1024];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) got.append(buf, static_cast<size_t>(n));
+  ::close(fd);
+  EXPECT_THAT(got, StartsWith("HTTP/1.1 400 Bad Request\r\n"));
+  EXPECT_THAT(got, HasSubstr("HTTPS"));
+  EXPECT_THAT(got, HasSubstr("Connection: close"));
+}
+
+TEST_F(ServerTest, ConnectionLimitIsEnforced) {
+  common::HttpLimits limits;
+  limits.max_connections = 2;
+  StartServer(limits);
+  auto a = std::make_unique<TlsConn>(server_->port());
+  TlsConn b(server_->port());
+  for (TlsConn* c : {a.get(), &b}) {
+    ASSERT_TRUE(c->Handshake());
+    ASSERT_TRUE(c->Write(Get("/hello")));  // a response proves the server holds the connection
+    ASSERT_TRUE(c->ReadResponse());
+  }
+  TlsConn third(server_->port());
+  EXPECT_FALSE(third.Handshake());
+  EXPECT_THAT(registry_.RenderText(),
+              HasSubstr("http_limit_rejections_total{reason=\"connections\"} 1"));
+  // Closing one frees a slot (the server notices the close asynchronously: retry, no sleep).
+  a.reset();
+  bool served = false;
+  auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+  while (!served && SteadyClock::now() < deadline) {
+    TlsConn again(server_->port());
+    served = again.Handshake() && again.Write(Get("/hello")) && again.ReadResponse().has_value();
+  }
+  EXPECT_TRUE(served);
+}
+
+TEST_F(ServerTest, MetricsCountRequestsByRoutePattern) {
+  StartServer();
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/items/x") + Get("/items/y") + Get("/nowhere")));
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(conn.ReadResponse());
+  std::string text = registry_.RenderText();
+  EXPECT_THAT(text, HasSubstr(
+      "http_requests_total{route=\"/items/{item}\",method=\"GET\",status=\"200\"} 2"));
+  EXPECT_THAT(text,
+              HasSubstr("http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"} 1"));
+  EXPECT_THAT(text, HasSubstr("http_request_duration_seconds_count{route=\"/items/{item}\"} 2"));
+}
+
+TEST_F(ServerTest, ClientPinnedToServerCaSucceeds) {
+  StartServer();
+  auto client = HttpsClient::Create({BaseUrl(), pki_a_->ca_cert_pem});
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto r = (*client)->Do("GET", "/hello");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+  EXPECT_THAT(r->body, HasSubstr("world"));
+  EXPECT_FALSE(r->Header("x-request-id").empty());
+  auto post = (*client)->Do("POST", "/echo", "payload", {{"Content-Type", "text/plain"}});
+  ASSERT_TRUE(post.ok()) << post.status();
+  EXPECT_EQ(post->body, "payload");
+  auto missing = (*client)->Do("GET", "/missing");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->status, 404);
+}
+
+TEST_F(ServerTest, ClientPinnedToOtherCaIsRefused) {
+  StartServer();  // serves pki_a_
+  auto client = HttpsClient::Create({BaseUrl(), pki_b_->ca_cert_pem});
+  ASSERT_TRUE(client.ok()) << client.status();
+  auto r = (*client)->Do("GET", "/hello");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(IsPinnedCaMismatch(r.status())) << r.status();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(r.status().message()),
+              StartsWith("server certificate does not chain to the pinned CA"));
+}
+
+TEST_F(ServerTest, ClientRefusesPlainHttpUrl) {
+  auto client = HttpsClient::Create({"http://127.0.0.1:1", ""});
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ServerTest, FetchServerCaChainReturnsCaAndFingerprint) {
+  StartServer();
+  auto chain = FetchServerCaChain(BaseUrl() + "/hello");
+  ASSERT_TRUE(chain.ok()) << chain.status();
+  EXPECT_EQ(chain->fingerprint, pki_a_->ca_fingerprint);
+  EXPECT_EQ(*pki::CertificateFingerprint(chain->ca_pem), pki_a_->ca_fingerprint);
+  // The fetched CA then works as the pin.
+  auto client = HttpsClient::Create({BaseUrl(), chain->ca_pem});
+  ASSERT_TRUE(client.ok());
+  auto r = (*client)->Do("GET", "/hello");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ServerTest, FetchServerCaChainNeedsTheChain) {
+  pki::ServerPki leaf_only = *pki_a_;
+  leaf_only.chain_pem.clear();
+  StartServer({}, &leaf_only);
+  auto chain = FetchServerCaChain(BaseUrl());
+  EXPECT_EQ(chain.status().code(), absl::StatusCode::kFailedPrecondition) << chain.status();
+}
+
+TEST_F(ServerTest, StopClosesIdleConnectionsAndReturns) {
+  StartServer();
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write(Get("/hello")));
+  ASSERT_TRUE(conn.ReadResponse());
+  auto start = SteadyClock::now();
+  server_->Stop();
+  EXPECT_LT(SteadyClock::now() - start, std::chrono::seconds(2));
+  EXPECT_TRUE(conn.WaitForClose());
+  server_.reset();
+}
+
+TEST(ServerCreateTest, RejectsBadOptions) {
+  ServerOptions opts;
+  opts.listen = "nonsense";
+  auto h = [](Request&) { return Response{}; };
+  EXPECT_EQ(HttpsServer::Create(opts, h).status().code(), absl::StatusCode::kInvalidArgument);
+  opts.listen = "127.0.0.1:0";
+  opts.cert_pem = "not a cert";
+  EXPECT_EQ(HttpsServer::Create(opts, h).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace warden::http
