@@ -291,6 +291,8 @@ int RunServerCommand(int argc, char** argv) {
   if (!master_key_file.empty()) config.master_key_file = master_key_file;
   if (threads > 0) config.threads = threads;
 
+  // Everything the server writes (state, keys, audit) is for its own user only.
+  ::umask(077);
   // Block the stop signals in every thread; the main thread waits for them below.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

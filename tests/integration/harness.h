@@ -1,0 +1,224 @@
+// Test harness for multi-process tests: starts the real `gpuwarden server` binary on an ephemeral
+// loopback port with a temp data dir (SQLite, or a fresh database on the real PostgreSQL named by
+// WARDEN_TEST_PG_URL), runs CLI commands and curl against it, and stops it.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include "common/json.h"
+
+namespace warden::testing {
+
+inline std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+inline std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+// Runs `command` with bash, feeding `input` on stdin; captures stdout and stderr.
+inline RunResult RunShell(const std::string& command, const std::string& input = "") {
+  static int counter = 0;
+  std::string base = ::testing::TempDir() + "warden_run_" + std::to_string(getpid()) + "_" +
+                     std::to_string(counter++);
+  {
+    std::ofstream in(base + ".in");
+    in << input;
+  }
+  std::string full = "bash -c " + ShellQuote(command) + " <" + base + ".in >" + base + ".out 2>" +
+                     base + ".err";
+  int status = std::system(full.c_str());
+  RunResult r;
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.out = ReadFile(base + ".out");
+  r.err = ReadFile(base + ".err");
+  std::filesystem::remove(base + ".in");
+  std::filesystem::remove(base + ".out");
+  std::filesystem::remove(base + ".err");
+  return r;
+}
+
+inline std::string WardenBin() {
+  std::string bin = Env("WARDEN_BIN");
+  return bin.empty() ? std::string(WARDEN_BIN_PATH) : bin;
+}
+
+// One running server. Start() fails the test if the server does not come up.
+class WardenServer {
+ public:
+  // backend: "sqlite" or "postgres". extra_config: YAML appended to the config file.
+  void Start(const std::string& backend = "sqlite", const std::string& extra_config = "") {
+    static int n = 0;
+    dir_ = ::testing::TempDir() + "warden_it_" + std::to_string(getpid()) + "_" + std::to_string(n++);
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    admin_password_ = "admin-password-" + std::to_string(getpid());
+    {
+      std::ofstream pw(dir_ + "/admin.pw");
+      pw << admin_password_ << "\n";
+    }
+    std::string config = "listen: 127.0.0.1:0\n" + extra_config;
+    if (backend == "postgres") {
+      std::string base = Env("WARDEN_TEST_PG_URL");
+      if (base.empty()) {
+        if (Env("CI") == "true") FAIL() << "CI=true but WARDEN_TEST_PG_URL is not set";
+        GTEST_SKIP() << "WARDEN_TEST_PG_URL not set (tools/pg-start.sh prints one)";
+      }
+      std::string db = "warden_it_" + std::to_string(getpid()) + "_" + std::to_string(n);
+      RunResult r = RunShell("psql " + ShellQuote(base) + " -q -c 'DROP DATABASE IF EXISTS " + db +
+                             "' -c 'CREATE DATABASE " + db + "'");
+      ASSERT_EQ(r.code, 0) << r.err;
+      config += "store: " + base.substr(0, base.rfind('/') + 1) + db + "\n";
+    }
+    {
+      std::ofstream c(dir_ + "/config.yaml");
+      c << config;
+    }
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::string log = dir_ + "/server.log";
+      FILE* f = std::freopen(log.c_str(), "w", stdout);
+      (void)f;
+      dup2(fileno(stdout), 2);
+      std::string bin = WardenBin();
+      std::string data = dir_ + "/data";
+      std::string cfg = dir_ + "/config.yaml";
+      std::string pwf = dir_ + "/admin.pw";
+      execl(bin.c_str(), bin.c_str(), "server", "--config", cfg.c_str(), "--data-dir", data.c_str(),
+            "--admin-password-file", pwf.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    pid_ = pid;
+    // Wait until the server has written server.json (it does so after listening).
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::string info = ReadFile(dir_ + "/data/server.json");
+      auto j = common::Json::parse(info, nullptr, false);
+      if (!j.is_discarded() && j.is_object()) {
+        port_ = j["port"].get<int>();
+        url_ = j["url"].get<std::string>();
+        fingerprint_ = j["ca_fingerprint"].get<std::string>();
+        return;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        FAIL() << "server exited early: " << ReadFile(dir_ + "/server.log");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "server did not start: " << ReadFile(dir_ + "/server.log");
+  }
+
+  void Stop() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+      pid_ = -1;
+    }
+  }
+
+  ~WardenServer() {
+    Stop();
+    if (!dir_.empty() && Env("WARDEN_KEEP_TEST_DIRS").empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // Runs the CLI as the person whose credentials live in config dir `who`.
+  RunResult Cli(const std::string& who, const std::string& args, const std::string& input = "") {
+    std::string cfg = dir_ + "/cli-" + who;
+    return RunShell("GPUWARDEN_CONFIG_DIR=" + ShellQuote(cfg) + " " + ShellQuote(WardenBin()) +
+                        " " + args,
+                    input);
+  }
+
+  // Logs `who` in as `user`; fails the test unless it works.
+  void Login(const std::string& who, const std::string& user, const std::string& password) {
+    RunResult r = Cli(who, "login --server " + url_ + " --user " + user + " --password-stdin",
+                      password + "\n");
+    ASSERT_EQ(r.code, 0) << r.err << r.out;
+  }
+
+  // A raw HTTPS request with curl, trusting the server's CA. Returns {status code in .code, body}.
+  RunResult Curl(const std::string& method, const std::string& path, const std::string& token = "",
+                 const std::string& body = "", const std::string& extra = "") {
+    std::string cmd = "curl -sS --cacert " + ShellQuote(dir_ + "/data/pki/ca.crt") +
+                      " -w '\\n%{http_code}' -X " + method + " " + extra;
+    if (!token.empty()) cmd += " -H " + ShellQuote("Authorization: Bearer " + token);
+    if (!body.empty()) {
+      cmd += " -H 'Content-Type: application/json' --data-binary @-";
+    }
+    cmd += " " + ShellQuote(url_ + path);
+    RunResult r = RunShell(cmd, body);
+    size_t nl = r.out.rfind('\n');
+    RunResult out;
+    out.err = r.err;
+    if (nl == std::string::npos) return out;
+    out.code = std::atoi(r.out.c_str() + nl + 1);
+    out.out = r.out.substr(0, nl);
+    return out;
+  }
+
+  std::string Token(const std::string& who) {
+    auto j = common::Json::parse(ReadFile(dir_ + "/cli-" + who + "/credentials.json"), nullptr, false);
+    if (j.is_discarded()) return "";
+    return j["servers"][url_].value("token", "");
+  }
+
+  int AuditCount() {
+    std::ifstream in(dir_ + "/data/audit/events.jsonl");
+    int n = 0;
+    std::string line;
+    while (std::getline(in, line)) ++n;
+    return n;
+  }
+
+  const std::string& url() const { return url_; }
+  int port() const { return port_; }
+  const std::string& dir() const { return dir_; }
+  const std::string& admin_password() const { return admin_password_; }
+  const std::string& fingerprint() const { return fingerprint_; }
+
+ private:
+  std::string dir_, url_, fingerprint_, admin_password_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace warden::testing
