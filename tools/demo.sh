@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# `make demo`: starts the gpuwarden server on 127.0.0.1 with state in ./demo-data, seeds tenants
+# acme and globex (a tenant-admin, a developer and an auditor each) through the real CLI, prints
+# where to go and how to log in, and runs until Ctrl-C (which stops the server cleanly).
+# Re-running keeps ./demo-data (and its logins); `rm -rf demo-data` starts afresh.
+set -euo pipefail
+BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+DATA="${DEMO_DIR:-$ROOT/demo-data}"
+PORT="${DEMO_PORT:-8443}"
+mkdir -p "$DATA"
+chmod 700 "$DATA"
+LOGINS="$DATA/logins.txt"
+SEED_CLI="$DATA/cli-seed"
+export GPUWARDEN_CONFIG_DIR="$SEED_CLI"
+
+newpw() { head -c 15 /dev/urandom | base64 | tr -d '/+=' | cut -c1-16; }
+
+if [ ! -f "$DATA/admin.pw" ]; then
+  (umask 077; newpw > "$DATA/admin.pw")
+fi
+
+# Refuse to start a second copy over the same port.
+if curl -sk --max-time 1 "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
+  echo "demo: something already answers on https://127.0.0.1:$PORT (DEMO_PORT=... picks another port)" >&2
+  exit 1
+fi
+
+rm -f "$DATA/state/server.json"
+"$BIN" server --data-dir "$DATA/state" --listen "127.0.0.1:$PORT" \
+  --admin-password-file "$DATA/admin.pw" >"$DATA/server.log" 2>&1 &
+SERVER_PID=$!
+stop() {
+  echo
+  echo "demo: stopping the server (pid $SERVER_PID)"
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+  exit 0
+}
+trap stop INT TERM
+
+for _ in $(seq 1 100); do
+  [ -s "$DATA/state/server.json" ] && break
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "demo: the server exited:" >&2; cat "$DATA/server.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+URL="https://127.0.0.1:$PORT"
+FP="$(sed -n 's/.*"ca_fingerprint":"\([^"]*\)".*/\1/p' "$DATA/state/server.json")"
+
+"$BIN" login --server "$URL" --user admin --password-stdin --ca-fingerprint "$FP" \
+  < "$DATA/admin.pw" >/dev/null 2>&1
+if [ ! -f "$LOGINS" ]; then
+  (umask 077; printf 'admin %s cluster admin\n' "$(cat "$DATA/admin.pw")" > "$LOGINS.tmp")
+  for t in acme globex; do
+    "$BIN" tenant create "$t" >/dev/null
+    for pair in admin:tenant-admin dev:developer auditor:auditor; do
+      user="$t-${pair%%:*}"; role="${pair##*:}"; pw="$(newpw)"
+      echo "$pw" | "$BIN" user create "$user" --tenant "$t" --role "$role" --password-stdin >/dev/null
+      printf '%s %s %s of %s\n' "$user" "$pw" "$role" "$t" >> "$LOGINS.tmp"
+    done
+  done
+  mv "$LOGINS.tmp" "$LOGINS"
+fi
+
+cat <<MSG
+
+  gpuwarden demo is running (state in $DATA, log in $DATA/server.log)
+
+  server:          $URL
+  CA fingerprint:  $FP
+  health:          curl --cacert $DATA/state/pki/ca.crt $URL/healthz
+
+  logins (user, password, role):
+$(sed 's/^/    /' "$LOGINS")
+
+  try:
+    $BIN login --server $URL --user acme-dev --ca-fingerprint $FP
+    $BIN whoami
+    $BIN user ls --tenant globex        # refused: acme-dev has no rights in globex
+    $BIN token create ci --role viewer  # an API token, shown once
+
+  Ctrl-C stops the server.
+MSG
+wait "$SERVER_PID"
