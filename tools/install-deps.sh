@@ -10,13 +10,18 @@ APT_PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev libsqlite3-dev libpq-dev libcurl4-openssl-dev
   libargon2-dev liboath-dev libqrencode-dev libseccomp-dev libcap-dev libapt-pkg-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  postgresql openssl curl wrk nginx oathtool nodejs npm sqlite3
+  postgresql openssl curl wrk nginx oathtool sqlite3
 )
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+
+# Node.js: some machines ship it (with npm) outside Debian's packages; only add Debian's when the
+# commands are missing, since Debian's npm conflicts with those builds.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO="sudo"
