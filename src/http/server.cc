@@ -361,6 +361,7 @@ class ServerImpl final : public HttpsServer {
 
   // ---- used by Connection ----
   const common::HttpLimits& limits() const { return options_.limits; }
+  const auto& on_reject() const { return options_.on_reject; }
   ssl::context& ssl_ctx() { return ssl_ctx_; }
   bool stopping() const { return stopping_.load(std::memory_order_relaxed); }
   void CountReject(Reject r) { reject_counters_[static_cast<size_t>(r)]->Inc(); }
@@ -657,6 +658,21 @@ void Connection::SendError(int status, absl::StatusCode code, std::string_view m
                            Reject reason) {
   server_.CountReject(reason);
   if (req_.request_id.empty()) req_.request_id = NewRequestId();
+  if (server_.on_reject()) {
+    req_.remote_address = remote_;
+    // A body over the limit is refused as soon as Content-Length is parsed, before the header
+    // is complete: record what was read so far (request line, Authorization if it came first).
+    if (parser_) {
+      auto& msg = parser_->get();
+      req_.method.assign(msg.method_string().data(), msg.method_string().size());
+      req_.target.assign(msg.target().data(), msg.target().size());
+      req_.path = req_.target.substr(0, req_.target.find('?'));
+      if (msg.find(bhttp::field::authorization) != msg.end()) {
+        req_.headers.Add("Authorization", std::string(msg[bhttp::field::authorization]));
+      }
+    }
+    server_.on_reject()(req_, status, message);
+  }
   server_.Observe("unmatched", "OTHER", status, 0);
   Send(Response::Error(status, code, message), /*keep_alive=*/false);
 }

@@ -11,6 +11,7 @@
 // keep-alive connections and joins the threads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,11 @@ struct ServerOptions {
   int threads = 2;
   // Where built-in metrics go; nullptr = common::metrics::Registry::Default().
   common::metrics::Registry* metrics = nullptr;
+  // Called (on a worker thread) for each request the server answers itself without calling the
+  // handler: 413, 431 and 400 for malformed requests. `req` carries what was read (method,
+  // target, remote address, request id; headers only if complete). Lets the caller audit every
+  // request, including the ones refused at the HTTP layer. Must be thread-safe; may be empty.
+  std::function<void(const Request& req, int status, std::string_view reason)> on_reject;
 };
 
 // Built-in metrics (all in ServerOptions::metrics):

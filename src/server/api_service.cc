@@ -332,7 +332,8 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
   return resp;
 }
 
-ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::string& message) {
+ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::string& message,
+                                        const char* action) {
   Call c{req};
   ApiResponse resp;
   resp.status = status;
@@ -342,7 +343,7 @@ ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::
   if (auto token = BearerToken(req.authorization); token.ok()) {
     if (auto id = auth_.Authenticate(*token); id.ok()) c.identity = *id;
   }
-  Audit(c, "api:unmatched", status, message);
+  Audit(c, action, status, message);
   if (!audit_.Healthy()) {
     resp.status = 503;
     resp.body = http::Response::Error(absl::UnavailableError("audit log unavailable; request refused")).body;

@@ -100,8 +100,10 @@ class ApiService {
   // Runs the whole pipeline for a matched route. Never throws; every outcome (including 401/403/
   // 404/500) is returned as a JSON response and recorded as exactly one audit event.
   ApiResponse Handle(const RouteSpec& route, ApiRequest& req);
-  // For requests that matched no route (404/405): answered and audited the same way.
-  ApiResponse HandleUnmatched(ApiRequest& req, int status, const std::string& message);
+  // For requests that matched no route (404/405), and (with action "http:rejected") requests the
+  // HTTP layer refused itself (413/431/400): answered and audited the same way.
+  ApiResponse HandleUnmatched(ApiRequest& req, int status, const std::string& message,
+                              const char* action = "api:unmatched");
 
   // Reloads roles and bindings from the store and swaps the compiled policy.
   absl::Status RefreshPolicy();

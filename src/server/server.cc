@@ -149,6 +149,16 @@ class ServerImpl final : public Server {
     hopts.limits = config_.http;
     hopts.threads = config_.threads;
     hopts.metrics = &common::metrics::Registry::Default();
+    // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
+    hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {
+      ApiRequest areq;
+      areq.method = req.method;
+      areq.path = req.path;
+      areq.source = req.remote_address;
+      areq.request_id = req.request_id;
+      areq.authorization = std::string(req.headers.Get("Authorization"));
+      (void)api_->HandleUnmatched(areq, status, std::string(reason), "http:rejected");
+    };
     WARDEN_ASSIGN_OR_RETURN(https_, http::HttpsServer::Create(
                                         hopts, [this](http::Request& req) { return Serve(req); }));
     WARDEN_RETURN_IF_ERROR(https_->Start());

@@ -108,8 +108,17 @@ TEST_F(AttackTest, PathTraversalInResourceNamesIsRefused) {
 
 TEST_F(AttackTest, OversizedBodyIs413) {
   std::string big = R"({"name":")" + std::string(8000, 'a') + R"("})";
+  int before = server_.AuditCount();
   RunResult r = server_.Curl("POST", "/api/v1/tenants", admin_, big);
   EXPECT_EQ(r.code, 413);
+  // Refused at the HTTP layer, and still audited once, with who sent it.
+  EXPECT_EQ(server_.AuditCount() - before, 1);
+  RunResult ls = server_.Cli("admin", "audit ls --limit 1 -o json");
+  ASSERT_EQ(ls.code, 0) << ls.err;
+  Json e = Json::parse(ls.out)["items"][0];
+  EXPECT_EQ(e["status"], 413);
+  EXPECT_EQ(e["action"], "http:rejected");
+  EXPECT_EQ(e["actor_name"], "admin");
 }
 
 TEST_F(AttackTest, SlowHeadersConnectionIsClosed) {
