@@ -11,6 +11,9 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
   (void)warden::api::DecodeLogin(body);
+  if (auto p = warden::api::DecodeChangePassword(body); p.ok()) {
+    if (p->new_password.size() < 8) std::abort();
+  }
   if (auto t = warden::api::DecodeCreateTenant(body); t.ok()) {
     if (!warden::common::ValidateName("tenant", t->name).ok()) std::abort();
   }

@@ -41,6 +41,20 @@ absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body) {
   return r;
 }
 
+absl::StatusOr<ChangePasswordRequest> DecodeChangePassword(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"current_password", "new_password"}));
+  JsonFields f = *JsonFields::Of(j);
+  ChangePasswordRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.current_password, f.RequiredString("current_password"));
+  WARDEN_ASSIGN_OR_RETURN(r.new_password, f.RequiredString("new_password"));
+  WARDEN_RETURN_IF_ERROR(CheckLength("current_password", r.current_password, 1024));
+  WARDEN_RETURN_IF_ERROR(CheckLength("new_password", r.new_password, 1024));
+  if (r.new_password.size() < 8) {
+    return absl::InvalidArgumentError("field \"new_password\" must be at least 8 bytes");
+  }
+  return r;
+}
+
 absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body) {
   WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"name"}));
   JsonFields f = *JsonFields::Of(j);

@@ -48,7 +48,13 @@ struct CreateTokenRequest {
   absl::Duration ttl = absl::Hours(24 * 30);
 };
 
+struct ChangePasswordRequest {
+  std::string current_password;
+  std::string new_password;
+};
+
 absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body);
+absl::StatusOr<ChangePasswordRequest> DecodeChangePassword(std::string_view body);
 absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body);
 absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body);
 absl::StatusOr<CreateRoleRequest> DecodeCreateRole(std::string_view body);

@@ -19,6 +19,9 @@ using common::StrCat;
 
 constexpr char kFileName[] = "events.jsonl";
 
+std::string EncodeBody(const AuditEvent& e);
+std::string Header(int64_t seq, int64_t time_ms);
+
 class FileAuditLog final : public AuditLog {
  public:
   FileAuditLog(int fd, int64_t size, bool sync_each, common::Clock& clock)
@@ -26,11 +29,11 @@ class FileAuditLog final : public AuditLog {
   ~FileAuditLog() override { ::close(fd_); }
 
   absl::Status Append(AuditEvent event) override {
+    std::string body = EncodeBody(event);  // the costly part, outside the lock
+    body.push_back('\n');
     std::lock_guard lock(mu_);
-    event.time_ms = absl::ToUnixMillis(clock_.Now());
-    event.seq = size_;
-    std::string line = EncodeEvent(event);
-    line.push_back('\n');
+    std::string line = Header(size_, absl::ToUnixMillis(clock_.Now()));
+    line += body;
     // One write() per event on an O_APPEND fd: a crash leaves at most a torn last line, which
     // OpenAuditLog trims. A short write or error marks the log unhealthy (fail closed).
     size_t done = 0;
@@ -111,17 +114,96 @@ absl::StatusOr<AuditEvent> DecodeEvent(const std::string& line) {
 
 }  // namespace
 
-std::string EncodeEvent(const AuditEvent& e) {
-  common::Json j = {
-      {"seq", e.seq},           {"time_ms", e.time_ms},       {"request_id", e.request_id},
-      {"actor_kind", e.actor_kind}, {"actor_id", e.actor_id}, {"actor_name", e.actor_name},
-      {"token_id", e.token_id}, {"tenant", e.tenant},         {"action", e.action},
-      {"method", e.method},     {"resource", e.resource},     {"decision", e.decision},
-      {"reason", e.reason},     {"status", e.status},         {"source", e.source},
-  };
-  // Replace invalid UTF-8 (attacker-chosen paths) rather than throwing.
-  return j.dump(-1, ' ', false, common::Json::error_handler_t::replace);
+namespace {
+
+// Appends `v` as a JSON string. Invalid UTF-8 (attacker-chosen paths) becomes U+FFFD rather than
+// failing: the event must be written whatever the request looked like.
+void AppendJsonString(std::string& out, std::string_view v) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  size_t i = 0;
+  while (i < v.size()) {
+    unsigned char c = static_cast<unsigned char>(v[i]);
+    if (c < 0x80) {
+      if (c == '"' || c == '\\') {
+        out.push_back('\\');
+        out.push_back(static_cast<char>(c));
+      } else if (c < 0x20) {
+        out.append("\\u00");
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    // Length and validity of a UTF-8 sequence (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
+    size_t len = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4, cp = c & 0x07;
+    }
+    bool ok = len > 0 && i + len <= v.size();
+    for (size_t k = 1; ok && k < len; ++k) {
+      unsigned char cc = static_cast<unsigned char>(v[i + k]);
+      ok = (cc & 0xC0) == 0x80;
+      cp = cp << 6 | (cc & 0x3F);
+    }
+    if (ok) {
+      ok = !(len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) &&
+           !(len == 4 && (cp < 0x10000 || cp > 0x10FFFF));
+    }
+    if (ok) {
+      out.append(v.substr(i, len));
+      i += len;
+    } else {
+      out.append("\xEF\xBF\xBD");
+      ++i;
+    }
+  }
+  out.push_back('"');
 }
+
+void Field(std::string& out, std::string_view key, std::string_view value) {
+  out.push_back(',');
+  AppendJsonString(out, key);
+  out.push_back(':');
+  AppendJsonString(out, value);
+}
+
+// Everything after "seq" and "time_ms", which Append fills in under its lock.
+std::string EncodeBody(const AuditEvent& e) {
+  std::string out;
+  out.reserve(256 + e.resource.size() + e.reason.size());
+  Field(out, "request_id", e.request_id);
+  Field(out, "actor_kind", e.actor_kind);
+  Field(out, "actor_id", e.actor_id);
+  Field(out, "actor_name", e.actor_name);
+  Field(out, "token_id", e.token_id);
+  Field(out, "tenant", e.tenant);
+  Field(out, "action", e.action);
+  Field(out, "method", e.method);
+  Field(out, "resource", e.resource);
+  Field(out, "decision", e.decision);
+  Field(out, "reason", e.reason);
+  out.append(",\"status\":").append(std::to_string(e.status));
+  Field(out, "source", e.source);
+  out.push_back('}');
+  return out;
+}
+
+std::string Header(int64_t seq, int64_t time_ms) {
+  return StrCat("{\"seq\":", seq, ",\"time_ms\":", time_ms);
+}
+
+}  // namespace
+
+std::string EncodeEvent(const AuditEvent& e) { return Header(e.seq, e.time_ms) + EncodeBody(e); }
 
 absl::StatusOr<std::unique_ptr<AuditLog>> OpenAuditLog(const AuditOptions& options,
                                                        common::Clock& clock) {

@@ -288,6 +288,9 @@ int RunCli(int argc, char** argv) {
   bool forget = false;
   logout->add_flag("--forget", forget, "also forget the pinned CA of this server");
   auto* whoami = app.add_subcommand("whoami", "show who you are logged in as and your role bindings");
+  auto* passwd = app.add_subcommand("passwd", "change your password (your other sessions end)");
+  passwd->add_flag("--password-stdin", password_stdin,
+                   "read the current and the new password from two lines of standard input");
 
   // tenant
   auto* tenant = app.add_subcommand("tenant", "manage tenants")->require_subcommand(1);
@@ -459,6 +462,16 @@ int RunCli(int argc, char** argv) {
           std::cout << "  " << b.value("role", "") << " at " << b.value("scope", "") << "\n";
         }
       }
+      return 0;
+    }
+    if (passwd->parsed()) {
+      std::string current = ReadPassword(password_stdin, "current password: ");
+      std::string next = ReadPassword(password_stdin, "new password: ");
+      if (!password_stdin && ReadPassword(false, "new password again: ") != next) {
+        Fail("the new passwords do not match", 2);
+      }
+      Request(s, "POST", "/api/v1/password", {{"current_password", current}, {"new_password", next}});
+      std::cout << "password changed; your other sessions have ended\n";
       return 0;
     }
     if (tenant_create->parsed()) {

@@ -104,8 +104,11 @@ bool SaneRequestId(std::string_view id) {
 }
 
 // Method label for metrics: known verbs only, so arbitrary tokens cannot grow cardinality.
-std::string_view MethodLabel(bhttp::verb v, std::string_view s) {
-  return v == bhttp::verb::unknown ? std::string_view("OTHER") : s;
+// A static label (never a view into the request, which the handler may move from).
+std::string_view MethodLabel(bhttp::verb v, std::string_view) {
+  if (v == bhttp::verb::unknown) return "OTHER";
+  auto name = bhttp::to_string(v);
+  return std::string_view(name.data(), name.size());
 }
 
 enum class Reject { kHeaderSize, kBodySize, kHeaderTimeout, kRequestTimeout, kConnections,

@@ -21,6 +21,16 @@ using V = rbac::Verb;
 
 std::string Msg(const absl::Status& s) { return std::string(s.message()); }
 
+// rbac and the store name tenants by id; people know them by name.
+absl::Status WithTenantName(absl::Status s, const std::string& id, const std::string& name) {
+  if (s.ok() || id.empty()) return s;
+  std::string msg = Msg(s);
+  for (size_t pos = msg.find(id); pos != std::string::npos; pos = msg.find(id, pos + name.size())) {
+    msg.replace(pos, id.size(), name);
+  }
+  return absl::Status(s.code(), msg);
+}
+
 std::string ScopeName(const std::string& tenant_name) {
   return tenant_name.empty() ? "cluster" : StrCat("tenant \"", tenant_name, "\"");
 }
@@ -55,6 +65,8 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::Logout},
       {"GET", "/api/v1/whoami", "authenticated", Scope::kCluster, "auth:whoami",
        &ApiService::WhoAmI},
+      {"POST", "/api/v1/password", "authenticated", Scope::kCluster, "auth:password",
+       &ApiService::ChangePassword},
       {"GET", "/metrics", "metrics:read", Scope::kCluster, nullptr, nullptr},
       {"GET", "/api/v1/tenants", "tenants:read", Scope::kAny, nullptr, &ApiService::ListTenants},
       {"POST", "/api/v1/tenants", "tenants:create", Scope::kCluster, nullptr,
@@ -210,17 +222,27 @@ rbac::Grants ApiService::GrantsOf(const rbac::Policy& policy, const auth::Identi
   return rbac::Intersect(policy.GrantsFor(rbac::SubjectKind::kToken, id.token_id), user);
 }
 
+void ApiService::CacheTenant(const store::Tenant& t) {
+  tenants_[t.id] = t;
+  tenant_ids_[t.name] = t.id;
+}
+
+void ApiService::ForgetCachedTenants() {
+  std::lock_guard lock(mu_);
+  tenants_.clear();
+  tenant_ids_.clear();
+}
+
 std::string ApiService::TenantNameOf(const std::string& tenant_id) {
   if (tenant_id.empty()) return "";
   {
     std::lock_guard lock(mu_);
-    if (auto it = tenant_names_.find(tenant_id); it != tenant_names_.end()) return it->second;
+    if (auto it = tenants_.find(tenant_id); it != tenants_.end()) return it->second.name;
   }
   auto t = store_.GetTenant(tenant_id);
   if (!t.ok()) return tenant_id;
   std::lock_guard lock(mu_);
-  tenant_names_[t->id] = t->name;
-  tenant_ids_[t->name] = t->id;
+  CacheTenant(*t);
   return t->name;
 }
 
@@ -236,8 +258,7 @@ absl::Status ApiService::ResolveTenant(Call& c) {
     if (t.ok()) {
       c.tenant_id = t->id;
       std::lock_guard lock(mu_);
-      tenant_names_[t->id] = t->name;
-      tenant_ids_[t->name] = t->id;
+      CacheTenant(*t);
     } else if (t.status().code() != absl::StatusCode::kNotFound) {
       return t.status();
     }
@@ -302,6 +323,7 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     return (this->*route.handler)(c);
   };
   absl::StatusOr<Json> result = run();
+  if (!result.ok()) result = WithTenantName(result.status(), c.tenant_id, c.tenant_name);
 
   ApiResponse resp;
   std::string reason;
@@ -337,8 +359,10 @@ ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::
   Call c{req};
   ApiResponse resp;
   resp.status = status;
-  absl::Status s = status == 405 ? absl::UnimplementedError(message) : absl::NotFoundError(message);
-  resp.body = http::Response::Error(s).body;
+  absl::StatusCode code = status == 405   ? absl::StatusCode::kUnimplemented
+                         : status == 404 ? absl::StatusCode::kNotFound
+                                         : absl::StatusCode::kInvalidArgument;  // 400, 413, 431
+  resp.body = http::Response::Error(status, code, message).body;
   // Who asked is recorded when the token is valid; an invalid one is not an error here.
   if (auto token = BearerToken(req.authorization); token.ok()) {
     if (auto id = auth_.Authenticate(*token); id.ok()) c.identity = *id;
@@ -405,6 +429,27 @@ absl::StatusOr<Json> ApiService::Logout(Call& c) {
   return Json{{"logged_out", true}};
 }
 
+absl::StatusOr<Json> ApiService::ChangePassword(Call& c) {
+  if (c.identity->kind != auth::Identity::Kind::kSession) {
+    return absl::PermissionDeniedError("log in as the user to change their password");
+  }
+  WARDEN_ASSIGN_OR_RETURN(api::ChangePasswordRequest r, api::DecodeChangePassword(c.req.body));
+  // Proving the current password goes through Login, so it gets the same timing and (issue 3)
+  // throttling as any other guess; the session it opens is closed at once.
+  auto proof = auth_.Login(c.identity->user_name, r.current_password, c.req.source);
+  if (!proof.ok()) {
+    if (proof.status().code() == absl::StatusCode::kUnauthenticated) {
+      return absl::PermissionDeniedError("current password is wrong");
+    }
+    return proof.status();
+  }
+  (void)auth_.Logout(proof->token);
+  // Every other session of the user ends; this one stays.
+  WARDEN_RETURN_IF_ERROR(
+      auth_.SetPassword(c.identity->user_id, r.new_password, c.identity->session_hash));
+  return Json{{"changed", true}};
+}
+
 absl::StatusOr<Json> ApiService::WhoAmI(Call& c) {
   const auth::Identity& id = *c.identity;
   Json bindings = Json::array();
@@ -447,14 +492,20 @@ absl::StatusOr<Json> ApiService::CreateTenant(Call& c) {
   c.tenant_name = t.name;
   {
     std::lock_guard lock(mu_);
-    tenant_names_[t.id] = t.name;
-    tenant_ids_[t.name] = t.id;
+    CacheTenant(t);
   }
   return Json{{"id", t.id}, {"name", t.name}, {"created_at", t.created_at}};
 }
 
 absl::StatusOr<Json> ApiService::GetTenant(Call& c) {
-  WARDEN_ASSIGN_OR_RETURN(store::Tenant t, store_.GetTenant(c.tenant_id));
+  store::Tenant t;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = tenants_.find(c.tenant_id); it != tenants_.end()) t = it->second;
+  }
+  if (t.id.empty()) {
+    WARDEN_ASSIGN_OR_RETURN(t, store_.GetTenant(c.tenant_id));
+  }
   return Json{{"id", t.id}, {"name", t.name}, {"created_at", t.created_at}};
 }
 
@@ -462,7 +513,7 @@ absl::StatusOr<Json> ApiService::DeleteTenant(Call& c) {
   WARDEN_RETURN_IF_ERROR(store_.DeleteTenant(c.tenant_id));
   {
     std::lock_guard lock(mu_);
-    tenant_names_.erase(c.tenant_id);
+    tenants_.erase(c.tenant_id);
     tenant_ids_.erase(c.tenant_name);
   }
   WARDEN_RETURN_IF_ERROR(RefreshPolicy());

@@ -105,6 +105,10 @@ class ApiService {
   ApiResponse HandleUnmatched(ApiRequest& req, int status, const std::string& message,
                               const char* action = "api:unmatched");
 
+  // False while the audit log cannot write (the API then refuses everything with 503).
+  bool Healthy() const { return audit_.Healthy(); }
+  // Drops cached tenant records so changes made by other replicas are seen (housekeeping).
+  void ForgetCachedTenants();
   // Reloads roles and bindings from the store and swaps the compiled policy.
   absl::Status RefreshPolicy();
   // Creates the first cluster admin if no user exists. Returns the password used (generated
@@ -117,6 +121,7 @@ class ApiService {
   absl::StatusOr<common::Json> Login(Call& c);
   absl::StatusOr<common::Json> Logout(Call& c);
   absl::StatusOr<common::Json> WhoAmI(Call& c);
+  absl::StatusOr<common::Json> ChangePassword(Call& c);
   absl::StatusOr<common::Json> ListTenants(Call& c);
   absl::StatusOr<common::Json> CreateTenant(Call& c);
   absl::StatusOr<common::Json> GetTenant(Call& c);
@@ -168,8 +173,11 @@ class ApiService {
 
   mutable std::mutex mu_;
   std::shared_ptr<const rbac::Policy> policy_;  // guarded by mu_
-  std::map<std::string, std::string> tenant_names_;  // id -> name cache, guarded by mu_
-  std::map<std::string, std::string> tenant_ids_;    // name -> id cache, guarded by mu_
+  // Tenants rarely change and are read on every tenant-scoped request: cached here, updated by
+  // this replica's own changes and dropped by ForgetCachedTenants (other replicas' changes).
+  std::map<std::string, store::Tenant, std::less<>> tenants_;  // id -> tenant, guarded by mu_
+  std::map<std::string, std::string, std::less<>> tenant_ids_;  // name -> id, guarded by mu_
+  void CacheTenant(const store::Tenant& t);  // requires mu_
 };
 
 }  // namespace warden::server

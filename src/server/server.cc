@@ -119,8 +119,10 @@ class ServerImpl final : public Server {
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
+    // The admin password file matters only on the first start, before any user exists.
     std::string password;
-    if (!config_.admin_password_file.empty()) {
+    WARDEN_ASSIGN_OR_RETURN(auto existing_users, store_->ListUsers(std::nullopt));
+    if (existing_users.empty() && !config_.admin_password_file.empty()) {
       WARDEN_ASSIGN_OR_RETURN(password, ReadSecretFile(config_.admin_password_file));
     }
     WARDEN_ASSIGN_OR_RETURN(auto created, api_->Bootstrap("admin", password));
@@ -194,18 +196,23 @@ class ServerImpl final : public Server {
 
   http::Response Serve(http::Request& req) {
     if (req.method == "GET" && req.raw_path == "/healthz") {
+      // Unhealthy while the API refuses everything for want of an audit log.
+      if (!api_->Healthy()) {
+        return http::Response::Json(503, common::Json{{"status", "unavailable"},
+                                                      {"audit", "cannot write the audit log"}});
+      }
       return http::Response::Json(200, common::Json{{"status", "ok"}});
     }
     http::Response err;
     const auto* route = router_.Match(req, &err);
     ApiRequest areq;
-    areq.method = req.method;
-    areq.path = req.path;
+    areq.method = std::move(req.method);
+    areq.path = std::move(req.path);
     areq.body = std::move(req.body);
-    areq.source = req.remote_address;
-    areq.request_id = req.request_id;
+    areq.source = std::move(req.remote_address);
+    areq.request_id = req.request_id;  // the server still sends it back
     areq.authorization = std::string(req.headers.Get("Authorization"));
-    areq.query = req.query;
+    areq.query = std::move(req.query);
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
     if (route == nullptr) {
@@ -241,7 +248,8 @@ class ServerImpl final : public Server {
         generation = *g;
         (void)api_->RefreshPolicy();
       }
-      if (++ticks % 60 == 0) (void)auth_->SweepExpiredSessions();
+      if (++ticks % 5 == 0) api_->ForgetCachedTenants();  // other replicas' tenant changes
+      if (ticks % 60 == 0) (void)auth_->SweepExpiredSessions();
       lock.lock();
     }
   }

@@ -1,6 +1,9 @@
 // SQLite backend of SqlDb: one connection, serialised by SqlDb's mutex.
 #include <sqlite3.h>
 
+#include <map>
+#include <string>
+
 #include "common/strings.h"
 #include "store/sql_db.h"
 
@@ -12,7 +15,10 @@ using common::StrCat;
 class SqliteDb final : public SqlDb {
  public:
   explicit SqliteDb(sqlite3* db) : db_(db) {}
-  ~SqliteDb() override { sqlite3_close_v2(db_); }
+  ~SqliteDb() override {
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close_v2(db_);
+  }
 
   std::string Backend() const override { return "sqlite"; }
 
@@ -92,13 +98,33 @@ class SqliteDb final : public SqlDb {
 
   absl::StatusOr<Rows> Run(std::string_view sql, const Params& params, bool collect) {
     if (corrupt_) return absl::DataLossError("sqlite: database is corrupt; store stopped");
+    // Statements are prepared once per SQL text and reused: the repository issues a small fixed
+    // set of statements, and preparing them was the largest cost of a cached read.
     sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
-    if (rc != SQLITE_OK) return Error(rc, sql);
-    struct Finalizer {
+    int rc = SQLITE_OK;
+    auto cached = statements_.find(sql);
+    if (cached != statements_.end()) {
+      stmt = cached->second;
+    } else {
+      rc = sqlite3_prepare_v2(db_, sql.data(), static_cast<int>(sql.size()), &stmt, nullptr);
+      if (rc != SQLITE_OK) return Error(rc, sql);
+      if (statements_.size() < kMaxCachedStatements) {
+        cached = statements_.emplace(std::string(sql), stmt).first;
+      }
+    }
+    bool owned = cached == statements_.end();  // not cached: finalize after this call
+    struct Releaser {
       sqlite3_stmt* s;
-      ~Finalizer() { sqlite3_finalize(s); }
-    } finalizer{stmt};
+      bool owned;
+      ~Releaser() {
+        if (owned) {
+          sqlite3_finalize(s);
+        } else {
+          sqlite3_reset(s);
+          sqlite3_clear_bindings(s);
+        }
+      }
+    } releaser{stmt, owned};
     if (sqlite3_bind_parameter_count(stmt) != static_cast<int>(params.size())) {
       return absl::InternalError(StrCat("sqlite: statement wants ",
                                         sqlite3_bind_parameter_count(stmt), " parameters, got ",
@@ -141,7 +167,9 @@ class SqliteDb final : public SqlDb {
     return rows;
   }
 
+  static constexpr size_t kMaxCachedStatements = 256;
   sqlite3* db_;
+  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;  // guarded like db_
   bool corrupt_ = false;  // guarded by SqlDb's mutex (all calls come through Do*)
 };
 

@@ -1,5 +1,8 @@
 #include "audit/audit.h"
 
+#include "common/json.h"
+#include "common/rng.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -105,9 +108,41 @@ TEST_F(AuditLogTest, WriteFailureIsUnavailableAndUnhealthy) {
 
 TEST(AuditEncodeTest, InvalidUtf8IsReplacedNotThrown) {
   AuditEvent e;
-  e.resource = "/api/v1/\xff\xfe";
-  std::string line = EncodeEvent(e);
-  EXPECT_NE(line.find("resource"), std::string::npos);
+  e.resource = "/api/v1/\xff\xfe\xed\xa0\x80ok\xc3";  // bad bytes, a surrogate, a cut sequence
+  auto j = common::ParseJsonStrict(EncodeEvent(e));
+  ASSERT_TRUE(j.ok()) << j.status();
+  EXPECT_EQ((*j)["resource"], "/api/v1/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDok\xEF\xBF\xBD");
+}
+
+TEST(AuditEncodeTest, EveryFieldRoundTripsThroughAJsonParser) {
+  common::SeededRng rng(7);
+  for (int i = 0; i < 2000; ++i) {
+    AuditEvent e;
+    e.seq = i;
+    e.time_ms = 1'750'000'000'000 + i;
+    e.status = 200 + i % 300;
+    // Random valid text: ASCII incl. quotes, backslashes and control characters, plus 2-4 byte
+    // UTF-8 characters.
+    std::string bytes = rng.Bytes(40);
+    for (unsigned char b : bytes) {
+      if (b % 5 == 0) {
+        e.resource += "\xc3\xa9";
+      } else if (b % 7 == 0) {
+        e.resource += "\xf0\x9f\x9a\x80";
+      } else {
+        e.resource.push_back(static_cast<char>(b % 128));
+      }
+    }
+    e.reason = "say \"hi\"\\\n\t";
+    e.actor_name = "a\x01b";
+    auto j = common::ParseJsonStrict(EncodeEvent(e));
+    ASSERT_TRUE(j.ok()) << j.status();
+    EXPECT_EQ((*j)["resource"], e.resource);
+    EXPECT_EQ((*j)["reason"], e.reason);
+    EXPECT_EQ((*j)["actor_name"], e.actor_name);
+    EXPECT_EQ((*j)["seq"], i);
+    EXPECT_EQ((*j)["status"], e.status);
+  }
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -82,7 +83,9 @@ inline std::string WardenBin() {
 class WardenServer {
  public:
   // backend: "sqlite" or "postgres". extra_config: YAML appended to the config file.
-  void Start(const std::string& backend = "sqlite", const std::string& extra_config = "") {
+  // prepare: runs on the (empty, existing) data dir before the server starts.
+  void Start(const std::string& backend = "sqlite", const std::string& extra_config = "",
+             const std::function<void(const std::string&)>& prepare = nullptr) {
     static int n = 0;
     dir_ = ::testing::TempDir() + "warden_it_" + std::to_string(getpid()) + "_" + std::to_string(n++);
     std::filesystem::remove_all(dir_);
@@ -108,6 +111,11 @@ class WardenServer {
     {
       std::ofstream c(dir_ + "/config.yaml");
       c << config;
+    }
+    if (prepare) {
+      std::filesystem::create_directories(dir_ + "/data");
+      std::filesystem::permissions(dir_ + "/data", std::filesystem::perms::owner_all);
+      prepare(dir_ + "/data");
     }
     pid_t pid = fork();
     ASSERT_GE(pid, 0);
@@ -144,6 +152,17 @@ class WardenServer {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     FAIL() << "server did not start: " << ReadFile(dir_ + "/server.log");
+  }
+
+  // Starts the server expecting it to refuse; returns its exit code and log.
+  RunResult StartExpectingFailure(const std::function<void(const std::string&)>& prepare) {
+    static int m = 0;
+    dir_ = ::testing::TempDir() + "warden_itf_" + std::to_string(getpid()) + "_" + std::to_string(m++);
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_ + "/data");
+    prepare(dir_ + "/data");
+    return RunShell("timeout 20 " + ShellQuote(WardenBin()) + " server --data-dir " +
+                    ShellQuote(dir_ + "/data") + " --listen 127.0.0.1:0");
   }
 
   void Stop() {
