@@ -83,7 +83,7 @@ ADMIN_PW="bench-admin-$RANDOM-$RANDOM-pw"
 DEV_PW="bench-dev-$RANDOM-$RANDOM-pw"
 printf '%s\n' "$ADMIN_PW" >"$TMP/admin.pw"
 chmod 600 "$TMP/admin.pw"
-"$BIN" server --data-dir "$DATA" --listen 127.0.0.1:0 --admin-password-file "$TMP/admin.pw" \
+"$BIN" server --data-dir "$DATA" --listen 127.0.0.1:0 --admin-password-file "$TMP/admin.pw" --threads "${GW_THREADS:-2}" \
   >"$TMP/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 600); do

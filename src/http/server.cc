@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -286,6 +287,10 @@ class ServerImpl final : public HttpsServer {
     if (started_) return absl::FailedPreconditionError("server already started");
     WARDEN_ASSIGN_OR_RETURN(ListenAddress addr, ParseListen(options_.listen));
     int threads = std::max(1, options_.threads);
+    // One io_context shared by all threads: handlers are synchronous and may block (argon2 at
+    // login, a remote store), so a slow request must not stall the connections queued behind it
+    // on the same thread. (Per-thread io_contexts were tried: faster, but a blocking handler then
+    // stalls every connection on its thread.)
     ioc_.emplace(threads);
     beast::error_code ec;
     net::ip::address ip = net::ip::make_address(addr.host, ec);
@@ -370,11 +375,37 @@ class ServerImpl final : public HttpsServer {
   void CountReject(Reject r) { reject_counters_[static_cast<size_t>(r)]->Inc(); }
   void CountHandshakeFailure() { handshake_failures_.Inc(); }
   void Observe(std::string_view route, std::string_view method, int status, double seconds) {
-    std::string code = std::to_string(status);
-    std::string_view labels[] = {route, method, code};
-    requests_.WithLabels(std::span<const std::string_view>(labels)).Inc();
-    std::string_view route_label[] = {route};
-    latency_.WithLabels(std::span<const std::string_view>(route_label)).Observe(seconds);
+    // route and method are views into storage that lives as long as the server (router patterns,
+    // static labels), so their addresses identify them: a per-thread cache of the metric
+    // children keeps the registry's lock off the request path.
+    struct Key {
+      uint64_t server;  // instance_id_: unique for the process's life, unlike an address
+      const char* route;
+      const char* method;
+      int status;
+      bool operator==(const Key&) const = default;
+    };
+    struct KeyHash {
+      size_t operator()(const Key& k) const {
+        return std::hash<const void*>()(k.route) * 31 + std::hash<const void*>()(k.method) * 7 +
+               static_cast<size_t>(k.status) + static_cast<size_t>(k.server);
+      }
+    };
+    thread_local std::unordered_map<Key, std::pair<common::metrics::Counter*,
+                                                   common::metrics::Histogram*>, KeyHash> cache;
+    Key key{instance_id_, route.data(), method.data(), status};
+    auto it = cache.find(key);
+    if (it == cache.end()) {
+      std::string code = std::to_string(status);
+      std::string_view labels[] = {route, method, code};
+      std::string_view route_label[] = {route};
+      auto* counter = &requests_.WithLabels(std::span<const std::string_view>(labels));
+      auto* histogram = &latency_.WithLabels(std::span<const std::string_view>(route_label));
+      if (cache.size() > 4096) cache.clear();  // bounded: servers come and go in tests
+      it = cache.emplace(key, std::make_pair(counter, histogram)).first;
+    }
+    it->second.first->Inc();
+    it->second.second->Observe(seconds);
   }
   Response CallHandler(Request& req) {
     try {
@@ -445,6 +476,8 @@ class ServerImpl final : public HttpsServer {
   common::metrics::Gauge& active_gauge_;
   std::array<common::metrics::Counter*, static_cast<size_t>(Reject::kCount)> reject_counters_{};
 
+  static inline std::atomic<uint64_t> next_instance_id_{1};
+  const uint64_t instance_id_ = next_instance_id_++;
   std::optional<net::io_context> ioc_;
   std::optional<tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
