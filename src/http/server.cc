@@ -169,6 +169,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnContinueWritten(beast::error_code ec);
   void OnBody(beast::error_code ec);
   void HandleRequest();
+  // Observes the metrics and sends the response of the request in req_.
+  void FinishRequest(Response response, bool keep_alive, std::string_view method);
   void SendError(int status, absl::StatusCode code, std::string_view message, Reject reason);
   void Send(Response response, bool keep_alive);
   void OnWrite(bool keep_alive, beast::error_code ec, size_t);
@@ -227,7 +229,8 @@ class ServerImpl final : public HttpsServer {
     // Pending handlers own connections that reference this object: destroy them while it is
     // still whole, and the acceptor before the io_context it belongs to.
     acceptor_.reset();
-    ioc_.reset();
+    iocs_.clear();
+    blocking_pool_.reset();
   }
 
   absl::Status ConfigureTls() {
@@ -287,18 +290,22 @@ class ServerImpl final : public HttpsServer {
     if (started_) return absl::FailedPreconditionError("server already started");
     WARDEN_ASSIGN_OR_RETURN(ListenAddress addr, ParseListen(options_.listen));
     int threads = std::max(1, options_.threads);
-    // One io_context shared by all threads: handlers are synchronous and may block (argon2 at
-    // login, a remote store), so a slow request must not stall the connections queued behind it
-    // on the same thread. (Per-thread io_contexts were tried: faster, but a blocking handler then
-    // stalls every connection on its thread.)
-    ioc_.emplace(threads);
+    // One io_context per event-loop thread, connections dealt out round-robin at accept (like
+    // nginx's workers): a connection never changes threads, so there are no strands and no
+    // cross-thread wake-ups on the request path. Handlers that may block run on blocking_pool_.
+    for (int i = 0; i < threads; ++i) {
+      iocs_.push_back(std::make_unique<net::io_context>(1));
+      // A loop with no connection yet has no work; without a guard its run() would return.
+      work_guards_.push_back(net::make_work_guard(*iocs_.back()));
+    }
+    blocking_pool_.emplace(static_cast<size_t>(std::max(1, options_.blocking_threads)));
     beast::error_code ec;
     net::ip::address ip = net::ip::make_address(addr.host, ec);
     tcp::endpoint endpoint;
     if (!ec) {
       endpoint = tcp::endpoint(ip, addr.port);
     } else {
-      tcp::resolver resolver(*ioc_);
+      tcp::resolver resolver(*iocs_[0]);
       auto results = resolver.resolve(addr.host, std::to_string(addr.port), ec);
       if (ec || results.empty()) {
         return absl::InvalidArgumentError(
@@ -306,7 +313,7 @@ class ServerImpl final : public HttpsServer {
       }
       endpoint = results.begin()->endpoint();
     }
-    acceptor_.emplace(net::make_strand(*ioc_));
+    acceptor_.emplace(*iocs_[0]);
     acceptor_->open(endpoint.protocol(), ec);
     if (!ec) acceptor_->set_option(net::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_->bind(endpoint, ec);
@@ -319,10 +326,10 @@ class ServerImpl final : public HttpsServer {
     started_ = true;
     DoAccept();
     for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this] {
+      threads_.emplace_back([this, ioc = iocs_[i].get()] {
         for (;;) {
           try {
-            ioc_->run();
+            ioc->run();
             return;
           } catch (...) {
             // A handler threw through Asio; the connection involved is gone. Keep serving.
@@ -360,7 +367,9 @@ class ServerImpl final : public HttpsServer {
                    ToChrono(options_.limits.request_timeout + options_.limits.header_timeout),
                    [this] { return active_ == 0; });
     }
-    ioc_->stop();
+    blocking_pool_->join();  // handlers in flight finish; their responses are dropped below
+    work_guards_.clear();
+    for (auto& ioc : iocs_) ioc->stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
   }
@@ -407,6 +416,13 @@ class ServerImpl final : public HttpsServer {
     it->second.first->Inc();
     it->second.second->Observe(seconds);
   }
+  bool RunsInline(const Request& req) const {
+    return options_.runs_inline && options_.runs_inline(req);
+  }
+  template <typename F>
+  void RunBlocking(F&& f) {
+    net::post(*blocking_pool_, std::forward<F>(f));
+  }
   Response CallHandler(Request& req) {
     try {
       return handler_(req);
@@ -428,7 +444,8 @@ class ServerImpl final : public HttpsServer {
 
  private:
   void DoAccept() {
-    acceptor_->async_accept(net::make_strand(*ioc_),
+    net::io_context& target = *iocs_[next_ioc_++ % iocs_.size()];
+    acceptor_->async_accept(target,
                             [this](beast::error_code ec, tcp::socket socket) {
                               OnAccept(ec, std::move(socket));
                             });
@@ -478,7 +495,10 @@ class ServerImpl final : public HttpsServer {
 
   static inline std::atomic<uint64_t> next_instance_id_{1};
   const uint64_t instance_id_ = next_instance_id_++;
-  std::optional<net::io_context> ioc_;
+  std::vector<std::unique_ptr<net::io_context>> iocs_;
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work_guards_;
+  size_t next_ioc_ = 0;  // touched only by the accept handler, on iocs_[0]'s thread
+  std::optional<net::thread_pool> blocking_pool_;
   std::optional<tcp::acceptor> acceptor_;
   std::vector<std::thread> threads_;
   int port_ = 0;
@@ -677,14 +697,27 @@ void Connection::HandleRequest() {
   bool keep_alive = msg.keep_alive() && !closing_ && !server_.stopping();
   std::string_view method = MethodLabel(msg.method(), req_.method);
 
-  Response response;
   absl::Status target_ok =
       ParseTarget(std::string_view(msg.target().data(), msg.target().size()), req_);
   if (!target_ok.ok()) {
-    response = Response::Error(target_ok);
-  } else {
-    response = server_.CallHandler(req_);
+    FinishRequest(Response::Error(target_ok), keep_alive, method);
+    return;
   }
+  if (server_.RunsInline(req_)) {
+    FinishRequest(server_.CallHandler(req_), keep_alive, method);
+    return;
+  }
+  // Off the event loop: nothing else touches this connection until the response is posted back
+  // (no read is pending while a request is being handled).
+  server_.RunBlocking([self = shared_from_this(), keep_alive, method] {
+    Response response = self->server_.CallHandler(self->req_);
+    net::post(self->executor(), [self, keep_alive, method, response = std::move(response)]() mutable {
+      self->FinishRequest(std::move(response), keep_alive, method);
+    });
+  });
+}
+
+void Connection::FinishRequest(Response response, bool keep_alive, std::string_view method) {
   double seconds = std::chrono::duration<double>(Clock::now() - request_start_).count();
   server_.Observe(req_.route, method, response.status, seconds);
   Send(std::move(response), keep_alive);

@@ -36,6 +36,13 @@ struct ServerOptions {
   // target, remote address, request id; headers only if complete). Lets the caller audit every
   // request, including the ones refused at the HTTP layer. Must be thread-safe; may be empty.
   std::function<void(const Request& req, int status, std::string_view reason)> on_reject;
+  // Threading: each of `threads` event-loop threads owns its connections (no strand, no
+  // cross-thread hand-offs on the request path). A handler that may block for long (argon2,
+  // waiting on another service) must not run there, or it stalls that loop's other connections:
+  // requests for which `runs_inline` returns false (or every request when it is empty) are run on
+  // a separate pool of `blocking_threads` threads and the response is sent from the loop after.
+  std::function<bool(const Request& req)> runs_inline;
+  int blocking_threads = 2;
 };
 
 // Built-in metrics (all in ServerOptions::metrics):
