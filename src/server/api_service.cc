@@ -131,12 +131,10 @@ const std::vector<RouteSpec>& ApiService::Routes() {
   return kRoutes;
 }
 
-absl::StatusOr<std::unique_ptr<ApiService>> ApiService::Create(
-    store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
-    common::Clock& clock, common::Rng& rng, ApiServiceOptions options) {
-  std::unique_ptr<ApiService> svc(
-      new ApiService(store, authenticator, audit, clock, rng, std::move(options)));
-  for (const RouteSpec& route : Routes()) {
+absl::StatusOr<std::map<const RouteSpec*, ApiService::CompiledRoute>> ApiService::CompileRoutes(
+    const std::vector<RouteSpec>& routes) {
+  std::map<const RouteSpec*, CompiledRoute> compiled;
+  for (const RouteSpec& route : routes) {
     CompiledRoute cr;
     std::string perm = route.permission ? route.permission : "";
     if (perm == "public") {
@@ -154,8 +152,17 @@ absl::StatusOr<std::unique_ptr<ApiService>> ApiService::Create(
       return absl::InternalError(
           StrCat("route ", route.pattern, " is tenant-scoped but has no {tenant} parameter"));
     }
-    svc->compiled_[&route] = cr;
+    compiled[&route] = cr;
   }
+  return compiled;
+}
+
+absl::StatusOr<std::unique_ptr<ApiService>> ApiService::Create(
+    store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
+    common::Clock& clock, common::Rng& rng, ApiServiceOptions options) {
+  std::unique_ptr<ApiService> svc(
+      new ApiService(store, authenticator, audit, clock, rng, std::move(options)));
+  WARDEN_ASSIGN_OR_RETURN(svc->compiled_, CompileRoutes(Routes()));
   WARDEN_RETURN_IF_ERROR(svc->RefreshPolicy());
   return svc;
 }

@@ -97,6 +97,19 @@ class ApiService {
   // The route table (static; validated by Create).
   static const std::vector<RouteSpec>& Routes();
 
+ private:
+  struct CompiledRoute {
+    std::optional<rbac::Permission> permission;
+    bool is_public = false;
+  };
+
+ public:
+  // Checks a route table: every route names a valid permission ("resource:verb") or says
+  // "public"/"authenticated", and tenant-scoped routes have a {tenant} parameter. Internal error
+  // naming the route otherwise; the server refuses to start on it.
+  static absl::StatusOr<std::map<const RouteSpec*, CompiledRoute>> CompileRoutes(
+      const std::vector<RouteSpec>& routes);
+
   // Runs the whole pipeline for a matched route. Never throws; every outcome (including 401/403/
   // 404/500) is returned as a JSON response and recorded as exactly one audit event.
   ApiResponse Handle(const RouteSpec& route, ApiRequest& req);
@@ -146,11 +159,6 @@ class ApiService {
              common::Clock& clock, common::Rng& rng, ApiServiceOptions options)
       : store_(store), auth_(authenticator), audit_(audit), clock_(clock), rng_(rng),
         options_(std::move(options)) {}
-
-  struct CompiledRoute {
-    std::optional<rbac::Permission> permission;
-    bool is_public = false;
-  };
 
   std::shared_ptr<const rbac::Policy> policy() const;
   absl::Status ResolveTenant(Call& c);

@@ -287,6 +287,7 @@ int RunServerCommand(int argc, char** argv) {
   CLI::App app{"gpuwarden server: the control plane (HTTPS API, auth, RBAC, audit)", "gpuwarden server"};
   std::string config_file, data_dir, listen, store_url, admin_pw_file, master_key_file;
   int threads = 0;
+  app.set_version_flag("--version", "gpuwarden " WARDEN_VERSION);
   app.add_option("--config", config_file, "YAML config file (flags override it)");
   app.add_option("--data-dir", data_dir, "state directory (default ./data)");
   app.add_option("--listen", listen, "address to listen on (default 127.0.0.1:8443; port 0 picks one)");

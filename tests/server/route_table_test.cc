@@ -1,0 +1,41 @@
+#include <gtest/gtest.h>
+
+#include "server/api_service.h"
+
+namespace warden::server {
+namespace {
+
+TEST(RouteTableTest, EveryRouteOfTheServerDeclaresAValidPermission) {
+  auto compiled = ApiService::CompileRoutes(ApiService::Routes());
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  EXPECT_EQ(compiled->size(), ApiService::Routes().size());
+  // Only login and version are reachable without credentials.
+  int open = 0;
+  for (const RouteSpec& r : ApiService::Routes()) open += std::string(r.permission) == "public";
+  EXPECT_EQ(open, 2);
+}
+
+TEST(RouteTableTest, ARouteWithoutAPermissionRefusesToStart) {
+  std::vector<RouteSpec> routes = {
+      {"GET", "/api/v1/things", "", Scope::kCluster, nullptr, &ApiService::Version}};
+  auto compiled = ApiService::CompileRoutes(routes);
+  ASSERT_FALSE(compiled.ok());
+  EXPECT_NE(std::string(compiled.status().message()).find("declares no valid permission"),
+            std::string::npos);
+  routes[0].permission = "things:fly";
+  EXPECT_FALSE(ApiService::CompileRoutes(routes).ok());
+  routes[0].permission = nullptr;
+  EXPECT_FALSE(ApiService::CompileRoutes(routes).ok());
+}
+
+TEST(RouteTableTest, TenantScopedRouteNeedsATenantParameter) {
+  std::vector<RouteSpec> routes = {
+      {"GET", "/api/v1/things", "jobs:read", Scope::kTenant, nullptr, &ApiService::Version}};
+  auto compiled = ApiService::CompileRoutes(routes);
+  ASSERT_FALSE(compiled.ok());
+  EXPECT_NE(std::string(compiled.status().message()).find("no {tenant} parameter"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace warden::server
