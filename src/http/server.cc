@@ -32,6 +32,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "http/server.h"
+#include "pki/pki.h"
 
 namespace warden::http {
 
@@ -63,17 +64,6 @@ static_assert(sizeof("This port speaks HTTPS only; use an https:// URL.\n") - 1 
 
 std::chrono::nanoseconds ToChrono(absl::Duration d) { return absl::ToChronoNanoseconds(d); }
 
-std::string OpenSslErrors() {
-  std::string out;
-  unsigned long e;
-  char buf[256];
-  while ((e = ERR_get_error()) != 0) {
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
 
 // Per-thread generator for request ids: seeded once from the CSPRNG, so ids are unpredictable
 // without a syscall or lock per request.
@@ -248,7 +238,7 @@ class ServerImpl final : public HttpsServer {
     if (SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) != 1 ||
         SSL_CTX_set_ciphersuites(ctx, kTls13Suites) != 1 ||
         SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
-      return absl::InternalError(StrCat("TLS cipher configuration: ", OpenSslErrors()));
+      return absl::InternalError(StrCat("TLS cipher configuration: ", pki::OpenSslErrors()));
     }
     static const unsigned char kSessionContext[] = "gpuwarden";
     SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
@@ -268,7 +258,7 @@ class ServerImpl final : public HttpsServer {
       if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
         X509_free(extra);
         BIO_free(bio);
-        return absl::InvalidArgumentError(StrCat("certificate chain: ", OpenSslErrors()));
+        return absl::InvalidArgumentError(StrCat("certificate chain: ", pki::OpenSslErrors()));
       }
     }
     ERR_clear_error();  // the loop ends on "no start line"

@@ -61,17 +61,6 @@ using X509Ptr = std::unique_ptr<X509, X509Free>;
 using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 using BioPtr = std::unique_ptr<BIO, BioFree>;
 
-std::string OpenSslErrors() {
-  std::string out;
-  unsigned long e;
-  char buf[256];
-  while ((e = ERR_get_error()) != 0) {
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
 
 absl::Status SslError(std::string_view what) {
   return absl::InternalError(StrCat(what, ": ", OpenSslErrors()));
@@ -557,6 +546,18 @@ absl::StatusOr<ServerPki> EnsureServerPki(const std::string& dir,
   out.ca_fingerprint = FingerprintOf(ca.cert.get());
   out.server_not_after = server->not_after;
   return out;
+}
+
+std::string OpenSslErrors() {
+  std::string out;
+  unsigned long e;
+  char buf[256];
+  while ((e = ERR_get_error()) != 0) {
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown OpenSSL error" : out;
 }
 
 }  // namespace warden::pki

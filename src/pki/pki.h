@@ -61,6 +61,9 @@ absl::StatusOr<ServerPki> EnsureServerPki(const std::string& dir,
 // InvalidArgument if it holds no parseable certificate.
 absl::StatusOr<std::string> CertificateFingerprint(std::string_view cert_pem);
 
+// Drains this thread's OpenSSL error queue into one "; "-separated line (for error messages).
+std::string OpenSslErrors();
+
 // Future: agents' CSR signing (issue: node mTLS) belongs here, as
 //   absl::StatusOr<std::string> SignNodeCsr(const std::string& dir, std::string_view csr_pem, ...)
 // reusing the CA loading of pki.cc; keep CA private-key handling inside this module.
