@@ -690,6 +690,11 @@ void Connection::HandleRequest() {
   absl::Status target_ok =
       ParseTarget(std::string_view(msg.target().data(), msg.target().size()), req_);
   if (!target_ok.ok()) {
+    if (server_.on_reject()) {
+      req_.target.assign(msg.target().data(), msg.target().size());
+      req_.path = req_.target.substr(0, req_.target.find('?'));
+      server_.on_reject()(req_, 400, std::string(target_ok.message()));
+    }
     FinishRequest(Response::Error(target_ok), keep_alive, method);
     return;
   }

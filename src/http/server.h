@@ -1,10 +1,11 @@
 // HttpsServer: the TLS-only HTTP/1.1 server in front of every API request.
 //
-// One io_context runs on `threads` threads; each connection is served on its own strand, so a
-// connection's handler calls never overlap while different connections run in parallel. The
-// single Handler is called synchronously on an I/O thread for every well-formed request (the
-// caller's pipeline does routing, authn, authz, audit); it must be thread-safe and should not
-// block for long. Requests the server refuses itself (limits, malformed HTTP) never reach it.
+// `threads` event-loop threads each run their own io_context; a connection stays on the loop it
+// was given at accept, so its handler calls never overlap. The single Handler is called for every
+// well-formed request (the caller's pipeline does routing, authn, authz, audit): on the loop when
+// ServerOptions::runs_inline says so, else on a separate blocking pool. It must be thread-safe.
+// Requests the server refuses itself (limits, malformed HTTP or target) never reach it; they are
+// reported to ServerOptions::on_reject.
 //
 // Lifecycle: Create -> Start -> Stop (idempotent; also run by the destructor). Stop closes the
 // listener, lets in-flight requests finish (bounded by the request timeout), closes idle

@@ -398,7 +398,8 @@ void ApiService::Audit(const Call& c, const char* action, int status, const std:
   e.action = action ? action : "";
   e.method = c.req.method;
   e.resource = c.req.path;
-  e.decision = (status == 401 || status == 403) ? "deny" : "allow";
+  // Refused at the HTTP layer counts as denied too: the request was not served.
+  e.decision = (status == 401 || status == 403 || e.action == "http:rejected") ? "deny" : "allow";
   e.reason = reason.substr(0, 256);
   e.status = status;
   e.source = c.req.source;
@@ -441,8 +442,8 @@ absl::StatusOr<Json> ApiService::ChangePassword(Call& c) {
     return absl::PermissionDeniedError("log in as the user to change their password");
   }
   WARDEN_ASSIGN_OR_RETURN(api::ChangePasswordRequest r, api::DecodeChangePassword(c.req.body));
-  // Proving the current password goes through Login, so it gets the same timing and (issue 3)
-  // throttling as any other guess; the session it opens is closed at once.
+  // Proving the current password goes through Login, so it gets the same timing as any other
+  // guess (and the login throttling issue 3 adds); the session it opens is closed at once.
   auto proof = auth_.Login(c.identity->user_name, r.current_password, c.req.source);
   if (!proof.ok()) {
     if (proof.status().code() == absl::StatusCode::kUnauthenticated) {

@@ -57,6 +57,14 @@ TEST(DecodeTest, TokenTtlParsesDurations) {
   EXPECT_FALSE(DecodeCreateToken(R"({"name":"ci","role":"developer","ttl":5})").ok());
 }
 
+TEST(DecodeTest, ChangePasswordNeedsBothFieldsAndAnEightByteNewOne) {
+  EXPECT_TRUE(DecodeChangePassword(R"({"current_password":"x","new_password":"12345678"})").ok());
+  EXPECT_EQ(Err(DecodeChangePassword(R"({"current_password":"x","new_password":"short"})").status()),
+            "field \"new_password\" must be at least 8 bytes");
+  EXPECT_FALSE(DecodeChangePassword(R"({"new_password":"12345678"})").ok());
+  EXPECT_FALSE(DecodeChangePassword(R"({"current_password":1,"new_password":"12345678"})").ok());
+}
+
 TEST(DecodeTest, RoleNeedsPermissions) {
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[]})").ok());
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[1]})").ok());

@@ -101,6 +101,10 @@ TEST_F(AttackTest, PathTraversalInResourceNamesIsRefused) {
     EXPECT_TRUE(r.code == 400 || r.code == 404 || r.code == 405) << p << " -> " << r.code;
     EXPECT_NE(r.code, 200) << p;
   }
+  // A malformed percent-escape is refused by the HTTP layer, and audited.
+  int before = server_.AuditCount();
+  EXPECT_EQ(server_.Curl("GET", "/api/v1/tenants/%zz", admin_, "", "--path-as-is").code, 400);
+  EXPECT_EQ(server_.AuditCount() - before, 1);
   RunResult r = server_.Curl("POST", "/api/v1/tenants", admin_, R"({"name":"../../etc"})");
   EXPECT_EQ(r.code, 400);
   EXPECT_NE(ErrorMessage(r).find("tenant name"), std::string::npos);
@@ -119,6 +123,7 @@ TEST_F(AttackTest, OversizedBodyIs413) {
   EXPECT_EQ(e["status"], 413);
   EXPECT_EQ(e["action"], "http:rejected");
   EXPECT_EQ(e["actor_name"], "admin");
+  EXPECT_EQ(e["decision"], "deny");
 }
 
 TEST_F(AttackTest, SlowHeadersConnectionIsClosed) {

@@ -113,6 +113,14 @@ TEST(ServerApiTest, PasswordChangeNeedsTheCurrentOneAndEndsOtherSessions) {
   EXPECT_EQ(server.Cli("admin", "whoami").code, 0);   // this session stays
   EXPECT_NE(server.Cli("admin2", "whoami").code, 0);  // the other one ended
   server.Login("admin3", "admin", "new-password-1");
+  // An API token cannot change its owner's password.
+  RunResult tok = server.Cli("admin3", "token create t --role viewer --cluster -o json");
+  ASSERT_EQ(tok.code, 0) << tok.err;
+  std::string secret = Json::parse(tok.out)["secret"];
+  RunResult viaToken = server.Curl("POST", "/api/v1/password", secret,
+                                   Json{{"current_password", "new-password-1"},
+                                        {"new_password", "new-password-2"}}.dump());
+  EXPECT_EQ(viaToken.code, 403);
   RunResult old = server.Cli("admin4", "login --server " + server.url() + " --user admin --password-stdin",
                              server.admin_password() + "\n");
   EXPECT_NE(old.code, 0);

@@ -1,0 +1,268 @@
+// gpu: what gpuwarden knows about GPUs. This first piece holds the MIG geometry model (NVIDIA's
+// profile tables and placement rules, DESIGN.md "MIG facts") and the simulated GPU backend that
+// the demo and tests use. The NVML backend (dlopen'ed libnvidia-ml) implements the same
+// GpuBackend interface later. No exception crosses this header; every expected failure is an
+// absl::Status naming what was wrong.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace warden::gpu {
+
+// ---------------------------------------------------------------------------------------------
+// MIG geometry
+// ---------------------------------------------------------------------------------------------
+
+// Every MIG-capable GPU here (A100, H100, H200) has 7 compute slices and 8 memory slices.
+// Placements ("starts") are counted in memory slices.
+inline constexpr int kComputeSlices = 7;
+inline constexpr int kMemorySlices = 8;
+
+// One GPU instance profile of one GPU model, as NVML lists it.
+struct MigProfile {
+  int id = 0;                 // NVML GPU instance profile id: 19, 20, 15, 14, 9, 5, 0
+  std::string name;           // e.g. "3g.40gb", "1g.10gb+me"
+  int compute_slices = 0;     // 1..7
+  int memory_slices = 0;      // 1, 2, 4 or 8
+  uint64_t memory_mib = 0;    // nominal framebuffer of one instance (the "NNgb" of the name)
+  int max_instances = 0;      // per GPU
+  bool media_extensions = false;  // "+me": holds the GPU's media engines; at most one per GPU
+  std::vector<int> allowed_starts;  // memory-slice indexes where an instance may begin
+};
+
+// A GPU model gpuwarden knows. `name` is the short form used in sim specs ("H100-80GB").
+struct GpuModel {
+  std::string name;
+  std::string product_name;  // as NVML/nvidia-smi print it, e.g. "NVIDIA H100 80GB HBM3"
+  uint64_t memory_mib = 0;   // whole-GPU framebuffer
+  bool mig_capable = false;
+  std::vector<MigProfile> profiles;  // empty unless mig_capable
+
+  // nullptr when this model has no profile with that id / name.
+  const MigProfile* FindProfile(int profile_id) const;
+  const MigProfile* FindProfileByName(std::string_view profile_name) const;
+};
+
+// The built-in models: A100-40GB, A100-80GB, H100-80GB, H200-141GB (MIG-capable) and L40S-48GB
+// (not MIG-capable). The table is static; pointers into it stay valid for the process lifetime.
+const std::vector<GpuModel>& KnownGpuModels();
+// nullptr when `name` (exact, case-sensitive) is not a known model.
+const GpuModel* FindGpuModel(std::string_view name);
+
+// One GPU instance placed on a GPU.
+struct MigInstance {
+  int profile_id = 0;
+  int start = 0;  // first memory slice
+  bool operator==(const MigInstance&) const = default;
+};
+
+// Checks `instances` against every placement rule of `model`: MIG-capable model, known profile
+// ids, start in the profile's allowed starts, no two instances sharing a memory slice, no profile
+// over its max instances, at most one "+me" instance, at most 7 compute slices in total.
+// InvalidArgument naming the first broken rule and the instance; OK for an empty list.
+absl::Status ValidateMigLayout(const GpuModel& model, std::span<const MigInstance> instances);
+
+// The GPU instances on one GPU and the placement chooser. A value type; not thread-safe (the
+// owner serialises access). `model` must outlive the layout (models from KnownGpuModels() do).
+//
+// Start choice (CanPlace / Place): among the profile's allowed starts whose memory slices are
+// free, pick the one that after placement leaves, in order of preference,
+//   1. the largest free contiguous range of memory slices;
+//   2. the most free slices in 0..6, i.e. prefer covering slice 7, which no 1g (starts 0..6) can
+//      ever use and only 1g.20gb@6, 3g@4 and 7g@0 can;
+//   3. the lowest start.
+// This packs small instances from slice 0 upward and keeps the top half whole for a 3g@4, so that
+// e.g. 3g+2g+1g+1g (all 7 compute slices) is found in every arrival order. A greedy chooser cannot
+// be right for every future request (1g first then 4g needs the 1g at 4..6, which rule 1 does not
+// pick); PlanMigLayout searches all placements when the whole set of profiles is known up front.
+class MigLayout {
+ public:
+  explicit MigLayout(const GpuModel& model) : model_(&model) {}
+
+  const GpuModel& model() const { return *model_; }
+  // In placement order.
+  const std::vector<MigInstance>& instances() const { return instances_; }
+  int used_compute_slices() const;
+  // Bit i set when memory slice i is held by an instance.
+  uint8_t used_memory_mask() const;
+
+  // The start Place would choose, or nullopt when the profile cannot be placed now (unknown id,
+  // model not MIG-capable, or any rule of ValidateMigLayout would break). Never changes the layout.
+  std::optional<int> CanPlace(int profile_id) const;
+  std::optional<int> CanPlace(const MigProfile& profile) const { return CanPlace(profile.id); }
+
+  // Why `profile_id` cannot be placed: OK when CanPlace would return a start; otherwise
+  // InvalidArgument (unknown profile, model without MIG) or ResourceExhausted naming the rule that
+  // refuses it (max instances, the one "+me", compute slices, no free allowed start).
+  absl::Status CheckPlace(int profile_id) const;
+
+  // Places an instance at the chosen start and returns the start; on error (as CheckPlace) the
+  // layout is unchanged.
+  absl::StatusOr<int> Place(int profile_id);
+  // Places at a given start; InvalidArgument for a start the profile does not allow,
+  // ResourceExhausted when the slices are taken or a limit is reached. Unchanged on error.
+  absl::Status PlaceAt(int profile_id, int start);
+  // Removes the instance that begins at `start`; NotFound when none does.
+  absl::Status Remove(int start);
+
+ private:
+  absl::StatusOr<int> Choose(int profile_id) const;
+
+  const GpuModel* model_;
+  std::vector<MigInstance> instances_;
+};
+
+// Finds a layout holding every profile in `profile_ids` together (any order, any allowed starts),
+// by exhaustive search (at most 7 instances, so it is cheap). ResourceExhausted when no layout
+// exists (naming the profiles), InvalidArgument for an unknown profile id. The result passes
+// ValidateMigLayout. For planning re-partitions of idle GPUs.
+absl::StatusOr<std::vector<MigInstance>> PlanMigLayout(const GpuModel& model,
+                                                       std::span<const int> profile_ids);
+
+// ---------------------------------------------------------------------------------------------
+// Inventory and backends
+// ---------------------------------------------------------------------------------------------
+
+// A GPU instance as the inventory reports it.
+struct MigInstanceInfo {
+  std::string uuid;  // "MIG-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+  int profile_id = 0;
+  std::string profile_name;
+  int start = 0;
+  uint64_t memory_mib = 0;
+};
+
+// A process holding a GPU (or one of its MIG instances).
+struct GpuProcess {
+  int64_t pid = 0;
+  uint64_t used_memory_mib = 0;
+  std::string mig_uuid;  // empty for a whole-GPU process
+};
+
+// One physical GPU as discovered.
+struct GpuDevice {
+  int index = 0;           // NVML index on the node
+  std::string uuid;        // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+  std::string model;       // short model name ("H100-80GB"); empty if unknown to gpuwarden
+  std::string product_name;
+  uint64_t memory_mib = 0;
+  std::string driver_version;
+  std::string cuda_version;
+  bool ecc_enabled = false;
+  bool mig_capable = false;
+  bool mig_enabled = false;
+  std::vector<MigInstanceInfo> mig_instances;
+  std::vector<GpuProcess> processes;
+};
+
+// A source of GPU inventory and MIG control for one node. Implementations: the simulated backend
+// below; the NVML backend (dlopen of libnvidia-ml.so.1, no link-time dependency, a machine without
+// GPUs reports none) will live in nvml_backend.cc behind CreateNvmlBackend() in this header.
+// Implementations are thread-safe.
+class GpuBackend {
+ public:
+  virtual ~GpuBackend() = default;
+  // "sim" or "nvml".
+  virtual std::string_view name() const = 0;
+  // The node's GPUs in index order, with MIG instances and processes. Unavailable when the driver
+  // cannot be queried.
+  virtual absl::StatusOr<std::vector<GpuDevice>> Discover() = 0;
+  // Creates a GPU instance of `profile_id` on the GPU `gpu_uuid`, choosing the start as
+  // MigLayout::Place does. NotFound: no such GPU; FailedPrecondition: MIG mode off;
+  // InvalidArgument: profile unknown to the model; ResourceExhausted: it does not fit (the message
+  // says which rule). Nothing changes on error.
+  virtual absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view gpu_uuid,
+                                                            int profile_id) = 0;
+  // Destroys one GPU instance. NotFound: no such GPU or instance; FailedPrecondition: a process
+  // still runs on it.
+  virtual absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Simulated GPUs
+// ---------------------------------------------------------------------------------------------
+
+// A parsed sim spec. Grammar (the agent's `--gpus sim:SPEC`, SPEC without the "sim:" prefix):
+//   spec  = item *("," item)
+//   item  = count "x" model [":mig"]
+//   count = "1".."64", decimal, no sign, no leading zero
+//   model = a KnownGpuModels() name, exact and case-sensitive ("H100-80GB", "H200-141GB", ...)
+// No whitespace anywhere, no empty items, no trailing comma, at most 64 GPUs in all and 1024 bytes.
+// ":mig" (MIG mode on) is allowed only on MIG-capable models.
+struct SimSpecItem {
+  int count = 0;
+  std::string model;
+  bool mig = false;
+  bool operator==(const SimSpecItem&) const = default;
+};
+struct SimSpec {
+  std::vector<SimSpecItem> items;
+  int total_gpus() const;
+  bool operator==(const SimSpec&) const = default;
+};
+
+inline constexpr int kMaxSimGpus = 64;
+inline constexpr size_t kMaxSimSpecBytes = 1024;
+
+// InvalidArgument naming the offending item (by position and text) and the rule it breaks.
+absl::StatusOr<SimSpec> ParseSimSpec(std::string_view text);
+// The canonical text of `spec`; ParseSimSpec(FormatSimSpec(s)) == s for every parsed s.
+std::string FormatSimSpec(const SimSpec& spec);
+
+struct SimOptions {
+  // Seeds the UUIDs; use the node name so that every node's GPUs differ and restarts keep them.
+  std::string seed = "sim";
+  std::string driver_version = "580.65.06";
+  std::string cuda_version = "13.0";
+};
+
+// "GPU-" + a UUID-shaped hex of SHA-256("gpuwarden-sim-gpu\0" seed "\0" index): stable across
+// runs and machines, different per seed and index.
+std::string SimGpuUuid(std::string_view seed, int index);
+
+// The devices `spec` describes, indexes 0.. in spec order, ECC on, no instances or processes.
+std::vector<GpuDevice> ExpandSimSpec(const SimSpec& spec, const SimOptions& options);
+
+// The simulated backend: in-memory GPUs that follow the MIG rules of the real ones. Thread-safe
+// (one mutex). Besides GpuBackend it lets tests add processes and toggle MIG mode.
+class SimGpuBackend final : public GpuBackend {
+ public:
+  static absl::StatusOr<std::unique_ptr<SimGpuBackend>> Create(const SimSpec& spec,
+                                                               const SimOptions& options = {});
+  // Parses `spec_text` then Create.
+  static absl::StatusOr<std::unique_ptr<SimGpuBackend>> Create(std::string_view spec_text,
+                                                               const SimOptions& options = {});
+  ~SimGpuBackend() override;
+
+  std::string_view name() const override { return "sim"; }
+  absl::StatusOr<std::vector<GpuDevice>> Discover() override;
+  absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view gpu_uuid,
+                                                    int profile_id) override;
+  absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) override;
+
+  // Turns MIG mode on or off, as `nvidia-smi -mig` does: FailedPrecondition while any process
+  // holds the GPU or (to turn it off) any GPU instance exists; InvalidArgument for a model without
+  // MIG. NotFound for an unknown GPU.
+  absl::Status SetMigMode(std::string_view gpu_uuid, bool enabled);
+  // Simulates a process on the GPU, or on one of its instances when `mig_uuid` is set. NotFound
+  // for an unknown GPU or instance; FailedPrecondition for a whole-GPU process on a GPU in MIG mode.
+  absl::Status AddProcess(std::string_view gpu_uuid, const GpuProcess& process);
+  // NotFound when no such pid is on the GPU.
+  absl::Status RemoveProcess(std::string_view gpu_uuid, int64_t pid);
+
+ private:
+  struct State;
+  explicit SimGpuBackend(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace warden::gpu
