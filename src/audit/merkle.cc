@@ -259,9 +259,9 @@ absl::StatusOr<MerkleHash> RootFromInclusionProof(const MerkleHash& leaf_hash, u
   // names the fault and bounds the work by the proof length a tree of this size can need.
   const ProofShape shape = InclusionShape(index, size);
   if (proof.size() != shape.inner + shape.border) {
-    return absl::InvalidArgumentError(
-        StrCat("inclusion proof for leaf ", index, " in a tree of ", size, " leaves has ",
-               proof.size(), " nodes; it must have ", shape.inner + shape.border));
+    return absl::InvalidArgumentError(StrCat("inclusion proof for leaf ", index, " in a tree of ",
+                                             size, " leaves has ", proof.size(),
+                                             " nodes; it must have ", shape.inner + shape.border));
   }
   // Steps 2-4, as written.
   uint64_t fn = index;
@@ -298,9 +298,8 @@ absl::Status VerifyInclusion(const MerkleHash& leaf_hash, uint64_t index, uint64
   if (!computed.ok()) return computed.status();
   // Step 5, second half.
   if (*computed != root) {
-    return absl::DataLossError(
-        StrCat("inclusion proof for leaf ", index, " in a tree of ", size,
-               " leaves does not lead to the given root"));
+    return absl::DataLossError(StrCat("inclusion proof for leaf ", index, " in a tree of ", size,
+                                      " leaves does not lead to the given root"));
   }
   return absl::OkStatus();
 }
@@ -319,16 +318,14 @@ absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, const MerkleHash&
                  " nodes"));
     }
     if (root1 != root2) {
-      return absl::DataLossError(
-          StrCat("two different roots for the same tree size ", size1));
+      return absl::DataLossError(StrCat("two different roots for the same tree size ", size1));
     }
     return absl::OkStatus();
   }
   if (size1 == 0) {
     if (!proof.empty()) {
-      return absl::InvalidArgumentError(
-          StrCat("consistency proof from the empty tree must be empty, got ", proof.size(),
-                 " nodes"));
+      return absl::InvalidArgumentError(StrCat(
+          "consistency proof from the empty tree must be empty, got ", proof.size(), " nodes"));
     }
     if (root1 != EmptyRootHash()) {
       return absl::DataLossError("first root is not the root of the empty tree");
@@ -346,9 +343,9 @@ absl::Status VerifyConsistency(uint64_t size1, uint64_t size2, const MerkleHash&
   const uint64_t want = (first_is_power_of_two ? 0 : 1) + (shape.inner - shift) + shape.border;
   // RFC step 1 (an empty proof fails) is covered: want >= 1 whenever size1 < size2.
   if (proof.size() != want) {
-    return absl::InvalidArgumentError(
-        StrCat("consistency proof from tree size ", size1, " to ", size2, " has ", proof.size(),
-               " nodes; it must have ", want));
+    return absl::InvalidArgumentError(StrCat("consistency proof from tree size ", size1, " to ",
+                                             size2, " has ", proof.size(), " nodes; it must have ",
+                                             want));
   }
 
   // Steps 2-6, as written. Step 2 prepends root1 for a power-of-two size1; it is read in place

@@ -95,15 +95,15 @@ class MerkleTree {
 // InvalidArgument when index >= size (so also when size == 0) or the proof does not have the
 // length a proof for (index, size) must have; DataLoss when the proof leads to another root
 // (the leaf, the proof or the root is not what the log committed to). Total over every input:
-// any sizes (up to 2^64 - 1) and any proof length; never crashes, and allocates only for an error's message.
+// any sizes (up to 2^64 - 1) and any proof length; never crashes, and allocates only for an error's
+// message.
 absl::Status VerifyInclusion(const MerkleHash& leaf_hash, uint64_t index, uint64_t size,
                              std::span<const MerkleHash> proof, const MerkleHash& root);
 
 // Computes the root that `proof` leads to for `leaf_hash` at (index, size), for callers that
 // compare the root themselves. Errors as VerifyInclusion's InvalidArgument cases.
 absl::StatusOr<MerkleHash> RootFromInclusionProof(const MerkleHash& leaf_hash, uint64_t index,
-                                                  uint64_t size,
-                                                  std::span<const MerkleHash> proof);
+                                                  uint64_t size, std::span<const MerkleHash> proof);
 
 // Verifies that the tree of `size2` leaves with root `root2` extends the tree of `size1` leaves
 // with root `root1`, given the consistency `proof`, with the algorithm of RFC 9162 section
