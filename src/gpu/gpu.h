@@ -29,13 +29,13 @@ inline constexpr int kMemorySlices = 8;
 
 // One GPU instance profile of one GPU model, as NVML lists it.
 struct MigProfile {
-  int id = 0;                 // NVML GPU instance profile id: 19, 20, 15, 14, 9, 5, 0
-  std::string name;           // e.g. "3g.40gb", "1g.10gb+me"
-  int compute_slices = 0;     // 1..7
-  int memory_slices = 0;      // 1, 2, 4 or 8
-  uint64_t memory_mib = 0;    // nominal framebuffer of one instance (the "NNgb" of the name)
-  int max_instances = 0;      // per GPU
-  bool media_extensions = false;  // "+me": holds the GPU's media engines; at most one per GPU
+  int id = 0;                       // NVML GPU instance profile id: 19, 20, 15, 14, 9, 5, 0
+  std::string name;                 // e.g. "3g.40gb", "1g.10gb+me"
+  int compute_slices = 0;           // 1..7
+  int memory_slices = 0;            // 1, 2, 4 or 8
+  uint64_t memory_mib = 0;          // nominal framebuffer of one instance (the "NNgb" of the name)
+  int max_instances = 0;            // per GPU
+  bool media_extensions = false;    // "+me": holds the GPU's media engines; at most one per GPU
   std::vector<int> allowed_starts;  // memory-slice indexes where an instance may begin
 };
 
@@ -150,9 +150,9 @@ struct GpuProcess {
 
 // One physical GPU as discovered.
 struct GpuDevice {
-  int index = 0;           // NVML index on the node
-  std::string uuid;        // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
-  std::string model;       // short model name ("H100-80GB"); empty if unknown to gpuwarden
+  int index = 0;      // NVML index on the node
+  std::string uuid;   // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+  std::string model;  // short model name ("H100-80GB"); empty if unknown to gpuwarden
   std::string product_name;
   uint64_t memory_mib = 0;
   std::string driver_version;
@@ -254,7 +254,8 @@ class SimGpuBackend final : public GpuBackend {
   // MIG. NotFound for an unknown GPU.
   absl::Status SetMigMode(std::string_view gpu_uuid, bool enabled);
   // Simulates a process on the GPU, or on one of its instances when `mig_uuid` is set. NotFound
-  // for an unknown GPU or instance; FailedPrecondition for a whole-GPU process on a GPU in MIG mode.
+  // for an unknown GPU or instance; FailedPrecondition for a whole-GPU process on a GPU in MIG
+  // mode.
   absl::Status AddProcess(std::string_view gpu_uuid, const GpuProcess& process);
   // NotFound when no such pid is on the GPU.
   absl::Status RemoveProcess(std::string_view gpu_uuid, int64_t pid);
