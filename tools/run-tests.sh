@@ -24,5 +24,5 @@ echo "== unit and integration tests"
 
 echo "== fuzz smoke (${FUZZ_SECONDS:-10}s per target)"
 cmake --preset fuzz >/dev/null
-cmake --build build/fuzz -j 2
+cmake --build build/fuzz -j 2 --target fuzzers
 bash tools/run-fuzz.sh build/fuzz "${FUZZ_SECONDS:-10}"

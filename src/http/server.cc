@@ -316,7 +316,7 @@ class ServerImpl final : public HttpsServer {
     started_ = true;
     DoAccept();
     for (int i = 0; i < threads; ++i) {
-      threads_.emplace_back([this, ioc = iocs_[i].get()] {
+      threads_.emplace_back([ioc = iocs_[i].get()] {
         for (;;) {
           try {
             ioc->run();
