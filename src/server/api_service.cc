@@ -339,11 +339,10 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     if (c.raw_body) {
       resp.body = std::move(*c.raw_body);
       resp.content_type = c.content_type;
-    } else if (resp.status == 204 || result->is_null()) {
-      resp.status = resp.status == 200 ? 200 : resp.status;
-      resp.body = result->is_null() ? "{}" : result->dump();
     } else {
-      resp.body = result->dump(-1, ' ', false, Json::error_handler_t::replace);
+      // Names and paths come from clients: replace invalid UTF-8 rather than throw.
+      resp.body = result->is_null() ? "{}"
+                                    : result->dump(-1, ' ', false, Json::error_handler_t::replace);
     }
   } else {
     resp.status = http::HttpStatusFor(result.status().code());
