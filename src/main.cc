@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "cli/cli.h"
+#include "sched/sim.h"
 #include "server/server.h"
 
 int main(int argc, char** argv) {
@@ -14,6 +15,9 @@ int main(int argc, char** argv) {
     std::cerr << "gpuwarden agent: the node agent is not built yet (it arrives with the cluster "
                  "issue: mTLS join, inventory, job runner)\n";
     return 2;
+  }
+  if (argc >= 2 && std::strcmp(argv[1], "sim") == 0) {
+    return warden::sched::RunSimCommand(argc - 1, argv + 1);
   }
   return warden::cli::RunCli(argc, argv);
 }

@@ -383,10 +383,15 @@ std::vector<Violation> CheckNode(const ClusterState& st, NodeId node,
   return std::move(c.out);
 }
 
-std::vector<Violation> InvariantChecker::Check(const ClusterState& st) {
-  std::vector<Violation> out = CheckClusterState(st);
-  gpus_.resize(st.nodes.size());
-  for (NodeId n = 0; n < st.nodes.size(); ++n) {
+std::vector<Violation> InvariantChecker::ObserveNode(const ClusterState& st, NodeId node) {
+  std::vector<Violation> out;
+  if (node < st.nodes.size()) GpuHistoryOf(st, node, out);
+  return out;
+}
+
+void InvariantChecker::GpuHistoryOf(const ClusterState& st, NodeId n, std::vector<Violation>& out) {
+  if (gpus_.size() < st.nodes.size()) gpus_.resize(st.nodes.size());
+  {
     const NodeState& node = st.nodes[n];
     gpus_[n].resize(node.gpus.size());
     for (size_t gi = 0; gi < node.gpus.size(); ++gi) {
@@ -425,6 +430,11 @@ std::vector<Violation> InvariantChecker::Check(const ClusterState& st) {
       }
     }
   }
+}
+
+std::vector<Violation> InvariantChecker::Check(const ClusterState& st) {
+  std::vector<Violation> out = CheckClusterState(st);
+  for (NodeId n = 0; n < st.nodes.size(); ++n) GpuHistoryOf(st, n, out);
   absl::flat_hash_map<JobId, NodeId> now;
   for (const auto& [id, j] : st.jobs) {
     if (!Active(j)) continue;

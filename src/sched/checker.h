@@ -37,11 +37,18 @@ std::vector<Violation> CheckNode(const ClusterState& state, NodeId node,
 //     verification of that GPU (its verify_epoch advanced) while the slice was free;
 //   invariant 5: no job newly appears on a node that is cordoned, unreachable or failing patch
 //     policy.
+// Check must see every state in which a GPU's holders or verify_epoch changed; a caller that
+// checks the whole cluster less often (the simulator, after each pass) calls ObserveNode after
+// each operation on one node (a finish, a verification) to keep the GPU history exact.
 class InvariantChecker {
  public:
   std::vector<Violation> Check(const ClusterState& state);
+  // The invariant 3 history of one node's GPUs only.
+  std::vector<Violation> ObserveNode(const ClusterState& state, NodeId node);
 
  private:
+  void GpuHistoryOf(const ClusterState& state, NodeId node, std::vector<Violation>& out);
+
   struct GpuHistory {
     std::array<TenantId, 8> residue{};  // tenant whose data may remain on each memory slice
     uint64_t verify_epoch = 0;
