@@ -259,6 +259,7 @@ absl::StatusOr<SimReport> RunSimulation(const SimOptions& o) {
   std::vector<int64_t> lat = latencies;
   rep.latency_p50_ns = Percentile(lat, 0.50);
   rep.latency_p99_ns = Percentile(lat, 0.99);
+  rep.latency_p999_ns = Percentile(lat, 0.999);
   rep.latency_max_ns = lat.empty() ? 0 : *std::max_element(lat.begin(), lat.end());
   std::map<std::string, int64_t> reasons;
   for (const auto& [id, j] : s.state().jobs) {
@@ -285,6 +286,7 @@ void PrintSimReport(const SimOptions& o, const SimReport& r, std::ostream& out) 
       << "queued with a reason)\n";
   out << "decision latency p50: " << us(r.latency_p50_ns) << "\n";
   out << "decision latency p99: " << us(r.latency_p99_ns) << "\n";
+  out << "decision latency p99.9: " << us(r.latency_p999_ns) << "\n";
   out << "decision latency max: " << us(r.latency_max_ns) << "\n";
   out << "gpu utilisation: " << std::setprecision(1) << 100 * r.gpu_utilisation << "%\n";
   out << "fragmentation: " << 100 * r.fragmentation

@@ -33,7 +33,7 @@ struct SimReport {
   double first_pass_seconds = 0;
   double placements_per_second = 0;  // first pass
   int64_t decisions = 0;             // all passes: jobs decided (placed or left queued)
-  int64_t latency_p50_ns = 0, latency_p99_ns = 0, latency_max_ns = 0;  // per decision, all passes
+  int64_t latency_p50_ns = 0, latency_p99_ns = 0, latency_p999_ns = 0, latency_max_ns = 0;  // per decision, all passes
   double gpu_utilisation = 0;  // after the first pass: held GPU capacity / all GPU capacity
   double fragmentation = 0;    // after the first pass: see sim.cc
   int64_t total_placements = 0, finished = 0, still_queued = 0, mig_mode_changes = 0;
