@@ -173,6 +173,9 @@ struct Scheduler::Impl {
   uint64_t elig_generation = 0;
   absl::flat_hash_map<uint64_t, Eligibility> elig_cache;
   std::vector<MigModeChange>* pending_mig_changes = nullptr;
+  // Set when a search stopped at probe_limit: the refusal reason then says so, because a node
+  // beyond the probed ones might have fitted.
+  mutable bool probes_exhausted = false;
 
   // ---------------------------------------------------------------------------------------
   void SelfCheck(std::string_view after) {
@@ -565,6 +568,7 @@ struct Scheduler::Impl {
            ++it, ++probes) {
         const NodeId n = std::get<2>(*it);
         if (FitsNode(n, cpu, mem)) return {n, k, std::get<1>(*it), true};
+        if (probes + 1 == opt.probe_limit) probes_exhausted = true;
       }
     }
     return {};
@@ -684,6 +688,16 @@ struct Scheduler::Impl {
 
   // Tries to place job j now. On failure returns the reason (job untouched).
   std::string TryPlace(JobRecord& j) {
+    probes_exhausted = false;
+    std::string why = Search(j);
+    if (!why.empty() && probes_exhausted) {
+      why += StrCat(" (searched the best ", opt.probe_limit,
+                    " candidates of each size; retried next pass)");
+    }
+    return why;
+  }
+
+  std::string Search(JobRecord& j) {
     TenantState& t = T(j.tenant);
     const Isolation iso = EffectiveIsolation(j, t);
     if (j.spec.gpu_request == GpuRequest::kFraction && iso > Isolation::kShared) {
@@ -747,6 +761,7 @@ struct Scheduler::Impl {
         for (auto it = set.lower_bound({j.spec.gpu_millis, 0, 0});
              it != set.end() && probes < opt.probe_limit; ++it, ++probes) {
           const auto [free, n, gi] = *it;
+          if (probes + 1 == opt.probe_limit) probes_exhausted = true;
           if (!ok_class[nidx[n].cls] || !FitsNode(n, cpu, mem)) continue;
           Commit(j, n, {{gi, -1, -1, j.spec.gpu_millis}});
           return "";
@@ -783,6 +798,7 @@ struct Scheduler::Impl {
           for (auto it = c.mig[pi].begin(); it != c.mig[pi].end() && probes < opt.probe_limit;
                ++it, ++probes) {
             if (it->first - prof->compute_slices >= best.after) break;  // cannot be tighter
+            if (probes + 1 == opt.probe_limit) probes_exhausted = true;
             if (!FitsNode(it->second, cpu, mem)) continue;
             auto [gi, start, after] = BestMigGpu(it->second, pi, j.tenant, iso);
             if (gi >= 0 && after < best.after) {

@@ -145,7 +145,13 @@ class RandomCluster {
       return StrCat("submit ", JobSpecToJson(spec), " -> ", r.ok() ? "ok" : r.status().ToString());
     }
     if (op < 45) {
-      auto r = s_->Schedule();
+      // The stateless checker also runs after every single placement inside the pass.
+      PassOptions po;
+      po.after_placement = [&](const JobRecord& j) {
+        auto v = CheckClusterState(s_->state());
+        if (!v.empty()) ADD_FAILURE() << "after placing job " << j.id << ":\n" << FormatViolations(v);
+      };
+      auto r = s_->Schedule(po);
       st.placements += r.placed.size();
       st.mig_changes += r.mig_changes.size();
       for (JobId id : r.placed) {

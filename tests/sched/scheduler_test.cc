@@ -606,3 +606,30 @@ TEST_F(SchedulerTest, RefusesBadNodesAndUnknownNames) {
 
 }  // namespace
 }  // namespace warden::sched
+
+namespace warden::sched {
+namespace {
+
+// The probe bound is a deliberate trade (bounded decision time): a refusal caused by it says so.
+TEST(SchedulerProbeTest, AStopAtTheProbeBoundIsStatedInTheReason) {
+  Scheduler::Options o;
+  o.probe_limit = 1;
+  auto s = std::move(Scheduler::Create(o).value());
+  ASSERT_TRUE(s->AddTenant(testing::Tenant("a", Isolation::kMig)).ok());
+  ASSERT_TRUE(s->AddPool({"general", {}}).ok());
+  // Same free GPUs and CPU: index order is by node id, so the small one is probed first.
+  ASSERT_TRUE(s->AddNode(testing::MakeNode("small", "general", 1, false, "H100-80GB", 8000, 1024)).ok());
+  ASSERT_TRUE(s->AddNode(testing::MakeNode("big", "general", 1, false, "H100-80GB", 8000, 65536)).ok());
+  JobSpec spec = testing::Whole("a", 1);
+  spec.memory_mib = 4096;
+  const JobId j = s->Submit(spec).value();
+  s->Schedule();
+  EXPECT_EQ(s->FindJob(j)->state, JobState::kQueued);
+  EXPECT_NE(s->FindJob(j)->reason.find("searched the best 1 candidates"), std::string::npos)
+      << s->FindJob(j)->reason;
+  EXPECT_EQ(Scheduler::Create(Scheduler::Options{.probe_limit = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace warden::sched
