@@ -638,6 +638,16 @@ struct Scheduler::Impl {
     Reindex(n);
   }
 
+  // "Should not happen" path (STYLE.md): the index promised GPUs the node does not have. Logged,
+  // counted, the node re-indexed, and the job left queued rather than given too few GPUs.
+  std::string IndexBug(NodeId n) {
+    ++index_bugs;
+    std::fprintf(stderr, "sched: bug: free-capacity index out of date for node %u\n", n);
+    Reindex(n);
+    return "internal: the free-capacity index was out of date; retried next pass";
+  }
+  size_t index_bugs = 0;
+
   // Picks `count` usable whole GPUs on node n, non-MIG first; flips empty MIG GPUs off.
   std::vector<GpuAssignment> TakeWhole(NodeId n, int count, int millis) {
     std::vector<GpuAssignment> out;
@@ -749,7 +759,9 @@ struct Scheduler::Impl {
                         : StrCat("no schedulable node has ", n, " free verified GPU(s) with ",
                                  Millis(cpu), " CPU and ", mem, " MiB memory free");
         }
-        Commit(j, best.node, TakeWhole(best.node, n, 1000));
+        std::vector<GpuAssignment> gpus = TakeWhole(best.node, n, 1000);
+        if (static_cast<int>(gpus.size()) != n) return IndexBug(best.node);
+        Commit(j, best.node, std::move(gpus));
         return "";
       }
       case GpuRequest::kFraction: {
@@ -781,7 +793,9 @@ struct Scheduler::Impl {
                         Millis(j.spec.gpu_millis), " free and no node has a free verified GPU with ",
                         Millis(cpu), " CPU and ", mem, " MiB memory free");
         }
-        Commit(j, best.node, TakeWhole(best.node, 1, j.spec.gpu_millis));
+        std::vector<GpuAssignment> gpus = TakeWhole(best.node, 1, j.spec.gpu_millis);
+        if (gpus.size() != 1) return IndexBug(best.node);
+        Commit(j, best.node, std::move(gpus));
         return "";
       }
       case GpuRequest::kMig: {
