@@ -294,7 +294,8 @@ ObjectDecryptor::~ObjectDecryptor() {
 }
 
 absl::StatusOr<std::unique_ptr<ObjectDecryptor>> ObjectDecryptor::Create(
-    std::string_view data_key, Expect expect, ByteSink sink, bool expect_final) {
+    std::string_view data_key, Expect expect, ByteSink sink, bool expect_final,
+    bool hash_plaintext) {
   if (data_key.size() != internal::kKeySize) {
     return absl::InvalidArgumentError("data key must be 32 bytes");
   }
@@ -303,6 +304,7 @@ absl::StatusOr<std::unique_ptr<ObjectDecryptor>> ObjectDecryptor::Create(
   d->expect_ = std::move(expect);
   d->sink_ = std::move(sink);
   d->expect_final_ = expect_final;
+  d->hash_on_ = hash_plaintext;
   return d;
 }
 
@@ -348,7 +350,7 @@ absl::Status ObjectDecryptor::OpenHeld(bool final) {
   held_len_ = 0;
   plaintext_bytes_ += len;
   std::string_view chunk(plain_.data(), len);
-  hash_.Update(chunk);
+  if (hash_on_) hash_.Update(chunk);
   absl::Status s = sink_(chunk);
   if (!s.ok()) return Fail(s);
   return absl::OkStatus();
@@ -421,7 +423,7 @@ absl::Status ObjectDecryptor::Finish() {
           StrCat("object ", expect_.object_id, " is truncated: no final chunk")));
     }
     WARDEN_RETURN_IF_ERROR(OpenHeld(true));
-    sha256_ = hash_.Finish();
+    if (hash_on_) sha256_ = hash_.Finish();
     return absl::OkStatus();
   }
   if (held_len_ == held_.size()) return OpenHeld(false);

@@ -119,10 +119,12 @@ class ObjectDecryptor {
     uint64_t version = 0;
   };
   // The header must name exactly `expect` (else DataLoss). `expect_final` false decrypts a prefix
-  // of non-final chunks (resuming an upload): Finish() then requires a chunk boundary.
+  // of non-final chunks (resuming an upload): Finish() then requires a chunk boundary. Without
+  // `hash_plaintext` sha256() stays empty (the chunk tags alone already authenticate the stream).
   static absl::StatusOr<std::unique_ptr<ObjectDecryptor>> Create(std::string_view data_key,
                                                                  Expect expect, ByteSink sink,
-                                                                 bool expect_final = true);
+                                                                 bool expect_final = true,
+                                                                 bool hash_plaintext = true);
   ~ObjectDecryptor();
 
   // DataLoss on a malformed header or a chunk that does not authenticate (nothing of that chunk
@@ -146,6 +148,7 @@ class ObjectDecryptor {
   Expect expect_;
   ByteSink sink_;
   bool expect_final_ = true;
+  bool hash_on_ = true;
   bool have_header_ = false;
   std::string header_buf_;
   ObjectHeader header_;
