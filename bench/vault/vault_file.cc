@@ -1,6 +1,8 @@
 // File-to-file encryption with the vault's chunked format, for the comparison with `age`:
 //   vault_file encrypt KEYFILE IN OUT     (KEYFILE: a master key file, mode 0600)
 //   vault_file decrypt KEYFILE IN OUT
+//   (--no-sha256 as the first argument skips the plaintext SHA-256: the format alone, as age,
+//   which computes no plaintext hash either)
 // The data key is derived from the master key here (a real object's comes from the keyring);
 // the content path (read, chunk, seal, SHA-256, write) is exactly the object store's.
 #include <fcntl.h>
@@ -38,6 +40,12 @@ int Fail(const std::string& msg) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  bool hash = true;
+  if (argc > 1 && std::string(argv[1]) == "--no-sha256") {
+    hash = false;
+    ++argv;
+    --argc;
+  }
   if (argc != 5) return Fail("usage: vault_file encrypt|decrypt KEYFILE IN OUT");
   std::string mode = argv[1];
   auto master = MasterKey::FromFile(argv[2]);
@@ -54,7 +62,7 @@ int main(int argc, char** argv) {
   if (mode == "encrypt") {
     ObjectHeader h{kDefaultChunkSize, std::string(32, '\0'), "local", "file", 1};
     h.salt = warden::common::SecureRng::Get().Bytes(32);
-    auto e = ObjectEncryptor::Create(*dek, h, sink);
+    auto e = ObjectEncryptor::Create(*dek, h, sink, hash);
     if (!e.ok()) return Fail(std::string(e.status().message()));
     while (st.ok()) {
       ssize_t n = ::read(in, buf.data(), buf.size());
@@ -64,7 +72,7 @@ int main(int argc, char** argv) {
     if (st.ok()) st = (*e)->Finish();
     if (st.ok()) sha = (*e)->sha256();
   } else if (mode == "decrypt") {
-    auto d = ObjectDecryptor::Create(*dek, {"local", "file", 1}, sink);
+    auto d = ObjectDecryptor::Create(*dek, {"local", "file", 1}, sink, true, hash);
     if (!d.ok()) return Fail(std::string(d.status().message()));
     while (st.ok()) {
       ssize_t n = ::read(in, buf.data(), buf.size());
@@ -82,6 +90,6 @@ int main(int argc, char** argv) {
     ::unlink(argv[4]);
     return Fail(std::string(st.message()));
   }
-  std::fprintf(stderr, "sha256 %s\n", warden::common::HexEncode(sha).c_str());
+  if (hash) std::fprintf(stderr, "sha256 %s\n", warden::common::HexEncode(sha).c_str());
   return 0;
 }

@@ -315,12 +315,18 @@ absl::Status ObjectDecryptor::Fail(absl::Status s) {
 }
 
 absl::Status ObjectDecryptor::OpenHeld(bool final) {
-  if (held_len_ < kChunkTagSize) {
+  WARDEN_RETURN_IF_ERROR(Open(held_.data(), held_len_, final));
+  held_len_ = 0;
+  return absl::OkStatus();
+}
+
+absl::Status ObjectDecryptor::Open(const char* data, size_t size, bool final) {
+  if (size < kChunkTagSize) {
     return Fail(absl::DataLossError(
         StrCat("object ", expect_.object_id, " is truncated at chunk ", next_chunk_)));
   }
   if (next_chunk_ >= kMaxChunks) return Fail(absl::DataLossError("more than 2^32 chunks"));
-  size_t len = held_len_ - kChunkTagSize;
+  size_t len = size - kChunkTagSize;
   char nonce[internal::kGcmNonceSize];
   MakeNonce(nonce, prefix_, next_chunk_, final);
   SetBe(aad_.data() + aad_.size() - 8, next_chunk_, 8);
@@ -331,10 +337,10 @@ absl::Status ObjectDecryptor::OpenHeld(bool final) {
                          reinterpret_cast<const unsigned char*>(nonce)) != 1 ||
       EVP_DecryptUpdate(ctx_.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad_.data()),
                         static_cast<int>(aad_.size())) != 1 ||
-      EVP_DecryptUpdate(ctx_.get(), out, &n, reinterpret_cast<const unsigned char*>(held_.data()),
+      EVP_DecryptUpdate(ctx_.get(), out, &n, reinterpret_cast<const unsigned char*>(data),
                         static_cast<int>(len)) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx_.get(), EVP_CTRL_GCM_SET_TAG, kChunkTagSize,
-                          held_.data() + len) != 1) {
+                          const_cast<char*>(data) + len) != 1) {
     return Fail(internal::OpenSslError("AES-256-GCM chunk open"));
   }
   if (EVP_DecryptFinal_ex(ctx_.get(), out + n, &fin) != 1) {
@@ -347,7 +353,6 @@ absl::Status ObjectDecryptor::OpenHeld(bool final) {
         ": the object was altered, truncated, reordered or does not belong here")));
   }
   ++next_chunk_;
-  held_len_ = 0;
   plaintext_bytes_ += len;
   std::string_view chunk(plain_.data(), len);
   if (hash_on_) hash_.Update(chunk);
@@ -402,6 +407,11 @@ absl::Status ObjectDecryptor::Update(std::string_view p) {
   const size_t cap = held_.size();
   while (!p.empty()) {
     if (held_len_ == cap) WARDEN_RETURN_IF_ERROR(OpenHeld(false));
+    if (held_len_ == 0 && p.size() > cap) {  // more follows: not final; open in place, no copy
+      WARDEN_RETURN_IF_ERROR(Open(p.data(), cap, false));
+      p.remove_prefix(cap);
+      continue;
+    }
     size_t n = std::min(cap - held_len_, p.size());
     std::memcpy(held_.data() + held_len_, p.data(), n);
     held_len_ += n;

@@ -143,6 +143,7 @@ class ObjectDecryptor {
   ObjectDecryptor() = default;
   absl::Status Fail(absl::Status s);
   absl::Status OpenHeld(bool final);
+  absl::Status Open(const char* data, size_t size, bool final);
 
   std::string data_key_;
   Expect expect_;
