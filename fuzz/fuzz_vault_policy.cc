@@ -18,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   DataPolicySet set;
   set.Put(*policy);
-  for (DataAction a : {DataAction::kRead, DataAction::kWrite, DataAction::kCopy, DataAction::kAdmin}) {
+  for (DataAction a :
+       {DataAction::kRead, DataAction::kWrite, DataAction::kCopy, DataAction::kAdmin}) {
     AccessRequest r;
     r.action = a;
     r.user_id = "usr_1";

@@ -31,10 +31,13 @@ void BM_Encrypt(benchmark::State& state) {
   const bool hash = state.range(1) != 0;
   uint64_t sink_bytes = 0;
   for (auto _ : state) {
-    auto e = ObjectEncryptor::Create(kKey, Header(chunk), [&](std::string_view b) {
-      sink_bytes += b.size();
-      return absl::OkStatus();
-    }, hash);
+    auto e = ObjectEncryptor::Create(
+        kKey, Header(chunk),
+        [&](std::string_view b) {
+          sink_bytes += b.size();
+          return absl::OkStatus();
+        },
+        hash);
     if (!(*e)->Update(Plain()).ok() || !(*e)->Finish().ok()) state.SkipWithError("encrypt");
   }
   benchmark::DoNotOptimize(sink_bytes);
@@ -54,10 +57,13 @@ void BM_Decrypt(benchmark::State& state) {
   (void)(*e)->Finish();
   uint64_t sink_bytes = 0;
   for (auto _ : state) {
-    auto d = ObjectDecryptor::Create(kKey, {"acme", "obj_bench", 1}, [&](std::string_view b) {
-      sink_bytes += b.size();
-      return absl::OkStatus();
-    }, true, hash);
+    auto d = ObjectDecryptor::Create(
+        kKey, {"acme", "obj_bench", 1},
+        [&](std::string_view b) {
+          sink_bytes += b.size();
+          return absl::OkStatus();
+        },
+        true, hash);
     // Fed in 1 MiB reads, as the object store reads files.
     for (size_t i = 0; i < ct.size(); i += 1 << 20) {
       if (!(*d)->Update(std::string_view(ct).substr(i, 1 << 20)).ok()) state.SkipWithError("dec");
@@ -75,10 +81,13 @@ void BM_EncryptHot(benchmark::State& state) {
   const std::string block(chunk, 'x');
   uint64_t sink_bytes = 0;
   for (auto _ : state) {
-    auto e = ObjectEncryptor::Create(kKey, Header(chunk), [&](std::string_view b) {
-      sink_bytes += b.size();
-      return absl::OkStatus();
-    }, hash);
+    auto e = ObjectEncryptor::Create(
+        kKey, Header(chunk),
+        [&](std::string_view b) {
+          sink_bytes += b.size();
+          return absl::OkStatus();
+        },
+        hash);
     for (size_t done = 0; done < kObjectBytes; done += chunk) {
       if (!(*e)->Update(block).ok()) state.SkipWithError("encrypt");
     }
@@ -127,9 +136,18 @@ void ChunksHash(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_BareGcm)->Apply(Chunks)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_EncryptHot)->Apply(ChunksHash)->ArgNames({"chunk", "sha256"})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Encrypt)->Apply(ChunksHash)->ArgNames({"chunk", "sha256"})->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_Decrypt)->Apply(ChunksHash)->ArgNames({"chunk", "sha256"})->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_EncryptHot)
+    ->Apply(ChunksHash)
+    ->ArgNames({"chunk", "sha256"})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Encrypt)
+    ->Apply(ChunksHash)
+    ->ArgNames({"chunk", "sha256"})
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Decrypt)
+    ->Apply(ChunksHash)
+    ->ArgNames({"chunk", "sha256"})
+    ->Unit(benchmark::kMillisecond);
 
 }  // namespace
 

@@ -45,9 +45,10 @@ int main(int argc, char** argv) {
   double put_s = std::chrono::duration<double>(t1 - t0).count();
   double get_s = std::chrono::duration<double>(t2 - t1).count();
   double mib = static_cast<double>(put->size) / (1 << 20);
-  std::printf("size_bytes=%llu put_s=%.2f put_MiB_s=%.0f get_s=%.2f get_MiB_s=%.0f sha256=%s "
-              "peak_rss_kib=%ld\n",
-              static_cast<unsigned long long>(put->size), put_s, mib / put_s, get_s, mib / get_s,
-              get->sha256_hex.c_str(), ru.ru_maxrss);
+  std::printf(
+      "size_bytes=%llu put_s=%.2f put_MiB_s=%.0f get_s=%.2f get_MiB_s=%.0f sha256=%s "
+      "peak_rss_kib=%ld\n",
+      static_cast<unsigned long long>(put->size), put_s, mib / put_s, get_s, mib / get_s,
+      get->sha256_hex.c_str(), ru.ru_maxrss);
   return 0;
 }

@@ -14,10 +14,14 @@ using common::StrCat;
 
 std::string_view DataActionName(DataAction a) {
   switch (a) {
-    case DataAction::kRead: return "read";
-    case DataAction::kWrite: return "write";
-    case DataAction::kCopy: return "copy";
-    case DataAction::kAdmin: return "admin";
+    case DataAction::kRead:
+      return "read";
+    case DataAction::kWrite:
+      return "write";
+    case DataAction::kCopy:
+      return "copy";
+    case DataAction::kAdmin:
+      return "admin";
   }
   return "?";
 }
@@ -34,11 +38,14 @@ std::optional<DataAction> ParseAction(std::string_view s) {
 
 // Principal and token/user/role/group ids share one conservative alphabet.
 absl::Status ValidatePrincipalValue(std::string_view what, std::string_view v) {
-  if (v.empty() || v.size() > 128) return absl::InvalidArgumentError(StrCat(what, " must be 1-128 characters"));
+  if (v.empty() || v.size() > 128)
+    return absl::InvalidArgumentError(StrCat(what, " must be 1-128 characters"));
   for (char c : v) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '.' || c == '_' || c == '-' || c == '@';
-    if (!ok) return absl::InvalidArgumentError(StrCat(what, " \"", v, "\" has a character outside [A-Za-z0-9._@-]"));
+    if (!ok)
+      return absl::InvalidArgumentError(
+          StrCat(what, " \"", v, "\" has a character outside [A-Za-z0-9._@-]"));
   }
   return absl::OkStatus();
 }
@@ -54,7 +61,8 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
                                                                         std::string_view json) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("policy name", name));
   if (json.size() > kMaxPolicyBytes) {
-    return absl::InvalidArgumentError(StrCat("policy document is larger than ", kMaxPolicyBytes, " bytes"));
+    return absl::InvalidArgumentError(
+        StrCat("policy document is larger than ", kMaxPolicyBytes, " bytes"));
   }
   common::JsonLimits limits;
   limits.max_depth = 8;
@@ -77,14 +85,17 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
   policy->name_ = std::string(name);
   absl::flat_hash_set<std::string> ids;
   for (size_t i = 0; i < stmts.size(); ++i) {
-    auto where = [&](std::string_view field) { return StrCat("statement ", i, " \"", field, "\": "); };
+    auto where = [&](std::string_view field) {
+      return StrCat("statement ", i, " \"", field, "\": ");
+    };
     auto fields_or = common::JsonFields::Of(stmts[i]);
     if (!fields_or.ok()) {
       return absl::InvalidArgumentError(StrCat("statement ", i, ": must be an object"));
     }
     const auto& f = *fields_or;
     absl::Status keys = f.OnlyKeys({"id", "effect", "actions", "principals", "resources"});
-    if (!keys.ok()) return absl::InvalidArgumentError(StrCat("statement ", i, ": ", keys.message()));
+    if (!keys.ok())
+      return absl::InvalidArgumentError(StrCat("statement ", i, ": ", keys.message()));
     Statement s;
     auto wrap = [&](absl::Status st) {
       return absl::InvalidArgumentError(StrCat("statement ", i, ": ", st.message()));
@@ -95,7 +106,8 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
     if (absl::Status st = ValidatePrincipalValue("id", s.id); !st.ok() && id->has_value()) {
       return wrap(st);
     }
-    if (!ids.insert(s.id).second) return absl::InvalidArgumentError(StrCat(where("id"), "duplicate id ", s.id));
+    if (!ids.insert(s.id).second)
+      return absl::InvalidArgumentError(StrCat(where("id"), "duplicate id ", s.id));
     auto effect = f.RequiredString("effect");
     if (!effect.ok()) return wrap(effect.status());
     if (*effect == "deny") {
@@ -107,7 +119,8 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
       auto l = f.StringList(key);
       if (!l.ok()) return wrap(l.status());
       if (l->empty() || l->size() > kMaxEntriesPerList) {
-        return absl::InvalidArgumentError(StrCat(where(key), "needs 1-", kMaxEntriesPerList, " entries"));
+        return absl::InvalidArgumentError(
+            StrCat(where(key), "needs 1-", kMaxEntriesPerList, " entries"));
       }
       return l;
     };
@@ -139,8 +152,9 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
       if (kind == "group") set = &s.groups;
       if (kind == "token") set = &s.tokens;
       if (set == nullptr || colon == std::string::npos) {
-        return absl::InvalidArgumentError(StrCat(
-            where("principals"), "\"", p, "\" must be user:ID, role:ID, group:NAME, token:ID or *"));
+        return absl::InvalidArgumentError(
+            StrCat(where("principals"), "\"", p,
+                   "\" must be user:ID, role:ID, group:NAME, token:ID or *"));
       }
       if (absl::Status st = ValidatePrincipalValue(kind, value); !st.ok()) {
         return absl::InvalidArgumentError(StrCat(where("principals"), st.message()));
@@ -175,7 +189,8 @@ absl::StatusOr<std::shared_ptr<const AccessPolicy>> AccessPolicy::Parse(std::str
         st = absl::InvalidArgumentError("must be object:ID, name:NAME, prefix:PREFIX or *");
       }
       if (!st.ok()) {
-        return absl::InvalidArgumentError(StrCat(where("resources"), "\"", r, "\": ", st.message()));
+        return absl::InvalidArgumentError(
+            StrCat(where("resources"), "\"", r, "\": ", st.message()));
       }
     }
     policy->statements_.push_back(std::move(s));
@@ -249,14 +264,14 @@ AccessDecision DataPolicySet::Evaluate(const AccessRequest& req, bool* governed)
     AccessPolicy::Match m = p->Evaluate(req);
     if (m.matched && m.deny) {
       if (governed) *governed = true;
-      return AccessDecision{false, p->name(), p->statement_id(m.statement),
-                            StrCat("denied by policy ", p->name(), " statement ",
-                                   p->statement_id(m.statement))};
+      return AccessDecision{
+          false, p->name(), p->statement_id(m.statement),
+          StrCat("denied by policy ", p->name(), " statement ", p->statement_id(m.statement))};
     }
     if (m.matched && !allow.allowed) {
-      allow = AccessDecision{true, p->name(), p->statement_id(m.statement),
-                             StrCat("allowed by policy ", p->name(), " statement ",
-                                    p->statement_id(m.statement))};
+      allow = AccessDecision{
+          true, p->name(), p->statement_id(m.statement),
+          StrCat("allowed by policy ", p->name(), " statement ", p->statement_id(m.statement))};
     }
     if (!covered) covered = p->Covers(req);
   }
@@ -275,17 +290,21 @@ AccessDecision AuthorizeDataAccess(const rbac::Grants& grants, rbac::TenantRef t
   Permission needed(Resource::kData, Verb::kRead);
   switch (req.action) {
     case DataAction::kRead:
-    case DataAction::kCopy: break;
-    case DataAction::kWrite: needed = Permission(Resource::kData, Verb::kCreate); break;
-    case DataAction::kAdmin: needed = Permission(Resource::kDatasets, Verb::kManage); break;
+    case DataAction::kCopy:
+      break;
+    case DataAction::kWrite:
+      needed = Permission(Resource::kData, Verb::kCreate);
+      break;
+    case DataAction::kAdmin:
+      needed = Permission(Resource::kDatasets, Verb::kManage);
+      break;
   }
   if (!grants.Allows(needed, tenant)) {
     return AccessDecision{false, "", "", StrCat("rbac: ", needed.ToString(), " not granted")};
   }
   if (req.action == DataAction::kCopy &&
       (!mfa_age.has_value() || *mfa_age < absl::ZeroDuration() || *mfa_age > kCopyStepUpWindow)) {
-    return AccessDecision{false, "", "",
-                          "copy requires an MFA step-up within the last 15 minutes"};
+    return AccessDecision{false, "", "", "copy requires an MFA step-up within the last 15 minutes"};
   }
   bool governed = false;
   AccessDecision d = policies.Evaluate(req, &governed);

@@ -35,8 +35,8 @@ inline constexpr size_t kMaxEntriesPerList = 128;
 // Who asks and for what. Views must outlive the call.
 struct AccessRequest {
   DataAction action = DataAction::kRead;
-  std::string_view user_id;   // the acting user (a token's owner when a token acts)
-  std::string_view token_id;  // "" unless the request came with an API token
+  std::string_view user_id;              // the acting user (a token's owner when a token acts)
+  std::string_view token_id;             // "" unless the request came with an API token
   std::vector<std::string_view> roles;   // role ids the caller holds at this tenant
   std::vector<std::string_view> groups;  // groups from the identity provider
   std::string_view object_id;

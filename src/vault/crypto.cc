@@ -161,11 +161,14 @@ std::string DirName(const std::string& path) {
 
 absl::Status SyncDir(const std::string& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return absl::UnavailableError(StrCat("cannot open directory ", dir, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::UnavailableError(
+        StrCat("cannot open directory ", dir, ": ", std::strerror(errno)));
   int rc = ::fsync(fd);
   int err = errno;
   ::close(fd);
-  if (rc != 0) return absl::UnavailableError(StrCat("fsync of ", dir, " failed: ", std::strerror(err)));
+  if (rc != 0)
+    return absl::UnavailableError(StrCat("fsync of ", dir, " failed: ", std::strerror(err)));
   return absl::OkStatus();
 }
 
@@ -180,7 +183,8 @@ absl::Status MakeDirs(const std::string& path) {
     pos = next + 1;
     if (cur.empty()) continue;
     if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
-      return absl::UnavailableError(StrCat("cannot create directory ", cur, ": ", std::strerror(errno)));
+      return absl::UnavailableError(
+          StrCat("cannot create directory ", cur, ": ", std::strerror(errno)));
     }
   }
   return absl::OkStatus();
@@ -189,10 +193,11 @@ absl::Status MakeDirs(const std::string& path) {
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data, uint32_t mode) {
   unsigned char rnd[6];
   if (RAND_bytes(rnd, sizeof(rnd)) != 1) std::abort();
-  std::string tmp = StrCat(path, ".tmp.",
-                           common::HexEncode(std::string_view(reinterpret_cast<char*>(rnd), 6)));
+  std::string tmp =
+      StrCat(path, ".tmp.", common::HexEncode(std::string_view(reinterpret_cast<char*>(rnd), 6)));
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
-  if (fd < 0) return absl::UnavailableError(StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
+  if (fd < 0)
+    return absl::UnavailableError(StrCat("cannot create ", tmp, ": ", std::strerror(errno)));
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::write(fd, data.data() + done, data.size() - done);
@@ -215,7 +220,8 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data, uin
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
-    return absl::UnavailableError(StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
+    return absl::UnavailableError(
+        StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
   }
   return SyncDir(DirName(path));
 }

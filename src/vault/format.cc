@@ -53,10 +53,10 @@ absl::StatusOr<std::string> DeriveChunkKeys(std::string_view data_key, const Obj
   if (data_key.size() != internal::kKeySize) {
     return absl::InvalidArgumentError("data key must be 32 bytes");
   }
-  return internal::Hkdf(data_key, h.salt,
-                        StrCat("gpuwarden/vault/v1 chunk-key|", h.tenant, "|", h.object_id, "|",
-                               h.version),
-                        internal::kKeySize + kPrefixSize);
+  return internal::Hkdf(
+      data_key, h.salt,
+      StrCat("gpuwarden/vault/v1 chunk-key|", h.tenant, "|", h.object_id, "|", h.version),
+      internal::kKeySize + kPrefixSize);
 }
 
 void MakeNonce(char* nonce, std::string_view prefix, uint64_t index, bool final) {
@@ -186,18 +186,17 @@ absl::Status ObjectEncryptor::Init(std::string_view data_key, const ObjectHeader
   if (header.version == 0) return absl::InvalidArgumentError("version must be >= 1");
   if (!IsPowerOfTwo(header.chunk_size) || header.chunk_size < kMinChunkSize ||
       header.chunk_size > kMaxChunkSize) {
-    return absl::InvalidArgumentError(StrCat("chunk size ", header.chunk_size,
-                                             " must be a power of two in 4 KiB..16 MiB"));
+    return absl::InvalidArgumentError(
+        StrCat("chunk size ", header.chunk_size, " must be a power of two in 4 KiB..16 MiB"));
   }
   WARDEN_ASSIGN_OR_RETURN(std::string keys, DeriveChunkKeys(data_key, header));
   header_bytes_ = EncodeHeader(header);
   aad_ = header_bytes_ + std::string(8, '\0');
   prefix_ = keys.substr(internal::kKeySize);
   ctx_.reset(EVP_CIPHER_CTX_new());
-  if (!ctx_ ||
-      EVP_EncryptInit_ex2(ctx_.get(), Aes256Gcm(),
-                          reinterpret_cast<const unsigned char*>(keys.data()), nullptr,
-                          nullptr) != 1) {
+  if (!ctx_ || EVP_EncryptInit_ex2(ctx_.get(), Aes256Gcm(),
+                                   reinterpret_cast<const unsigned char*>(keys.data()), nullptr,
+                                   nullptr) != 1) {
     internal::Wipe(keys);
     return internal::OpenSslError("AES-256-GCM init");
   }
@@ -209,8 +208,10 @@ absl::Status ObjectEncryptor::Init(std::string_view data_key, const ObjectHeader
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<ObjectEncryptor>> ObjectEncryptor::Create(
-    std::string_view data_key, const ObjectHeader& header, ByteSink sink, bool hash_plaintext) {
+absl::StatusOr<std::unique_ptr<ObjectEncryptor>> ObjectEncryptor::Create(std::string_view data_key,
+                                                                         const ObjectHeader& header,
+                                                                         ByteSink sink,
+                                                                         bool hash_plaintext) {
   std::unique_ptr<ObjectEncryptor> e(new ObjectEncryptor());
   WARDEN_RETURN_IF_ERROR(e->Init(data_key, header, std::move(sink)));
   e->hash_on_ = hash_plaintext;
@@ -243,7 +244,8 @@ absl::Status ObjectEncryptor::Seal(const char* data, size_t len, bool final) {
   int fin = 0;
   if (EVP_EncryptInit_ex(ctx_.get(), nullptr, nullptr, nullptr,
                          reinterpret_cast<const unsigned char*>(nonce)) != 1 ||
-      EVP_EncryptUpdate(ctx_.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad_.data()),
+      EVP_EncryptUpdate(ctx_.get(), nullptr, &n,
+                        reinterpret_cast<const unsigned char*>(aad_.data()),
                         static_cast<int>(aad_.size())) != 1 ||
       EVP_EncryptUpdate(ctx_.get(), out, &n, reinterpret_cast<const unsigned char*>(data),
                         static_cast<int>(len)) != 1 ||
@@ -293,9 +295,11 @@ ObjectDecryptor::~ObjectDecryptor() {
   if (!plain_.empty()) OPENSSL_cleanse(plain_.data(), plain_.size());
 }
 
-absl::StatusOr<std::unique_ptr<ObjectDecryptor>> ObjectDecryptor::Create(
-    std::string_view data_key, Expect expect, ByteSink sink, bool expect_final,
-    bool hash_plaintext) {
+absl::StatusOr<std::unique_ptr<ObjectDecryptor>> ObjectDecryptor::Create(std::string_view data_key,
+                                                                         Expect expect,
+                                                                         ByteSink sink,
+                                                                         bool expect_final,
+                                                                         bool hash_plaintext) {
   if (data_key.size() != internal::kKeySize) {
     return absl::InvalidArgumentError("data key must be 32 bytes");
   }
@@ -335,7 +339,8 @@ absl::Status ObjectDecryptor::Open(const char* data, size_t size, bool final) {
   int fin = 0;
   if (EVP_DecryptInit_ex(ctx_.get(), nullptr, nullptr, nullptr,
                          reinterpret_cast<const unsigned char*>(nonce)) != 1 ||
-      EVP_DecryptUpdate(ctx_.get(), nullptr, &n, reinterpret_cast<const unsigned char*>(aad_.data()),
+      EVP_DecryptUpdate(ctx_.get(), nullptr, &n,
+                        reinterpret_cast<const unsigned char*>(aad_.data()),
                         static_cast<int>(aad_.size())) != 1 ||
       EVP_DecryptUpdate(ctx_.get(), out, &n, reinterpret_cast<const unsigned char*>(data),
                         static_cast<int>(len)) != 1 ||
@@ -347,10 +352,10 @@ absl::Status ObjectDecryptor::Open(const char* data, size_t size, bool final) {
     ERR_clear_error();
     // The unverified plaintext is wiped, never handed out.
     OPENSSL_cleanse(plain_.data(), len);
-    return Fail(absl::DataLossError(StrCat(
-        "integrity check failed at chunk ", next_chunk_, " of object ", expect_.object_id,
-        final ? " (as the final chunk)" : "",
-        ": the object was altered, truncated, reordered or does not belong here")));
+    return Fail(absl::DataLossError(
+        StrCat("integrity check failed at chunk ", next_chunk_, " of object ", expect_.object_id,
+               final ? " (as the final chunk)" : "",
+               ": the object was altered, truncated, reordered or does not belong here")));
   }
   ++next_chunk_;
   plaintext_bytes_ += len;
@@ -378,10 +383,10 @@ absl::Status ObjectDecryptor::Update(std::string_view p) {
     if (!h.ok()) return Fail(h.status());
     if (h->tenant != expect_.tenant || h->object_id != expect_.object_id ||
         h->version != expect_.version) {
-      return Fail(absl::DataLossError(StrCat(
-          "object header names tenant ", h->tenant, " object ", h->object_id, " version ",
-          h->version, ", expected tenant ", expect_.tenant, " object ", expect_.object_id,
-          " version ", expect_.version, " (ciphertext moved between objects)")));
+      return Fail(absl::DataLossError(
+          StrCat("object header names tenant ", h->tenant, " object ", h->object_id, " version ",
+                 h->version, ", expected tenant ", expect_.tenant, " object ", expect_.object_id,
+                 " version ", expect_.version, " (ciphertext moved between objects)")));
     }
     header_ = std::move(*h);
     auto keys = DeriveChunkKeys(data_key_, header_);
@@ -425,7 +430,8 @@ absl::Status ObjectDecryptor::Finish() {
   if (finished_) return Fail(absl::FailedPreconditionError("decryptor already finished"));
   finished_ = true;
   if (!have_header_) {
-    return Fail(absl::DataLossError(StrCat("object ", expect_.object_id, " has a truncated header")));
+    return Fail(
+        absl::DataLossError(StrCat("object ", expect_.object_id, " has a truncated header")));
   }
   if (expect_final_) {
     if (held_len_ == 0) {

@@ -1,13 +1,12 @@
 #include "vault/keys.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <openssl/crypto.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -74,7 +73,8 @@ absl::StatusOr<MasterKey> MasterKey::FromFile(const std::string& path) {
   // Checked on the open descriptor, so the file cannot be swapped between check and read.
   if (!S_ISREG(st.st_mode)) {
     ::close(fd);
-    return absl::FailedPreconditionError(StrCat("master key file ", path, " is not a regular file"));
+    return absl::FailedPreconditionError(
+        StrCat("master key file ", path, " is not a regular file"));
   }
   if (st.st_uid != ::geteuid()) {
     ::close(fd);
@@ -132,7 +132,9 @@ absl::StatusOr<MasterKey> MasterKey::FromCommand(const std::vector<std::string>&
   int waited = 0;
   bool timed_out = false;
   while (true) {
-    struct pollfd p {fds[0], POLLIN, 0};
+    struct pollfd p {
+      fds[0], POLLIN, 0
+    };
     int r = ::poll(&p, 1, 100);
     if (r < 0 && errno == EINTR) continue;
     if (r == 0) {
@@ -162,11 +164,11 @@ absl::StatusOr<MasterKey> MasterKey::FromCommand(const std::vector<std::string>&
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
     internal::Wipe(out);
-    return absl::FailedPreconditionError(
-        StrCat("master key command ", argv[0], " failed (",
-               WIFEXITED(status) ? StrCat("exit status ", WEXITSTATUS(status))
-                                 : std::string("killed by a signal"),
-               ")"));
+    return absl::FailedPreconditionError(StrCat("master key command ", argv[0], " failed (",
+                                                WIFEXITED(status)
+                                                    ? StrCat("exit status ", WEXITSTATUS(status))
+                                                    : std::string("killed by a signal"),
+                                                ")"));
   }
   auto raw = KeyFromHexText(std::move(out));
   if (!raw) {
@@ -212,8 +214,9 @@ absl::StatusOr<std::unique_ptr<Keyring>> Keyring::Open(const MasterKey& master,
   WARDEN_RETURN_IF_ERROR(internal::MakeDirs(options.dir));
   // The KEK-wrapping key is derived, not the master key itself, so the master key can serve other
   // purposes (TOTP seeds, ...) under other HKDF labels without key reuse across them.
-  WARDEN_ASSIGN_OR_RETURN(std::string wrapping,
-                          internal::Hkdf(master.bytes(), "", "gpuwarden/vault/v1 kek-wrap", kKeySize));
+  WARDEN_ASSIGN_OR_RETURN(
+      std::string wrapping,
+      internal::Hkdf(master.bytes(), "", "gpuwarden/vault/v1 kek-wrap", kKeySize));
   return std::unique_ptr<Keyring>(new Keyring(std::move(wrapping), std::move(options)));
 }
 
@@ -227,8 +230,8 @@ std::string Keyring::TombstonePath(std::string_view tenant) const {
 absl::Status Keyring::CheckNotShreddedLocked(std::string_view tenant) {
   struct stat st {};
   if (::stat(TombstonePath(tenant).c_str(), &st) == 0) {
-    return absl::FailedPreconditionError(
-        StrCat("tenant ", tenant, "'s keys were destroyed (crypto-shredded); its data cannot be read"));
+    return absl::FailedPreconditionError(StrCat(
+        "tenant ", tenant, "'s keys were destroyed (crypto-shredded); its data cannot be read"));
   }
   return absl::OkStatus();
 }
@@ -319,9 +322,9 @@ absl::StatusOr<uint32_t> Keyring::AddVersionLocked(Tenant& t) {
 
 absl::StatusOr<std::string> Keyring::KekLocked(Tenant& t, uint32_t version) {
   if (version < t.min_version) {
-    return absl::FailedPreconditionError(
-        StrCat("key version ", version, " of tenant ", t.name,
-               " is below the minimum decryptable version ", t.min_version));
+    return absl::FailedPreconditionError(StrCat("key version ", version, " of tenant ", t.name,
+                                                " is below the minimum decryptable version ",
+                                                t.min_version));
   }
   auto cached = t.keks.find(version);
   if (cached != t.keks.end()) return cached->second;
@@ -380,7 +383,8 @@ absl::StatusOr<std::string> Keyring::Unwrap(std::string_view tenant, std::string
       static_cast<uint8_t>(b[0]) != kWrapFormat) {
     return absl::DataLossError("wrapped data key has the wrong size or format");
   }
-  std::string aad = StrCat("gpuwarden/vault/v1 dek|", tenant, "|", wrapped.kek_version, "|", context);
+  std::string aad =
+      StrCat("gpuwarden/vault/v1 dek|", tenant, "|", wrapped.kek_version, "|", context);
   auto key = internal::GcmOpen(kek, b.substr(1, kGcmNonceSize), aad, b.substr(1 + kGcmNonceSize));
   internal::Wipe(kek);
   if (!key.ok()) {
@@ -406,8 +410,8 @@ absl::Status Keyring::SetMinVersion(std::string_view tenant, uint32_t min_versio
                                              t->current));
   }
   if (min_version < t->min_version) {
-    return absl::InvalidArgumentError(StrCat("minimum version can only rise (it is ",
-                                             t->min_version, ")"));
+    return absl::InvalidArgumentError(
+        StrCat("minimum version can only rise (it is ", t->min_version, ")"));
   }
   Tenant next;
   next.name = t->name;

@@ -24,7 +24,8 @@ class MasterKey {
   // Reads a master key file: 32 raw bytes, or 64 hex digits (an optional trailing newline). The
   // file must be a regular file (not a symlink) owned by the effective user with no group/other
   // permission bits. FailedPrecondition names the problem and the fix, e.g.
-  //   master key file /d/master.key has mode 0644: it must not be accessible to group or others (chmod 600 /d/master.key)
+  //   master key file /d/master.key has mode 0644: it must not be accessible to group or others
+  //   (chmod 600 /d/master.key)
   static absl::StatusOr<MasterKey> FromFile(const std::string& path);
   // Runs `argv` (no shell; argv[0] looked up in PATH) and reads the key from its standard output
   // as 64 hex digits: the seam for a KMS, an HSM or a TPM unseal command. FailedPrecondition when
@@ -118,9 +119,9 @@ class Keyring {
   struct Version {
     uint32_t version = 0;
     int64_t created_unix = 0;
-    std::string wrapped;   // KEK wrapped under the master-derived wrapping key
-    uint64_t reserved = 0; // persisted upper bound of wraps
-    uint64_t used = 0;     // in-memory count (<= reserved)
+    std::string wrapped;    // KEK wrapped under the master-derived wrapping key
+    uint64_t reserved = 0;  // persisted upper bound of wraps
+    uint64_t used = 0;      // in-memory count (<= reserved)
   };
   struct Tenant {
     std::string name;

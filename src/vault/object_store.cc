@@ -296,8 +296,8 @@ absl::StatusOr<std::vector<uint64_t>> ObjectStore::VisibleVersions(std::string_v
 
 // ---- uploads ----
 
-absl::StatusOr<UploadState> ObjectStore::BeginUpload(std::string_view tenant,
-                                                     std::string_view name, const Labels& labels) {
+absl::StatusOr<UploadState> ObjectStore::BeginUpload(std::string_view tenant, std::string_view name,
+                                                     const Labels& labels) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateObjectName(name));
   WARDEN_RETURN_IF_ERROR(ValidateLabels(labels));
@@ -466,8 +466,9 @@ absl::Status ObjectStore::LoadSessionLocked(Session& s) {
   internal::Sha256Stream hash = (*dec)->hash_state();
   if (!vs.ok()) {
     hash = internal::Sha256Stream();
-    auto redo = ObjectDecryptor::Create(dek, {s.tenant, s.object_id, s.version},
-                                        [](std::string_view) { return absl::OkStatus(); }, false);
+    auto redo = ObjectDecryptor::Create(
+        dek, {s.tenant, s.object_id, s.version}, [](std::string_view) { return absl::OkStatus(); },
+        false);
     std::string data(header.size() + good * ct, '\0');
     if (::pread(fd, data.data(), data.size(), 0) != static_cast<ssize_t>(data.size()) ||
         !(*redo)->Update(data).ok() || !(*redo)->Finish().ok()) {
@@ -650,23 +651,23 @@ absl::StatusOr<ObjectInfo> ObjectStore::PutFile(std::string_view tenant, std::st
                                                 const Labels& labels, const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Errno("cannot open", path);
-  auto out = Put(tenant, name, labels, [fd, &path](char* buf, size_t cap) -> absl::StatusOr<size_t> {
-    while (true) {
-      ssize_t n = ::read(fd, buf, cap);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return Errno("cannot read", path);
-      return static_cast<size_t>(n);
-    }
-  });
+  auto out =
+      Put(tenant, name, labels, [fd, &path](char* buf, size_t cap) -> absl::StatusOr<size_t> {
+        while (true) {
+          ssize_t n = ::read(fd, buf, cap);
+          if (n < 0 && errno == EINTR) continue;
+          if (n < 0) return Errno("cannot read", path);
+          return static_cast<size_t>(n);
+        }
+      });
   ::close(fd);
   return out;
 }
 
 // ---- reads ----
 
-absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant,
-                                                std::string_view object_id, uint64_t version,
-                                                const ByteSink& sink) {
+absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::string_view object_id,
+                                                uint64_t version, const ByteSink& sink) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("object id", object_id));
   Meta m;
@@ -690,8 +691,8 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant,
     return absl::DataLossError(StrCat("content of object ", object_id, " version ", version,
                                       " is missing: ", std::strerror(errno)));
   }
-  auto dec = ObjectDecryptor::Create(dek, {std::string(tenant), std::string(object_id), version},
-                                     sink);
+  auto dec =
+      ObjectDecryptor::Create(dek, {std::string(tenant), std::string(object_id), version}, sink);
   internal::Wipe(dek);
   if (!dec.ok()) {
     ::close(fd);
@@ -796,8 +797,7 @@ absl::StatusOr<std::vector<ObjectInfo>> ObjectStore::List(std::string_view tenan
     auto text = internal::ReadSmallFile(f.path().string());
     if (!text.ok()) return text.status();
     auto j = common::ParseJsonStrict(*text);
-    if (!j.ok() || !j->is_object() || !(*j)["name"].is_string() ||
-        !(*j)["object_id"].is_string()) {
+    if (!j.ok() || !j->is_object() || !(*j)["name"].is_string() || !(*j)["object_id"].is_string()) {
       return absl::DataLossError(StrCat("name entry ", f.path().string(), " is corrupt"));
     }
     std::string name = (*j)["name"].get<std::string>();
@@ -842,9 +842,9 @@ absl::Status ObjectStore::Delete(std::string_view tenant, std::string_view name)
 
 absl::Status ObjectStore::ReencryptLocked(std::string_view tenant, Meta& m) {
   std::string odir = ObjectDir(tenant, m.info.object_id);
-  WARDEN_ASSIGN_OR_RETURN(std::string old_dek,
-                          keyring_.Unwrap(tenant, KeyContext(m.info.object_id, m.info.version),
-                                          m.key));
+  WARDEN_ASSIGN_OR_RETURN(
+      std::string old_dek,
+      keyring_.Unwrap(tenant, KeyContext(m.info.object_id, m.info.version), m.key));
   std::string dek = options_.rng->Bytes(internal::kKeySize);
   ObjectHeader h{m.info.chunk_size, options_.rng->Bytes(32), std::string(tenant), m.info.object_id,
                  m.info.version};
@@ -857,7 +857,8 @@ absl::Status ObjectStore::ReencryptLocked(std::string_view tenant, Meta& m) {
     internal::Wipe(dek);
     return Errno("cannot create", new_path);
   }
-  auto enc = ObjectEncryptor::Create(dek, h, [out](std::string_view b) { return WriteAll(out, b); });
+  auto enc =
+      ObjectEncryptor::Create(dek, h, [out](std::string_view b) { return WriteAll(out, b); });
   absl::Status st = enc.status();
   std::string old_path = StrCat(odir, "/", m.content);
   int in = -1;
@@ -867,8 +868,9 @@ absl::Status ObjectStore::ReencryptLocked(std::string_view tenant, Meta& m) {
   }
   std::unique_ptr<ObjectDecryptor> dec;
   if (st.ok()) {
-    auto d = ObjectDecryptor::Create(old_dek, {std::string(tenant), m.info.object_id, m.info.version},
-                                     [&](std::string_view b) { return (*enc)->Update(b); });
+    auto d =
+        ObjectDecryptor::Create(old_dek, {std::string(tenant), m.info.object_id, m.info.version},
+                                [&](std::string_view b) { return (*enc)->Update(b); });
     st = d.status();
     if (st.ok()) dec = std::move(*d);
   }
@@ -954,8 +956,8 @@ absl::StatusOr<RotationReport> ObjectStore::RotateTenantKey(std::string_view ten
     try {
       WrappedKey wk{(*j)["kek_version"].get<uint32_t>(),
                     common::Base64UrlDecode((*j)["wrapped_key"].get<std::string>()).value_or("")};
-      std::string ctx = KeyContext((*j)["object_id"].get<std::string>(),
-                                   (*j)["version"].get<uint64_t>());
+      std::string ctx =
+          KeyContext((*j)["object_id"].get<std::string>(), (*j)["version"].get<uint64_t>());
       if (wk.kek_version >= report.new_version) continue;
       WARDEN_ASSIGN_OR_RETURN(std::string dek, keyring_.Unwrap(tenant, ctx, wk));
       auto wrapped = keyring_.Wrap(tenant, ctx, dek);

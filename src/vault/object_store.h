@@ -54,9 +54,9 @@ struct UploadState {
 
 struct RotationReport {
   uint32_t new_version = 0;
-  uint64_t rewrapped = 0;         // object versions whose data key was rewrapped
-  uint64_t reencrypted = 0;       // object versions re-encrypted under a new data key
-  uint64_t uploads_rewrapped = 0; // unfinished uploads whose data key was rewrapped
+  uint64_t rewrapped = 0;          // object versions whose data key was rewrapped
+  uint64_t reencrypted = 0;        // object versions re-encrypted under a new data key
+  uint64_t uploads_rewrapped = 0;  // unfinished uploads whose data key was rewrapped
 };
 
 // Reads into `buf` (capacity `cap`); returns the byte count, 0 at the end.

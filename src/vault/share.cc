@@ -107,13 +107,12 @@ absl::StatusOr<Share> ShareBook::Offer(const rbac::Grants& grants, rbac::TenantR
 
 absl::StatusOr<Share> ShareBook::Accept(const rbac::Grants& grants, rbac::TenantRef target_ref,
                                         std::string_view user_id, std::string_view owner_tenant,
-                                        std::string_view share_id,
-                                        std::string_view target_tenant) {
+                                        std::string_view share_id, std::string_view target_tenant) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", owner_tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", target_tenant));
   if (!grants.Allows(kManage, target_ref)) {
-    return absl::PermissionDeniedError(StrCat(
-        "accepting a share needs datasets:manage at tenant ", target_tenant, " (a tenant admin)"));
+    return absl::PermissionDeniedError(StrCat("accepting a share needs datasets:manage at tenant ",
+                                              target_tenant, " (a tenant admin)"));
   }
   std::lock_guard<std::mutex> lock(mu_);
   WARDEN_ASSIGN_OR_RETURN(Share s, Load(owner_tenant, share_id));

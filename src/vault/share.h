@@ -45,7 +45,8 @@ class ShareBook {
   // PermissionDenied naming what is missing (datasets:manage at the owner tenant, or the copy
   // decision's reason); InvalidArgument for bad names or sharing with oneself.
   absl::StatusOr<Share> Offer(const rbac::Grants& grants, rbac::TenantRef owner_ref,
-                              const DataPolicySet& owner_policies, const AccessRequest& copy_request,
+                              const DataPolicySet& owner_policies,
+                              const AccessRequest& copy_request,
                               std::optional<absl::Duration> mfa_age, std::string_view owner_tenant,
                               std::string_view target_tenant);
   // PermissionDenied without datasets:manage at the target tenant; NotFound for an unknown share

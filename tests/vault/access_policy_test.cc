@@ -102,10 +102,8 @@ class DataAccessTest : public ::testing::Test {
  protected:
   void SetUp() override {
     std::vector<rbac::BindingDef> bindings = {
-        {"user", "usr_dev", "developer", "tnt_a"},
-        {"user", "usr_alice", "developer", "tnt_a"},
-        {"user", "usr_view", "viewer", "tnt_a"},
-        {"user", "usr_admin", "tenant-admin", "tnt_a"},
+        {"user", "usr_dev", "developer", "tnt_a"}, {"user", "usr_alice", "developer", "tnt_a"},
+        {"user", "usr_view", "viewer", "tnt_a"},   {"user", "usr_admin", "tenant-admin", "tnt_a"},
         {"user", "usr_b", "developer", "tnt_b"},
     };
     auto p = rbac::Compile({}, bindings);
@@ -170,9 +168,9 @@ TEST_F(DataAccessTest, CopyNeedsExplicitAllowAndRecentStepUp) {
   EXPECT_TRUE(d.allowed) << d.reason;
   EXPECT_EQ(d.statement, "export");
   // Deny wins: alice in contractors loses everything.
-  EXPECT_FALSE(Decide("usr_alice", DataAction::kCopy, "secret/model.pt", {"contractors"},
-                      absl::Minutes(2))
-                   .allowed);
+  EXPECT_FALSE(
+      Decide("usr_alice", DataAction::kCopy, "secret/model.pt", {"contractors"}, absl::Minutes(2))
+          .allowed);
 }
 
 }  // namespace

@@ -1,15 +1,14 @@
 // Crash tests: a child process writes or rotates and is killed with SIGKILL at chosen points;
 // the parent then reopens the vault (running recovery) and checks that no object is half-visible
 // and that every object committed before the crash still decrypts (no data key was lost).
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <filesystem>
-#include <poll.h>
-
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <random>
 
@@ -61,7 +60,9 @@ Vault OpenVault(const std::string& dir, std::function<void(std::string_view)> ho
 absl::Status PutString(ObjectStore& s, std::string_view tenant, std::string_view name,
                        const std::string& data) {
   size_t pos = 0;
-  return s.Put(tenant, name, {}, [&](char* buf, size_t cap) -> absl::StatusOr<size_t> {
+  return s
+      .Put(tenant, name, {},
+           [&](char* buf, size_t cap) -> absl::StatusOr<size_t> {
              size_t n = std::min(cap, data.size() - pos);
              std::memcpy(buf, data.data() + pos, n);
              pos += n;
@@ -92,7 +93,9 @@ void RunAndKill(const std::string& dir, const std::string& point, int count, boo
     ::_exit(0);
   }
   ::close(fds[1]);
-  struct pollfd p {fds[0], POLLIN, 0};
+  struct pollfd p {
+    fds[0], POLLIN, 0
+  };
   ::poll(&p, 1, max_ms);
   ::kill(pid, SIGKILL);
   int status = 0;
@@ -119,7 +122,8 @@ TEST(VaultCrashTest, KillDuringLargeWriteLeavesNothingHalfVisible) {
     int count;
     bool stop;
   };
-  for (const Case& c : {Case{"chunk", 3, false}, Case{"chunk", 15, false}, Case{"publish", 1, true}}) {
+  for (const Case& c :
+       {Case{"chunk", 3, false}, Case{"chunk", 15, false}, Case{"publish", 1, true}}) {
     SCOPED_TRACE(c.point + " " + std::to_string(c.count));
     TempDir tmp;
     std::string dir = tmp.path() + "/vault";
@@ -159,8 +163,8 @@ TEST(VaultCrashTest, KillDuringRotationLosesNoDataKey) {
     int count;
     bool reencrypt;
   };
-  for (const Case& c : {Case{"rewrap", 1, false}, Case{"rewrap", 7, false},
-                        Case{"reencrypt", 3, true}}) {
+  for (const Case& c :
+       {Case{"rewrap", 1, false}, Case{"rewrap", 7, false}, Case{"reencrypt", 3, true}}) {
     SCOPED_TRACE(c.point + " " + std::to_string(c.count));
     TempDir tmp;
     std::string dir = tmp.path() + "/vault";
@@ -231,7 +235,8 @@ TEST(VaultCrashTest, RandomKillsDuringWritesAndRotations) {
     auto list = v.store->List("acme", "");
     ASSERT_TRUE(list.ok()) << list.status();
     for (const auto& info : *list) {
-      auto r = v.store->Get("acme", info.name, 0, [](std::string_view) { return absl::OkStatus(); });
+      auto r =
+          v.store->Get("acme", info.name, 0, [](std::string_view) { return absl::OkStatus(); });
       ASSERT_TRUE(r.ok()) << "round " << round << " " << info.name << ": " << r.status();
     }
   }

@@ -215,9 +215,9 @@ TEST(ObjectFormatTest, ResumeContinuesAnInterruptedStream) {
   ASSERT_TRUE((*e)->Update(std::string_view(plain).substr(0, 2 * kChunk + 50)).ok());
   ASSERT_EQ((*e)->chunks_written(), 2u);
   // Re-derive the state from the written prefix, as an upload resumed after a crash does.
-  auto d = ObjectDecryptor::Create(kKey, {"acme", "obj_a", 1},
-                                   [](std::string_view) { return absl::OkStatus(); },
-                                   /*expect_final=*/false);
+  auto d = ObjectDecryptor::Create(
+      kKey, {"acme", "obj_a", 1}, [](std::string_view) { return absl::OkStatus(); },
+      /*expect_final=*/false);
   ASSERT_TRUE((*d)->Update(first).ok());
   ASSERT_TRUE((*d)->Finish().ok());
   ASSERT_EQ((*d)->chunks(), 2u);

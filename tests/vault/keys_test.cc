@@ -45,8 +45,7 @@ TEST(MasterKeyTest, RefusesKeyFileReadableByGroupOrOthers) {
     auto k = MasterKey::FromFile(path);
     ASSERT_FALSE(k.ok()) << "mode " << mode;
     EXPECT_EQ(k.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(std::string(k.status().message()).find("chmod 600"), std::string::npos)
-        << k.status();
+    EXPECT_NE(std::string(k.status().message()).find("chmod 600"), std::string::npos) << k.status();
   }
   WriteFile(path, std::string(32, 'k'), 0644);
   auto k = MasterKey::FromFile(path);

@@ -203,7 +203,8 @@ TEST_F(ObjectStoreTest, RotationRewrapsWithoutTouchingContent) {
   auto a = Put("acme", "a", Pattern(20000, 1));
   auto b = Put("acme", "b", Pattern(100, 2));
   ASSERT_TRUE(a.ok() && b.ok());
-  struct stat before_a {}, before_b {};
+  struct stat before_a {
+  }, before_b{};
   ASSERT_EQ(::stat(ContentPath(*a).c_str(), &before_a), 0);
   ASSERT_EQ(::stat(ContentPath(*b).c_str(), &before_b), 0);
   std::string bytes_a = ReadAll(ContentPath(*a));
@@ -212,7 +213,8 @@ TEST_F(ObjectStoreTest, RotationRewrapsWithoutTouchingContent) {
   ASSERT_TRUE(rep.ok()) << rep.status();
   EXPECT_EQ(rep->new_version, 2u);
   EXPECT_EQ(rep->rewrapped, 2u);
-  struct stat after_a {}, after_b {};
+  struct stat after_a {
+  }, after_b{};
   ASSERT_EQ(::stat(ContentPath(*a).c_str(), &after_a), 0);
   ASSERT_EQ(::stat(ContentPath(*b).c_str(), &after_b), 0);
   EXPECT_EQ(ReadAll(ContentPath(*a)), bytes_a) << "content bytes changed";
@@ -335,8 +337,9 @@ TEST_F(ObjectStoreTest, RotationRewrapsUnfinishedUploads) {
   ASSERT_TRUE(keyring_->SetMinVersion("acme", 2, true).ok());
   auto st = store_->UploadStatus("acme", up->upload_id);
   ASSERT_TRUE(st.ok()) << st.status();
-  ASSERT_TRUE(store_->AppendUpload("acme", up->upload_id, st->received,
-                                   std::string_view(Pattern(9000)).substr(st->received))
+  ASSERT_TRUE(store_
+                  ->AppendUpload("acme", up->upload_id, st->received,
+                                 std::string_view(Pattern(9000)).substr(st->received))
                   .ok());
   auto info = store_->CommitUpload("acme", up->upload_id, std::nullopt);
   ASSERT_TRUE(info.ok()) << info.status();

@@ -71,8 +71,9 @@ TEST_F(ShareTest, ShareNeedsTheOwnerAdminAndTheReceivingAdmin) {
   r.action = DataAction::kCopy;
   r.user_id = "usr_admin_b";
   r.name = "models/llm.pt";
-  EXPECT_EQ(book_.Offer(G("usr_admin_b"), policy_->TenantIndex("tnt_a"), policies_, r,
-                        absl::Minutes(1), "tnt_a", "tnt_b")
+  EXPECT_EQ(book_
+                .Offer(G("usr_admin_b"), policy_->TenantIndex("tnt_a"), policies_, r,
+                       absl::Minutes(1), "tnt_a", "tnt_b")
                 .status()
                 .code(),
             absl::StatusCode::kPermissionDenied);
@@ -104,12 +105,12 @@ TEST_F(ShareTest, MountIntoAnotherTenantsJobIsACopy) {
   r.user_id = "usr_dev_a";
   r.name = "data/train.bin";
   r.action = ActionForMount("tnt_a", "tnt_a");
-  EXPECT_TRUE(AuthorizeDataAccess(G("usr_dev_a"), policy_->TenantIndex("tnt_a"), set, r,
-                                  absl::Minutes(1))
-                  .allowed);
+  EXPECT_TRUE(
+      AuthorizeDataAccess(G("usr_dev_a"), policy_->TenantIndex("tnt_a"), set, r, absl::Minutes(1))
+          .allowed);
   r.action = ActionForMount("tnt_a", "tnt_b");
-  auto d = AuthorizeDataAccess(G("usr_dev_a"), policy_->TenantIndex("tnt_a"), set, r,
-                               absl::Minutes(1));
+  auto d =
+      AuthorizeDataAccess(G("usr_dev_a"), policy_->TenantIndex("tnt_a"), set, r, absl::Minutes(1));
   EXPECT_FALSE(d.allowed);
   EXPECT_NE(d.reason.find("copy"), std::string::npos) << d.reason;
 }
