@@ -425,6 +425,22 @@ absl::Status ObjectDecryptor::Update(std::string_view p) {
   return absl::OkStatus();
 }
 
+absl::Status ObjectDecryptor::OpenChunkAt(uint64_t index, bool final, std::string_view sealed) {
+  if (!failed_.ok()) return failed_;
+  if (!have_header_ || held_len_ != 0) {
+    return absl::FailedPreconditionError("OpenChunkAt needs exactly the header fed first");
+  }
+  if (sealed.size() < kChunkTagSize || sealed.size() > header_.chunk_size + kChunkTagSize ||
+      (!final && sealed.size() != header_.chunk_size + kChunkTagSize)) {
+    return Fail(absl::DataLossError(StrCat("chunk ", index, " of object ", expect_.object_id,
+                                           " has the wrong size ", sealed.size())));
+  }
+  if (index >= kMaxChunks) return Fail(absl::DataLossError("chunk index beyond 2^32"));
+  hash_on_ = false;
+  next_chunk_ = index;
+  return Open(sealed.data(), sealed.size(), final);
+}
+
 absl::Status ObjectDecryptor::Finish() {
   if (!failed_.ok()) return failed_;
   if (finished_) return Fail(absl::FailedPreconditionError("decryptor already finished"));

@@ -131,6 +131,11 @@ class ObjectDecryptor {
   // reaches the sink); the sink's own errors pass through.
   absl::Status Update(std::string_view ciphertext);
   absl::Status Finish();
+  // Random access (range reads): after the header was fed through Update(), opens one whole
+  // chunk `sealed` (ciphertext || tag) as chunk `index`, final or not, and hands its plaintext
+  // to the sink once verified. The caller knows which chunk is last from the recorded size; a
+  // wrong claim fails authentication. No plaintext hash is kept in this mode.
+  absl::Status OpenChunkAt(uint64_t index, bool final, std::string_view sealed);
 
   uint64_t chunks() const { return next_chunk_; }
   uint64_t plaintext_bytes() const { return plaintext_bytes_; }

@@ -753,6 +753,72 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetToFile(std::string_view tenant, std::
   return info;
 }
 
+absl::StatusOr<ObjectInfo> ObjectStore::ReadChunks(std::string_view tenant, std::string_view name,
+                                                   uint64_t version, uint64_t first_chunk,
+                                                   uint64_t max_chunks, const ByteSink& sink) {
+  WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
+  WARDEN_RETURN_IF_ERROR(ValidateObjectName(name));
+  Meta m;
+  std::string oid;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    WARDEN_ASSIGN_OR_RETURN(oid, ObjectIdForName(tenant, name));
+    if (version == 0) {
+      WARDEN_ASSIGN_OR_RETURN(auto versions, VisibleVersions(tenant, oid));
+      if (versions.empty()) {
+        return absl::NotFoundError(StrCat("object \"", name, "\" not found in tenant ", tenant));
+      }
+      version = versions.back();
+    }
+    WARDEN_ASSIGN_OR_RETURN(m, ReadMeta(tenant, oid, version));
+  }
+  const uint64_t cs = m.info.chunk_size;
+  if (cs < kMinChunkSize || cs > kMaxChunkSize) {
+    return absl::DataLossError(StrCat("object ", oid, " metadata has a bad chunk size"));
+  }
+  const uint64_t total = m.info.size == 0 ? 1 : (m.info.size + cs - 1) / cs;
+  if (first_chunk >= total) {
+    return absl::OutOfRangeError(StrCat("object \"", name, "\" has ", total, " chunks"));
+  }
+  WARDEN_ASSIGN_OR_RETURN(std::string dek,
+                          keyring_.Unwrap(tenant, KeyContext(oid, version), m.key));
+  std::string path = StrCat(ObjectDir(tenant, oid), "/", m.content);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    internal::Wipe(dek);
+    return absl::DataLossError(StrCat("content of object ", oid, " is missing"));
+  }
+  auto dec = ObjectDecryptor::Create(dek, {std::string(tenant), oid, version}, sink);
+  internal::Wipe(dek);
+  absl::Status st = dec.status();
+  std::string buf(kMaxHeaderSize, '\0');
+  size_t header_len = 0;
+  if (st.ok()) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), 0);
+    auto h =
+        ParseHeader(std::string_view(buf.data(), n > 0 ? static_cast<size_t>(n) : 0), &header_len);
+    st = h.ok() ? (*dec)->Update(std::string_view(buf.data(), header_len)) : h.status();
+    if (st.ok() && h->chunk_size != cs)
+      st = absl::DataLossError("chunk size differs from metadata");
+  }
+  const uint64_t ct = cs + kChunkTagSize;
+  for (uint64_t i = first_chunk; st.ok() && i < total && i - first_chunk < max_chunks; ++i) {
+    bool final = i + 1 == total;
+    size_t want =
+        final ? static_cast<size_t>(m.info.size - i * cs + kChunkTagSize) : static_cast<size_t>(ct);
+    buf.resize(want);
+    ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(header_len + i * ct));
+    if (n != static_cast<ssize_t>(want)) {
+      st = absl::DataLossError(StrCat("object ", oid, " is truncated at chunk ", i));
+      break;
+    }
+    st = (*dec)->OpenChunkAt(i, final, buf);
+  }
+  ::close(fd);
+  if (!st.ok()) return st;
+  return m.info;
+}
+
 absl::StatusOr<ObjectInfo> ObjectStore::Stat(std::string_view tenant, std::string_view name,
                                              uint64_t version) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));

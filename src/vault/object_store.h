@@ -103,6 +103,16 @@ class ObjectStore {
   absl::StatusOr<ObjectInfo> GetToFile(std::string_view tenant, std::string_view name,
                                        uint64_t version, const std::string& out_path);
 
+  // Range read of whole chunks (for downloads in bounded requests): verifies and hands to `sink`
+  // the plaintext of chunks [first_chunk, first_chunk + max_chunks) of the version, stopping at
+  // the last one. Each chunk is authenticated on its own with its index and final flag (the
+  // last index comes from the recorded size, so a tampered size fails too). OutOfRange when
+  // first_chunk is past the end. The whole-object SHA-256 is not re-checked here (the client
+  // compares it with ObjectInfo::sha256_hex after the last range).
+  absl::StatusOr<ObjectInfo> ReadChunks(std::string_view tenant, std::string_view name,
+                                        uint64_t version, uint64_t first_chunk, uint64_t max_chunks,
+                                        const ByteSink& sink);
+
   absl::StatusOr<ObjectInfo> Stat(std::string_view tenant, std::string_view name,
                                   uint64_t version = 0);
   // Latest version of every object whose name starts with `prefix`, sorted by name.
