@@ -42,6 +42,14 @@ absl::Status WriteAll(int fd, std::string_view data) {
   return absl::OkStatus();
 }
 
+// Closes a descriptor on every return path.
+struct FdCloser {
+  int fd = -1;
+  ~FdCloser() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
 std::string KeyContext(std::string_view object_id, uint64_t version) {
   return StrCat("object|", object_id, "|", version);
 }
@@ -671,6 +679,8 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("object id", object_id));
   Meta m;
+  std::string path;
+  FdCloser file;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (version == 0) {
@@ -681,23 +691,22 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
       version = versions.back();
     }
     WARDEN_ASSIGN_OR_RETURN(m, ReadMeta(tenant, object_id, version));
+    // Opened under the lock: a concurrent re-encryption may unlink this file right after, and
+    // the open descriptor keeps the version it belongs to readable.
+    path = StrCat(ObjectDir(tenant, object_id), "/", m.content);
+    file.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (file.fd < 0) {
+      return absl::DataLossError(StrCat("content of object ", object_id, " version ", version,
+                                        " is missing: ", std::strerror(errno)));
+    }
   }
+  const int fd = file.fd;
   WARDEN_ASSIGN_OR_RETURN(std::string dek,
                           keyring_.Unwrap(tenant, KeyContext(object_id, version), m.key));
-  std::string path = StrCat(ObjectDir(tenant, object_id), "/", m.content);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    internal::Wipe(dek);
-    return absl::DataLossError(StrCat("content of object ", object_id, " version ", version,
-                                      " is missing: ", std::strerror(errno)));
-  }
   auto dec =
       ObjectDecryptor::Create(dek, {std::string(tenant), std::string(object_id), version}, sink);
   internal::Wipe(dek);
-  if (!dec.ok()) {
-    ::close(fd);
-    return dec.status();
-  }
+  if (!dec.ok()) return dec.status();
   std::string buf(kIoBuffer, '\0');
   absl::Status st;
   while (st.ok()) {
@@ -710,7 +719,6 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
     if (n == 0) break;
     st = (*dec)->Update(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
-  ::close(fd);
   if (st.ok()) st = (*dec)->Finish();
   if (!st.ok()) return st;
   if ((*dec)->plaintext_bytes() != m.info.size ||
@@ -760,6 +768,7 @@ absl::StatusOr<ObjectInfo> ObjectStore::ReadChunks(std::string_view tenant, std:
   WARDEN_RETURN_IF_ERROR(ValidateObjectName(name));
   Meta m;
   std::string oid;
+  FdCloser file;
   {
     std::lock_guard<std::mutex> lock(mu_);
     WARDEN_ASSIGN_OR_RETURN(oid, ObjectIdForName(tenant, name));
@@ -771,7 +780,12 @@ absl::StatusOr<ObjectInfo> ObjectStore::ReadChunks(std::string_view tenant, std:
       version = versions.back();
     }
     WARDEN_ASSIGN_OR_RETURN(m, ReadMeta(tenant, oid, version));
+    std::string path = StrCat(ObjectDir(tenant, oid), "/", m.content);
+    file.fd =
+        ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);  // under the lock, as GetById
+    if (file.fd < 0) return absl::DataLossError(StrCat("content of object ", oid, " is missing"));
   }
+  const int fd = file.fd;
   const uint64_t cs = m.info.chunk_size;
   if (cs < kMinChunkSize || cs > kMaxChunkSize) {
     return absl::DataLossError(StrCat("object ", oid, " metadata has a bad chunk size"));
@@ -782,12 +796,6 @@ absl::StatusOr<ObjectInfo> ObjectStore::ReadChunks(std::string_view tenant, std:
   }
   WARDEN_ASSIGN_OR_RETURN(std::string dek,
                           keyring_.Unwrap(tenant, KeyContext(oid, version), m.key));
-  std::string path = StrCat(ObjectDir(tenant, oid), "/", m.content);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    internal::Wipe(dek);
-    return absl::DataLossError(StrCat("content of object ", oid, " is missing"));
-  }
   auto dec = ObjectDecryptor::Create(dek, {std::string(tenant), oid, version}, sink);
   internal::Wipe(dek);
   absl::Status st = dec.status();
@@ -814,7 +822,6 @@ absl::StatusOr<ObjectInfo> ObjectStore::ReadChunks(std::string_view tenant, std:
     }
     st = (*dec)->OpenChunkAt(i, final, buf);
   }
-  ::close(fd);
   if (!st.ok()) return st;
   return m.info;
 }
