@@ -12,4 +12,8 @@ if [ -x bench/http/run.sh ]; then
   echo "== authenticated JSON GET over TLS vs nginx (wrk)"
   bash bench/http/run.sh "$BUILD_DIR/gpuwarden" || status=1
 fi
+if [ -x bench/vault/run.sh ]; then
+  echo "== vault chunked format vs openssl speed; file-to-file vs age"
+  bash bench/vault/run.sh "$BUILD_DIR" || status=1
+fi
 exit $status

@@ -11,6 +11,7 @@ APT_PACKAGES=(
   libargon2-dev liboath-dev libqrencode-dev libseccomp-dev libcap-dev libapt-pkg-dev libzstd-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql openssl curl wrk nginx oathtool sqlite3
+  age
 )
 
 missing=()
