@@ -4,6 +4,7 @@
 // shows up as a failing test rather than as a refusal for some unrelated reason.
 #include "auth/jose.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,12 +27,22 @@ constexpr char kIssuer[] = "https://idp.example.com";
 constexpr char kAudience[] = "https://gpuwarden.example.com/api";
 const absl::Time kNow = absl::FromUnixSeconds(1'750'000'000);
 
-struct Keys {
-  TestKey rsa = TestKey::Generate(TestKey::Type::kRsa2048);
-  TestKey rsa2 = TestKey::Generate(TestKey::Type::kRsa2048);
-  TestKey p256 = TestKey::Generate(TestKey::Type::kP256);
-  TestKey p384 = TestKey::Generate(TestKey::Type::kP384);
-  TestKey ed = TestKey::Generate(TestKey::Type::kEd25519);
+// Keys are generated once per test process, each only when first used: RSA key generation is
+// the slow part of this suite, and ctest runs every test in its own process.
+class Keys {
+ public:
+  const TestKey& rsa() const { return Get(rsa_, TestKey::Type::kRsa2048); }
+  const TestKey& rsa2() const { return Get(rsa2_, TestKey::Type::kRsa2048); }
+  const TestKey& p256() const { return Get(p256_, TestKey::Type::kP256); }
+  const TestKey& p384() const { return Get(p384_, TestKey::Type::kP384); }
+  const TestKey& ed() const { return Get(ed_, TestKey::Type::kEd25519); }
+
+ private:
+  static const TestKey& Get(std::optional<TestKey>& slot, TestKey::Type type) {
+    if (!slot) slot = TestKey::Generate(type);
+    return *slot;
+  }
+  mutable std::optional<TestKey> rsa_, rsa2_, p256_, p384_, ed_;
 };
 
 const Keys& TheKeys() {
@@ -42,8 +53,8 @@ const Keys& TheKeys() {
 JwkSet ProviderKeys() {
   const Keys& k = TheKeys();
   Json set = {{"keys",
-               {k.rsa.PublicJwk("rsa-1"), k.p256.PublicJwk("ec-1"), k.p384.PublicJwk("ec-384"),
-                k.ed.PublicJwk("ed-1")}}};
+               {k.rsa().PublicJwk("rsa-1"), k.p256().PublicJwk("ec-1"), k.p384().PublicJwk("ec-384"),
+                k.ed().PublicJwk("ed-1")}}};
   absl::StatusOr<JwkSet> parsed = JwkSet::Parse(set.dump());
   EXPECT_TRUE(parsed.ok()) << parsed.status();
   return *parsed;
@@ -80,7 +91,7 @@ absl::StatusOr<VerifiedJwt> Verify(const std::string& token,
 }
 
 std::string RsaToken(const Json& claims = Claims(), const Json& header = Header("RS256", "rsa-1")) {
-  return SignJwt(TheKeys().rsa, header, claims);
+  return SignJwt(TheKeys().rsa(), header, claims);
 }
 
 void ExpectRefused(const absl::StatusOr<VerifiedJwt>& r, const std::string& why) {
@@ -97,15 +108,15 @@ TEST(JwtVerifyTest, AcceptsEverySupportedAlgorithm) {
     const TestKey* key;
     std::string alg, kid;
   };
-  for (const Case& c : std::vector<Case>{{&k.rsa, "RS256", "rsa-1"},
-                                         {&k.rsa, "RS384", "rsa-1"},
-                                         {&k.rsa, "RS512", "rsa-1"},
-                                         {&k.rsa, "PS256", "rsa-1"},
-                                         {&k.rsa, "PS384", "rsa-1"},
-                                         {&k.rsa, "PS512", "rsa-1"},
-                                         {&k.p256, "ES256", "ec-1"},
-                                         {&k.p384, "ES384", "ec-384"},
-                                         {&k.ed, "EdDSA", "ed-1"}}) {
+  for (const Case& c : std::vector<Case>{{&k.rsa(), "RS256", "rsa-1"},
+                                         {&k.rsa(), "RS384", "rsa-1"},
+                                         {&k.rsa(), "RS512", "rsa-1"},
+                                         {&k.rsa(), "PS256", "rsa-1"},
+                                         {&k.rsa(), "PS384", "rsa-1"},
+                                         {&k.rsa(), "PS512", "rsa-1"},
+                                         {&k.p256(), "ES256", "ec-1"},
+                                         {&k.p384(), "ES384", "ec-384"},
+                                         {&k.ed(), "EdDSA", "ed-1"}}) {
     absl::StatusOr<VerifiedJwt> r = Verify(SignJwt(*c.key, Header(c.alg, c.kid), Claims()));
     ASSERT_TRUE(r.ok()) << c.alg << ": " << r.status();
     EXPECT_EQ(r->subject, "user-42");
@@ -133,7 +144,7 @@ TEST(JwtAttackTest, RefusesAlgNoneInEveryCase) {
     std::string input = testing::SigningInput(h, Claims());
     // Unsigned form (empty signature) and with a leftover signature from a real token.
     ExpectRefused(Verify(input + "."), "unsigned tokens are refused");
-    ExpectRefused(Verify(input + "." + B64(TheKeys().rsa.SignRaw("RS256", input))),
+    ExpectRefused(Verify(input + "." + B64(TheKeys().rsa().SignRaw("RS256", input))),
                   "(unsigned) is refused");
   }
 }
@@ -141,10 +152,10 @@ TEST(JwtAttackTest, RefusesAlgNoneInEveryCase) {
 TEST(JwtAttackTest, RefusesRs256TokenResignedAsHs256WithThePublicKey) {
   // The attacker takes the provider's public key (PEM and the raw JWK modulus, the two usual
   // "secrets" a confused verifier would use) and HMACs the token with it.
-  std::string pem = TheKeys().rsa.PublicPem();
+  std::string pem = TheKeys().rsa().PublicPem();
   for (const std::string& secret :
-       {pem, TheKeys().rsa.PublicJwk("rsa-1").dump(),
-        *common::Base64UrlDecode(TheKeys().rsa.PublicJwk("rsa-1")["n"].get<std::string>())}) {
+       {pem, TheKeys().rsa().PublicJwk("rsa-1").dump(),
+        *common::Base64UrlDecode(TheKeys().rsa().PublicJwk("rsa-1")["n"].get<std::string>())}) {
     for (const char* alg : {"HS256", "hs256", "HS384", "HS512"}) {
       Json h = Header(alg, "rsa-1");
       std::string input = testing::SigningInput(h, Claims());
@@ -159,7 +170,7 @@ TEST(JwtAttackTest, RefusesUnknownAlgorithms) {
     Json h = Header("RS256", "rsa-1");
     h["alg"] = alg;
     std::string input = testing::SigningInput(h, Claims());
-    std::string token = input + "." + B64(TheKeys().rsa.SignRaw("RS256", input));
+    std::string token = input + "." + B64(TheKeys().rsa().SignRaw("RS256", input));
     ExpectRefused(Verify(token), "is not supported");
   }
   Json h = {{"alg", 256}, {"kid", "rsa-1"}};
@@ -170,7 +181,7 @@ TEST(JwtAttackTest, RefusesHeadersThatNameAnotherKey) {
   // The attacker signs with their own key and tells us where to find it. For `jwk` the key is
   // embedded; jku/x5u point at the attacker's server; x5c carries a self-signed chain. Even a
   // token signed with the provider's real key is refused: we never look at those headers.
-  TestKey attacker = TestKey::Generate(TestKey::Type::kRsa2048);
+  const TestKey& attacker = TheKeys().rsa2();
   std::vector<std::pair<std::string, Json>> headers = {
       {"jku", "https://attacker.example/jwks.json"},
       {"x5u", "https://attacker.example/cert.pem"},
@@ -180,7 +191,7 @@ TEST(JwtAttackTest, RefusesHeadersThatNameAnotherKey) {
     Json h = Header("RS256", "rsa-1");
     h[name] = value;
     ExpectRefused(Verify(SignJwt(attacker, h, Claims())), "\"" + name + "\" is refused");
-    ExpectRefused(Verify(SignJwt(TheKeys().rsa, h, Claims())), "\"" + name + "\" is refused");
+    ExpectRefused(Verify(SignJwt(TheKeys().rsa(), h, Claims())), "\"" + name + "\" is refused");
   }
 }
 
@@ -212,14 +223,14 @@ TEST(JwtAttackTest, KidWithPathTraversalOrSqlIsJustAnUnknownKey) {
 
 TEST(JwtAttackTest, KeyOfTheWrongTypeIsNeverUsed) {
   // ES256 header naming the RSA key's kid (and the reverse): no key matches.
-  ExpectRefused(Verify(SignJwt(TheKeys().p256, Header("ES256", "rsa-1"), Claims())),
+  ExpectRefused(Verify(SignJwt(TheKeys().p256(), Header("ES256", "rsa-1"), Claims())),
                 "no key in the provider's JWK Set");
-  ExpectRefused(Verify(SignJwt(TheKeys().rsa, Header("RS256", "ec-1"), Claims())),
+  ExpectRefused(Verify(SignJwt(TheKeys().rsa(), Header("RS256", "ec-1"), Claims())),
                 "no key in the provider's JWK Set");
 }
 
 TEST(JwtAttackTest, AlgorithmAllowlistIsPerProvider) {
-  std::string es = SignJwt(TheKeys().p256, Header("ES256", "ec-1"), Claims());
+  std::string es = SignJwt(TheKeys().p256(), Header("ES256", "ec-1"), Claims());
   ASSERT_TRUE(Verify(es).ok());
   ExpectRefused(Verify(es, AccessPolicy(), {JwsAlg::kRS256}), "not allowed for this provider");
 }
@@ -228,7 +239,7 @@ TEST(JwtAttackTest, AlgorithmAllowlistIsPerProvider) {
 // ECDSA signature encoding
 
 TEST(JwtAttackTest, RefusesEcdsaWithZeroOrOutOfRangeRAndS) {
-  std::string token = SignJwt(TheKeys().p256, Header("ES256", "ec-1"), Claims());
+  std::string token = SignJwt(TheKeys().p256(), Header("ES256", "ec-1"), Claims());
   ASSERT_TRUE(Verify(token).ok());
   std::string input = token.substr(0, token.rfind('.'));
   // r = s = 0: CVE-2022-21449 ("psychic signatures") accepted this for every message.
@@ -397,7 +408,7 @@ TEST(JwsParseTest, RefusesMalformedCompactSerialization) {
 TEST(JwsParseTest, NonJsonPayloadFailsClaimsNotParsing) {
   Json h = Header("RS256", "rsa-1");
   std::string input = B64(h.dump()) + "." + B64("not json");
-  std::string token = input + "." + B64(TheKeys().rsa.SignRaw("RS256", input));
+  std::string token = input + "." + B64(TheKeys().rsa().SignRaw("RS256", input));
   ExpectRefused(Verify(token), "JWT payload");
 }
 
@@ -409,7 +420,7 @@ TEST(JwkTest, RefusesWeakOrInvalidKeys) {
   EXPECT_THAT(std::string(Jwk::FromJson(small.PublicJwk("k")).status().message()),
               HasSubstr("1024 bits"));
 
-  Json ec = TheKeys().p256.PublicJwk("k");
+  Json ec = TheKeys().p256().PublicJwk("k");
   std::string y = *common::Base64UrlDecode(ec["y"].get<std::string>());
   y[31] = static_cast<char>(y[31] ^ 1);  // moves the point off the curve
   ec["y"] = B64(y);
@@ -417,19 +428,19 @@ TEST(JwkTest, RefusesWeakOrInvalidKeys) {
   ec["y"] = B64(y.substr(1));
   EXPECT_THAT(std::string(Jwk::FromJson(ec).status().message()), HasSubstr("32 bytes"));
 
-  Json rsa = TheKeys().rsa.PublicJwk("k");
+  Json rsa = TheKeys().rsa().PublicJwk("k");
   rsa["e"] = B64(std::string(1, '\x01'));
   EXPECT_FALSE(Jwk::FromJson(rsa).ok());
-  rsa = TheKeys().rsa.PublicJwk("k");
+  rsa = TheKeys().rsa().PublicJwk("k");
   rsa["d"] = "AQAB";
   EXPECT_THAT(std::string(Jwk::FromJson(rsa).status().message()), HasSubstr("private member"));
 }
 
 TEST(JwkTest, SetSkipsEncryptionAndUnknownKeysButRefusesDuplicateKids) {
-  Json enc = TheKeys().rsa2.PublicJwk("enc-1");
+  Json enc = TheKeys().rsa2().PublicJwk("enc-1");
   enc["use"] = "enc";
   Json oct = {{"kty", "oct"}, {"kid", "sym"}, {"alg", "HS256"}};
-  Json set = {{"keys", {TheKeys().rsa.PublicJwk("rsa-1"), enc, oct}}};
+  Json set = {{"keys", {TheKeys().rsa().PublicJwk("rsa-1"), enc, oct}}};
   absl::StatusOr<JwkSet> parsed = JwkSet::Parse(set.dump());
   ASSERT_TRUE(parsed.ok()) << parsed.status();
   EXPECT_EQ(parsed->keys().size(), 2u);
@@ -441,28 +452,28 @@ TEST(JwkTest, SetSkipsEncryptionAndUnknownKeysButRefusesDuplicateKids) {
   h.kid = "rsa-1";
   EXPECT_NE(parsed->Select(h), nullptr);
 
-  Json dup = {{"keys", {TheKeys().rsa.PublicJwk("k"), TheKeys().rsa2.PublicJwk("k")}}};
+  Json dup = {{"keys", {TheKeys().rsa().PublicJwk("k"), TheKeys().rsa2().PublicJwk("k")}}};
   EXPECT_THAT(std::string(JwkSet::Parse(dup.dump()).status().message()), HasSubstr("two keys"));
   EXPECT_FALSE(JwkSet::Parse(R"({"keys":{}})").ok());
   EXPECT_FALSE(JwkSet::Parse("[]").ok());
 }
 
 TEST(JwkTest, KeyWithoutKidIsSelectedOnlyWhenUnambiguous) {
-  Json one = {{"keys", {TheKeys().rsa.PublicJwk("")}}};
+  Json one = {{"keys", {TheKeys().rsa().PublicJwk("")}}};
   JwkSet set = *JwkSet::Parse(one.dump());
   JwsHeader h;
   h.alg = JwsAlg::kRS256;
   EXPECT_NE(set.Select(h), nullptr);
-  Json two = {{"keys", {TheKeys().rsa.PublicJwk(""), TheKeys().rsa2.PublicJwk("")}}};
+  Json two = {{"keys", {TheKeys().rsa().PublicJwk(""), TheKeys().rsa2().PublicJwk("")}}};
   JwkSet set2 = *JwkSet::Parse(two.dump());
   EXPECT_EQ(set2.Select(h), nullptr);
 }
 
 TEST(JwkTest, JwkAlgPinsTheKeyToOneAlgorithm) {
-  Json set = {{"keys", {TheKeys().rsa.PublicJwk("rsa-1", "RS256")}}};
+  Json set = {{"keys", {TheKeys().rsa().PublicJwk("rsa-1", "RS256")}}};
   JwkSet keys = *JwkSet::Parse(set.dump());
-  std::string ps = SignJwt(TheKeys().rsa, Header("PS256", "rsa-1"), Claims());
-  std::string rs = SignJwt(TheKeys().rsa, Header("RS256", "rsa-1"), Claims());
+  std::string ps = SignJwt(TheKeys().rsa(), Header("PS256", "rsa-1"), Claims());
+  std::string rs = SignJwt(TheKeys().rsa(), Header("RS256", "rsa-1"), Claims());
   EXPECT_TRUE(VerifyJwt(rs, keys, AllJwsAlgs(), AccessPolicy(), kNow).ok());
   EXPECT_TRUE(absl::IsNotFound(VerifyJwt(ps, keys, AllJwsAlgs(), AccessPolicy(), kNow).status()));
 }
