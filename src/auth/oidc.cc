@@ -365,7 +365,6 @@ OidcProvider::OidcProvider(ProviderConfig config, ProviderMetadata metadata, Oid
     : config_(std::move(config)),
       metadata_(std::move(metadata)),
       http_(http),
-      clock_(clock),
       rng_(rng),
       jwks_(
           [this]() -> absl::StatusOr<std::string> {

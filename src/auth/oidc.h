@@ -237,7 +237,6 @@ class OidcProvider {
   ProviderConfig config_;
   ProviderMetadata metadata_;
   OidcHttp& http_;
-  const common::Clock& clock_;
   common::Rng& rng_;
   JwksCache jwks_;
 };
