@@ -94,24 +94,25 @@ class HttpsTransport final : public OidcHttp {
       std::string_view method, std::string_view url, std::string_view body,
       const std::vector<std::pair<std::string, std::string>>& headers) override {
     WARDEN_ASSIGN_OR_RETURN(auto parts, SplitHttpsUrl(url));
-    http::HttpsClient* client = nullptr;
+    std::shared_ptr<http::HttpsClient> client;
     {
       std::lock_guard lock(mu_);
       auto it = clients_.find(parts.first);
       if (it == clients_.end()) {
-        if (clients_.size() >= 16) clients_.clear();  // a provider uses a handful of origins
+        // A provider uses a handful of origins; the cap only bounds memory. Dropping the map is
+        // safe while other threads still use a client: they hold their own reference.
+        if (clients_.size() >= 16) clients_.clear();
         http::ClientOptions options;
         options.base_url = parts.first;
         options.ca_pem = ca_pem_;
         options.timeout = timeout_;
         options.connect_timeout = timeout_;
-        WARDEN_ASSIGN_OR_RETURN(auto created, http::HttpsClient::Create(std::move(options)));
+        WARDEN_ASSIGN_OR_RETURN(std::unique_ptr<http::HttpsClient> created,
+                                http::HttpsClient::Create(std::move(options)));
         it = clients_.emplace(parts.first, std::move(created)).first;
       }
-      client = it->second.get();
+      client = it->second;
     }
-    // HttpsClient serialises its own calls; clients are only dropped by the size cap above, which
-    // a single provider never reaches.
     return client->Do(method, parts.second, body, headers);
   }
 
@@ -119,7 +120,7 @@ class HttpsTransport final : public OidcHttp {
   std::string ca_pem_;
   absl::Duration timeout_;
   std::mutex mu_;
-  std::map<std::string, std::unique_ptr<http::HttpsClient>> clients_;
+  std::map<std::string, std::shared_ptr<http::HttpsClient>> clients_;
 };
 
 }  // namespace

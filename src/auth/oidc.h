@@ -219,7 +219,8 @@ class OidcProvider {
                                                   std::string_view callback_query);
 
   // Device flow: start (FailedPrecondition when the provider has no device endpoint), then poll
-  // once per interval until kDone. PermissionDenied when the user denied, DeadlineExceeded when
+  // once per interval until kDone; on kSlowDown the caller adds 5 s to its interval (RFC 8628
+  // 3.5). PermissionDenied when the user denied, DeadlineExceeded when
   // the device code expired.
   absl::StatusOr<DeviceAuthorization> StartDeviceAuthorization();
   absl::StatusOr<DevicePoll> PollDeviceToken(const DeviceAuthorization& device);
