@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (jose::JwsAlg alg : jose::AllJwsAlgs()) {
     jose::JwsHeader h;
     h.alg = alg;
-    for (const std::string& kid : {std::string(), set->keys().empty() ? "" : set->keys()[0].kid()}) {
+    for (const std::string& kid :
+         {std::string(), set->keys().empty() ? "" : set->keys()[0].kid()}) {
       h.kid = kid;
       const jose::Jwk* k = set->Select(h);
       if (k != nullptr && !k->CanVerify(alg)) std::abort();

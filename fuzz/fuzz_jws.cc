@@ -41,13 +41,18 @@ const JwkSet& Keys() {
     size_t len = sizeof(raw);
     EVP_PKEY_get_raw_public_key(ed, raw, &len);
     Json set = {{"keys",
-                 {{{"kty", "RSA"}, {"kid", "rsa-1"},
+                 {{{"kty", "RSA"},
+                   {"kid", "rsa-1"},
                    {"n", Base64UrlEncode(Bn(rsa, OSSL_PKEY_PARAM_RSA_N, 0))},
                    {"e", Base64UrlEncode(Bn(rsa, OSSL_PKEY_PARAM_RSA_E, 0))}},
-                  {{"kty", "EC"}, {"crv", "P-256"}, {"kid", "ec-1"},
+                  {{"kty", "EC"},
+                   {"crv", "P-256"},
+                   {"kid", "ec-1"},
                    {"x", Base64UrlEncode(Bn(ec, OSSL_PKEY_PARAM_EC_PUB_X, 32))},
                    {"y", Base64UrlEncode(Bn(ec, OSSL_PKEY_PARAM_EC_PUB_Y, 32))}},
-                  {{"kty", "OKP"}, {"crv", "Ed25519"}, {"kid", "ed-1"},
+                  {{"kty", "OKP"},
+                   {"crv", "Ed25519"},
+                   {"kid", "ed-1"},
                    {"x", Base64UrlEncode(std::string_view(reinterpret_cast<char*>(raw), len))}}}}};
     EVP_PKEY_free(rsa);
     EVP_PKEY_free(ec);

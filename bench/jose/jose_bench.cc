@@ -62,7 +62,8 @@ void BM_ParseAndClaimsRS256(benchmark::State& state) {
 void SignatureOnly(benchmark::State& state, const std::string& token) {
   auto jws = warden::auth::jose::ParseCompactJws(token);
   const warden::auth::jose::Jwk* key = g_data->keys.Select(jws->header);
-  for (auto _ : state) benchmark::DoNotOptimize(warden::auth::jose::VerifySignature(*jws, *key).ok());
+  for (auto _ : state)
+    benchmark::DoNotOptimize(warden::auth::jose::VerifySignature(*jws, *key).ok());
   state.SetItemsProcessed(state.iterations());
 }
 void BM_SignatureOnlyRS256(benchmark::State& state) { SignatureOnly(state, g_data->rs256[0]); }

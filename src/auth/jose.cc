@@ -159,8 +159,8 @@ absl::StatusOr<std::shared_ptr<EVP_PKEY>> RsaKey(const Json& jwk) {
   int bits = static_cast<int>(n.size() * 8);
   for (unsigned char top = static_cast<unsigned char>(n[0]); (top & 0x80) == 0; top <<= 1) --bits;
   if (bits < kMinRsaBits || bits > kMaxRsaBits) {
-    return Bad(StrCat("JWK RSA modulus has ", bits, " bits; allowed ", kMinRsaBits, "-",
-                      kMaxRsaBits));
+    return Bad(
+        StrCat("JWK RSA modulus has ", bits, " bits; allowed ", kMinRsaBits, "-", kMaxRsaBits));
   }
   // A tiny or even exponent is a broken (or hostile) key; e = 1 would make every "signature"
   // equal to its padded message.
@@ -568,7 +568,8 @@ absl::Status VerifySignature(const ParsedJws& jws, const Jwk& key) {
       break;
     }
     case AlgInfo::Family::kEdDsa:
-      if (sig.size() != 64) return absl::UnauthenticatedError("JWS EdDSA signature must be 64 bytes");
+      if (sig.size() != 64)
+        return absl::UnauthenticatedError("JWS EdDSA signature must be 64 bytes");
       break;
   }
 
@@ -579,8 +580,7 @@ absl::Status VerifySignature(const ParsedJws& jws, const Jwk& key) {
     if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, pkey) != 1) {
       return absl::InternalError("EVP_DigestVerifyInit failed");
     }
-    rc = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()),
-                          sig.size(),
+    rc = EVP_DigestVerify(ctx.get(), reinterpret_cast<const unsigned char*>(sig.data()), sig.size(),
                           reinterpret_cast<const unsigned char*>(jws.signing_input.data()),
                           jws.signing_input.size());
   } else {
@@ -629,9 +629,8 @@ absl::StatusOr<VerifiedJwt> ValidateClaims(const ParsedJws& jws, const ClaimsPol
   std::optional<std::string> iss = get_string("iss");
   if (policy.issuer.empty()) return absl::FailedPreconditionError("claims policy has no issuer");
   if (!iss || *iss != policy.issuer) {
-    return absl::UnauthenticatedError(
-        StrCat("JWT issuer \"", iss.value_or("").substr(0, 200), "\" is not \"", policy.issuer,
-               "\""));
+    return absl::UnauthenticatedError(StrCat("JWT issuer \"", iss.value_or("").substr(0, 200),
+                                             "\" is not \"", policy.issuer, "\""));
   }
   out.issuer = *iss;
 
@@ -658,8 +657,8 @@ absl::StatusOr<VerifiedJwt> ValidateClaims(const ParsedJws& jws, const ClaimsPol
     return std::find(wanted.begin(), wanted.end(), a) != wanted.end();
   });
   if (!aud_ok) {
-    return absl::UnauthenticatedError(StrCat("JWT audience does not include \"", wanted.front(),
-                                             "\""));
+    return absl::UnauthenticatedError(
+        StrCat("JWT audience does not include \"", wanted.front(), "\""));
   }
 
   absl::Duration skew = std::min(policy.max_skew, kMaxSkew);
@@ -697,9 +696,9 @@ absl::StatusOr<VerifiedJwt> ValidateClaims(const ParsedJws& jws, const ClaimsPol
   if (policy.kind == TokenKind::kAccessToken) {
     if (typ != "at+jwt") {
       if (policy.require_at_jwt_typ) {
-        return absl::UnauthenticatedError(StrCat(
-            "JWT is not an access token: typ \"", jws.header.typ.substr(0, 64),
-            "\" (expected \"at+jwt\")"));
+        return absl::UnauthenticatedError(StrCat("JWT is not an access token: typ \"",
+                                                 jws.header.typ.substr(0, 64),
+                                                 "\" (expected \"at+jwt\")"));
       }
       for (const char* id_only : {"nonce", "at_hash", "c_hash"}) {
         if (c.contains(id_only)) {

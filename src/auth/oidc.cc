@@ -217,8 +217,7 @@ absl::StatusOr<ProviderMetadata> ParseDiscoveryDocument(std::string_view json,
   WARDEN_RETURN_IF_ERROR(field("issuer", true, &m.issuer));
   if (m.issuer != expected_issuer) {
     return absl::InvalidArgumentError(StrCat("discovery issuer \"", m.issuer.substr(0, 200),
-                                             "\" is not the configured \"", expected_issuer,
-                                             "\""));
+                                             "\" is not the configured \"", expected_issuer, "\""));
   }
   WARDEN_RETURN_IF_ERROR(field("authorization_endpoint", true, &m.authorization_endpoint));
   WARDEN_RETURN_IF_ERROR(field("token_endpoint", true, &m.token_endpoint));
@@ -229,7 +228,8 @@ absl::StatusOr<ProviderMetadata> ParseDiscoveryDocument(std::string_view json,
   auto methods = doc.find("code_challenge_methods_supported");
   if (methods != doc.end()) {
     if (!methods->is_array()) {
-      return absl::InvalidArgumentError("discovery code_challenge_methods_supported is not an array");
+      return absl::InvalidArgumentError(
+          "discovery code_challenge_methods_supported is not an array");
     }
     for (const Json& v : *methods) {
       if (!v.is_string()) {
@@ -369,9 +369,9 @@ OidcProvider::OidcProvider(ProviderConfig config, ProviderMetadata metadata, Oid
       rng_(rng),
       jwks_(
           [this]() -> absl::StatusOr<std::string> {
-            WARDEN_ASSIGN_OR_RETURN(http::ClientResponse r,
-                                    http_.Do("GET", metadata_.jwks_uri, {},
-                                             {{"Accept", "application/json"}}));
+            WARDEN_ASSIGN_OR_RETURN(
+                http::ClientResponse r,
+                http_.Do("GET", metadata_.jwks_uri, {}, {{"Accept", "application/json"}}));
             if (r.status != 200) {
               return absl::UnavailableError(StrCat("JWKS fetch answered HTTP ", r.status));
             }
@@ -412,8 +412,7 @@ absl::StatusOr<MappedIdentity> OidcProvider::AuthenticateBearer(std::string_view
     return absl::FailedPreconditionError(
         StrCat("OIDC provider \"", config_.name, "\" accepts no bearer tokens (no audience)"));
   }
-  WARDEN_ASSIGN_OR_RETURN(jose::VerifiedJwt jwt,
-                          jwks_.Verify(token, config_.allowed_algs, policy));
+  WARDEN_ASSIGN_OR_RETURN(jose::VerifiedJwt jwt, jwks_.Verify(token, config_.allowed_algs, policy));
   return MapClaims(config_, jwt.claims);
 }
 
@@ -439,9 +438,9 @@ AuthorizationRequest OidcProvider::BeginAuthorization() {
   req.url = StrCat(metadata_.authorization_endpoint,
                    metadata_.authorization_endpoint.find('?') == std::string::npos ? "?" : "&",
                    "response_type=code&client_id=", FormEncode(config_.client_id),
-                   "&redirect_uri=", FormEncode(config_.redirect_uri), "&scope=",
-                   FormEncode(scope), "&state=", req.state, "&nonce=", req.nonce,
-                   "&code_challenge=", challenge, "&code_challenge_method=S256");
+                   "&redirect_uri=", FormEncode(config_.redirect_uri), "&scope=", FormEncode(scope),
+                   "&state=", req.state, "&nonce=", req.nonce, "&code_challenge=", challenge,
+                   "&code_challenge_method=S256");
   return req;
 }
 
@@ -497,12 +496,12 @@ absl::StatusOr<LoginResult> OidcProvider::FinishAuthorization(const Authorizatio
   }
   std::string code = get("code");
   if (code.empty()) return absl::InvalidArgumentError("callback has no code");
-  WARDEN_ASSIGN_OR_RETURN(http::ClientResponse r,
-                          PostForm(metadata_.token_endpoint,
-                                   {{"grant_type", "authorization_code"},
-                                    {"code", code},
-                                    {"redirect_uri", config_.redirect_uri},
-                                    {"code_verifier", pending.code_verifier}}));
+  WARDEN_ASSIGN_OR_RETURN(
+      http::ClientResponse r,
+      PostForm(metadata_.token_endpoint, {{"grant_type", "authorization_code"},
+                                          {"code", code},
+                                          {"redirect_uri", config_.redirect_uri},
+                                          {"code_verifier", pending.code_verifier}}));
   if (r.status != 200) {
     return absl::UnauthenticatedError(
         StrCat("token endpoint refused the code: ", OAuthError(r, nullptr)));
@@ -521,8 +520,7 @@ absl::StatusOr<DeviceAuthorization> OidcProvider::StartDeviceAuthorization() {
   WARDEN_ASSIGN_OR_RETURN(http::ClientResponse r,
                           PostForm(metadata_.device_authorization_endpoint, {{"scope", scope}}));
   if (r.status != 200) {
-    return absl::UnavailableError(
-        StrCat("device authorization refused: ", OAuthError(r, nullptr)));
+    return absl::UnavailableError(StrCat("device authorization refused: ", OAuthError(r, nullptr)));
   }
   WARDEN_ASSIGN_OR_RETURN(Json doc, ParseJsonObject(r.body, "device authorization response"));
   DeviceAuthorization d;
@@ -544,10 +542,10 @@ absl::StatusOr<DeviceAuthorization> OidcProvider::StartDeviceAuthorization() {
 }
 
 absl::StatusOr<DevicePoll> OidcProvider::PollDeviceToken(const DeviceAuthorization& device) {
-  WARDEN_ASSIGN_OR_RETURN(
-      http::ClientResponse r,
-      PostForm(metadata_.token_endpoint, {{"grant_type", "urn:ietf:params:oauth:grant-type:device_code"},
-                                          {"device_code", device.device_code}}));
+  WARDEN_ASSIGN_OR_RETURN(http::ClientResponse r,
+                          PostForm(metadata_.token_endpoint,
+                                   {{"grant_type", "urn:ietf:params:oauth:grant-type:device_code"},
+                                    {"device_code", device.device_code}}));
   DevicePoll poll;
   if (r.status != 200) {
     std::string code;

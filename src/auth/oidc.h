@@ -40,7 +40,7 @@ class OidcHttp {
 std::unique_ptr<OidcHttp> NewHttpsTransport(std::string ca_pem = {},
                                             absl::Duration timeout = absl::Seconds(10));
 
-// Splits an https URL into origin ("https://host:port") and path-with-query ("/..."). 
+// Splits an https URL into origin ("https://host:port") and path-with-query ("/...").
 // InvalidArgument for anything but https://, userinfo in the authority, or a fragment.
 absl::StatusOr<std::pair<std::string, std::string>> SplitHttpsUrl(std::string_view url);
 
@@ -115,8 +115,8 @@ struct GroupMapping {
 };
 
 struct ProviderConfig {
-  std::string name;       // e.g. "corp"; [a-z0-9-]
-  std::string issuer;     // exactly as the provider's "iss"
+  std::string name;    // e.g. "corp"; [a-z0-9-]
+  std::string issuer;  // exactly as the provider's "iss"
   std::string client_id;
   std::string client_secret;  // read from the configured secret file by the caller
   std::string redirect_uri;   // the code flow's callback

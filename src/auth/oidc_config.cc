@@ -184,7 +184,8 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
   std::string line;
   std::getline(in, line);
   while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-  if (line.empty()) return absl::InvalidArgumentError(StrCat(path, " has no secret on its first line"));
+  if (line.empty())
+    return absl::InvalidArgumentError(StrCat(path, " has no secret on its first line"));
   return line;
 }
 

@@ -9,19 +9,19 @@
 #include <vector>
 
 #include "absl/status/status.h"
-#include "jwt_signer.h"
 #include "common/encoding.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "jwt_signer.h"
 
 namespace warden::auth::jose {
 namespace {
 
 using common::Json;
 using testing::B64;
+using ::testing::HasSubstr;
 using testing::SignJwt;
 using testing::TestKey;
-using ::testing::HasSubstr;
 
 constexpr char kIssuer[] = "https://idp.example.com";
 constexpr char kAudience[] = "https://gpuwarden.example.com/api";
@@ -53,8 +53,8 @@ const Keys& TheKeys() {
 JwkSet ProviderKeys() {
   const Keys& k = TheKeys();
   Json set = {{"keys",
-               {k.rsa().PublicJwk("rsa-1"), k.p256().PublicJwk("ec-1"), k.p384().PublicJwk("ec-384"),
-                k.ed().PublicJwk("ed-1")}}};
+               {k.rsa().PublicJwk("rsa-1"), k.p256().PublicJwk("ec-1"),
+                k.p384().PublicJwk("ec-384"), k.ed().PublicJwk("ed-1")}}};
   absl::StatusOr<JwkSet> parsed = JwkSet::Parse(set.dump());
   EXPECT_TRUE(parsed.ok()) << parsed.status();
   return *parsed;
@@ -62,9 +62,8 @@ JwkSet ProviderKeys() {
 
 Json Claims() {
   int64_t now = absl::ToUnixSeconds(kNow);
-  return {{"iss", kIssuer},      {"aud", kAudience}, {"sub", "user-42"},
-          {"iat", now - 10},     {"exp", now + 600}, {"groups", {"gpu-admins"}},
-          {"client_id", "cli"}};
+  return {{"iss", kIssuer},   {"aud", kAudience},         {"sub", "user-42"},  {"iat", now - 10},
+          {"exp", now + 600}, {"groups", {"gpu-admins"}}, {"client_id", "cli"}};
 }
 
 Json Header(const std::string& alg, const std::string& kid, const std::string& typ = "at+jwt") {
@@ -84,8 +83,7 @@ ClaimsPolicy AccessPolicy() {
 
 absl::StatusOr<VerifiedJwt> Verify(const std::string& token,
                                    const ClaimsPolicy& policy = AccessPolicy(),
-                                   std::vector<JwsAlg> algs = AllJwsAlgs(),
-                                   absl::Time now = kNow) {
+                                   std::vector<JwsAlg> algs = AllJwsAlgs(), absl::Time now = kNow) {
   static const JwkSet* keys = new JwkSet(ProviderKeys());
   return VerifyJwt(token, *keys, algs, policy, now);
 }
@@ -209,9 +207,9 @@ TEST(JwtAttackTest, RefusesCritAndNonJwsHeaders) {
 }
 
 TEST(JwtAttackTest, KidWithPathTraversalOrSqlIsJustAnUnknownKey) {
-  for (const char* kid : {"../../../../../../dev/null", "/etc/passwd", "rsa-1' OR '1'='1",
-                          "x'; DROP TABLE users; --", "rsa-1%00", "rsa-1/../rsa-1",
-                          "file:///etc/passwd", "%2e%2e%2f"}) {
+  for (const char* kid :
+       {"../../../../../../dev/null", "/etc/passwd", "rsa-1' OR '1'='1", "x'; DROP TABLE users; --",
+        "rsa-1%00", "rsa-1/../rsa-1", "file:///etc/passwd", "%2e%2e%2f"}) {
     absl::StatusOr<VerifiedJwt> r = Verify(RsaToken(Claims(), Header("RS256", kid)));
     ASSERT_FALSE(r.ok()) << kid;
     EXPECT_TRUE(absl::IsNotFound(r.status())) << r.status();
@@ -245,8 +243,8 @@ TEST(JwtAttackTest, RefusesEcdsaWithZeroOrOutOfRangeRAndS) {
   // r = s = 0: CVE-2022-21449 ("psychic signatures") accepted this for every message.
   ExpectRefused(Verify(input + "." + B64(std::string(64, '\0'))), "outside [1, n-1]");
   // r = n, s = 1 and r = 1, s = 0xff..ff (above n).
-  std::string n = *common::HexDecode(
-      "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+  std::string n =
+      *common::HexDecode("ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
   ExpectRefused(Verify(input + "." + B64(n + std::string(31, '\0') + "\x01")), "outside [1, n-1]");
   ExpectRefused(Verify(input + "." + B64(std::string(31, '\0') + "\x01" + std::string(32, '\xff'))),
                 "outside [1, n-1]");
@@ -314,8 +312,8 @@ TEST(JwtClaimsTest, RefusesWrongAudience) {
 }
 
 TEST(JwtClaimsTest, RefusesWrongIssuer) {
-  for (const char* iss : {"https://evil.example.com", "https://idp.example.com/",
-                          "https://IDP.example.com", ""}) {
+  for (const char* iss :
+       {"https://evil.example.com", "https://idp.example.com/", "https://IDP.example.com", ""}) {
     Json c = Claims();
     c["iss"] = iss;
     ExpectRefused(Verify(RsaToken(c)), "issuer");
@@ -361,8 +359,7 @@ TEST(JwtClaimsTest, IdTokenChecksAudienceAzpNonceAndRefusesAccessTokens) {
   id["aud"] = "cli";
   id["nonce"] = "n-123";
   EXPECT_TRUE(Verify(RsaToken(id, Header("RS256", "rsa-1", "JWT")), p).ok());
-  ExpectRefused(Verify(RsaToken(id, Header("RS256", "rsa-1", "at+jwt")), p),
-                "is an access token");
+  ExpectRefused(Verify(RsaToken(id, Header("RS256", "rsa-1", "at+jwt")), p), "is an access token");
   id["nonce"] = "n-124";
   ExpectRefused(Verify(RsaToken(id, Header("RS256", "rsa-1", "JWT")), p), "nonce");
   id["nonce"] = "n-123";
@@ -388,12 +385,12 @@ TEST(JwsParseTest, RefusesMalformedCompactSerialization) {
       good + ".",
       "." + good.substr(dot1 + 1),
       good.substr(0, dot1) + "..sig",
-      good + "=",                                  // padding
-      good.substr(0, dot1) + "+" + good.substr(dot1),  // standard base64 alphabet
-      std::string(20000, 'a') + ".b.c",             // oversize
-      B64("[1]") + ".e30.c2ln",                    // header not an object
+      good + "=",                                            // padding
+      good.substr(0, dot1) + "+" + good.substr(dot1),        // standard base64 alphabet
+      std::string(20000, 'a') + ".b.c",                      // oversize
+      B64("[1]") + ".e30.c2ln",                              // header not an object
       B64(R"({"alg":"RS256","alg":"none"})") + ".e30.c2ln",  // duplicate keys
-      B64(R"({"alg":"RS256",)") + ".e30.c2ln",     // truncated JSON
+      B64(R"({"alg":"RS256",)") + ".e30.c2ln",               // truncated JSON
       B64(R"({"alg":"RS256","kid":7})") + ".e30.c2ln",
   };
   for (const std::string& t : bad) {

@@ -61,7 +61,8 @@ TEST(OidcConfigTest, DefaultsAndMappings) {
   ASSERT_EQ(p->size(), 1u);
   const ProviderConfig& c = (*p)[0];
   EXPECT_EQ(c.scopes, (std::vector<std::string>{"openid", "email", "groups"}));
-  EXPECT_EQ(c.allowed_algs, (std::vector<jose::JwsAlg>{jose::JwsAlg::kRS256, jose::JwsAlg::kES256}));
+  EXPECT_EQ(c.allowed_algs,
+            (std::vector<jose::JwsAlg>{jose::JwsAlg::kRS256, jose::JwsAlg::kES256}));
   EXPECT_TRUE(c.require_at_jwt_typ);
   EXPECT_FALSE(c.allow_unverified_email);
   EXPECT_EQ(c.max_skew, absl::Seconds(30));
@@ -75,7 +76,8 @@ TEST(OidcConfigTest, RefusesTyposWeakAlgsAndUnsafeValues) {
     std::string yaml, why;
   };
   for (const Case& c : std::vector<Case>{
-           {Minimal("    allow_unverified_emial: false\n"), "unknown key \"allow_unverified_emial\""},
+           {Minimal("    allow_unverified_emial: false\n"),
+            "unknown key \"allow_unverified_emial\""},
            {Minimal("    allowed_algs: [none]\n"), "never accepted"},
            {Minimal("    allowed_algs: [HS256]\n"), "never accepted"},
            {Minimal("    allowed_algs: []\n"), "at least one"},

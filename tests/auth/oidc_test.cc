@@ -17,9 +17,9 @@ namespace warden::auth::oidc {
 namespace {
 
 using common::Json;
+using ::testing::HasSubstr;
 using testing::SignJwt;
 using testing::TestKey;
-using ::testing::HasSubstr;
 
 constexpr char kIssuer[] = "https://idp.example.com";
 constexpr char kApi[] = "https://gpuwarden.example.com/api";
@@ -58,8 +58,8 @@ std::string Jwks(std::initializer_list<std::pair<const TestKey*, std::string>> k
 
 Json AccessClaims(const common::Clock& clock, Json groups = {"gpu-admins"}) {
   int64_t now = clock.NowUnix();
-  return {{"iss", kIssuer}, {"aud", kApi},       {"sub", "alice"},
-          {"iat", now},     {"exp", now + 300},  {"groups", groups}};
+  return {{"iss", kIssuer}, {"aud", kApi},      {"sub", "alice"},
+          {"iat", now},     {"exp", now + 300}, {"groups", groups}};
 }
 
 std::string AccessToken(const TestKey& key, const std::string& kid, const Json& claims) {
@@ -96,8 +96,8 @@ TEST(DiscoveryTest, ParsesAndChecksTheIssuerExactly) {
   EXPECT_EQ(m->jwks_uri, "https://idp.example.com/jwks");
   EXPECT_EQ(m->code_challenge_methods_supported, std::vector<std::string>{"S256"});
   // Mix-up: another provider's (or a look-alike) metadata is refused.
-  for (const char* other : {"https://idp.example.com/", "https://evil.example.com",
-                            "https://IDP.example.com"}) {
+  for (const char* other :
+       {"https://idp.example.com/", "https://evil.example.com", "https://IDP.example.com"}) {
     EXPECT_THAT(std::string(ParseDiscoveryDocument(Discovery().dump(), other).status().message()),
                 HasSubstr("is not the configured"));
   }
@@ -128,7 +128,12 @@ TEST(JwksCacheTest, TokenSignedByARotatedOutKeyIsRefusedAfterRefresh) {
   common::FakeClock clock;
   std::string jwks = Jwks({{&KeyA(), "a"}});
   int fetches = 0;
-  JwksCache cache([&]() -> absl::StatusOr<std::string> { ++fetches; return jwks; }, clock);
+  JwksCache cache(
+      [&]() -> absl::StatusOr<std::string> {
+        ++fetches;
+        return jwks;
+      },
+      clock);
   jose::ClaimsPolicy policy;
   policy.issuer = kIssuer;
   policy.audiences = {kApi};
@@ -184,9 +189,9 @@ TEST(JwksCacheTest, UnknownKidRefreshIsRateLimited) {
   }
   EXPECT_EQ(fetches, 1);  // the first load; every later miss fell inside the 30 s window
   clock.Advance(absl::Seconds(30));
-  EXPECT_FALSE(cache.Verify(AccessToken(KeyB(), "x", AccessClaims(clock)), {jose::JwsAlg::kRS256},
-                            policy)
-                   .ok());
+  EXPECT_FALSE(
+      cache.Verify(AccessToken(KeyB(), "x", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy)
+          .ok());
   EXPECT_EQ(fetches, 2);
 }
 
@@ -202,18 +207,18 @@ TEST(JwksCacheTest, FailedRefreshKeepsThePreviousKeys) {
   jose::ClaimsPolicy policy;
   policy.issuer = kIssuer;
   policy.audiences = {kApi};
-  ASSERT_TRUE(cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256},
-                           policy)
-                  .ok());
+  ASSERT_TRUE(
+      cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy)
+          .ok());
   up = false;
   clock.Advance(absl::Hours(2));
-  EXPECT_TRUE(cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256},
-                           policy)
-                  .ok());
+  EXPECT_TRUE(
+      cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy)
+          .ok());
 
   JwksCache never([&]() -> absl::StatusOr<std::string> { return std::string("{"); }, clock);
-  absl::StatusOr<jose::VerifiedJwt> r = never.Verify(
-      AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy);
+  absl::StatusOr<jose::VerifiedJwt> r =
+      never.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy);
   EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
 }
 
@@ -260,7 +265,7 @@ class ProviderTest : public ::testing::Test {
  protected:
   void SetUp() override {
     http_.routes[std::string(kIssuer) + "/.well-known/openid-configuration"] = {200,
-                                                                                 Discovery().dump()};
+                                                                                Discovery().dump()};
     http_.routes[std::string(kIssuer) + "/jwks"] = {200, Jwks({{&KeyA(), "a"}})};
     absl::StatusOr<std::unique_ptr<OidcProvider>> p =
         OidcProvider::Connect(Config(), http_, clock_, rng_);
@@ -294,16 +299,16 @@ TEST_F(ProviderTest, AuthorizationUrlCarriesPkceStateAndNonce) {
   EXPECT_THAT(a.url, HasSubstr("state=" + a.state));
   EXPECT_THAT(a.url, HasSubstr("nonce=" + a.nonce));
   EXPECT_THAT(a.url, ::testing::Not(HasSubstr(a.code_verifier)));
-  EXPECT_THAT(a.url, HasSubstr("code_challenge=" + common::Base64UrlEncode(
-                                                        common::Sha256(a.code_verifier))));
+  EXPECT_THAT(a.url, HasSubstr("code_challenge=" +
+                               common::Base64UrlEncode(common::Sha256(a.code_verifier))));
 }
 
 TEST_F(ProviderTest, CallbackWithWrongStateOrIssuerNeverReachesTheTokenEndpoint) {
   AuthorizationRequest req = provider_->BeginAuthorization();
   size_t before = http_.requests.size();
-  EXPECT_THAT(std::string(provider_->FinishAuthorization(req, "code=c&state=forged").status()
-                              .message()),
-              HasSubstr("state does not match"));
+  EXPECT_THAT(
+      std::string(provider_->FinishAuthorization(req, "code=c&state=forged").status().message()),
+      HasSubstr("state does not match"));
   EXPECT_FALSE(provider_->FinishAuthorization(req, "code=c").ok());
   EXPECT_THAT(std::string(provider_
                               ->FinishAuthorization(req, "code=c&state=" + req.state +
@@ -311,12 +316,12 @@ TEST_F(ProviderTest, CallbackWithWrongStateOrIssuerNeverReachesTheTokenEndpoint)
                               .status()
                               .message()),
               HasSubstr("mix-up"));
-  EXPECT_THAT(std::string(provider_
-                              ->FinishAuthorization(req, "code=c&state=" + req.state + "&state=" +
-                                                             req.state)
-                              .status()
-                              .message()),
-              HasSubstr("repeated"));
+  EXPECT_THAT(
+      std::string(
+          provider_->FinishAuthorization(req, "code=c&state=" + req.state + "&state=" + req.state)
+              .status()
+              .message()),
+      HasSubstr("repeated"));
   EXPECT_TRUE(absl::IsPermissionDenied(
       provider_->FinishAuthorization(req, "error=access_denied&state=" + req.state).status()));
   EXPECT_EQ(http_.requests.size(), before);

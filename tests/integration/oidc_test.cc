@@ -3,6 +3,8 @@
 // and WARDEN_TEST_OIDC_CA; without them this suite starts its own provider, or fails under CI).
 // The test plays the user's browser over HTTP: it follows redirects, keeps cookies and submits
 // the provider's login, consent and device-code forms.
+#include "auth/oidc.h"
+
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -12,7 +14,6 @@
 #include <string>
 #include <vector>
 
-#include "auth/oidc.h"
 #include "common/clock.h"
 #include "common/json.h"
 #include "common/rng.h"
@@ -208,10 +209,10 @@ class OidcIntegrationTest : public ::testing::Test {
 
   absl::StatusOr<std::string> ClientCredentialsToken(const std::string& id,
                                                      const std::string& secret) {
-    absl::StatusOr<http::ClientResponse> r =
-        http_->Do("POST", g_idp->issuer + "/token", "grant_type=client_credentials&scope=api%3Aread",
-                  {{"Content-Type", "application/x-www-form-urlencoded"},
-                   {"Authorization", Basic(id, secret)}});
+    absl::StatusOr<http::ClientResponse> r = http_->Do(
+        "POST", g_idp->issuer + "/token", "grant_type=client_credentials&scope=api%3Aread",
+        {{"Content-Type", "application/x-www-form-urlencoded"},
+         {"Authorization", Basic(id, secret)}});
     if (!r.ok()) return r.status();
     if (r->status != 200) return absl::InternalError(r->body);
     absl::StatusOr<TokenResponse> t = ParseTokenResponse(r->body);
@@ -288,8 +289,7 @@ TEST_F(OidcIntegrationTest, CodeFlowWithPkceStateAndNonceLogsInAMappedUser) {
   EXPECT_EQ(login->id_token_claims["nonce"], req.nonce);
 
   // The user's JWT access token works as a bearer token; the ID token does not (wrong kind).
-  absl::StatusOr<MappedIdentity> bearer =
-      provider_->AuthenticateBearer(login->tokens.access_token);
+  absl::StatusOr<MappedIdentity> bearer = provider_->AuthenticateBearer(login->tokens.access_token);
   ASSERT_TRUE(bearer.ok()) << bearer.status();
   EXPECT_EQ(bearer->subject, "alice");
   absl::StatusOr<MappedIdentity> id_as_access =
@@ -375,8 +375,8 @@ TEST_F(OidcIntegrationTest, DeviceFlowForAnUnmappedUserIsRefused) {
   absl::StatusOr<DeviceAuthorization> device = provider_->StartDeviceAuthorization();
   ASSERT_TRUE(device.ok()) << device.status();
   Browser browser(*http_);
-  ASSERT_TRUE(browser.Drive(device->verification_uri_complete, "mallory", "https://never.invalid")
-                  .ok());
+  ASSERT_TRUE(
+      browser.Drive(device->verification_uri_complete, "mallory", "https://never.invalid").ok());
   absl::StatusOr<DevicePoll> done = provider_->PollDeviceToken(*device);
   if (done.ok() && done->state == DevicePoll::State::kSlowDown) {
     absl::SleepFor(device->interval);
