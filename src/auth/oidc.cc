@@ -254,27 +254,37 @@ int JwksCache::fetches() const {
 }
 
 absl::StatusOr<std::shared_ptr<const jose::JwkSet>> JwksCache::Keys(bool unknown_kid) {
-  std::lock_guard lock(mu_);  // one fetch at a time: concurrent misses share its result
+  std::unique_lock lock(mu_);
   absl::Time now = clock_.Now();
   bool stale = keys_ == nullptr || now - fetched_at_ >= options_.max_age;
   bool allowed = now - last_attempt_ >= options_.min_refresh_interval;
-  if ((stale || unknown_kid) && allowed) {
+  if ((stale || unknown_kid) && allowed && !fetching_) {
+    // This thread fetches; the others keep verifying with the current keys meanwhile (a slow IdP
+    // must not stall every bearer request), except before the first set exists, when they wait.
+    fetching_ = true;
     last_attempt_ = now;
     ++fetches_;
+    lock.unlock();
     absl::StatusOr<std::string> body = fetch_();
     absl::StatusOr<jose::JwkSet> set =
         body.ok() ? jose::JwkSet::Parse(*body) : absl::StatusOr<jose::JwkSet>(body.status());
+    lock.lock();
+    fetching_ = false;
     if (set.ok()) {
       keys_ = std::make_shared<const jose::JwkSet>(std::move(*set));
       fetched_at_ = now;
-    } else if (keys_ == nullptr) {
-      return absl::UnavailableError(
-          StrCat("cannot fetch the provider's JWK Set: ", set.status().message()));
+      last_error_.clear();
+    } else {
+      // Keep the previous keys, if any; retried after min_refresh_interval.
+      last_error_ = std::string(set.status().message());
     }
-    // else: keep the previous keys; retried after min_refresh_interval.
+    fetched_.notify_all();
+  } else if (keys_ == nullptr && fetching_) {
+    fetched_.wait(lock, [this] { return !fetching_; });
   }
   if (keys_ == nullptr) {
-    return absl::UnavailableError("the provider's JWK Set is not available yet");
+    return absl::UnavailableError(StrCat("cannot fetch the provider's JWK Set: ",
+                                         last_error_.empty() ? "not fetched yet" : last_error_));
   }
   return keys_;
 }

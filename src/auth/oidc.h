@@ -3,11 +3,13 @@
 // nonce, the device authorization grant (RFC 8628), and group claims -> tenant/role mapping.
 //
 // These are library-level flows: the server's /oidc routes and `gpuwarden login --sso` call them.
-// `OidcProvider` is thread-safe (its JWKS cache is guarded by a mutex, verification runs outside
-// it). All network I/O goes through the `OidcHttp` seam (HTTPS only; libcurl by default), and time
-// through the injected Clock, so tests run against a fake transport or a real oidc-provider.
+// `OidcProvider` is thread-safe (its JWKS cache is guarded by a mutex that is held neither during
+// a fetch nor during verification). All network I/O goes through the `OidcHttp` seam (HTTPS only;
+// libcurl by default), and time through the injected Clock, so tests run against a fake transport
+// or a real oidc-provider.
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -94,16 +96,20 @@ class JwksCache {
   int fetches() const;
 
  private:
-  // Refreshes when allowed (`force_if_allowed`: unknown kid) or when stale; returns the set to use.
+  // Refreshes when stale, or on an unknown kid, if the rate limit allows and no other thread is
+  // fetching; returns the set to use.
   absl::StatusOr<std::shared_ptr<const jose::JwkSet>> Keys(bool unknown_kid);
 
   Fetcher fetch_;
   const common::Clock& clock_;
   JwksCacheOptions options_;
-  mutable std::mutex mu_;
-  std::shared_ptr<const jose::JwkSet> keys_;  // guarded by mu_
+  mutable std::mutex mu_;  // guards everything below; never held during a fetch
+  std::condition_variable fetched_;
+  std::shared_ptr<const jose::JwkSet> keys_;
   absl::Time fetched_at_ = absl::InfinitePast();
   absl::Time last_attempt_ = absl::InfinitePast();
+  bool fetching_ = false;
+  std::string last_error_;
   int fetches_ = 0;
 };
 

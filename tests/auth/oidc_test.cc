@@ -3,8 +3,11 @@
 // (state, iss). The real-provider flows are in tests/integration/oidc_test.cc.
 #include "auth/oidc.h"
 
+#include <atomic>
+#include <future>
 #include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "common/clock.h"
@@ -220,6 +223,38 @@ TEST(JwksCacheTest, FailedRefreshKeepsThePreviousKeys) {
   absl::StatusOr<jose::VerifiedJwt> r =
       never.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), {jose::JwsAlg::kRS256}, policy);
   EXPECT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+}
+
+TEST(JwksCacheTest, SlowRefreshDoesNotBlockVerificationWithKnownKeys) {
+  common::FakeClock clock;
+  std::atomic<int> calls{0};
+  std::promise<void> entered;
+  std::promise<void> release;
+  std::shared_future<void> gate = release.get_future().share();
+  JwksCache cache(
+      [&]() -> absl::StatusOr<std::string> {
+        if (calls++ > 0) {
+          entered.set_value();
+          gate.wait();  // an IdP that takes its time
+        }
+        return Jwks({{&KeyA(), "a"}});
+      },
+      clock);
+  jose::ClaimsPolicy policy;
+  policy.issuer = kIssuer;
+  policy.audiences = {kApi};
+  std::vector<jose::JwsAlg> algs = {jose::JwsAlg::kRS256};
+  ASSERT_TRUE(cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), algs, policy).ok());
+  clock.Advance(absl::Seconds(31));
+  std::thread refresher([&] {
+    EXPECT_FALSE(cache.Verify(AccessToken(KeyB(), "new", AccessClaims(clock)), algs, policy).ok());
+  });
+  entered.get_future().wait();  // the refresh is now in flight
+  // Holding the cache's mutex during the fetch would hang here until the fetch returns.
+  EXPECT_TRUE(cache.Verify(AccessToken(KeyA(), "a", AccessClaims(clock)), algs, policy).ok());
+  release.set_value();
+  refresher.join();
+  EXPECT_EQ(cache.fetches(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------
