@@ -7,9 +7,12 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
 PG_DIR="$(mktemp -d /tmp/warden-pg-XXXXXX)"
+OIDC_DIR="$(mktemp -d /tmp/warden-oidc-XXXXXX)"
 cleanup() {
   bash tools/pg-stop.sh "$PG_DIR" >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
+  bash tools/oidc-stop.sh "$OIDC_DIR" >/dev/null 2>&1 || true
+  rm -rf "$OIDC_DIR"
 }
 trap cleanup EXIT
 
@@ -17,6 +20,10 @@ PG_PORT="${WARDEN_PG_PORT:-$((40000 + RANDOM % 20000))}"
 echo "== starting PostgreSQL on 127.0.0.1:$PG_PORT"
 WARDEN_TEST_PG_URL="$(bash tools/pg-start.sh "$PG_DIR" "$PG_PORT" | tail -n 1)"
 export WARDEN_TEST_PG_URL
+OIDC_PORT="${WARDEN_OIDC_PORT:-$((40000 + RANDOM % 20000))}"
+echo "== starting the test OpenID provider (oidc-provider) on 127.0.0.1:$OIDC_PORT"
+WARDEN_TEST_OIDC_ISSUER="$(bash tools/oidc-start.sh "$OIDC_DIR" "$OIDC_PORT" | tail -n 1)"
+export WARDEN_TEST_OIDC_ISSUER WARDEN_TEST_OIDC_CA="$OIDC_DIR/ca.crt"
 export WARDEN_BIN="$ROOT/$BUILD_DIR/gpuwarden"
 
 echo "== unit and integration tests"
