@@ -119,8 +119,9 @@ struct Identity {
   std::string token_tenant_id;  // empty: cluster scope
   std::string token_role_id;
   int64_t expires_at = 0;  // absolute expiry of the session or token (Unix seconds)
-  // Sessions only: opened with a second factor, and when a second factor was last checked
-  // (login or step-up; Unix seconds, 0 never). API tokens never carry MFA.
+  // Sessions: opened with a second factor, and when a second factor was last checked (login or
+  // step-up; Unix seconds, 0 never). API tokens: mfa says whether the owner has MFA enabled
+  // (mfa_at stays 0, so a token always needs a fresh code for step-up).
   bool mfa = false;
   int64_t mfa_at = 0;
 };
@@ -141,6 +142,7 @@ struct LoginResult {
   std::string token;       // "gws_..."; shown to the client once, never stored
   int64_t expires_at = 0;  // absolute expiry (Unix seconds); idle expiry may come first
   store::User user;        // password_hash cleared
+  bool mfa = false;        // the session was opened (or stepped up) with a second factor
 };
 
 struct NewApiToken {

@@ -518,6 +518,7 @@ class AuthenticatorImpl final : public Authenticator {
     session.mfa_at = mfa ? now_s : 0;
     WARDEN_RETURN_IF_ERROR(store_.CreateSession(session));
     out.expires_at = session.expires_at;
+    out.mfa = mfa;
     user.password_hash.clear();
     out.user = std::move(user);
     return out;
@@ -623,6 +624,11 @@ class AuthenticatorImpl final : public Authenticator {
     e.identity.token_tenant_id = token->tenant_id;
     e.identity.token_role_id = token->role_id;
     e.identity.expires_at = token->expires_at;
+    // Whether the owner has MFA on: the MFA policy refuses administrative use of a token whose
+    // owner has not enrolled, exactly as for the owner's sessions.
+    auto owner_mfa = store_.GetUserMfa(user->id);
+    if (!owner_mfa.ok() && !absl::IsNotFound(owner_mfa.status())) return owner_mfa.status();
+    e.identity.mfa = owner_mfa.ok() && owner_mfa->confirmed;
     e.expires_at = token->expires_at;
     e.loaded_at = now;
     Identity identity = e.identity;

@@ -85,6 +85,7 @@ class ServerImpl final : public Server {
     aopts.session_absolute = config_.session_absolute;
     aopts.token_max_ttl = config_.token_max_ttl;
     aopts.totp_key = totp_key_.get();
+    aopts.totp_issuer = config_.mfa.issuer;
     // Brute-force defence (login_throttle.h): per (account, source), per source, per account.
     WARDEN_ASSIGN_OR_RETURN(login_throttle_, auth::LoginThrottle::Create(clock));
     aopts.login_gate = login_throttle_.get();
@@ -96,6 +97,7 @@ class ServerImpl final : public Server {
     ApiServiceOptions api_opts;
     api_opts.version = WARDEN_VERSION;
     api_opts.audit_dir = audit_dir;
+    api_opts.mfa = config_.mfa;
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
@@ -198,6 +200,7 @@ class ServerImpl final : public Server {
     areq.source = std::move(req.remote_address);
     areq.request_id = req.request_id;  // the server still sends it back
     areq.authorization = std::string(req.headers.Get("Authorization"));
+    areq.otp = std::string(req.headers.Get("X-Warden-OTP"));
     areq.query = std::move(req.query);
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
