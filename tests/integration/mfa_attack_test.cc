@@ -224,7 +224,7 @@ TEST_F(MfaAttackTest, StepUpIsRequiredForTokenCreationAfterTheWindow) {
   Mfa m = EnableMfa("alice");
   // Fresh from confirmation: allowed.
   EXPECT_EQ(server_.Cli("alice", "token create t1 --role viewer").code, 0);
-  std::this_thread::sleep_for(std::chrono::milliseconds(2600));
+  std::this_thread::sleep_for(std::chrono::milliseconds(3200));  // whole seconds: > 2 s + 1
   RunResult stale = server_.Cli("alice", "token create t2 --role viewer");
   EXPECT_NE(stale.code, 0);
   EXPECT_NE(stale.err.find("MFA step-up required"), std::string::npos) << stale.err;
