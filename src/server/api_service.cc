@@ -163,6 +163,12 @@ absl::StatusOr<std::map<const RouteSpec*, ApiService::CompiledRoute>> ApiService
       }
       cr.permission = *p;
     }
+    // An MFA-exempt route is reachable by an admin who has not enrolled: it must not need any
+    // permission, or the exemption would be a way around the MFA policy.
+    if ((route.flags & kRouteMfaExempt) != 0 && perm != "authenticated") {
+      return absl::InternalError(StrCat("route ", route.method, " ", route.pattern,
+                                        " is MFA-exempt but not an \"authenticated\" route"));
+    }
     bool has_tenant_param = std::string_view(route.pattern).find("{tenant}") != std::string::npos;
     if (route.scope == Scope::kTenant && !has_tenant_param) {
       return absl::InternalError(

@@ -116,6 +116,10 @@ class ServerImpl final : public Server {
         out << " with the password from " << config_.admin_password_file;
       }
       out << "\n";
+      if (config_.mfa.required_for != "none") {
+        out << "  admins must use MFA: after the first login run `gpuwarden mfa enroll` and "
+               "`gpuwarden mfa confirm CODE`\n";
+      }
     }
 
     for (const RouteSpec& spec : ApiService::Routes()) {
