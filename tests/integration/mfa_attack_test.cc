@@ -125,6 +125,11 @@ TEST_F(MfaAttackTest, OathtoolCodesAreAcceptedAndAReplayedCodeIsRefused) {
   RunResult no_code = LoginCurl("admin", server_.admin_password());
   EXPECT_EQ(no_code.code, 401);
   EXPECT_EQ(Message(no_code), "MFA code required");
+  // The CLI without a terminal and without --otp says how to pass the code (no code is spent).
+  RunResult cli = server_.Cli("script", "login --server " + server_.url() + " --user admin --password-stdin",
+                              server_.admin_password() + "\n");
+  EXPECT_NE(cli.code, 0);
+  EXPECT_NE(cli.err.find("--otp CODE"), std::string::npos) << cli.err;
   std::string code = Oath(admin_mfa_.secret, /*next_step=*/true);
   RunResult ok = LoginCurl("admin", server_.admin_password(), code);
   ASSERT_EQ(ok.code, 200) << ok.out;
@@ -148,8 +153,14 @@ TEST_F(MfaAttackTest, RecoveryCodesWorkOnceEach) {
     EXPECT_EQ(again.code, 401);
     EXPECT_EQ(Message(again), "invalid MFA code");
   }
+  // Through the CLI: --otp takes a recovery code too.
+  RunResult cli = server_.Cli("admin", "login --server " + server_.url() +
+                                           " --user admin --password-stdin --otp " +
+                                           admin_mfa_.recovery[3],
+                              server_.admin_password() + "\n");
+  EXPECT_EQ(cli.code, 0) << cli.err;
   RunResult st = server_.Cli("admin", "mfa status -o json");
-  EXPECT_EQ(Json::parse(st.out).value("recovery_codes_left", 0), 7);
+  EXPECT_EQ(Json::parse(st.out).value("recovery_codes_left", 0), 6);
 }
 
 TEST_F(MfaAttackTest, PreviousOwnersCodesFailAfterMfaReset) {
