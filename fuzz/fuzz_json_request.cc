@@ -1,4 +1,4 @@
-// Feeds arbitrary bytes to every API request decoder. A decoder must return a value or an
+// Feeds arbitrary bytes to every API request decoder (and to ParseOtp as a header value). A decoder must return a value or an
 // InvalidArgument, never crash, hang or leak; a decoded value must satisfy its validation rules.
 #include <cstddef>
 #include <cstdint>
@@ -10,7 +10,16 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view body(reinterpret_cast<const char*>(data), size);
-  (void)warden::api::DecodeLogin(body);
+  if (auto l = warden::api::DecodeLogin(body); l.ok() && !l->otp.empty()) {
+    if (!warden::api::ParseOtp("otp", l->otp).ok()) std::abort();  // parsed form re-parses
+  }
+  if (auto m = warden::api::DecodeMfaCode(body); m.ok()) {
+    if (m->code.empty() || m->code.size() > 64) std::abort();
+  }
+  // The same bytes as an X-Warden-OTP header value.
+  if (auto o = warden::api::ParseOtp("X-Warden-OTP", body); o.ok()) {
+    if (o->empty() || o->size() > 64 || o->front() == ' ' || o->back() == ' ') std::abort();
+  }
   if (auto p = warden::api::DecodeChangePassword(body); p.ok()) {
     if (p->new_password.size() < 8) std::abort();
   }

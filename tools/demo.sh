@@ -49,10 +49,35 @@ done
 URL="https://127.0.0.1:$PORT"
 FP="$(sed -n 's/.*"ca_fingerprint":"\([^"]*\)".*/\1/p' "$DATA/state/server.json")"
 
-"$BIN" login --server "$URL" --user admin --password-stdin --ca-fingerprint "$FP" \
-  < "$DATA/admin.pw" >/dev/null 2>&1
+# Admins must use MFA (issue 3). The demo enrolls the cluster admin on the first run and keeps
+# its TOTP secret in $DATA/admin.totp (0600), so codes come from oathtool (apt-get install
+# oathtool) and the secret can be added to a phone app too.
+TOTP="$DATA/admin.totp"
+admin_login() {
+  local code=""
+  [ -s "$TOTP" ] && code="$(oathtool --totp -b "$(cat "$TOTP")")"
+  if ! "$BIN" login --server "$URL" --user admin --password-stdin --ca-fingerprint "$FP" \
+      ${code:+--otp "$code"} < "$DATA/admin.pw" >/dev/null 2>"$DATA/login.err"; then
+    # A code is accepted once: if this step's code was just used, wait for the next one.
+    grep -q "code already used" "$DATA/login.err" || { cat "$DATA/login.err" >&2; return 1; }
+    sleep 30
+    admin_login
+  fi
+}
+if ! command -v oathtool >/dev/null; then
+  echo "demo: oathtool is needed for the admin's MFA codes (apt-get install oathtool)" >&2
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  exit 1
+fi
+admin_login
+if [ ! -s "$TOTP" ]; then
+  secret="$("$BIN" mfa enroll -o json | sed -n 's/.*"secret": "\([A-Z2-7]*\)".*/\1/p')"
+  (umask 077; echo "$secret" > "$TOTP")
+  "$BIN" mfa confirm "$(oathtool --totp -b "$secret")" -o json > "$DATA/admin.recovery"
+  chmod 600 "$DATA/admin.recovery"
+fi
 if [ ! -f "$LOGINS" ]; then
-  (umask 077; printf 'admin %s cluster admin\n' "$(cat "$DATA/admin.pw")" > "$LOGINS.tmp")
+  (umask 077; printf 'admin %s cluster admin (MFA: secret in %s)\n' "$(cat "$DATA/admin.pw")" "$TOTP" > "$LOGINS.tmp")
   for t in acme globex; do
     "$BIN" tenant create "$t" >/dev/null
     for pair in admin:tenant-admin dev:developer auditor:auditor; do
@@ -74,6 +99,13 @@ cat <<MSG
 
   logins (user, password, role):
 $(sed 's/^/    /' "$LOGINS")
+
+  admins need MFA: the cluster admin is enrolled (codes: oathtool --totp -b \$(cat $TOTP));
+  acme-admin and globex-admin enroll on their first login:
+    $BIN login --server $URL --user acme-admin --ca-fingerprint $FP
+    $BIN mfa enroll                     # scan the QR code with an authenticator app
+    $BIN mfa confirm CODE               # prints 10 recovery codes
+  (until then the server refuses them everything but enrollment: "MFA enrollment required")
 
   try:
     $BIN login --server $URL --user acme-dev --ca-fingerprint $FP

@@ -30,14 +30,49 @@ absl::Status CheckLength(std::string_view field, const std::string& v, size_t ma
 
 }  // namespace
 
+absl::StatusOr<std::string> ParseOtp(std::string_view field, std::string_view text) {
+  while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
+  while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
+  if (text.empty()) return absl::InvalidArgumentError(StrCat(field, ": empty MFA code"));
+  if (text.size() > 64) {
+    return absl::InvalidArgumentError(StrCat(field, ": MFA code is longer than 64 bytes"));
+  }
+  bool digits = true;
+  for (char c : text) {
+    const bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    if (!alnum && c != '-' && c != ' ') {
+      return absl::InvalidArgumentError(
+          StrCat(field, ": MFA code must be 6 or 8 digits or a recovery code (letters, digits, -)"));
+    }
+    digits = digits && c >= '0' && c <= '9';
+  }
+  if (digits && text.size() != 6 && text.size() != 8) {
+    return absl::InvalidArgumentError(StrCat(field, ": a TOTP code has 6 or 8 digits"));
+  }
+  return std::string(text);
+}
+
 absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body) {
-  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"user", "password"}));
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"user", "password", "otp"}));
   JsonFields f = *JsonFields::Of(j);
   LoginRequest r;
   WARDEN_ASSIGN_OR_RETURN(r.user, f.RequiredString("user"));
   WARDEN_ASSIGN_OR_RETURN(r.password, f.RequiredString("password"));
   WARDEN_RETURN_IF_ERROR(CheckLength("user", r.user, 63));
   WARDEN_RETURN_IF_ERROR(CheckLength("password", r.password, 1024));
+  WARDEN_ASSIGN_OR_RETURN(auto otp, f.OptionalString("otp"));
+  if (otp) {
+    WARDEN_ASSIGN_OR_RETURN(r.otp, ParseOtp("field \"otp\"", *otp));
+  }
+  return r;
+}
+
+absl::StatusOr<MfaCodeRequest> DecodeMfaCode(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"code"}));
+  JsonFields f = *JsonFields::Of(j);
+  MfaCodeRequest r;
+  WARDEN_ASSIGN_OR_RETURN(std::string code, f.RequiredString("code"));
+  WARDEN_ASSIGN_OR_RETURN(r.code, ParseOtp("field \"code\"", code));
   return r;
 }
 

@@ -18,6 +18,12 @@ namespace warden::api {
 struct LoginRequest {
   std::string user;
   std::string password;
+  std::string otp;  // optional second factor: TOTP code or recovery code (checked by ParseOtp)
+};
+
+// Bodies of POST /api/v1/mfa/confirm, /mfa/disable and /mfa/step-up.
+struct MfaCodeRequest {
+  std::string code;
 };
 
 struct CreateTenantRequest {
@@ -54,6 +60,11 @@ struct ChangePasswordRequest {
 };
 
 absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body);
+absl::StatusOr<MfaCodeRequest> DecodeMfaCode(std::string_view body);
+// A second factor as sent in a body field or the X-Warden-OTP header: a TOTP code (6 or 8 ASCII
+// digits) or a recovery code (at most 64 bytes of letters, digits, '-' and ' '). Returned with
+// surrounding spaces trimmed. InvalidArgument naming `field` for anything else (empty included).
+absl::StatusOr<std::string> ParseOtp(std::string_view field, std::string_view text);
 absl::StatusOr<ChangePasswordRequest> DecodeChangePassword(std::string_view body);
 absl::StatusOr<CreateTenantRequest> DecodeCreateTenant(std::string_view body);
 absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body);

@@ -4,8 +4,9 @@
 // Identity (or Unauthenticated); rbac then decides what that identity may do. Secrets are opaque
 // random strings ("gws_..." sessions, "gwt_..." API tokens); only their SHA-256 hex is stored.
 //
-// Seams for issue 3 (not built here): LoginGate (brute-force throttling) is consulted by Login;
-// TOTP step-up and OIDC will add new entry points that end in the same private session issuance.
+// Issue 3: TOTP MFA (enrollment, login with a second factor, step-up that rotates the session,
+// admin reset) lives here too; brute-force throttling is a LoginGate (login_throttle.h). OIDC will
+// add entry points that end in the same private session issuance.
 #pragma once
 
 #include <cstddef>
@@ -13,11 +14,13 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/clock.h"
+#include "common/master_key.h"
 #include "common/rng.h"
 #include "store/store.h"
 
@@ -116,17 +119,53 @@ struct Identity {
   std::string token_tenant_id;  // empty: cluster scope
   std::string token_role_id;
   int64_t expires_at = 0;  // absolute expiry of the session or token (Unix seconds)
+  // Sessions: opened with a second factor, and when a second factor was last checked (login or
+  // step-up; Unix seconds, 0 never). API tokens: mfa says whether the owner has MFA enabled
+  // (mfa_at stays 0, so a token always needs a fresh code for step-up).
+  bool mfa = false;
+  int64_t mfa_at = 0;
 };
+
+// The answer Login gives when the password was right but the user has MFA enabled and sent no
+// code: the client asks for one and sends password and code again.
+inline constexpr std::string_view kMfaRequiredMessage = "MFA code required";
+
+struct LoginAttempt {
+  std::string user_name;
+  std::string password;
+  std::string otp;          // TOTP code or recovery code; empty: none sent
+  std::string source_addr;  // client address ("ip:port"), for the LoginGate
+};
+
 
 struct LoginResult {
   std::string token;       // "gws_..."; shown to the client once, never stored
   int64_t expires_at = 0;  // absolute expiry (Unix seconds); idle expiry may come first
   store::User user;        // password_hash cleared
+  bool mfa = false;        // the session was opened (or stepped up) with a second factor
 };
 
 struct NewApiToken {
   std::string secret;     // "gwt_..."; shown once, never stored
   store::ApiToken token;  // as stored (token_hash is the secret's SHA-256 hex)
+};
+
+// A started TOTP enrollment: what the authenticator app needs. Shown once.
+struct MfaEnrollment {
+  std::string secret_base32;
+  std::string otpauth_uri;
+};
+
+struct MfaConfirmation {
+  std::vector<std::string> recovery_codes;  // plaintext, shown once; only hashes are stored
+  LoginResult session;  // the caller's new session (the one used to confirm has ended)
+};
+
+struct MfaState {
+  bool enrolled = false;   // an enrollment exists (pending or confirmed)
+  bool confirmed = false;  // MFA is on: login needs a code
+  int64_t recovery_codes_left = 0;
+  int64_t confirmed_at = 0;
 };
 
 // Seam for brute-force throttling (issue 3). Login calls Admit before looking at the password and
@@ -148,9 +187,15 @@ struct AuthenticatorOptions {
   absl::Duration last_seen_write_interval = absl::Minutes(1);
   // How long a cached session/token/user state is trusted before it is re-read from the store.
   // Changes made through this Authenticator apply at once; changes made by another replica apply
-  // within cache_ttl (the staleness bound).
-  absl::Duration cache_ttl = absl::Seconds(5);
+  // within cache_ttl (the staleness bound): 1 s, so a logout, revocation or disable on one replica
+  // reaches every replica sharing the store within a second (one indexed store read per
+  // credential per second and replica is the price).
+  absl::Duration cache_ttl = absl::Seconds(1);
   size_t cache_max_entries = 100'000;  // 0 disables the cache (every request reads the store)
+  // TOTP seeds are sealed under this key (derived from the master key, purpose "totp-seed/v1").
+  // Not owned. Without it every MFA operation is FailedPrecondition "MFA is not configured".
+  const common::AeadKey* totp_key = nullptr;
+  std::string totp_issuer = "gpuwarden";  // shown by authenticator apps
   PasswordHasherOptions hasher;
   LoginGate* login_gate = nullptr;  // not owned; must outlive the Authenticator
 };
@@ -177,9 +222,53 @@ class Authenticator {
   // password, a disabled or password-less (SSO-only) user alike, with the same argon2 work in each
   // case. A stored hash below current parameters is upgraded on success. `source_addr` is passed to
   // the LoginGate. Store failures come back as their own status (e.g. Unavailable).
-  virtual absl::StatusOr<LoginResult> Login(const std::string& user_name,
-                                            const std::string& password,
-                                            const std::string& source_addr) = 0;
+  //
+  // With MFA enabled for the user, the password alone is Unauthenticated kMfaRequiredMessage
+  // (only once the password was right); attempt.otp then must be a current TOTP code (not used
+  // before: Unauthenticated "code already used") or an unused recovery code (spent by this
+  // call), else Unauthenticated "invalid MFA code". Such sessions carry mfa = true, mfa_at = now.
+  // Every password or code failure is recorded with the LoginGate and counted in
+  // warden_login_failures_total{reason}.
+  virtual absl::StatusOr<LoginResult> Login(const LoginAttempt& attempt) = 0;
+  absl::StatusOr<LoginResult> Login(const std::string& user_name, const std::string& password,
+                                    const std::string& source_addr) {
+    return Login(LoginAttempt{user_name, password, "", source_addr});
+  }
+
+  // Checks a password like Login (same throttling, same timing, same failure message) without
+  // opening a session and without asking for a second factor. For re-authentication of a user who
+  // already holds a session (password change).
+  virtual absl::Status VerifyPassword(const std::string& user_name, const std::string& password,
+                                      const std::string& source_addr) = 0;
+
+  // ---- MFA (TOTP). `who` must be a session (PermissionDenied for API tokens). ----
+
+  // Starts (or restarts, while unconfirmed) an enrollment with a fresh 160-bit seed.
+  // FailedPrecondition "MFA is already enabled" when confirmed.
+  virtual absl::StatusOr<MfaEnrollment> MfaEnroll(const Identity& who) = 0;
+  // Confirms the pending enrollment with a current code: MFA is on from now, 10 recovery codes are
+  // issued, every other session of the user ends and the caller's session is replaced by a new one
+  // with mfa = true (session ids change whenever a session gains rights). FailedPrecondition when
+  // nothing is pending; Unauthenticated "invalid MFA code" for a wrong code.
+  virtual absl::StatusOr<MfaConfirmation> MfaConfirm(const Identity& who, const std::string& code,
+                                                     const std::string& source_addr) = 0;
+  // Turns MFA off; needs a current code or a recovery code. Ends every session of the user.
+  virtual absl::Status MfaDisable(const Identity& who, const std::string& code,
+                                  const std::string& source_addr) = 0;
+  virtual absl::StatusOr<MfaState> GetMfaState(const std::string& user_id) = 0;
+  // Admin reset for a user who lost the device: removes the enrollment and its recovery codes and
+  // ends every session of the user. Codes from the old seed never work again (a new enrollment
+  // gets a new seed). OK if the user had none.
+  virtual absl::Status MfaReset(const std::string& user_id) = 0;
+  // Step-up: checks a code for the session's user and replaces the session by a new one (new id,
+  // same absolute expiry) with mfa_at = now; the old id stops working at once.
+  virtual absl::StatusOr<LoginResult> StepUp(const Identity& who, const std::string& code,
+                                             const std::string& source_addr) = 0;
+  // Checks a code for one request (the X-Warden-OTP header) without changing the session: OK, or
+  // Unauthenticated "invalid MFA code" / "code already used", FailedPrecondition when the user
+  // has no MFA. Spends the code (a TOTP step or recovery code is accepted once).
+  virtual absl::Status CheckSecondFactor(const Identity& who, const std::string& code,
+                                         const std::string& source_addr) = 0;
 
   // Ends the session `token` names. OK if it was already gone (idempotent). Unauthenticated
   // "malformed token" for a malformed secret; InvalidArgument for an API token (revoke those).

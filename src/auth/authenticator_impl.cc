@@ -9,14 +9,22 @@
 //   at that entropy, so a fast hash is enough), passwords only as argon2id.
 // - Garbage bearer tokens: refused by ParseSecret before any cache or store work.
 // - Lingering access after disable/logout/revoke: those calls invalidate the cache before
-//   returning; other replicas' changes are picked up within cache_ttl.
+//   returning; other replicas' changes are picked up within cache_ttl (1 s by default).
+// - Stolen password: users with MFA need a TOTP code (or a single-use recovery code) too. A code
+//   is accepted once: the last accepted time step is advanced with a compare-and-set in the store,
+//   so two replicas cannot both accept it. Seeds are sealed (AES-256-GCM, bound to the user id).
+// - Session riding after a privilege change: confirming MFA and step-up mint a new session id and
+//   delete the old one, so an id captured before the change never carries the new rights.
+// - Online guessing: the LoginGate (login_throttle.h) sees every password and code attempt.
 #include <algorithm>
 #include <optional>
 
 #include "auth/auth.h"
 #include "auth/credential_cache_impl.h"
+#include "auth/totp.h"
 #include "common/encoding.h"
 #include "common/ids.h"
+#include "common/metrics.h"
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -32,6 +40,49 @@ constexpr size_t kMaxUserNameBytes = 256;
 absl::Status LoginFailed() { return absl::UnauthenticatedError(kLoginFailed); }
 absl::Status InvalidToken() { return absl::UnauthenticatedError("invalid token"); }
 absl::Status SessionExpired() { return absl::UnauthenticatedError("session expired"); }
+absl::Status InvalidCode() { return absl::UnauthenticatedError("invalid MFA code"); }
+absl::Status CodeReplayed() {
+  return absl::UnauthenticatedError("code already used; wait for the next code");
+}
+absl::Status NotConfigured() {
+  return absl::FailedPreconditionError("MFA is not configured on this server (no master key)");
+}
+
+// warden_login_failures_total{reason}: every refused login, password re-check or second-factor
+// check, by why. Alerting (issue 10) watches it for login storms.
+common::metrics::CounterFamily& LoginFailures() {
+  static auto& family = common::metrics::Registry::Default().AddCounter(
+      "warden_login_failures_total",
+      "Refused logins and second-factor checks, by reason (invalid_credentials, invalid_otp, "
+      "otp_replay, throttled)",
+      {"reason"});
+  return family;
+}
+void CountFailure(const absl::Status& s) {
+  if (s.ok()) return;
+  std::string_view reason;
+  const std::string msg(s.message());
+  if (absl::IsResourceExhausted(s)) {
+    reason = "throttled";
+  } else if (!absl::IsUnauthenticated(s) || msg == kMfaRequiredMessage) {
+    return;  // store trouble or "send your code": not a failed guess
+  } else if (msg == kLoginFailed) {
+    reason = "invalid_credentials";
+  } else if (msg.starts_with("code already used")) {
+    reason = "otp_replay";
+  } else {
+    reason = "invalid_otp";
+  }
+  LoginFailures().WithLabels({reason}).Inc();
+}
+
+std::string SeedAad(const std::string& user_id) { return common::StrCat("totp-seed/v1:", user_id); }
+
+// A TOTP code is all digits; anything else is tried as a recovery code.
+bool LooksLikeTotp(std::string_view code) {
+  return !code.empty() && std::all_of(code.begin(), code.end(),
+                                      [](char c) { return c >= '0' && c <= '9'; });
+}
 
 // Outcome of consulting the cache on the request path.
 struct CacheOutcome {
@@ -56,18 +107,153 @@ class AuthenticatorImpl final : public Authenticator {
         idle_s_(absl::ToInt64Seconds(options.session_idle)),
         absolute_s_(absl::ToInt64Seconds(options.session_absolute)),
         write_interval_s_(absl::ToInt64Seconds(options.last_seen_write_interval)),
+        verifier_(*TotpVerifier::Create()),
         cache_(options.cache_max_entries) {}
 
-  absl::StatusOr<LoginResult> Login(const std::string& user_name, const std::string& password,
-                                    const std::string& source_addr) override {
-    if (options_.login_gate != nullptr) {
-      WARDEN_RETURN_IF_ERROR(options_.login_gate->Admit(user_name, source_addr));
-    }
-    auto result = LoginInner(user_name, password);
-    if (options_.login_gate != nullptr) {
-      options_.login_gate->Record(user_name, source_addr, result.ok());
-    }
+  absl::StatusOr<LoginResult> Login(const LoginAttempt& a) override {
+    absl::StatusOr<LoginResult> result = Gated(a.user_name, a.source_addr, [&] {
+      return LoginInner(a.user_name, a.password, a.otp);
+    });
+    CountFailure(result.status());
     return result;
+  }
+
+  absl::Status VerifyPassword(const std::string& user_name, const std::string& password,
+                              const std::string& source_addr) override {
+    absl::StatusOr<store::User> user = Gated(user_name, source_addr, [&] {
+      return CheckPassword(user_name, password);
+    });
+    CountFailure(user.status());
+    return user.status();
+  }
+
+  // ---- MFA ----
+
+  absl::StatusOr<MfaEnrollment> MfaEnroll(const Identity& who) override {
+    WARDEN_RETURN_IF_ERROR(RequireSession(who));
+    if (options_.totp_key == nullptr) return NotConfigured();
+    TotpSecret secret = TotpSecret::Generate(rng_);
+    WARDEN_ASSIGN_OR_RETURN(std::string sealed,
+                            options_.totp_key->Seal(secret.bytes(), SeedAad(who.user_id), rng_));
+    store::UserMfa m;
+    m.user_id = who.user_id;
+    m.sealed_secret = common::Base64UrlEncode(sealed);
+    m.last_step = kNoTotpStepUsed;
+    m.created_at = clock_.NowUnix();
+    WARDEN_RETURN_IF_ERROR(store_.PutPendingMfa(m));
+    MfaEnrollment out;
+    out.secret_base32 = secret.Base32();
+    WARDEN_ASSIGN_OR_RETURN(out.otpauth_uri,
+                            OtpauthUri(options_.totp_issuer, who.user_name, secret));
+    return out;
+  }
+
+  absl::StatusOr<MfaConfirmation> MfaConfirm(const Identity& who, const std::string& code,
+                                             const std::string& source_addr) override {
+    WARDEN_RETURN_IF_ERROR(RequireSession(who));
+    if (options_.totp_key == nullptr) return NotConfigured();
+    auto result = Gated(who.user_name, source_addr, [&]() -> absl::StatusOr<MfaConfirmation> {
+      auto m = store_.GetUserMfa(who.user_id);
+      if (absl::IsNotFound(m.status())) {
+        return absl::FailedPreconditionError("no MFA enrollment to confirm; run mfa enroll first");
+      }
+      if (!m.ok()) return m.status();
+      if (m->confirmed) return absl::FailedPreconditionError("MFA is already enabled");
+      WARDEN_ASSIGN_OR_RETURN(TotpSecret secret, OpenSeed(*m));
+      if (!LooksLikeTotp(code)) return InvalidCode();
+      auto step = verifier_.Verify(secret, code, m->last_step, clock_.Now());
+      if (!step.ok()) return MapVerifyError(step.status());
+      RecoveryCodes codes = GenerateRecoveryCodes(rng_);
+      MfaConfirmation out;
+      WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {
+        absl::Status s = store_.ConfirmMfa(who.user_id, *step, clock_.NowUnix(), codes.hashes);
+        if (absl::IsAborted(s)) return CodeReplayed();
+        WARDEN_RETURN_IF_ERROR(s);
+        // Sessions opened with the password alone end; the caller continues in a new one.
+        WARDEN_RETURN_IF_ERROR(store_.DeleteUserSessions(who.user_id));
+        WARDEN_ASSIGN_OR_RETURN(store::User user, store_.GetUser(who.user_id));
+        const int64_t now_s = clock_.NowUnix();
+        WARDEN_ASSIGN_OR_RETURN(out.session, IssueSession(std::move(user), now_s, now_s + absolute_s_,
+                                                          /*mfa=*/true));
+        return absl::OkStatus();
+      }));
+      cache_.InvalidateUser(who.user_id);
+      out.recovery_codes = std::move(codes.codes);
+      return out;
+    });
+    CountFailure(result.status());
+    return result;
+  }
+
+  absl::Status MfaDisable(const Identity& who, const std::string& code,
+                          const std::string& source_addr) override {
+    WARDEN_RETURN_IF_ERROR(RequireSession(who));
+    WARDEN_RETURN_IF_ERROR(CheckSecondFactor(who, code, source_addr));
+    WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(store_.DeleteUserMfa(who.user_id));
+      return store_.DeleteUserSessions(who.user_id);
+    }));
+    cache_.InvalidateUser(who.user_id);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<MfaState> GetMfaState(const std::string& user_id) override {
+    MfaState out;
+    auto m = store_.GetUserMfa(user_id);
+    if (absl::IsNotFound(m.status())) return out;
+    if (!m.ok()) return m.status();
+    out.enrolled = true;
+    out.confirmed = m->confirmed;
+    out.confirmed_at = m->confirmed_at;
+    WARDEN_ASSIGN_OR_RETURN(out.recovery_codes_left, store_.CountRecoveryCodes(user_id));
+    return out;
+  }
+
+  absl::Status MfaReset(const std::string& user_id) override {
+    WARDEN_RETURN_IF_ERROR(store_.GetUser(user_id).status());
+    WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(store_.DeleteUserMfa(user_id));
+      return store_.DeleteUserSessions(user_id);
+    }));
+    cache_.InvalidateUser(user_id);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<LoginResult> StepUp(const Identity& who, const std::string& code,
+                                     const std::string& source_addr) override {
+    WARDEN_RETURN_IF_ERROR(RequireSession(who));
+    WARDEN_RETURN_IF_ERROR(CheckSecondFactor(who, code, source_addr));
+    LoginResult out;
+    WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {
+      auto old = store_.GetSession(who.session_hash);
+      if (absl::IsNotFound(old.status())) return InvalidToken();
+      WARDEN_RETURN_IF_ERROR(old.status());
+      WARDEN_RETURN_IF_ERROR(store_.DeleteSession(who.session_hash));
+      WARDEN_ASSIGN_OR_RETURN(store::User user, store_.GetUser(who.user_id));
+      // The new session keeps the old one's start and absolute expiry: step-up proves presence,
+      // it does not extend how long a login lasts.
+      WARDEN_ASSIGN_OR_RETURN(out, IssueSession(std::move(user), old->created_at, old->expires_at,
+                                                /*mfa=*/true));
+      return absl::OkStatus();
+    }));
+    cache_.Invalidate(who.session_hash);
+    return out;
+  }
+
+  absl::Status CheckSecondFactor(const Identity& who, const std::string& code,
+                                 const std::string& source_addr) override {
+    if (options_.totp_key == nullptr) return NotConfigured();
+    absl::StatusOr<bool> r = Gated(who.user_name, source_addr, [&]() -> absl::StatusOr<bool> {
+      auto m = store_.GetUserMfa(who.user_id);
+      if (absl::IsNotFound(m.status()) || (m.ok() && !m->confirmed)) {
+        return absl::FailedPreconditionError("MFA is not enabled for this user; run mfa enroll");
+      }
+      if (!m.ok()) return m.status();
+      WARDEN_RETURN_IF_ERROR(SpendSecondFactor(*m, code));
+      return true;
+    });
+    CountFailure(r.status());
+    return r.status();
   }
 
   absl::Status Logout(const std::string& token) override {
@@ -206,8 +392,23 @@ class AuthenticatorImpl final : public Authenticator {
   }
 
  private:
-  absl::StatusOr<LoginResult> LoginInner(const std::string& user_name,
-                                         const std::string& password) {
+  // Runs `fn` between the LoginGate's Admit and Record. Only guesses count as failures: a store
+  // error, or "send your code", is neither success nor failure.
+  template <typename Fn>
+  auto Gated(std::string_view user_name, std::string_view source_addr, Fn&& fn) -> decltype(fn()) {
+    LoginGate* gate = options_.login_gate;
+    if (gate != nullptr) WARDEN_RETURN_IF_ERROR(gate->Admit(user_name, source_addr));
+    auto result = fn();
+    if (gate != nullptr) {
+      const absl::Status& s = result.status();
+      const bool guess_failed = absl::IsUnauthenticated(s) && std::string(s.message()) != kMfaRequiredMessage;
+      if (s.ok() || guess_failed) gate->Record(user_name, source_addr, s.ok());
+    }
+    return result;
+  }
+
+  absl::StatusOr<store::User> CheckPassword(const std::string& user_name,
+                                            const std::string& password) {
     // Lengths outside the rules are refused without hashing: the sender already knows its own
     // input's length, so this reveals nothing about the account, and it caps the cost per attempt.
     if (user_name.empty() || user_name.size() > kMaxUserNameBytes ||
@@ -235,23 +436,89 @@ class AuthenticatorImpl final : public Authenticator {
         (void)store_.SetUserPassword(user->id, *rehashed);
       }
     }
-    return IssueSession(*std::move(user));
+    return user;
+  }
+
+  absl::StatusOr<LoginResult> LoginInner(const std::string& user_name, const std::string& password,
+                                         const std::string& otp) {
+    WARDEN_ASSIGN_OR_RETURN(store::User user, CheckPassword(user_name, password));
+    auto m = store_.GetUserMfa(user.id);
+    if (!m.ok() && !absl::IsNotFound(m.status())) return m.status();
+    const bool mfa_on = m.ok() && m->confirmed;
+    const int64_t now_s = clock_.NowUnix();
+    if (mfa_on) {
+      if (otp.empty()) return absl::UnauthenticatedError(std::string(kMfaRequiredMessage));
+      if (options_.totp_key == nullptr) return NotConfigured();
+      WARDEN_RETURN_IF_ERROR(SpendSecondFactor(*m, otp));
+    }
+    return IssueSession(std::move(user), now_s, now_s + absolute_s_, mfa_on);
+  }
+
+  static absl::Status RequireSession(const Identity& who) {
+    if (who.kind != Identity::Kind::kSession) {
+      return absl::PermissionDeniedError("MFA is managed from a login session, not an API token");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<TotpSecret> OpenSeed(const store::UserMfa& m) {
+    if (options_.totp_key == nullptr) return NotConfigured();
+    auto sealed = common::Base64UrlDecode(m.sealed_secret);
+    if (!sealed) return absl::DataLossError("stored TOTP seed is not base64url");
+    auto seed = options_.totp_key->Open(*sealed, SeedAad(m.user_id));
+    if (!seed.ok()) {
+      return absl::DataLossError(common::StrCat("stored TOTP seed of user \"", m.user_id,
+                                                "\" cannot be opened with this master key: ",
+                                                std::string(seed.status().message())));
+    }
+    return TotpSecret::FromBytes(*seed);
+  }
+
+  static absl::Status MapVerifyError(const absl::Status& s) {
+    if (absl::IsInvalidArgument(s)) return InvalidCode();  // not N digits
+    if (absl::IsUnauthenticated(s)) {
+      return std::string(s.message()).starts_with("code already used") ? CodeReplayed()
+                                                                         : InvalidCode();
+    }
+    return s;
+  }
+
+  // Accepts a TOTP code (advancing the replay guard with a compare-and-set, so a code works once
+  // across all replicas) or a recovery code (deleted as it is used) of a confirmed enrollment.
+  absl::Status SpendSecondFactor(const store::UserMfa& m, const std::string& code) {
+    if (LooksLikeTotp(code)) {
+      WARDEN_ASSIGN_OR_RETURN(TotpSecret secret, OpenSeed(m));
+      auto step = verifier_.Verify(secret, code, m.last_step, clock_.Now());
+      if (!step.ok()) return MapVerifyError(step.status());
+      absl::Status s = store_.AdvanceMfaStep(m.user_id, *step);
+      if (absl::IsAborted(s) || absl::IsNotFound(s)) return CodeReplayed();
+      return s;
+    }
+    auto normal = NormalizeRecoveryCode(code);
+    if (!normal.ok()) return InvalidCode();
+    absl::Status s = store_.ConsumeRecoveryCode(m.user_id, common::Sha256Hex(*normal));
+    if (absl::IsNotFound(s)) return InvalidCode();
+    return s;
   }
 
   // The one place sessions are born. TOTP (step-up after the password) and OIDC (after the IdP's
   // token is verified) will end here too (issue 3).
-  absl::StatusOr<LoginResult> IssueSession(store::User user) {
+  absl::StatusOr<LoginResult> IssueSession(store::User user, int64_t created_at,
+                                           int64_t expires_at, bool mfa) {
     const int64_t now_s = clock_.NowUnix();
     LoginResult out;
     out.token = MintSecret(SecretKind::kSession, rng_);
     store::Session session;
     session.id_hash = SecretHash(out.token);
     session.user_id = user.id;
-    session.created_at = now_s;
+    session.created_at = created_at;
     session.last_seen = now_s;
-    session.expires_at = now_s + absolute_s_;
+    session.expires_at = expires_at;
+    session.mfa = mfa;
+    session.mfa_at = mfa ? now_s : 0;
     WARDEN_RETURN_IF_ERROR(store_.CreateSession(session));
     out.expires_at = session.expires_at;
+    out.mfa = mfa;
     user.password_hash.clear();
     out.user = std::move(user);
     return out;
@@ -320,6 +587,8 @@ class AuthenticatorImpl final : public Authenticator {
     e.identity.home_tenant_id = user->tenant_id;
     e.identity.session_hash = hash;
     e.identity.expires_at = session->expires_at;
+    e.identity.mfa = session->mfa;
+    e.identity.mfa_at = session->mfa_at;
     e.expires_at = session->expires_at;
     e.last_seen = now_s;
     e.last_written = session->last_seen;
@@ -355,6 +624,11 @@ class AuthenticatorImpl final : public Authenticator {
     e.identity.token_tenant_id = token->tenant_id;
     e.identity.token_role_id = token->role_id;
     e.identity.expires_at = token->expires_at;
+    // Whether the owner has MFA on: the MFA policy refuses administrative use of a token whose
+    // owner has not enrolled, exactly as for the owner's sessions.
+    auto owner_mfa = store_.GetUserMfa(user->id);
+    if (!owner_mfa.ok() && !absl::IsNotFound(owner_mfa.status())) return owner_mfa.status();
+    e.identity.mfa = owner_mfa.ok() && owner_mfa->confirmed;
     e.expires_at = token->expires_at;
     e.loaded_at = now;
     Identity identity = e.identity;
@@ -371,6 +645,7 @@ class AuthenticatorImpl final : public Authenticator {
   const int64_t idle_s_;
   const int64_t absolute_s_;
   const int64_t write_interval_s_;
+  const TotpVerifier verifier_;
   CredentialCache cache_;
 };
 

@@ -1,5 +1,7 @@
 #include "cli/cli.h"
 
+#include "cli/cli_internal.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -19,18 +21,12 @@
 #include "http/client.h"
 
 namespace warden::cli {
-namespace {
+namespace internal {
 
 using common::Json;
 using common::StrCat;
 
-// A failure that ends the command: printed as one line, exit code attached.
-struct CliError {
-  std::string message;
-  int code = 1;
-};
-
-[[noreturn]] void Fail(std::string message, int code = 1) { throw CliError{std::move(message), code}; }
+[[noreturn]] void Fail(std::string message, int code) { throw CliError{std::move(message), code}; }
 
 // ---------------------------------------------------------------------------------------------
 // Credentials
@@ -96,14 +92,6 @@ std::string NormalizeUrl(std::string url) {
 // ---------------------------------------------------------------------------------------------
 // Talking to the server
 
-struct Session {
-  std::string url;
-  std::string ca_pem;
-  std::string token;
-  std::string user;
-  std::string tenant;  // home tenant of the logged-in user
-};
-
 Session CurrentSession(const std::string& server_flag) {
   Json creds = LoadCredentials();
   std::string url = server_flag.empty() ? creds.value("current", "") : NormalizeUrl(server_flag);
@@ -126,7 +114,7 @@ std::string ErrorMessage(const http::ClientResponse& r) {
 }
 
 Json Request(const Session& s, const std::string& method, const std::string& path,
-             const Json& body = nullptr) {
+             const Json& body) {
   http::ClientOptions opts;
   opts.base_url = s.url;
   opts.ca_pem = s.ca_pem;
@@ -134,6 +122,7 @@ Json Request(const Session& s, const std::string& method, const std::string& pat
   if (!client.ok()) Fail(std::string(client.status().message()), 3);
   std::vector<std::pair<std::string, std::string>> headers = {
       {"Authorization", "Bearer " + s.token}};
+  if (!s.otp.empty()) headers.emplace_back("X-Warden-OTP", s.otp);
   std::string payload;
   if (!body.is_null()) {
     payload = body.dump();
@@ -151,6 +140,12 @@ Json Request(const Session& s, const std::string& method, const std::string& pat
     Fail(msg, 3);
   }
   if (resp->status == 401) Fail(StrCat(ErrorMessage(*resp), " (log in again: gpuwarden login)"));
+  if (resp->status == 403 && s.otp.empty() && ::isatty(STDIN_FILENO) &&
+      ErrorMessage(*resp).starts_with("MFA step-up required")) {
+    Session again = s;
+    again.otp = PromptLine("this action needs a fresh MFA code: ", "--otp CODE");
+    return Request(again, method, path, body);
+  }
   if (resp->status >= 400) Fail(ErrorMessage(*resp));
   auto j = common::ParseJsonStrict(resp->body);
   if (!j.ok()) Fail(StrCat("server sent a malformed reply: ", std::string(j.status().message())));
@@ -243,6 +238,25 @@ std::string ReadPassword(bool from_stdin, const std::string& prompt) {
   return pw;
 }
 
+std::string PromptLine(const std::string& prompt, const std::string& what_flag) {
+  if (!::isatty(STDIN_FILENO)) Fail(StrCat("no terminal to ask on; use ", what_flag), 2);
+  std::cerr << prompt;
+  std::string line;
+  std::getline(std::cin, line);
+  while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+void StoreToken(const Session& s, const std::string& token) {
+  Json creds = LoadCredentials();
+  if (token.empty()) {
+    creds["servers"][s.url].erase("token");
+  } else {
+    creds["servers"][s.url]["token"] = token;
+  }
+  SaveCredentials(creds);
+}
+
 // URL prefix for a tenant-scoped resource: "/api/v1/tenants/T" or "/api/v1" for cluster scope.
 std::string ScopePrefix(const Session& s, const std::string& tenant_flag, bool cluster) {
   if (cluster) return "/api/v1";
@@ -264,7 +278,9 @@ const std::vector<Column> kAuditCols = {{"SEQ", "seq"}, {"ACTOR", "actor_name"},
                                         {"ACTION", "action"}, {"DECISION", "decision"},
                                         {"STATUS", "status"}, {"RESOURCE", "resource"}};
 
-}  // namespace
+}  // namespace internal
+
+using namespace internal;  // NOLINT(google-build-using-namespace): the verbs' own helpers
 
 int RunCli(int argc, char** argv) {
   CLI::App app{"gpuwarden: security control plane for multi-tenant GPU clusters", "gpuwarden"};
@@ -276,6 +292,9 @@ int RunCli(int argc, char** argv) {
   app.add_option("--server", server_flag, "server URL (default: the one you last logged in to)");
   app.add_option("-o,--output", output, "output format: table or json")
       ->check(CLI::IsMember({"table", "json"}));
+  std::string otp_flag;
+  app.add_option("--otp", otp_flag,
+                 "MFA code: for login, and sent as X-Warden-OTP with actions that need step-up");
 
   // login / logout / whoami
   auto* login = app.add_subcommand("login", "log in and remember the session (pins the server CA on first use)");
@@ -285,8 +304,9 @@ int RunCli(int argc, char** argv) {
   login->add_flag("--password-stdin", password_stdin, "read the password from standard input");
   login->add_option("--ca-fingerprint", expect_fp, "expected CA fingerprint (SHA256:...); refuse any other");
   auto* logout = app.add_subcommand("logout", "end the session on the server and forget the token");
-  bool forget = false;
+  bool forget = false, logout_all = false;
   logout->add_flag("--forget", forget, "also forget the pinned CA of this server");
+  logout->add_flag("--all", logout_all, "end every session of your user, on every device");
   auto* whoami = app.add_subcommand("whoami", "show who you are logged in as and your role bindings");
   auto* passwd = app.add_subcommand("passwd", "change your password (your other sessions end)");
   passwd->add_flag("--password-stdin", password_stdin,
@@ -374,6 +394,9 @@ int RunCli(int argc, char** argv) {
   audit_ls->add_option("--action", action, "only this action, e.g. users:create");
   add_scope(audit_ls);
 
+  MfaCommands mfa;
+  AddMfaCommands(app, mfa);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -409,14 +432,27 @@ int RunCli(int argc, char** argv) {
       auto client = http::HttpsClient::Create(opts);
       if (!client.ok()) Fail(std::string(client.status().message()), 3);
       Json body{{"user", login_user}, {"password", pw}};
-      auto resp = (*client)->Do("POST", "/api/v1/login", body.dump(),
-                                {{"Content-Type", "application/json"}});
-      if (!resp.ok()) {
-        if (http::IsPinnedCaMismatch(resp.status())) {
-          Fail(StrCat(std::string(resp.status().message()),
-                      "\nThe server's CA changed since you first logged in. Refusing."), 3);
+      if (!otp_flag.empty()) body["otp"] = otp_flag;
+      auto post = [&] {
+        auto resp = (*client)->Do("POST", "/api/v1/login", body.dump(),
+                                  {{"Content-Type", "application/json"}});
+        if (!resp.ok()) {
+          if (http::IsPinnedCaMismatch(resp.status())) {
+            Fail(StrCat(std::string(resp.status().message()),
+                        "\nThe server's CA changed since you first logged in. Refusing."), 3);
+          }
+          Fail(std::string(resp.status().message()), 3);
         }
-        Fail(std::string(resp.status().message()), 3);
+        return *resp;
+      };
+      http::ClientResponse first = post();
+      auto* resp = &first;
+      http::ClientResponse second;
+      // Password right, MFA on: ask for the code and send both again.
+      if (resp->status == 401 && ErrorMessage(*resp) == "MFA code required" && otp_flag.empty()) {
+        body["otp"] = PromptLine(StrCat("MFA code for ", login_user, ": "), "--otp CODE");
+        second = post();
+        resp = &second;
       }
       if (resp->status != 200) Fail(ErrorMessage(*resp));
       Json j = Json::parse(resp->body);
@@ -427,14 +463,20 @@ int RunCli(int argc, char** argv) {
       creds["current"] = url;
       SaveCredentials(creds);
       std::cout << "logged in to " << url << " as " << login_user << "\n";
+      if (j.value("mfa_enrollment_required", false)) {
+        std::cerr << "MFA enrollment required: your role bindings need a second factor.\n"
+                     "  run: gpuwarden mfa enroll   (scan the QR code), then: gpuwarden mfa "
+                     "confirm CODE\n  until then every other command is refused\n";
+      }
       return 0;
     }
     if (logout->parsed()) {
       Json creds = LoadCredentials();
       Session s = CurrentSession(server_flag);
       try {
-        Request(s, "POST", "/api/v1/logout");
+        Request(s, "POST", logout_all ? "/api/v1/logout/all" : "/api/v1/logout");
       } catch (const CliError& e) {
+        if (logout_all) throw;  // "everywhere" must not be reported done when it was not
         std::cerr << "gpuwarden: server-side logout failed (" << e.message << "); forgetting the token anyway\n";
       }
       if (forget) {
@@ -443,11 +485,15 @@ int RunCli(int argc, char** argv) {
         creds["servers"][s.url].erase("token");
       }
       SaveCredentials(creds);
-      std::cout << "logged out of " << s.url << "\n";
+      std::cout << (logout_all ? "logged out everywhere (every session of " + s.user + ") on "
+                               : std::string("logged out of "))
+                << s.url << "\n";
       return 0;
     }
 
     Session s = CurrentSession(server_flag);
+    s.otp = otp_flag;
+    if (RunMfaCommand(mfa, s, output)) return 0;
     if (whoami->parsed()) {
       Json j = Request(s, "GET", "/api/v1/whoami");
       if (output == "json") {
@@ -457,6 +503,7 @@ int RunCli(int argc, char** argv) {
                   << "tenant:  " << (j.value("tenant", "").empty() ? "(cluster)" : j.value("tenant", "")) << "\n"
                   << "server:  " << s.url << "\n"
                   << "expires: " << FormatTime(j.value("expires_at", int64_t{0})) << " UTC\n"
+                  << "mfa:     " << (j.value("mfa", false) ? "yes" : "no") << "\n"
                   << "roles:\n";
         for (const auto& b : j["bindings"]) {
           std::cout << "  " << b.value("role", "") << " at " << b.value("scope", "") << "\n";

@@ -51,6 +51,39 @@ Setter Integer(T* out, int64_t min, int64_t max) {
   };
 }
 
+Setter OneOf(std::string* out, std::vector<std::string> allowed) {
+  return [out, allowed](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsScalar()) return NotScalar(key);
+    for (const auto& a : allowed) {
+      if (n.Scalar() == a) {
+        *out = a;
+        return absl::OkStatus();
+      }
+    }
+    std::string list;
+    for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+    return absl::InvalidArgumentError(
+        StrCat("config key \"", key, "\": expected one of ", list, ", got \"", n.Scalar(), "\""));
+  };
+}
+
+Setter StringList(std::vector<std::string>* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsSequence()) {
+      return absl::InvalidArgumentError(StrCat("config key \"", key, "\": expected a list"));
+    }
+    out->clear();
+    for (const auto& item : n) {
+      if (!item.IsScalar()) {
+        return absl::InvalidArgumentError(
+            StrCat("config key \"", key, "\": list entries must be strings"));
+      }
+      out->push_back(item.Scalar());
+    }
+    return absl::OkStatus();
+  };
+}
+
 Setter Duration(absl::Duration* out) {
   return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
     if (!n.IsScalar()) return NotScalar(key);
@@ -112,6 +145,10 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"http.request_timeout", Duration(&config.http.request_timeout)},
       {"http.idle_timeout", Duration(&config.http.idle_timeout)},
       {"http.max_connections", Integer(&config.http.max_connections, 1, 1 << 20)},
+      {"mfa.required_for", OneOf(&config.mfa.required_for, {"none", "admins", "all"})},
+      {"mfa.all_users_in_tenants", StringList(&config.mfa.all_users_in_tenants)},
+      {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
+      {"mfa.issuer", String(&config.mfa.issuer)},
   };
   YAML::Node root;
   try {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -20,6 +21,17 @@ struct HttpLimits {
   int max_connections = 1024;
 };
 
+// MFA policy (issue 3, docs/api.md "MFA policy").
+struct MfaConfig {
+  // Who must have MFA: "none", "admins" (users whose role bindings carry administrative
+  // permissions: users/roles/bindings changes, tenants create/delete, tokens:manage, keys:manage,
+  // nodes:manage, patches:manage) or "all".
+  std::string required_for = "admins";
+  std::vector<std::string> all_users_in_tenants;  // tenant names where every user needs MFA
+  absl::Duration step_up_window = absl::Minutes(10);  // a code this recent satisfies step-up
+  std::string issuer = "gpuwarden";                   // shown by authenticator apps
+};
+
 struct ServerConfig {
   std::string data_dir = "./data";
   std::string listen = "127.0.0.1:8443";
@@ -31,6 +43,7 @@ struct ServerConfig {
   absl::Duration session_absolute = absl::Hours(12);
   absl::Duration token_max_ttl = absl::Hours(24 * 365);
   HttpLimits http;
+  MfaConfig mfa;
 };
 
 // Parses YAML text such as:
@@ -38,6 +51,7 @@ struct ServerConfig {
 //   listen: 0.0.0.0:8443
 //   session: {idle: 30m, absolute: 8h}
 //   http: {max_body_bytes: 1048576, header_timeout: 10s}
+//   mfa: {required_for: admins, all_users_in_tenants: [acme], step_up_window: 10m}
 // Unknown keys, wrong types and out-of-range values are InvalidArgument naming the key.
 absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text);
 // Reads and parses the file; NotFound if missing.

@@ -62,9 +62,25 @@ const std::vector<RouteSpec>& ApiService::Routes() {
       {"GET", "/api/v1/version", "public", Scope::kCluster, "api:version", &ApiService::Version},
       {"POST", "/api/v1/login", "public", Scope::kCluster, "auth:login", &ApiService::Login},
       {"POST", "/api/v1/logout", "authenticated", Scope::kCluster, "auth:logout",
-       &ApiService::Logout},
+       &ApiService::Logout, 200, kRouteMfaExempt},
+      {"POST", "/api/v1/logout/all", "authenticated", Scope::kCluster, "auth:logout-all",
+       &ApiService::LogoutAll, 200, kRouteMfaExempt},
       {"GET", "/api/v1/whoami", "authenticated", Scope::kCluster, "auth:whoami",
-       &ApiService::WhoAmI},
+       &ApiService::WhoAmI, 200, kRouteMfaExempt},
+      {"GET", "/api/v1/mfa", "authenticated", Scope::kCluster, "mfa:status",
+       &ApiService::MfaStatus, 200, kRouteMfaExempt},
+      {"POST", "/api/v1/mfa/enroll", "authenticated", Scope::kCluster, "mfa:enroll",
+       &ApiService::MfaEnroll, 200, kRouteMfaExempt},
+      {"POST", "/api/v1/mfa/confirm", "authenticated", Scope::kCluster, "mfa:confirm",
+       &ApiService::MfaConfirm, 200, kRouteMfaExempt},
+      {"POST", "/api/v1/mfa/disable", "authenticated", Scope::kCluster, "mfa:disable",
+       &ApiService::MfaDisable},
+      {"POST", "/api/v1/mfa/step-up", "authenticated", Scope::kCluster, "mfa:step-up",
+       &ApiService::MfaStepUp, 200, kRouteMfaExempt},
+      {"POST", "/api/v1/users/{user}/mfa/reset", "users:update", Scope::kCluster, "mfa:reset",
+       &ApiService::MfaReset, 200, kRouteStepUp},
+      {"POST", "/api/v1/tenants/{tenant}/users/{user}/mfa/reset", "users:update", Scope::kTenant,
+       "mfa:reset", &ApiService::MfaReset, 200, kRouteStepUp},
       {"POST", "/api/v1/password", "authenticated", Scope::kCluster, "auth:password",
        &ApiService::ChangePassword},
       {"GET", "/metrics", "metrics:read", Scope::kCluster, nullptr, nullptr},
@@ -77,7 +93,7 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::DeleteTenant},
       {"GET", "/api/v1/users", "users:read", Scope::kCluster, nullptr, &ApiService::ListUsers},
       {"POST", "/api/v1/users", "users:create", Scope::kCluster, nullptr, &ApiService::CreateUser,
-       201},
+       201, kRouteStepUp},
       {"POST", "/api/v1/users/{user}/disable", "users:update", Scope::kCluster, nullptr,
        &ApiService::DisableUser},
       {"POST", "/api/v1/users/{user}/enable", "users:update", Scope::kCluster, nullptr,
@@ -85,7 +101,7 @@ const std::vector<RouteSpec>& ApiService::Routes() {
       {"GET", "/api/v1/tenants/{tenant}/users", "users:read", Scope::kTenant, nullptr,
        &ApiService::ListUsers},
       {"POST", "/api/v1/tenants/{tenant}/users", "users:create", Scope::kTenant, nullptr,
-       &ApiService::CreateUser, 201},
+       &ApiService::CreateUser, 201, kRouteStepUp},
       {"POST", "/api/v1/tenants/{tenant}/users/{user}/disable", "users:update", Scope::kTenant,
        nullptr, &ApiService::DisableUser},
       {"POST", "/api/v1/tenants/{tenant}/users/{user}/enable", "users:update", Scope::kTenant,
@@ -104,24 +120,24 @@ const std::vector<RouteSpec>& ApiService::Routes() {
       {"GET", "/api/v1/bindings", "bindings:read", Scope::kCluster, nullptr,
        &ApiService::ListBindings},
       {"POST", "/api/v1/bindings", "bindings:create", Scope::kCluster, nullptr,
-       &ApiService::CreateBinding, 201},
+       &ApiService::CreateBinding, 201, kRouteStepUp},
       {"DELETE", "/api/v1/bindings/{binding}", "bindings:delete", Scope::kCluster, nullptr,
-       &ApiService::DeleteBinding},
+       &ApiService::DeleteBinding, 200, kRouteStepUp},
       {"GET", "/api/v1/tenants/{tenant}/bindings", "bindings:read", Scope::kTenant, nullptr,
        &ApiService::ListBindings},
       {"POST", "/api/v1/tenants/{tenant}/bindings", "bindings:create", Scope::kTenant, nullptr,
-       &ApiService::CreateBinding, 201},
+       &ApiService::CreateBinding, 201, kRouteStepUp},
       {"DELETE", "/api/v1/tenants/{tenant}/bindings/{binding}", "bindings:delete", Scope::kTenant,
-       nullptr, &ApiService::DeleteBinding},
+       nullptr, &ApiService::DeleteBinding, 200, kRouteStepUp},
       {"GET", "/api/v1/tokens", "tokens:read", Scope::kCluster, nullptr, &ApiService::ListTokens},
       {"POST", "/api/v1/tokens", "tokens:create", Scope::kCluster, nullptr,
-       &ApiService::CreateToken, 201},
+       &ApiService::CreateToken, 201, kRouteStepUp},
       {"DELETE", "/api/v1/tokens/{token}", "tokens:delete", Scope::kCluster, nullptr,
        &ApiService::RevokeToken},
       {"GET", "/api/v1/tenants/{tenant}/tokens", "tokens:read", Scope::kTenant, nullptr,
        &ApiService::ListTokens},
       {"POST", "/api/v1/tenants/{tenant}/tokens", "tokens:create", Scope::kTenant, nullptr,
-       &ApiService::CreateToken, 201},
+       &ApiService::CreateToken, 201, kRouteStepUp},
       {"DELETE", "/api/v1/tenants/{tenant}/tokens/{token}", "tokens:delete", Scope::kTenant,
        nullptr, &ApiService::RevokeToken},
       {"GET", "/api/v1/audit", "audit:read", Scope::kCluster, nullptr, &ApiService::ListAudit},
@@ -146,6 +162,12 @@ absl::StatusOr<std::map<const RouteSpec*, ApiService::CompiledRoute>> ApiService
                                           " declares no valid permission: ", Msg(p.status())));
       }
       cr.permission = *p;
+    }
+    // An MFA-exempt route is reachable by an admin who has not enrolled: it must not need any
+    // permission, or the exemption would be a way around the MFA policy.
+    if ((route.flags & kRouteMfaExempt) != 0 && perm != "authenticated") {
+      return absl::InternalError(StrCat("route ", route.method, " ", route.pattern,
+                                        " is MFA-exempt but not an \"authenticated\" route"));
     }
     bool has_tenant_param = std::string_view(route.pattern).find("{tenant}") != std::string::npos;
     if (route.scope == Scope::kTenant && !has_tenant_param) {
@@ -284,6 +306,8 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
       WARDEN_ASSIGN_OR_RETURN(auth::Identity id, auth_.Authenticate(token));
       c.grants = GrantsOf(*c.policy, id);
       c.identity = std::move(id);
+      // MFA policy: a user who must have MFA and has not enrolled can only enroll.
+      WARDEN_RETURN_IF_ERROR(CheckMfaPolicy(route, c));
     }
     if (route.scope == Scope::kTenant ||
         (route.scope == Scope::kCluster && req.params.count("tenant"))) {
@@ -321,6 +345,11 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     // Fail closed: nothing is served while the audit log cannot record it.
     if (!audit_.Healthy()) {
       return absl::UnavailableError("audit log unavailable; request refused");
+    }
+    // Step-up (kRouteStepUp), after authorization so a caller without the permission learns
+    // nothing about MFA, and before any work.
+    if ((route.flags & kRouteStepUp) != 0 && c.identity) {
+      WARDEN_RETURN_IF_ERROR(CheckStepUp(c));
     }
     if (route.handler == nullptr) {  // /metrics
       c.raw_body = options_.render_metrics ? options_.render_metrics() : std::string();
@@ -416,14 +445,22 @@ absl::StatusOr<Json> ApiService::Version(Call&) {
 absl::StatusOr<Json> ApiService::Login(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(api::LoginRequest r, api::DecodeLogin(c.req.body));
   c.actor_name = r.user;
-  WARDEN_ASSIGN_OR_RETURN(auth::LoginResult res, auth_.Login(r.user, r.password, c.req.source));
+  // The session id is always minted here; nothing the client sent (an Authorization header, a
+  // cookie) is ever adopted as the new session (fixation defence).
+  WARDEN_ASSIGN_OR_RETURN(auth::LoginResult res,
+                          auth_.Login(auth::LoginAttempt{r.user, r.password, r.otp, c.req.source}));
   auth::Identity id;
   id.user_id = res.user.id;
   id.user_name = res.user.name;
   id.home_tenant_id = res.user.tenant_id;
   c.identity = id;
+  const bool mfa = res.mfa;
+  const bool must_enroll =
+      !mfa && NeedsMfa(c.policy->GrantsFor(rbac::SubjectKind::kUser, res.user.id), res.user.tenant_id);
   return Json{{"token", res.token},
               {"expires_at", res.expires_at},
+              {"mfa", mfa},
+              {"mfa_enrollment_required", must_enroll},
               {"user", UserJson(res.user)}};
 }
 
@@ -441,16 +478,16 @@ absl::StatusOr<Json> ApiService::ChangePassword(Call& c) {
     return absl::PermissionDeniedError("log in as the user to change their password");
   }
   WARDEN_ASSIGN_OR_RETURN(api::ChangePasswordRequest r, api::DecodeChangePassword(c.req.body));
-  // Proving the current password goes through Login, so it gets the same timing as any other
-  // guess (and the login throttling issue 3 adds); the session it opens is closed at once.
-  auto proof = auth_.Login(c.identity->user_name, r.current_password, c.req.source);
+  // Proving the current password goes through VerifyPassword: the same timing and throttling as
+  // any login guess, and no session is opened.
+  absl::Status proof =
+      auth_.VerifyPassword(c.identity->user_name, r.current_password, c.req.source);
   if (!proof.ok()) {
-    if (proof.status().code() == absl::StatusCode::kUnauthenticated) {
+    if (proof.code() == absl::StatusCode::kUnauthenticated) {
       return absl::PermissionDeniedError("current password is wrong");
     }
-    return proof.status();
+    return proof;
   }
-  (void)auth_.Logout(proof->token);
   // Every other session of the user ends; this one stays.
   WARDEN_RETURN_IF_ERROR(
       auth_.SetPassword(c.identity->user_id, r.new_password, c.identity->session_hash));
@@ -476,6 +513,8 @@ absl::StatusOr<Json> ApiService::WhoAmI(Call& c) {
            {"tenant", TenantNameOf(id.home_tenant_id)},
            {"kind", id.kind == auth::Identity::Kind::kSession ? "session" : "token"},
            {"expires_at", id.expires_at},
+           {"mfa", id.mfa},
+           {"mfa_at", id.mfa_at},
            {"bindings", bindings}};
   if (id.kind == auth::Identity::Kind::kApiToken) out["token_id"] = id.token_id;
   return out;

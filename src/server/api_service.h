@@ -18,6 +18,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/json.h"
 #include "common/rng.h"
 #include "rbac/rbac.h"
@@ -32,6 +33,7 @@ struct ApiRequest {
   std::string source;      // client ip:port
   std::string request_id;
   std::string authorization;  // the Authorization header, as sent
+  std::string otp;            // the X-Warden-OTP header (a second factor for step-up), as sent
   std::map<std::string, std::string> params;  // path parameters, already percent-decoded
   std::map<std::string, std::string> query;
 };
@@ -51,6 +53,15 @@ enum class Scope {
   kAny,      // allowed if held at cluster scope or at any tenant; the handler filters results
 };
 
+// RouteSpec::flags.
+// Step-up (issue 3): the route needs a second factor checked within MfaConfig::step_up_window, or
+// a fresh code in the X-Warden-OTP header. For role binding changes, token creation, and later
+// dataset copy/export, key rotation and patch rollouts.
+inline constexpr unsigned kRouteStepUp = 1;
+// Usable by a user who must enroll in MFA and has not yet (every other route answers 403 "MFA
+// enrollment required"): MFA enrollment itself, whoami, logout.
+inline constexpr unsigned kRouteMfaExempt = 2;
+
 struct RouteSpec {
   const char* method;
   const char* pattern;     // e.g. "/api/v1/tenants/{tenant}/users"
@@ -60,6 +71,7 @@ struct RouteSpec {
   // The handler; receives the request after authorization.
   absl::StatusOr<common::Json> (ApiService::*handler)(struct Call&);
   int ok_status = 200;
+  unsigned flags = 0;  // kRouteStepUp, kRouteMfaExempt
 };
 
 // Everything a handler knows about the call in progress.
@@ -84,6 +96,7 @@ struct ApiServiceOptions {
   std::string audit_dir;  // where ListAudit reads events from
   // Renders /metrics (the process's Prometheus registry).
   std::function<std::string()> render_metrics;
+  common::MfaConfig mfa;  // who must have MFA, the step-up window
 };
 
 class ApiService {
@@ -153,6 +166,14 @@ class ApiService {
   absl::StatusOr<common::Json> CreateToken(Call& c);
   absl::StatusOr<common::Json> RevokeToken(Call& c);
   absl::StatusOr<common::Json> ListAudit(Call& c);
+  // MFA and session routes (mfa_routes.cc).
+  absl::StatusOr<common::Json> MfaStatus(Call& c);
+  absl::StatusOr<common::Json> MfaEnroll(Call& c);
+  absl::StatusOr<common::Json> MfaConfirm(Call& c);
+  absl::StatusOr<common::Json> MfaDisable(Call& c);
+  absl::StatusOr<common::Json> MfaStepUp(Call& c);
+  absl::StatusOr<common::Json> MfaReset(Call& c);
+  absl::StatusOr<common::Json> LogoutAll(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -170,6 +191,11 @@ class ApiService {
   common::Json RoleJson(const store::Role& r);
   std::string TenantNameOf(const std::string& tenant_id);
   void Audit(const Call& c, const char* action, int status, const std::string& reason);
+  // MFA policy (mfa_routes.cc): whether `grants` (of a user at home tenant `home_tenant_id`) make
+  // MFA mandatory under options_.mfa; and the per-request checks run after authorization.
+  bool NeedsMfa(const rbac::Grants& grants, const std::string& home_tenant_id);
+  absl::Status CheckMfaPolicy(const RouteSpec& route, Call& c);
+  absl::Status CheckStepUp(Call& c);
 
   store::Store& store_;
   auth::Authenticator& auth_;

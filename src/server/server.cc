@@ -15,7 +15,9 @@
 
 #include "audit/audit.h"
 #include "auth/auth.h"
+#include "auth/login_throttle.h"
 #include "common/clock.h"
+#include "common/master_key.h"
 #include "common/metrics.h"
 #include "common/rng.h"
 #include "common/status.h"
@@ -33,37 +35,6 @@ using common::StrCat;
 absl::Status EnsureDir(const std::string& dir) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return absl::FailedPreconditionError(StrCat("cannot create ", dir, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// The master key (32 random bytes) protects secrets at rest (TOTP seeds, tenant keys). It is
-// created once with mode 0600; a key file others can read is refused, since anyone who can read
-// it can decrypt every tenant's data.
-absl::Status EnsureMasterKey(const std::string& path, common::Rng& rng) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd >= 0) {
-    std::string key = rng.Bytes(32);
-    bool ok = ::write(fd, key.data(), key.size()) == static_cast<ssize_t>(key.size()) &&
-              ::fsync(fd) == 0;
-    ::close(fd);
-    if (!ok) return absl::UnavailableError(StrCat("cannot write master key ", path));
-    return absl::OkStatus();
-  }
-  if (errno != EEXIST) {
-    return absl::FailedPreconditionError(StrCat("cannot create master key ", path, ": ", std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    return absl::FailedPreconditionError(StrCat("cannot stat master key ", path));
-  }
-  if ((st.st_mode & 077) != 0) {
-    return absl::FailedPreconditionError(
-        StrCat("master key ", path, " has mode 0", (st.st_mode & 0777) / 64, (st.st_mode & 077) / 8,
-               st.st_mode & 7, "; it must not be readable by group or others (chmod 600 it)"));
-  }
-  if (st.st_size != 32) {
-    return absl::DataLossError(StrCat("master key ", path, " is ", st.st_size, " bytes, expected 32"));
   }
   return absl::OkStatus();
 }
@@ -88,7 +59,12 @@ class ServerImpl final : public Server {
     std::string key_path = config_.master_key_file.empty()
                                ? StrCat(config_.data_dir, "/master.key")
                                : config_.master_key_file;
-    WARDEN_RETURN_IF_ERROR(EnsureMasterKey(key_path, rng));
+    // The master key protects secrets at rest (TOTP seeds, later tenant keys); see
+    // common/master_key.h for the 0600 rule.
+    WARDEN_ASSIGN_OR_RETURN(common::MasterKey master_key,
+                            common::MasterKey::LoadOrCreate(key_path, rng));
+    WARDEN_ASSIGN_OR_RETURN(common::AeadKey totp_key, master_key.DeriveKey("totp-seed/v1"));
+    totp_key_ = std::make_unique<common::AeadKey>(std::move(totp_key));
 
     std::string pki_dir = StrCat(config_.data_dir, "/pki");
     WARDEN_RETURN_IF_ERROR(EnsureDir(pki_dir));
@@ -108,6 +84,11 @@ class ServerImpl final : public Server {
     aopts.session_idle = config_.session_idle;
     aopts.session_absolute = config_.session_absolute;
     aopts.token_max_ttl = config_.token_max_ttl;
+    aopts.totp_key = totp_key_.get();
+    aopts.totp_issuer = config_.mfa.issuer;
+    // Brute-force defence (login_throttle.h): per (account, source), per source, per account.
+    WARDEN_ASSIGN_OR_RETURN(login_throttle_, auth::LoginThrottle::Create(clock));
+    aopts.login_gate = login_throttle_.get();
     WARDEN_ASSIGN_OR_RETURN(auth_, auth::Authenticator::Create(*store_, clock, rng, aopts));
 
     std::string audit_dir = StrCat(config_.data_dir, "/audit");
@@ -116,6 +97,7 @@ class ServerImpl final : public Server {
     ApiServiceOptions api_opts;
     api_opts.version = WARDEN_VERSION;
     api_opts.audit_dir = audit_dir;
+    api_opts.mfa = config_.mfa;
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
@@ -134,6 +116,10 @@ class ServerImpl final : public Server {
         out << " with the password from " << config_.admin_password_file;
       }
       out << "\n";
+      if (config_.mfa.required_for != "none") {
+        out << "  admins must use MFA: after the first login run `gpuwarden mfa enroll` and "
+               "`gpuwarden mfa confirm CODE`\n";
+      }
     }
 
     for (const RouteSpec& spec : ApiService::Routes()) {
@@ -218,6 +204,7 @@ class ServerImpl final : public Server {
     areq.source = std::move(req.remote_address);
     areq.request_id = req.request_id;  // the server still sends it back
     areq.authorization = std::string(req.headers.Get("Authorization"));
+    areq.otp = std::string(req.headers.Get("X-Warden-OTP"));
     areq.query = std::move(req.query);
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
@@ -263,6 +250,8 @@ class ServerImpl final : public Server {
   common::ServerConfig config_;
   pki::ServerPki pki_;
   std::unique_ptr<store::Store> store_;
+  std::unique_ptr<common::AeadKey> totp_key_;
+  std::unique_ptr<auth::LoginThrottle> login_throttle_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<ApiService> api_;

@@ -93,6 +93,27 @@ const std::vector<Migration>& Migrations() {
            " generation BIGINT NOT NULL)",
            "INSERT INTO policy_generation (id, generation) VALUES (1, 0)",
        }},
+      // Issue 3: TOTP MFA. Sessions remember whether (and when) a second factor was checked;
+      // user_mfa holds the sealed TOTP seed and the replay guard; recovery codes are stored as
+      // SHA-256 hex, one row each, so using one is a single DELETE (atomic across replicas).
+      {2,
+       {
+           "ALTER TABLE sessions ADD COLUMN mfa INTEGER NOT NULL DEFAULT 0 CHECK (mfa IN (0, 1))",
+           "ALTER TABLE sessions ADD COLUMN mfa_at BIGINT NOT NULL DEFAULT 0",
+
+           "CREATE TABLE user_mfa ("
+           " user_id TEXT PRIMARY KEY REFERENCES users (id),"
+           " sealed_secret TEXT NOT NULL,"
+           " confirmed INTEGER NOT NULL DEFAULT 0 CHECK (confirmed IN (0, 1)),"
+           " last_step BIGINT NOT NULL,"
+           " created_at BIGINT NOT NULL,"
+           " confirmed_at BIGINT NOT NULL DEFAULT 0)",
+
+           "CREATE TABLE mfa_recovery_codes ("
+           " user_id TEXT NOT NULL REFERENCES users (id),"
+           " code_hash TEXT NOT NULL,"
+           " PRIMARY KEY (user_id, code_hash))",
+       }},
   };
   return *migrations;
 }

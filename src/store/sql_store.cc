@@ -66,7 +66,10 @@ absl::StatusOr<std::vector<std::string>> DecodePermissions(const std::string& te
 
 constexpr std::string_view kTenantCols = "id, name, created_at";
 constexpr std::string_view kUserCols = "id, name, tenant_id, password_hash, disabled, created_at";
-constexpr std::string_view kSessionCols = "id_hash, user_id, created_at, last_seen, expires_at";
+constexpr std::string_view kSessionCols =
+    "id_hash, user_id, created_at, last_seen, expires_at, mfa, mfa_at";
+constexpr std::string_view kMfaCols =
+    "user_id, sealed_secret, confirmed, last_step, created_at, confirmed_at";
 constexpr std::string_view kTokenCols =
     "id, name, token_hash, user_id, tenant_id, role_id, created_at, expires_at, revoked";
 constexpr std::string_view kRoleCols = "id, name, tenant_id, permissions, builtin, created_at";
@@ -100,7 +103,22 @@ absl::StatusOr<Session> ToSession(const Row& r) {
   WARDEN_ASSIGN_OR_RETURN(s.created_at, r.Int(2));
   WARDEN_ASSIGN_OR_RETURN(s.last_seen, r.Int(3));
   WARDEN_ASSIGN_OR_RETURN(s.expires_at, r.Int(4));
+  WARDEN_ASSIGN_OR_RETURN(int64_t mfa, r.Int(5));
+  s.mfa = mfa != 0;
+  WARDEN_ASSIGN_OR_RETURN(s.mfa_at, r.Int(6));
   return s;
+}
+
+absl::StatusOr<UserMfa> ToUserMfa(const Row& r) {
+  UserMfa m;
+  m.user_id = r.String(0);
+  m.sealed_secret = r.String(1);
+  WARDEN_ASSIGN_OR_RETURN(int64_t confirmed, r.Int(2));
+  m.confirmed = confirmed != 0;
+  WARDEN_ASSIGN_OR_RETURN(m.last_step, r.Int(3));
+  WARDEN_ASSIGN_OR_RETURN(m.created_at, r.Int(4));
+  WARDEN_ASSIGN_OR_RETURN(m.confirmed_at, r.Int(5));
+  return m;
 }
 
 absl::StatusOr<ApiToken> ToToken(const Row& r) {
@@ -280,9 +298,10 @@ class SqlStore final : public Store {
     WARDEN_RETURN_IF_ERROR(RequireNonEmpty("session id hash", s.id_hash));
     absl::Status st = Write(/*policy=*/false, [&]() {
       return db_
-          ->Exec("INSERT INTO sessions (id_hash, user_id, created_at, last_seen, expires_at)"
-                 " VALUES (?, ?, ?, ?, ?)",
-                 {s.id_hash, s.user_id, s.created_at, s.last_seen, s.expires_at})
+          ->Exec("INSERT INTO sessions (id_hash, user_id, created_at, last_seen, expires_at, mfa,"
+                 " mfa_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                 {s.id_hash, s.user_id, s.created_at, s.last_seen, s.expires_at,
+                  int64_t{s.mfa ? 1 : 0}, s.mfa_at})
           .status();
     });
     // Never echo id_hash: it is what an attacker would need to look the session up.
@@ -320,6 +339,92 @@ class SqlStore final : public Store {
       return absl::OkStatus();
     }));
     return deleted;
+  }
+
+  // ---- MFA ----
+
+  absl::Status PutPendingMfa(const UserMfa& m) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("user id", m.user_id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("sealed secret", m.sealed_secret));
+    absl::Status s = Write(/*policy=*/false, [&]() -> absl::Status {
+      auto existing = GetUserMfa(m.user_id);
+      if (existing.ok() && existing->confirmed) {
+        return absl::FailedPreconditionError(
+            "MFA is already enabled for this user; disable it first");
+      }
+      if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
+      WARDEN_RETURN_IF_ERROR(
+          db_->Exec("DELETE FROM user_mfa WHERE user_id = ?", {m.user_id}).status());
+      return db_
+          ->Exec("INSERT INTO user_mfa (user_id, sealed_secret, confirmed, last_step, created_at,"
+                 " confirmed_at) VALUES (?, ?, 0, ?, ?, 0)",
+                 {m.user_id, m.sealed_secret, m.last_step, m.created_at})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kFailedPrecondition &&
+        std::string(s.message()).find("already enabled") == std::string::npos) {
+      return absl::FailedPreconditionError(StrCat("user \"", m.user_id, "\" does not exist"));
+    }
+    return s;
+  }
+
+  absl::StatusOr<UserMfa> GetUserMfa(const std::string& user_id) override {
+    return One<UserMfa>(StrCat("SELECT ", kMfaCols, " FROM user_mfa WHERE user_id = ?"), {user_id},
+                        ToUserMfa, "MFA is not enrolled for this user");
+  }
+
+  absl::Status ConfirmMfa(const std::string& user_id, int64_t step, int64_t now,
+                          const std::vector<std::string>& recovery_hashes) override {
+    return Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(UserMfa m, GetUserMfa(user_id));
+      if (m.confirmed) return absl::FailedPreconditionError("MFA is already enabled");
+      WARDEN_ASSIGN_OR_RETURN(
+          int64_t n, db_->Exec("UPDATE user_mfa SET confirmed = 1, confirmed_at = ?, last_step = ?"
+                               " WHERE user_id = ? AND confirmed = 0 AND last_step < ?",
+                               {now, step, user_id, step}));
+      if (n != 1) return absl::AbortedError("code already used");
+      WARDEN_RETURN_IF_ERROR(
+          db_->Exec("DELETE FROM mfa_recovery_codes WHERE user_id = ?", {user_id}).status());
+      for (const std::string& h : recovery_hashes) {
+        WARDEN_RETURN_IF_ERROR(
+            db_->Exec("INSERT INTO mfa_recovery_codes (user_id, code_hash) VALUES (?, ?)",
+                      {user_id, h})
+                .status());
+      }
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status AdvanceMfaStep(const std::string& user_id, int64_t step) override {
+    return Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(
+          int64_t n, db_->Exec("UPDATE user_mfa SET last_step = ?"
+                               " WHERE user_id = ? AND confirmed = 1 AND last_step < ?",
+                               {step, user_id, step}));
+      if (n == 1) return absl::OkStatus();
+      WARDEN_ASSIGN_OR_RETURN(UserMfa m, GetUserMfa(user_id));
+      if (!m.confirmed) return absl::NotFoundError("MFA is not enabled for this user");
+      return absl::AbortedError("code already used");
+    });
+  }
+
+  absl::Status ConsumeRecoveryCode(const std::string& user_id,
+                                   const std::string& code_hash) override {
+    return UpdateOne(/*policy=*/false,
+                     "DELETE FROM mfa_recovery_codes WHERE user_id = ? AND code_hash = ?",
+                     {user_id, code_hash}, "invalid recovery code");
+  }
+
+  absl::StatusOr<int64_t> CountRecoveryCodes(const std::string& user_id) override {
+    return Count("SELECT COUNT(*) FROM mfa_recovery_codes WHERE user_id = ?", {user_id});
+  }
+
+  absl::Status DeleteUserMfa(const std::string& user_id) override {
+    return Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_RETURN_IF_ERROR(
+          db_->Exec("DELETE FROM mfa_recovery_codes WHERE user_id = ?", {user_id}).status());
+      return db_->Exec("DELETE FROM user_mfa WHERE user_id = ?", {user_id}).status();
+    });
   }
 
   // ---- API tokens ----

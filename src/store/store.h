@@ -46,6 +46,19 @@ struct Session {
   int64_t created_at = 0;
   int64_t last_seen = 0;
   int64_t expires_at = 0;  // absolute expiry
+  bool mfa = false;        // opened with a second factor (TOTP or recovery code)
+  int64_t mfa_at = 0;      // when a second factor was last checked for this session (0: never)
+};
+
+// A user's TOTP enrollment. The seed is stored sealed (AES-256-GCM under a key derived from the
+// master key, bound to the user id); the store never holds it in clear.
+struct UserMfa {
+  std::string user_id;
+  std::string sealed_secret;  // base64url of the sealed seed
+  bool confirmed = false;     // false: enrolled, waiting for the first valid code
+  int64_t last_step = -1;     // last accepted TOTP time step (-1: none); codes at or before it fail
+  int64_t created_at = 0;
+  int64_t confirmed_at = 0;
 };
 
 struct ApiToken {
@@ -120,6 +133,31 @@ class Store {
   virtual absl::Status DeleteUserSessions(const std::string& user_id) = 0;
   // Removes sessions whose absolute expiry is before `now`; returns how many.
   virtual absl::StatusOr<int64_t> DeleteExpiredSessions(int64_t now) = 0;
+
+  // MFA (TOTP) enrollment and recovery codes (schema version 2).
+  // Starts (or restarts) an enrollment: stores `m` unconfirmed, replacing an unconfirmed one.
+  // FailedPrecondition "MFA is already enabled" when a confirmed enrollment exists;
+  // FailedPrecondition when the user does not exist.
+  virtual absl::Status PutPendingMfa(const UserMfa& m) = 0;
+  // NotFound when the user has no enrollment (pending or confirmed).
+  virtual absl::StatusOr<UserMfa> GetUserMfa(const std::string& user_id) = 0;
+  // Marks the pending enrollment confirmed at `now` with `step` as the last accepted step and
+  // replaces the user's recovery codes with `recovery_hashes`, in one transaction. NotFound: no
+  // enrollment; FailedPrecondition: already confirmed; Aborted: `step` is not after the stored
+  // last step (another request used the code first).
+  virtual absl::Status ConfirmMfa(const std::string& user_id, int64_t step, int64_t now,
+                                  const std::vector<std::string>& recovery_hashes) = 0;
+  // Compare-and-set of the replay guard: stores `step` only if it is after the stored last step.
+  // Aborted "code already used" otherwise (so two replicas cannot both accept one code);
+  // NotFound without a confirmed enrollment.
+  virtual absl::Status AdvanceMfaStep(const std::string& user_id, int64_t step) = 0;
+  // Deletes the recovery code with this hash (single use). NotFound when the user has no such
+  // unused code.
+  virtual absl::Status ConsumeRecoveryCode(const std::string& user_id,
+                                           const std::string& code_hash) = 0;
+  virtual absl::StatusOr<int64_t> CountRecoveryCodes(const std::string& user_id) = 0;
+  // Removes the enrollment and every recovery code of the user. OK if there was none.
+  virtual absl::Status DeleteUserMfa(const std::string& user_id) = 0;
 
   // API tokens.
   virtual absl::Status CreateToken(const ApiToken& t) = 0;

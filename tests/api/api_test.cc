@@ -73,3 +73,33 @@ TEST(DecodeTest, RoleNeedsPermissions) {
 
 }  // namespace
 }  // namespace warden::api
+
+namespace warden::api {
+namespace {
+
+TEST(DecodeMfaTest, LoginTakesAnOptionalSecondFactor) {
+  auto r = DecodeLogin(R"({"user":"alice","password":"pw123456","otp":" 123456 "})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->otp, "123456");
+  EXPECT_TRUE(DecodeLogin(R"({"user":"alice","password":"pw123456"})")->otp.empty());
+  EXPECT_FALSE(DecodeLogin(R"({"user":"alice","password":"pw123456","otp":""})").ok());
+  EXPECT_FALSE(DecodeLogin(R"({"user":"alice","password":"pw123456","otp":12})").ok());
+}
+
+TEST(DecodeMfaTest, CodesAreDigitsOrRecoveryCodesOnly) {
+  EXPECT_EQ(*ParseOtp("h", "12345678"), "12345678");
+  EXPECT_EQ(*ParseOtp("h", "abcd-efgh-jkmn"), "abcd-efgh-jkmn");
+  for (std::string_view bad : {"", "   ", "12345", "1234567", "123456789", "12 34;56", "abc\ndef",
+                               "abcd_efgh", "\xc3\xa9\xc3\xa9\xc3\xa9"}) {
+    auto r = ParseOtp("X-Warden-OTP", bad);
+    EXPECT_FALSE(r.ok()) << bad;
+    EXPECT_NE(std::string(r.status().message()).find("X-Warden-OTP"), std::string::npos);
+  }
+  EXPECT_FALSE(ParseOtp("h", std::string(65, 'a')).ok());
+  EXPECT_EQ(DecodeMfaCode(R"({"code":"654321"})")->code, "654321");
+  EXPECT_FALSE(DecodeMfaCode(R"({"code":"654321","extra":1})").ok());
+  EXPECT_FALSE(DecodeMfaCode(R"({})").ok());
+}
+
+}  // namespace
+}  // namespace warden::api

@@ -103,5 +103,22 @@ TEST(ServerConfigTest, ErrorsNameTheKey) {
   EXPECT_TRUE(ParseServerConfig("").ok());
 }
 
+TEST(ServerConfigTest, MfaPolicyKeys) {
+  auto d = ParseServerConfig("");
+  EXPECT_EQ(d->mfa.required_for, "admins");
+  EXPECT_EQ(d->mfa.step_up_window, absl::Minutes(10));
+  auto c = ParseServerConfig(
+      "mfa: {required_for: all, all_users_in_tenants: [acme, globex], step_up_window: 5m}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->mfa.required_for, "all");
+  EXPECT_EQ(c->mfa.all_users_in_tenants, (std::vector<std::string>{"acme", "globex"}));
+  EXPECT_EQ(c->mfa.step_up_window, absl::Minutes(5));
+  EXPECT_NE(Msg(ParseServerConfig("mfa: {required_for: nobody}").status())
+                .find("expected one of none, admins, all"),
+            std::string::npos);
+  EXPECT_NE(Msg(ParseServerConfig("mfa: {all_users_in_tenants: acme}").status()).find("expected a list"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace warden::common

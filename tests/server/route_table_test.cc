@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <set>
+
 #include "server/api_service.h"
 
 namespace warden::server {
@@ -35,6 +37,30 @@ TEST(RouteTableTest, TenantScopedRouteNeedsATenantParameter) {
   ASSERT_FALSE(compiled.ok());
   EXPECT_NE(std::string(compiled.status().message()).find("no {tenant} parameter"),
             std::string::npos);
+}
+
+TEST(RouteTableTest, SensitiveRoutesNeedStepUpAndOnlyEnrollmentRoutesAreMfaExempt) {
+  std::set<std::string> exempt;
+  for (const RouteSpec& r : ApiService::Routes()) {
+    const std::string perm = r.permission;
+    if (perm == "bindings:create" || perm == "bindings:delete" || perm == "tokens:create" ||
+        perm == "users:create") {
+      EXPECT_NE(r.flags & kRouteStepUp, 0u) << r.method << " " << r.pattern;
+    }
+    if (r.flags & kRouteMfaExempt) exempt.insert(std::string(r.method) + " " + r.pattern);
+  }
+  EXPECT_EQ(exempt, (std::set<std::string>{"POST /api/v1/logout", "POST /api/v1/logout/all",
+                                           "GET /api/v1/whoami", "GET /api/v1/mfa",
+                                           "POST /api/v1/mfa/enroll", "POST /api/v1/mfa/confirm",
+                                           "POST /api/v1/mfa/step-up"}));
+}
+
+TEST(RouteTableTest, AnMfaExemptRouteMayNotNeedAPermission) {
+  std::vector<RouteSpec> routes = {{"GET", "/api/v1/things", "users:read", Scope::kCluster,
+                                    nullptr, &ApiService::Version, 200, kRouteMfaExempt}};
+  auto compiled = ApiService::CompileRoutes(routes);
+  ASSERT_FALSE(compiled.ok());
+  EXPECT_NE(std::string(compiled.status().message()).find("MFA-exempt"), std::string::npos);
 }
 
 }  // namespace

@@ -1,0 +1,65 @@
+// MasterKey: the 32-byte root secret that protects secrets at rest (TOTP seeds now; tenant keys in
+// the vault later), loaded from DATA_DIR/master.key, and AeadKey, AES-256-GCM under a key derived
+// from it for one purpose.
+//
+// The file is created on first start with mode 0600 (O_EXCL, so two starting replicas cannot both
+// write one) and refused later if group or others may read it: whoever reads it can decrypt every
+// secret the server holds. Replicas that share a store must share this file.
+//
+// Keys are never used directly: DeriveKey(purpose) runs HKDF-SHA256 (RFC 5869) with the purpose as
+// `info`, so a TOTP-seed ciphertext can never be opened as a vault key and the other way round.
+// Value types; thread-safe (const methods only; OpenSSL contexts are per call).
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/rng.h"
+
+namespace warden::common {
+
+// AES-256-GCM with a random 96-bit nonce per message. Sealed form (binary):
+//   0x01 (format version) || nonce (12) || ciphertext || tag (16).
+// `aad` (associated data) is authenticated but not stored: the caller binds the ciphertext to its
+// context (e.g. "totp-seed:" + user id) so a ciphertext copied to another row does not open.
+class AeadKey {
+ public:
+  static constexpr size_t kKeyBytes = 32;
+  // InvalidArgument unless exactly 32 bytes.
+  static absl::StatusOr<AeadKey> FromBytes(std::string_view key);
+
+  // Internal only if OpenSSL fails.
+  absl::StatusOr<std::string> Seal(std::string_view plaintext, std::string_view aad,
+                                   Rng& rng) const;
+  // DataLoss "ciphertext ... failed authentication" for a wrong key, wrong aad or any tampering;
+  // DataLoss for a truncated or unknown-version blob.
+  absl::StatusOr<std::string> Open(std::string_view sealed, std::string_view aad) const;
+
+ private:
+  explicit AeadKey(std::string key) : key_(std::move(key)) {}
+  std::string key_;
+};
+
+class MasterKey {
+ public:
+  static constexpr size_t kKeyBytes = 32;
+
+  // Creates `path` (32 bytes from `rng`, mode 0600) if it does not exist, then loads it.
+  // FailedPrecondition when it is readable or writable by group or others (names the mode and the
+  // fix), or cannot be created; DataLoss when it is not exactly 32 bytes.
+  static absl::StatusOr<MasterKey> LoadOrCreate(const std::string& path, Rng& rng);
+  // For tests and tools. InvalidArgument unless 32 bytes.
+  static absl::StatusOr<MasterKey> FromBytes(std::string_view key);
+
+  // HKDF-SHA256(master, salt = "gpuwarden", info = purpose) -> 32-byte AeadKey. Purposes in use:
+  // "totp-seed/v1" (auth). Internal only if OpenSSL fails.
+  absl::StatusOr<AeadKey> DeriveKey(std::string_view purpose) const;
+
+ private:
+  explicit MasterKey(std::string key) : key_(std::move(key)) {}
+  std::string key_;
+};
+
+}  // namespace warden::common

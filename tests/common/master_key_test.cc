@@ -1,0 +1,101 @@
+#include "common/master_key.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+
+namespace warden::common {
+namespace {
+
+std::string TempPath(const std::string& name) {
+  std::string dir = ::testing::TempDir() + "master_key_test_" + std::to_string(::getpid());
+  std::filesystem::create_directories(dir);
+  std::string p = dir + "/" + name;
+  std::filesystem::remove(p);
+  return p;
+}
+
+TEST(MasterKeyTest, CreatesA0600KeyOnceAndLoadsTheSameBytesLater) {
+  SeededRng rng(1);
+  std::string path = TempPath("create.key");
+  auto first = MasterKey::LoadOrCreate(path, rng);
+  ASSERT_TRUE(first.ok()) << first.status();
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(st.st_size, 32);
+  auto second = MasterKey::LoadOrCreate(path, rng);
+  ASSERT_TRUE(second.ok());
+  // Same key: what one sealed, the other opens.
+  auto k1 = first->DeriveKey("totp-seed/v1");
+  auto k2 = second->DeriveKey("totp-seed/v1");
+  ASSERT_TRUE(k1.ok() && k2.ok());
+  auto sealed = k1->Seal("secret", "ctx", rng);
+  ASSERT_TRUE(sealed.ok());
+  auto opened = k2->Open(*sealed, "ctx");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(*opened, "secret");
+}
+
+TEST(MasterKeyTest, RefusesAKeyReadableByGroupOrOthers) {
+  SeededRng rng(2);
+  std::string path = TempPath("open.key");
+  ASSERT_TRUE(MasterKey::LoadOrCreate(path, rng).ok());
+  for (mode_t mode : {0640, 0604, 0660}) {
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    auto k = MasterKey::LoadOrCreate(path, rng);
+    ASSERT_FALSE(k.ok());
+    EXPECT_EQ(k.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(std::string(k.status().message()).find("chmod 600"), std::string::npos);
+  }
+}
+
+TEST(MasterKeyTest, RefusesAKeyOfTheWrongSize) {
+  SeededRng rng(3);
+  std::string path = TempPath("short.key");
+  {
+    std::ofstream f(path);
+    f << "too short";
+  }
+  ::chmod(path.c_str(), 0600);
+  auto k = MasterKey::LoadOrCreate(path, rng);
+  ASSERT_FALSE(k.ok());
+  EXPECT_EQ(k.status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(AeadKeyTest, TamperingWrongContextOrWrongPurposeFailAuthentication) {
+  SeededRng rng(4);
+  auto master = MasterKey::FromBytes(std::string(32, 'k'));
+  ASSERT_TRUE(master.ok());
+  auto key = master->DeriveKey("totp-seed/v1");
+  auto other = master->DeriveKey("vault/v1");
+  ASSERT_TRUE(key.ok() && other.ok());
+  auto sealed = key->Seal("seed bytes", "totp-seed:usr_1", rng);
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(sealed->size(), 1 + 12 + 10 + 16u);
+  EXPECT_TRUE(key->Open(*sealed, "totp-seed:usr_1").ok());
+  // Another user's row: the AAD differs.
+  EXPECT_EQ(key->Open(*sealed, "totp-seed:usr_2").status().code(), absl::StatusCode::kDataLoss);
+  // Another purpose's key.
+  EXPECT_EQ(other->Open(*sealed, "totp-seed:usr_1").status().code(), absl::StatusCode::kDataLoss);
+  // Each byte flipped.
+  for (size_t i = 0; i < sealed->size(); ++i) {
+    std::string t = *sealed;
+    t[i] = static_cast<char>(t[i] ^ 1);
+    EXPECT_FALSE(key->Open(t, "totp-seed:usr_1").ok()) << i;
+  }
+  EXPECT_FALSE(key->Open(sealed->substr(0, 20), "totp-seed:usr_1").ok());
+  // Two seals of the same plaintext differ (fresh nonce).
+  auto again = key->Seal("seed bytes", "totp-seed:usr_1", rng);
+  EXPECT_NE(*again, *sealed);
+}
+
+TEST(AeadKeyTest, KeysMustBe32Bytes) {
+  EXPECT_FALSE(AeadKey::FromBytes("short").ok());
+  EXPECT_FALSE(MasterKey::FromBytes(std::string(31, 'x')).ok());
+}
+
+}  // namespace
+}  // namespace warden::common
