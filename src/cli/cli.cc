@@ -14,6 +14,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/node_cmd.h"
 #include "common/json.h"
 #include "common/strings.h"
 #include "http/client.h"
@@ -374,6 +375,8 @@ int RunCli(int argc, char** argv) {
   audit_ls->add_option("--action", action, "only this action, e.g. users:create");
   add_scope(audit_ls);
 
+  NodeCommands node_cmds = AddNodeCommands(app);  // node_cmd.cc
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -472,6 +475,13 @@ int RunCli(int argc, char** argv) {
       }
       Request(s, "POST", "/api/v1/password", {{"current_password", current}, {"new_password", next}});
       std::cout << "password changed; your other sessions have ended\n";
+      return 0;
+    }
+    if (node_cmds.Parsed()) {
+      RunNodeCommand(node_cmds, {[&](const std::string& m, const std::string& p, const Json& b) {
+                                   return Request(s, m, p, b);
+                                 },
+                                 [](const std::string& msg, int code) { Fail(msg, code); }, output});
       return 0;
     }
     if (tenant_create->parsed()) {

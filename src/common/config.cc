@@ -112,6 +112,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"http.request_timeout", Duration(&config.http.request_timeout)},
       {"http.idle_timeout", Duration(&config.http.idle_timeout)},
       {"http.max_connections", Integer(&config.http.max_connections, 1, 1 << 20)},
+      {"agent.listen", String(&config.agent_listen)},
+      {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
+      {"agent.cert_ttl", Duration(&config.node_cert_ttl)},
   };
   YAML::Node root;
   try {

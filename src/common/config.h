@@ -31,6 +31,11 @@ struct ServerConfig {
   absl::Duration session_absolute = absl::Hours(12);
   absl::Duration token_max_ttl = absl::Hours(24 * 365);
   HttpLimits http;
+  // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
+  // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.
+  std::string agent_listen = "127.0.0.1:8444";    // port 0 picks one
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration node_cert_ttl = absl::Hours(24);
 };
 
 // Parses YAML text such as:
