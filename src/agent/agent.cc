@@ -324,7 +324,8 @@ class Session {
   // Renews at two thirds of the certificate's life, with a fresh key.
   absl::Status MaybeRenew() {
     WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity id, pki::ReadNodeIdentity(state_.cert_pem));
-    absl::Time renew_at = id.not_before + (id.not_after - id.not_before) * 2 / 3;
+    absl::Time issued = id.not_before + pki::kClockSkewAllowance;
+    absl::Time renew_at = issued + (id.not_after - issued) * 2 / 3;
     if (absl::Now() < renew_at) return absl::OkStatus();
     WARDEN_ASSIGN_OR_RETURN(pki::NodeKeyAndCsr kc, pki::NewNodeKeyAndCsr(state_.name));
     WARDEN_ASSIGN_OR_RETURN(Json reply, Post("renew", Json{{"csr", kc.csr_pem}}));

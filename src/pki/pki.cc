@@ -329,7 +329,7 @@ absl::StatusOr<X509Ptr> NewCert(EVP_PKEY* subject_key, std::string_view common_n
   X509_NAME* name = X509_get_subject_name(cert.get());
   if (X509_set_version(cert.get(), 2) != 1 || !bn ||
       BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) == nullptr ||
-      ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(now - absl::Minutes(5))) ==
+      ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(now - kClockSkewAllowance)) ==
           nullptr ||
       ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after)) == nullptr ||
       X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,

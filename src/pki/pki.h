@@ -77,6 +77,9 @@ std::string OpenSslErrors();
 
 inline constexpr char kNodeUriPrefix[] = "urn:gpuwarden:node:";
 inline constexpr absl::Duration kNodeCertValidity = absl::Hours(24);
+// Every certificate's notBefore is backdated by this much against clock skew; a certificate's
+// "life" (what renewal at two thirds refers to) starts at notBefore + kClockSkewAllowance.
+inline constexpr absl::Duration kClockSkewAllowance = absl::Minutes(5);
 
 struct NodeCertificate {
   std::string cert_pem;
