@@ -155,7 +155,9 @@ std::string DefaultNodeName() {
   std::string out;
   for (char c : std::string(host)) {
     c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    out.push_back((std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_') ? c : '-');
+    out.push_back((std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')
+                      ? c
+                      : '-');
   }
   while (!out.empty() && !std::isalnum(static_cast<unsigned char>(out[0]))) out.erase(0, 1);
   if (out.size() > 63) out.resize(63);
@@ -167,7 +169,8 @@ absl::StatusOr<std::string> AgentUrl(const std::string& server_url, int agent_po
   std::string rest = server_url.substr(std::min<size_t>(server_url.size(), 8));
   rest = rest.substr(0, rest.find('/'));
   size_t colon = rest.rfind(':');
-  std::string host = (colon == std::string::npos || rest.back() == ']') ? rest : rest.substr(0, colon);
+  std::string host =
+      (colon == std::string::npos || rest.back() == ']') ? rest : rest.substr(0, colon);
   if (host.empty() || agent_port <= 0 || agent_port > 65535) {
     return absl::InvalidArgumentError(StrCat("cannot derive the agent URL from ", server_url));
   }
@@ -191,9 +194,8 @@ absl::StatusOr<NodeState> Join(const Paths& p, const std::string& server_url,
   opts.base_url = server_url;
   opts.ca_pem = ca.ca_pem;
   WARDEN_ASSIGN_OR_RETURN(auto client, http::HttpsClient::Create(opts));
-  Json body{{"csr", kc.csr_pem},
-            {"name", name},
-            {"inventory", cluster::EncodeInventory(inventory)}};
+  Json body{
+      {"csr", kc.csr_pem}, {"name", name}, {"inventory", cluster::EncodeInventory(inventory)}};
   // The whole token text goes back (the server checks the CA part too); trim whitespace.
   std::string t = token;
   while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
@@ -217,12 +219,15 @@ absl::StatusOr<NodeState> Join(const Paths& p, const std::string& server_url,
   s.node_id = j["node"].value("id", "");
   WARDEN_ASSIGN_OR_RETURN(s.agent_url, AgentUrl(server_url, j.value("agent_port", 0)));
   WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity id, pki::ReadNodeIdentity(s.cert_pem));
-  if (id.node_id != s.node_id) return absl::InternalError("join reply: certificate names another node");
+  if (id.node_id != s.node_id)
+    return absl::InternalError("join reply: certificate names another node");
 
   WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Ca(), s.ca_pem, 0644));
   WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Key(), s.key_pem, 0600));
   WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Cert(), s.cert_pem, 0644));
-  Json state{{"node_id", s.node_id}, {"name", s.name}, {"server", s.server_url},
+  Json state{{"node_id", s.node_id},
+             {"name", s.name},
+             {"server", s.server_url},
              {"agent_url", s.agent_url}};
   // Written last: its presence means the join completed.
   WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.State(), state.dump(2) + "\n", 0644));
@@ -233,7 +238,9 @@ class Session {
  public:
   Session(Paths paths, NodeState state, std::unique_ptr<gpu::GpuBackend> backend,
           std::string backend_name)
-      : paths_(std::move(paths)), state_(std::move(state)), backend_(std::move(backend)),
+      : paths_(std::move(paths)),
+        state_(std::move(state)),
+        backend_(std::move(backend)),
         backend_name_(std::move(backend_name)) {}
 
   // Runs until stopped (0) or the node is removed (4).
@@ -246,8 +253,9 @@ class Session {
       absl::Status s = MaybeRenew();
       if (s.ok()) s = Beat(&interval);
       if (s.ok()) {
-        if (!connected) Log(StrCat("connected to ", state_.agent_url, " as node ", state_.name,
-                                   " (", state_.node_id, ")"));
+        if (!connected)
+          Log(StrCat("connected to ", state_.agent_url, " as node ", state_.name, " (",
+                     state_.node_id, ")"));
         connected = true;
         backoff = absl::ZeroDuration();
         if (!SleepOrStop(interval)) break;
@@ -331,7 +339,8 @@ class Session {
     WARDEN_ASSIGN_OR_RETURN(Json reply, Post("renew", Json{{"csr", kc.csr_pem}}));
     std::string cert = reply.value("certificate", "");
     WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity fresh, pki::ReadNodeIdentity(cert));
-    if (fresh.node_id != state_.node_id) return absl::InternalError("renewal returned another node's certificate");
+    if (fresh.node_id != state_.node_id)
+      return absl::InternalError("renewal returned another node's certificate");
     // Both new files complete before either replaces the old (RecoverRenewal finishes the job
     // after a crash between the renames).
     WARDEN_RETURN_IF_ERROR(WriteFileExclusive(paths_.Key() + ".new", kc.key_pem, 0600));
@@ -399,7 +408,8 @@ int RunAgentCommand(int argc, char** argv) {
   }
   ::umask(077);
   if (::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    std::cerr << "gpuwarden agent: cannot create " << data_dir << ": " << std::strerror(errno) << "\n";
+    std::cerr << "gpuwarden agent: cannot create " << data_dir << ": " << std::strerror(errno)
+              << "\n";
     return 1;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -419,7 +429,8 @@ int RunAgentCommand(int argc, char** argv) {
     state = std::move(**loaded);
   } else {
     if (server.empty() || token_file.empty()) {
-      std::cerr << "gpuwarden agent: not joined yet; --server URL and --join-token FILE are required\n";
+      std::cerr
+          << "gpuwarden agent: not joined yet; --server URL and --join-token FILE are required\n";
       return 2;
     }
     if (server.rfind("https://", 0) != 0) server = "https://" + server;

@@ -19,8 +19,8 @@ namespace warden::agent {
 // "nvml" or "sim:SPEC". For nvml on a machine without the driver: a backend-less result (nullptr)
 // with the reason in `*note`, and the node reports zero GPUs.
 absl::StatusOr<std::unique_ptr<gpu::GpuBackend>> MakeGpuBackend(const std::string& gpus,
-                                                                 const std::string& seed,
-                                                                 std::string* note);
+                                                                const std::string& seed,
+                                                                std::string* note);
 
 // Collects this host's inventory: OS, kernel, CPUs, memory, container runtimes (found on PATH,
 // versions from `--version`), and the GPUs of `backend` (none when nullptr).

@@ -50,7 +50,8 @@ uint64_t MemoryMib() {
 
 bool OnPath(const std::string& tool, std::string* path) {
   const char* env = std::getenv("PATH");
-  std::stringstream dirs(env ? env : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  std::stringstream dirs(env ? env
+                             : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
   std::string dir;
   while (std::getline(dirs, dir, ':')) {
     std::string p = StrCat(dir.empty() ? "." : dir, "/", tool);
@@ -77,8 +78,9 @@ std::string ToolVersion(const std::string& path, const char* flag) {
     if (!std::isdigit(static_cast<unsigned char>(out[i]))) continue;
     size_t j = i;
     bool dot = false;
-    while (j < out.size() && (std::isdigit(static_cast<unsigned char>(out[j])) || out[j] == '.' ||
-                              out[j] == '-' || out[j] == '+' || std::isalpha(static_cast<unsigned char>(out[j])))) {
+    while (j < out.size() &&
+           (std::isdigit(static_cast<unsigned char>(out[j])) || out[j] == '.' || out[j] == '-' ||
+            out[j] == '+' || std::isalpha(static_cast<unsigned char>(out[j])))) {
       dot = dot || out[j] == '.';
       ++j;
     }
@@ -93,8 +95,9 @@ const std::vector<cluster::ContainerRuntime>& ContainerRuntimes() {
   static const auto* runtimes = [] {
     auto* out = new std::vector<cluster::ContainerRuntime>();
     const std::pair<const char*, const char*> tools[] = {
-        {"runc", "--version"},       {"crun", "--version"},   {"bwrap", "--version"},
-        {"docker", "--version"},     {"containerd", "--version"}, {"podman", "--version"},
+        {"runc", "--version"},       {"crun", "--version"},
+        {"bwrap", "--version"},      {"docker", "--version"},
+        {"containerd", "--version"}, {"podman", "--version"},
         {"nvidia-ctk", "--version"}, {"nvidia-container-cli", "--version"}};
     for (const auto& [tool, flag] : tools) {
       std::string path;
@@ -139,8 +142,8 @@ absl::StatusOr<cluster::NodeInventory> CollectInventory(gpu::GpuBackend* backend
 }
 
 absl::StatusOr<std::unique_ptr<gpu::GpuBackend>> MakeGpuBackend(const std::string& gpus,
-                                                                 const std::string& seed,
-                                                                 std::string* note) {
+                                                                const std::string& seed,
+                                                                std::string* note) {
   if (gpus.rfind("sim:", 0) == 0) {
     gpu::SimOptions opts;
     opts.seed = seed;

@@ -105,17 +105,20 @@ void PrintNodeDetail(const Json& n) {
   std::vector<std::vector<std::string>> rows = {
       {"  INDEX", "UUID", "MODEL", "MEMORY", "DRIVER", "CUDA", "ECC", "MIG", "INSTANCES"}};
   for (const auto& g : gpus) {
-    std::string mig = !g.value("mig_capable", false) ? "n/a" : g.value("mig_enabled", false) ? "on" : "off";
+    std::string mig = !g.value("mig_capable", false)  ? "n/a"
+                      : g.value("mig_enabled", false) ? "on"
+                                                      : "off";
     std::string inst;
     for (const auto& m : g.value("mig_instances", Json::array())) {
-      inst += StrCat(inst.empty() ? "" : ",", m.value("profile_name", ""), "@", m.value("start", 0));
+      inst +=
+          StrCat(inst.empty() ? "" : ",", m.value("profile_name", ""), "@", m.value("start", 0));
     }
     std::string model = g.value("model", "");
     rows.push_back({StrCat("  ", g.value("index", 0)), g.value("uuid", ""),
                     model.empty() ? g.value("product_name", "") : model,
-                    StrCat(g.value("memory_mib", uint64_t{0}), " MiB"), g.value("driver_version", ""),
-                    g.value("cuda_version", ""), g.value("ecc_enabled", false) ? "on" : "off", mig,
-                    inst.empty() ? "-" : inst});
+                    StrCat(g.value("memory_mib", uint64_t{0}), " MiB"),
+                    g.value("driver_version", ""), g.value("cuda_version", ""),
+                    g.value("ecc_enabled", false) ? "on" : "off", mig, inst.empty() ? "-" : inst});
   }
   PrintRows(rows);
 }
@@ -126,10 +129,13 @@ NodeCommands AddNodeCommands(CLI::App& app) {
   auto state = std::make_shared<NodeCommands::State>();
   NodeCommands c;
   c.state = state;
-  c.node = app.add_subcommand("node", "manage cluster nodes and their join tokens")->require_subcommand(1);
-  auto* jt = c.node->add_subcommand("join-token", "one-time tokens for agents to join")->require_subcommand(1);
+  c.node = app.add_subcommand("node", "manage cluster nodes and their join tokens")
+               ->require_subcommand(1);
+  auto* jt = c.node->add_subcommand("join-token", "one-time tokens for agents to join")
+                 ->require_subcommand(1);
   c.jt_create = jt->add_subcommand("create", "create a join token (shown once)");
-  c.jt_create->add_option("--pool", state->pool, "node pool the joining node lands in (default \"default\")");
+  c.jt_create->add_option("--pool", state->pool,
+                          "node pool the joining node lands in (default \"default\")");
   c.jt_create->add_option("--ttl", state->ttl, "lifetime, e.g. 1h (default 1h, at most 168h)");
   c.jt_ls = jt->add_subcommand("ls", "list join tokens (never their secrets)");
   c.ls = c.node->add_subcommand("ls", "list nodes with their GPUs");
@@ -143,11 +149,13 @@ NodeCommands AddNodeCommands(CLI::App& app) {
   c.cordon = named("cordon", "stop placing new work on the node");
   c.uncordon = named("uncordon", "allow new work on the node again");
   c.drain = named("drain", "cordon the node and move its work away");
-  c.rm = named("rm", "remove the node and revoke its certificates (its agent is refused from then on)");
+  c.rm = named("rm",
+               "remove the node and revoke its certificates (its agent is refused from then on)");
   c.label = named("label", "set (key=value) or remove (key-) labels");
   c.label->add_option("labels", state->args, "key=value or key-")->required();
   c.taint = named("taint", "add (key=value:Effect, key:Effect) or remove (key-) taints");
-  c.taint->add_option("taints", state->args, "key=value:NoSchedule, key:NoExecute or key-")->required();
+  c.taint->add_option("taints", state->args, "key=value:NoSchedule, key:NoExecute or key-")
+      ->required();
   return c;
 }
 
@@ -164,7 +172,8 @@ void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
     }
   };
   if (c.jt_create->parsed()) {
-    Json j = ctx.request("POST", "/api/v1/nodes/join-tokens", Json{{"pool", s.pool.empty() ? "default" : s.pool}, {"ttl", s.ttl}});
+    Json j = ctx.request("POST", "/api/v1/nodes/join-tokens",
+                         Json{{"pool", s.pool.empty() ? "default" : s.pool}, {"ttl", s.ttl}});
     print(j, [&] {
       std::cout << "join token " << j.value("id", "") << " for pool " << j.value("pool", "")
                 << ", single use, expires in " << s.ttl << "\n"
@@ -197,7 +206,8 @@ void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
   } else if (c.cordon->parsed() || c.uncordon->parsed() || c.drain->parsed()) {
     const char* verb = c.cordon->parsed() ? "cordon" : c.uncordon->parsed() ? "uncordon" : "drain";
     Json j = ctx.request("POST", StrCat("/api/v1/nodes/", s.name, "/", verb), Json::object());
-    print(j, [&] { std::cout << "node " << s.name << " is now " << j.value("schedule", "") << "\n"; });
+    print(j,
+          [&] { std::cout << "node " << s.name << " is now " << j.value("schedule", "") << "\n"; });
   } else if (c.rm->parsed()) {
     Json j = ctx.request("DELETE", "/api/v1/nodes/" + s.name, nullptr);
     print(j, [&] { std::cout << "removed node " << s.name << "; its certificates are revoked\n"; });
@@ -208,15 +218,17 @@ void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
         remove.push_back(a.substr(0, a.size() - 1));
       } else if (c.label->parsed()) {
         size_t eq = a.find('=');
-        if (eq == std::string::npos) ctx.fail(StrCat("label \"", a, "\": expected key=value or key-"), 2);
+        if (eq == std::string::npos)
+          ctx.fail(StrCat("label \"", a, "\": expected key=value or key-"), 2);
         set[a.substr(0, eq)] = a.substr(eq + 1);
       } else {
         add.push_back(a);
       }
     }
-    Json j = c.label->parsed()
-                 ? ctx.request("POST", StrCat("/api/v1/nodes/", s.name, "/labels"), Json{{"set", set}, {"remove", remove}})
-                 : ctx.request("POST", StrCat("/api/v1/nodes/", s.name, "/taints"), Json{{"add", add}, {"remove", remove}});
+    Json j = c.label->parsed() ? ctx.request("POST", StrCat("/api/v1/nodes/", s.name, "/labels"),
+                                             Json{{"set", set}, {"remove", remove}})
+                               : ctx.request("POST", StrCat("/api/v1/nodes/", s.name, "/taints"),
+                                             Json{{"add", add}, {"remove", remove}});
     print(j, [&] {
       std::cout << "node " << s.name << ": labels " << LabelsText(j.value("labels", Json::object()))
                 << ", taints " << TaintsText(j.value("taints", Json::array())) << "\n";

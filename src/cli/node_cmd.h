@@ -16,9 +16,10 @@ struct NodeCommandContext {
   // Sends one API request as the logged-in user and returns the JSON reply; throws the CLI's
   // error (printed by cli.cc) on any failure.
   std::function<common::Json(const std::string& method, const std::string& path,
-                             const common::Json& body)> request;
+                             const common::Json& body)>
+      request;
   std::function<void(const std::string& message, int code)> fail;  // does not return
-  std::string output;  // "table" or "json"
+  std::string output;                                              // "table" or "json"
 };
 
 struct NodeCommands {

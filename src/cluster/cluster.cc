@@ -61,8 +61,8 @@ Json TaintsJson(const std::vector<Taint>& taints) {
 
 }  // namespace
 
-Cluster::Cluster(store::Store& store, const pki::NodeCertificateAuthority& ca,
-                 common::Clock& clock, common::Rng& rng, ClusterOptions options)
+Cluster::Cluster(store::Store& store, const pki::NodeCertificateAuthority& ca, common::Clock& clock,
+                 common::Rng& rng, ClusterOptions options)
     : store_(store), ca_(ca), clock_(clock), rng_(rng), options_(std::move(options)) {}
 
 Cluster::~Cluster() { Stop(); }
@@ -104,8 +104,8 @@ void Cluster::Stop() {
 }
 
 void Cluster::LivenessLoop() {
-  auto tick = absl::ToChronoMilliseconds(
-      std::max(options_.heartbeat_interval / 5, absl::Milliseconds(20)));
+  auto tick =
+      absl::ToChronoMilliseconds(std::max(options_.heartbeat_interval / 5, absl::Milliseconds(20)));
   std::unique_lock lock(mu_);
   while (!stopping_) {
     cv_.wait_for(lock, tick);
@@ -131,8 +131,14 @@ absl::StatusOr<CreatedJoinToken> Cluster::CreateJoinToken(const std::string& poo
   std::string secret = common::Base64UrlEncode(rng_.Bytes(32));
   out.token = pki::FormatJoinToken(secret, options_.ca_fingerprint);
   int64_t now = clock_.NowUnix();
-  out.record = store::JoinToken{common::NewId(rng_, "jtk"), pki::JoinSecretHash(secret), pool,
-                                created_by, now, now + absl::ToInt64Seconds(ttl), 0, ""};
+  out.record = store::JoinToken{common::NewId(rng_, "jtk"),
+                                pki::JoinSecretHash(secret),
+                                pool,
+                                created_by,
+                                now,
+                                now + absl::ToInt64Seconds(ttl),
+                                0,
+                                ""};
   WARDEN_RETURN_IF_ERROR(store_.CreateJoinToken(out.record));
   return out;
 }
@@ -194,8 +200,8 @@ absl::StatusOr<AgentPeer> Cluster::AuthenticateAgent(std::string_view peer_cert_
   auto id = pki::ReadNodeIdentity(peer_cert_der);
   if (!id.ok()) return absl::UnauthenticatedError(std::string(id.status().message()));
   if (id->node_id != node_id) {
-    return absl::PermissionDeniedError(StrCat("certificate of node ", id->node_id,
-                                              " cannot speak for node ", node_id));
+    return absl::PermissionDeniedError(
+        StrCat("certificate of node ", id->node_id, " cannot speak for node ", node_id));
   }
   // TLS checked validity with the system clock; check again with ours (one source of time).
   absl::Time now = clock_.Now();
@@ -255,8 +261,9 @@ absl::StatusOr<pki::NodeCertificate> Cluster::Renew(const AgentPeer& peer,
   absl::Time now = clock_.Now();
   WARDEN_ASSIGN_OR_RETURN(pki::NodeCertificate cert,
                           ca_.Issue(csr_pem, peer.node_id, peer.node_name, options_.cert_ttl, now));
-  WARDEN_RETURN_IF_ERROR(store_.AddNodeCert(store::NodeCert{
-      cert.serial, peer.node_id, absl::ToUnixSeconds(now), absl::ToUnixSeconds(cert.not_after), 0}));
+  WARDEN_RETURN_IF_ERROR(
+      store_.AddNodeCert(store::NodeCert{cert.serial, peer.node_id, absl::ToUnixSeconds(now),
+                                         absl::ToUnixSeconds(cert.not_after), 0}));
   return cert;
 }
 
@@ -286,7 +293,8 @@ absl::StatusOr<store::Node> Cluster::GetNode(const std::string& name) {
 absl::StatusOr<store::Node> Cluster::SetSchedule(const std::string& name,
                                                  const std::string& schedule) {
   if (schedule != "active" && schedule != "cordoned" && schedule != "draining") {
-    return absl::InvalidArgumentError(StrCat("schedule \"", schedule, "\" is not active, cordoned or draining"));
+    return absl::InvalidArgumentError(
+        StrCat("schedule \"", schedule, "\" is not active, cordoned or draining"));
   }
   store::Node n;
   WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {

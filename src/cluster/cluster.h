@@ -37,7 +37,7 @@ namespace warden::cluster {
 // naming the field. EncodeInventory(DecodeInventory(x)) is the canonical form the store keeps.
 
 struct ContainerRuntime {
-  std::string name;     // "runc", "crun", "bwrap", "docker", "containerd", "nvidia-container-toolkit"
+  std::string name;  // "runc", "crun", "bwrap", "docker", "containerd", "nvidia-container-toolkit"
   std::string version;  // as the tool printed it, e.g. "1.1.5"
   bool operator==(const ContainerRuntime&) const = default;
 };
@@ -99,7 +99,7 @@ struct CreatedJoinToken {
 struct JoinRequest {
   std::string token;  // the whole "gwj1...." text
   std::string csr_pem;
-  std::string name;   // the node name it asks for
+  std::string name;  // the node name it asks for
   std::optional<NodeInventory> inventory;
 };
 
@@ -190,7 +190,9 @@ class Cluster {
  private:
   Cluster(store::Store& store, const pki::NodeCertificateAuthority& ca, common::Clock& clock,
           common::Rng& rng, ClusterOptions options);
-  absl::Duration Deadline() const { return options_.heartbeat_interval * options_.missed_heartbeats; }
+  absl::Duration Deadline() const {
+    return options_.heartbeat_interval * options_.missed_heartbeats;
+  }
   void LivenessLoop();
 
   store::Store& store_;

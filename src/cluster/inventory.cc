@@ -88,7 +88,8 @@ class Fields {
 
 absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string& where) {
   WARDEN_ASSIGN_OR_RETURN(
-      Fields f, Fields::Of(j, where, {"uuid", "profile_id", "profile_name", "start", "memory_mib"}));
+      Fields f,
+      Fields::Of(j, where, {"uuid", "profile_id", "profile_name", "start", "memory_mib"}));
   gpu::MigInstanceInfo m;
   WARDEN_ASSIGN_OR_RETURN(m.uuid, f.String("uuid"));
   WARDEN_ASSIGN_OR_RETURN(int64_t profile, f.Int("profile_id", 0, 255));
@@ -103,10 +104,10 @@ absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string&
 
 absl::StatusOr<gpu::GpuDevice> DecodeGpu(const Json& j, const std::string& where) {
   WARDEN_ASSIGN_OR_RETURN(
-      Fields f, Fields::Of(j, where,
-                           {"index", "uuid", "model", "product_name", "memory_mib",
-                            "driver_version", "cuda_version", "ecc_enabled", "mig_capable",
-                            "mig_enabled", "mig_instances"}));
+      Fields f,
+      Fields::Of(j, where,
+                 {"index", "uuid", "model", "product_name", "memory_mib", "driver_version",
+                  "cuda_version", "ecc_enabled", "mig_capable", "mig_enabled", "mig_instances"}));
   gpu::GpuDevice d;
   WARDEN_ASSIGN_OR_RETURN(int64_t index, f.Int("index", 0, kMaxInventoryGpus - 1));
   d.index = static_cast<int>(index);
@@ -121,7 +122,8 @@ absl::StatusOr<gpu::GpuDevice> DecodeGpu(const Json& j, const std::string& where
   WARDEN_ASSIGN_OR_RETURN(d.ecc_enabled, f.Bool("ecc_enabled"));
   WARDEN_ASSIGN_OR_RETURN(d.mig_capable, f.Bool("mig_capable"));
   WARDEN_ASSIGN_OR_RETURN(d.mig_enabled, f.Bool("mig_enabled"));
-  if (d.mig_enabled && !d.mig_capable) return Bad(f.Name("mig_enabled"), "true on a GPU without MIG");
+  if (d.mig_enabled && !d.mig_capable)
+    return Bad(f.Name("mig_enabled"), "true on a GPU without MIG");
   WARDEN_ASSIGN_OR_RETURN(const Json* migs, f.Array("mig_instances", kMaxMigInstances));
   if (!d.mig_enabled && !migs->empty()) {
     return Bad(f.Name("mig_instances"), "instances listed while MIG mode is off");
@@ -270,8 +272,9 @@ absl::Status ValidateLabel(std::string_view key, std::string_view value) {
 absl::Status ValidateTaint(const Taint& t) {
   WARDEN_RETURN_IF_ERROR(ValidateLabel(t.key, t.value));
   if (t.effect != "NoSchedule" && t.effect != "PreferNoSchedule" && t.effect != "NoExecute") {
-    return absl::InvalidArgumentError(StrCat("taint \"", t.key, "\": effect \"", t.effect,
-                                             "\" is not NoSchedule, PreferNoSchedule or NoExecute"));
+    return absl::InvalidArgumentError(
+        StrCat("taint \"", t.key, "\": effect \"", t.effect,
+               "\" is not NoSchedule, PreferNoSchedule or NoExecute"));
   }
   return absl::OkStatus();
 }

@@ -46,19 +46,19 @@ struct nvmlProcessInfo_t {  // the _v2/_v3 layout
   unsigned int gpuInstanceId;
   unsigned int computeInstanceId;
 };
-constexpr unsigned int kNameBuffer = 96;     // NVML_DEVICE_NAME_V2_BUFFER_SIZE
-constexpr unsigned int kUuidBuffer = 96;     // NVML_DEVICE_UUID_V2_BUFFER_SIZE
-constexpr unsigned int kDriverBuffer = 80;   // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
+constexpr unsigned int kNameBuffer = 96;    // NVML_DEVICE_NAME_V2_BUFFER_SIZE
+constexpr unsigned int kUuidBuffer = 96;    // NVML_DEVICE_UUID_V2_BUFFER_SIZE
+constexpr unsigned int kDriverBuffer = 80;  // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
 constexpr unsigned int kMaxProcesses = 256;
 
 struct NvmlApi {
   void* lib = nullptr;
-  nvmlReturn_t (*Init)() = nullptr;                 // nvmlInit_v2
-  nvmlReturn_t (*Shutdown)() = nullptr;             // nvmlShutdown
+  nvmlReturn_t (*Init)() = nullptr;      // nvmlInit_v2
+  nvmlReturn_t (*Shutdown)() = nullptr;  // nvmlShutdown
   const char* (*ErrorString)(nvmlReturn_t) = nullptr;
   nvmlReturn_t (*SystemGetDriverVersion)(char*, unsigned int) = nullptr;
-  nvmlReturn_t (*SystemGetCudaDriverVersion)(int*) = nullptr;  // _v2
-  nvmlReturn_t (*DeviceGetCount)(unsigned int*) = nullptr;     // _v2
+  nvmlReturn_t (*SystemGetCudaDriverVersion)(int*) = nullptr;                     // _v2
+  nvmlReturn_t (*DeviceGetCount)(unsigned int*) = nullptr;                        // _v2
   nvmlReturn_t (*DeviceGetHandleByIndex)(unsigned int, nvmlDevice_t*) = nullptr;  // _v2
   nvmlReturn_t (*DeviceGetName)(nvmlDevice_t, char*, unsigned int) = nullptr;
   nvmlReturn_t (*DeviceGetUUID)(nvmlDevice_t, char*, unsigned int) = nullptr;
@@ -76,9 +76,11 @@ struct NvmlApi {
                                                    nvmlProcessInfo_t*) = nullptr;  // _v3
 };
 
+// Looks `symbol` up; on failure remembers its name in `*missing` (first one wins).
 template <typename F>
-bool Bind(void* lib, const char* symbol, F& out) {
+bool Bind(void* lib, const char* symbol, F& out, std::string* missing = nullptr) {
   out = reinterpret_cast<F>(::dlsym(lib, symbol));
+  if (out == nullptr && missing != nullptr && missing->empty()) *missing = symbol;
   return out != nullptr;
 }
 
@@ -226,35 +228,37 @@ class NvmlBackend final : public GpuBackend {
 absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(const std::string& library) {
   void* lib = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
-    const char* err = ::dlerror();
+    const char* err = ::dlerror();  // copied by StrCat before any other dl call
     return absl::NotFoundError(StrCat("NVML library ", library, " not found (",
                                       err ? err : "dlopen failed",
                                       "): no NVIDIA driver on this machine"));
   }
   NvmlApi api;
   api.lib = lib;
-  bool ok = Bind(lib, "nvmlInit_v2", api.Init) && Bind(lib, "nvmlShutdown", api.Shutdown) &&
-            Bind(lib, "nvmlErrorString", api.ErrorString) &&
-            Bind(lib, "nvmlSystemGetDriverVersion", api.SystemGetDriverVersion) &&
-            Bind(lib, "nvmlSystemGetCudaDriverVersion_v2", api.SystemGetCudaDriverVersion) &&
-            Bind(lib, "nvmlDeviceGetCount_v2", api.DeviceGetCount) &&
-            Bind(lib, "nvmlDeviceGetHandleByIndex_v2", api.DeviceGetHandleByIndex) &&
-            Bind(lib, "nvmlDeviceGetName", api.DeviceGetName) &&
-            Bind(lib, "nvmlDeviceGetUUID", api.DeviceGetUUID) &&
-            Bind(lib, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo) &&
-            Bind(lib, "nvmlDeviceGetEccMode", api.DeviceGetEccMode) &&
-            Bind(lib, "nvmlDeviceGetMigMode", api.DeviceGetMigMode) &&
-            Bind(lib, "nvmlDeviceGetMaxMigDeviceCount", api.DeviceGetMaxMigDeviceCount) &&
-            Bind(lib, "nvmlDeviceGetMigDeviceHandleByIndex", api.DeviceGetMigDeviceHandleByIndex) &&
-            Bind(lib, "nvmlDeviceGetGpuInstanceId", api.DeviceGetGpuInstanceId) &&
-            Bind(lib, "nvmlDeviceGetGpuInstanceById", api.DeviceGetGpuInstanceById) &&
-            Bind(lib, "nvmlGpuInstanceGetInfo", api.GpuInstanceGetInfo);
+  std::string missing;
+  bool ok =
+      Bind(lib, "nvmlInit_v2", api.Init, &missing) &&
+      Bind(lib, "nvmlShutdown", api.Shutdown, &missing) &&
+      Bind(lib, "nvmlErrorString", api.ErrorString, &missing) &&
+      Bind(lib, "nvmlSystemGetDriverVersion", api.SystemGetDriverVersion, &missing) &&
+      Bind(lib, "nvmlSystemGetCudaDriverVersion_v2", api.SystemGetCudaDriverVersion, &missing) &&
+      Bind(lib, "nvmlDeviceGetCount_v2", api.DeviceGetCount, &missing) &&
+      Bind(lib, "nvmlDeviceGetHandleByIndex_v2", api.DeviceGetHandleByIndex, &missing) &&
+      Bind(lib, "nvmlDeviceGetName", api.DeviceGetName, &missing) &&
+      Bind(lib, "nvmlDeviceGetUUID", api.DeviceGetUUID, &missing) &&
+      Bind(lib, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo, &missing) &&
+      Bind(lib, "nvmlDeviceGetEccMode", api.DeviceGetEccMode, &missing) &&
+      Bind(lib, "nvmlDeviceGetMigMode", api.DeviceGetMigMode, &missing) &&
+      Bind(lib, "nvmlDeviceGetMaxMigDeviceCount", api.DeviceGetMaxMigDeviceCount, &missing) &&
+      Bind(lib, "nvmlDeviceGetMigDeviceHandleByIndex", api.DeviceGetMigDeviceHandleByIndex,
+           &missing) &&
+      Bind(lib, "nvmlDeviceGetGpuInstanceId", api.DeviceGetGpuInstanceId, &missing) &&
+      Bind(lib, "nvmlDeviceGetGpuInstanceById", api.DeviceGetGpuInstanceById, &missing) &&
+      Bind(lib, "nvmlGpuInstanceGetInfo", api.GpuInstanceGetInfo, &missing);
   if (!ok) {
-    const char* err = ::dlerror();
     ::dlclose(lib);
-    return absl::FailedPreconditionError(
-        StrCat("NVML library ", library, " lacks a required function (driver too old?): ",
-               err ? err : "unknown symbol"));
+    return absl::FailedPreconditionError(StrCat("NVML library ", library, " lacks the function ",
+                                                missing, " (not NVML, or a driver too old)"));
   }
   // Optional: older drivers have only _v2 of this one.
   if (!Bind(lib, "nvmlDeviceGetComputeRunningProcesses_v3", api.DeviceGetComputeRunningProcesses)) {
@@ -262,8 +266,9 @@ absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(const std::string&
   }
   if (nvmlReturn_t r = api.Init(); r != NVML_SUCCESS) {
     const char* text = api.ErrorString(r);
+    std::string why = text ? text : StrCat("error ", r);  // before dlclose unmaps the string
     ::dlclose(lib);
-    return absl::UnavailableError(StrCat("nvmlInit_v2 failed: ", text ? text : "error"));
+    return absl::UnavailableError(StrCat("nvmlInit_v2 failed: ", why));
   }
   return std::unique_ptr<GpuBackend>(std::make_unique<NvmlBackend>(api));
 }

@@ -52,14 +52,16 @@ http::Response AgentApi::Serve(http::Request& req) {
 http::Response AgentApi::Heartbeat(http::Request& req, const cluster::AgentPeer& peer) {
   std::optional<cluster::NodeInventory> inventory;
   if (!req.body.empty()) {
-    auto j = common::ParseJsonStrict(req.body, {.max_depth = 8, .max_bytes = cluster::kMaxInventoryBytes});
+    auto j = common::ParseJsonStrict(req.body,
+                                     {.max_depth = 8, .max_bytes = cluster::kMaxInventoryBytes});
     if (!j.ok()) return http::Response::Error(j.status());
     if (!j->is_object()) {
       return http::Response::Error(absl::InvalidArgumentError("body must be a JSON object"));
     }
     for (const auto& [k, v] : j->items()) {
       if (k != "inventory") {
-        return http::Response::Error(absl::InvalidArgumentError(StrCat("unknown field \"", k, "\"")));
+        return http::Response::Error(
+            absl::InvalidArgumentError(StrCat("unknown field \"", k, "\"")));
       }
     }
     if (j->contains("inventory")) {
@@ -81,8 +83,8 @@ http::Response AgentApi::Renew(http::Request& req, const cluster::AgentPeer& pee
   if (j.ok() && j->is_object() && j->size() == 1 && j->contains("csr") && (*j)["csr"].is_string()) {
     csr = (*j)["csr"].get<std::string>();
   } else {
-    http::Response r = http::Response::Error(
-        absl::InvalidArgumentError("body must be {\"csr\": \"<PEM>\"}"));
+    http::Response r =
+        http::Response::Error(absl::InvalidArgumentError("body must be {\"csr\": \"<PEM>\"}"));
     Audit(req, peer.node_name, "nodes:renew", r.status, "malformed renewal request");
     return r;
   }

@@ -169,6 +169,7 @@ class ApiService {
   absl::StatusOr<common::Json> LabelNode(Call& c);
   absl::StatusOr<common::Json> TaintNode(Call& c);
   absl::StatusOr<common::Json> DeleteNode(Call& c);
+  absl::StatusOr<common::Json> SetNodeSchedule(Call& c, const char* schedule);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,

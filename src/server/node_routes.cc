@@ -25,9 +25,12 @@ absl::StatusOr<Json> ParseBody(const std::string& body) {
 }
 
 Json JoinTokenJson(const store::JoinToken& t) {
-  return Json{{"id", t.id},           {"pool", t.pool},
-              {"created_at", t.created_at}, {"expires_at", t.expires_at},
-              {"used", t.used_at != 0}, {"used_at", t.used_at},
+  return Json{{"id", t.id},
+              {"pool", t.pool},
+              {"created_at", t.created_at},
+              {"expires_at", t.expires_at},
+              {"used", t.used_at != 0},
+              {"used_at", t.used_at},
               {"used_by_node", t.used_by_node}};
 }
 
@@ -42,8 +45,8 @@ absl::StatusOr<Json> ApiService::CreateJoinToken(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(auto ttl_text, f.OptionalString("ttl"));
   absl::Duration ttl = absl::Hours(1);
   if (ttl_text && (!absl::ParseDuration(*ttl_text, &ttl) || ttl <= absl::ZeroDuration())) {
-    return absl::InvalidArgumentError(
-        StrCat("field \"ttl\": expected a positive duration like 1h or 30m, got \"", *ttl_text, "\""));
+    return absl::InvalidArgumentError(StrCat(
+        "field \"ttl\": expected a positive duration like 1h or 30m, got \"", *ttl_text, "\""));
   }
   WARDEN_ASSIGN_OR_RETURN(cluster::CreatedJoinToken t,
                           cl->CreateJoinToken(pool.value_or("default"), ttl, c.identity->user_id));
@@ -74,12 +77,12 @@ absl::StatusOr<Json> ApiService::JoinNode(Call& c) {
     WARDEN_ASSIGN_OR_RETURN(r.inventory, cluster::DecodeInventory(j["inventory"]));
   }
   WARDEN_ASSIGN_OR_RETURN(cluster::JoinResult res, cl->Join(r));
-  return Json{{"node", cluster::Cluster::NodeJson(res.node, false)},
-              {"certificate", res.certificate.cert_pem},
-              {"ca_certificate", res.ca_pem},
-              {"agent_port", options_.agent_port ? options_.agent_port() : 0},
-              {"heartbeat_interval_ms",
-               absl::ToInt64Milliseconds(cl->options().heartbeat_interval)}};
+  return Json{
+      {"node", cluster::Cluster::NodeJson(res.node, false)},
+      {"certificate", res.certificate.cert_pem},
+      {"ca_certificate", res.ca_pem},
+      {"agent_port", options_.agent_port ? options_.agent_port() : 0},
+      {"heartbeat_interval_ms", absl::ToInt64Milliseconds(cl->options().heartbeat_interval)}};
 }
 
 absl::StatusOr<Json> ApiService::ListNodes(Call& c) {
@@ -101,21 +104,13 @@ absl::StatusOr<Json> ApiService::GetNode(Call& c) {
   return cluster::Cluster::NodeJson(n, true);
 }
 
-absl::StatusOr<Json> ApiService::CordonNode(Call& c) {
-  WARDEN_ASSIGN_OR_RETURN(cluster::Cluster * cl, ClusterOf(options_.cluster));
-  WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->SetSchedule(c.req.params["node"], "cordoned"));
-  return cluster::Cluster::NodeJson(n, false);
-}
+absl::StatusOr<Json> ApiService::CordonNode(Call& c) { return SetNodeSchedule(c, "cordoned"); }
+absl::StatusOr<Json> ApiService::UncordonNode(Call& c) { return SetNodeSchedule(c, "active"); }
+absl::StatusOr<Json> ApiService::DrainNode(Call& c) { return SetNodeSchedule(c, "draining"); }
 
-absl::StatusOr<Json> ApiService::UncordonNode(Call& c) {
+absl::StatusOr<Json> ApiService::SetNodeSchedule(Call& c, const char* schedule) {
   WARDEN_ASSIGN_OR_RETURN(cluster::Cluster * cl, ClusterOf(options_.cluster));
-  WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->SetSchedule(c.req.params["node"], "active"));
-  return cluster::Cluster::NodeJson(n, false);
-}
-
-absl::StatusOr<Json> ApiService::DrainNode(Call& c) {
-  WARDEN_ASSIGN_OR_RETURN(cluster::Cluster * cl, ClusterOf(options_.cluster));
-  WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->SetSchedule(c.req.params["node"], "draining"));
+  WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->SetSchedule(c.req.params["node"], schedule));
   return cluster::Cluster::NodeJson(n, false);
 }
 
@@ -126,7 +121,8 @@ absl::StatusOr<Json> ApiService::LabelNode(Call& c) {
   WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"set", "remove"}));
   std::map<std::string, std::string> set;
   if (j.contains("set")) {
-    if (!j["set"].is_object()) return absl::InvalidArgumentError("field \"set\": expected an object");
+    if (!j["set"].is_object())
+      return absl::InvalidArgumentError("field \"set\": expected an object");
     for (const auto& [k, v] : j["set"].items()) {
       if (!v.is_string()) {
         return absl::InvalidArgumentError(StrCat("field \"set.", k, "\": expected a string"));

@@ -218,6 +218,11 @@ class ServerImpl final : public Server {
   // agents"); the admin API port never asks for client certificates.
   absl::Status StartAgentListener(http::ServerOptions opts) {
     opts.listen = config_.agent_listen;
+    if (opts.listen.empty()) {
+      size_t colon = config_.listen.rfind(':');
+      int port = std::atoi(config_.listen.c_str() + colon + 1);
+      opts.listen = StrCat(config_.listen.substr(0, colon), ":", port == 0 ? 0 : port + 1);
+    }
     opts.client_ca_pem = pki_.ca_cert_pem;
     opts.on_reject = nullptr;
     opts.runs_inline = nullptr;  // every agent call may write the store: blocking pool
@@ -336,7 +341,7 @@ int RunServerCommand(int argc, char** argv) {
   app.add_option("--master-key-file", master_key_file, "master key file (default DATA_DIR/master.key, created 0600)");
   app.add_option("--threads", threads, "HTTP worker threads (default 2)");
   std::string agent_listen;
-  app.add_option("--agent-listen", agent_listen, "agents' mTLS address (default 127.0.0.1:8444; port 0 picks one)");
+  app.add_option("--agent-listen", agent_listen, "agents' mTLS address (default: the --listen host, its port + 1; port 0 picks one)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -90,8 +90,12 @@ class ClusterTest : public ::testing::Test {
     std::string out;
     int val = 0, bits = -8;
     for (char c : b64) {
-      int d = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
-              : c >= '0' && c <= '9' ? c - '0' + 52 : c == '+' ? 62 : c == '/' ? 63 : -1;
+      int d = c >= 'A' && c <= 'Z'   ? c - 'A'
+              : c >= 'a' && c <= 'z' ? c - 'a' + 26
+              : c >= '0' && c <= '9' ? c - '0' + 52
+              : c == '+'             ? 62
+              : c == '/'             ? 63
+                                     : -1;
       if (d < 0) continue;
       val = (val << 6) + d;
       bits += 6;
@@ -158,7 +162,8 @@ TEST_F(ClusterTest, AttackExpiredJoinTokenIsRefused) {
 TEST_F(ClusterTest, AttackForgedOrForeignJoinTokensAreRefused) {
   std::string token = NewToken();
   // Right shape, secret never issued.
-  std::string forged = pki::FormatJoinToken(common::Base64UrlEncode(std::string(32, 'x')), fingerprint_);
+  std::string forged =
+      pki::FormatJoinToken(common::Base64UrlEncode(std::string(32, 'x')), fingerprint_);
   EXPECT_EQ(JoinAs("gpu-01", forged).status().code(), absl::StatusCode::kUnauthenticated);
   // The issued secret presented for another CA: refused before any lookup.
   auto parts = pki::ParseJoinToken(token);
@@ -325,18 +330,42 @@ TEST(InventoryTest, StrictDecoderRefusesWhatItDoesNotExpect) {
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_NE(std::string(r.status().message()).find(needle), std::string::npos) << r.status();
   };
-  Json j = good; j["extra"] = 1; expect_bad(j, "inventory.extra");
-  j = good; j.erase("kernel"); expect_bad(j, "inventory.kernel");
-  j = good; j["cpus"] = "64"; expect_bad(j, "inventory.cpus");
-  j = good; j["cpus"] = -1; expect_bad(j, "out of range");
-  j = good; j["memory_mib"] = 18446744073709551615ull; expect_bad(j, "out of range");
-  j = good; j["hostname"] = "evil\x1b[31m"; expect_bad(j, "control character");
-  j = good; j["os"] = std::string(300, 'a'); expect_bad(j, "longer than");
-  j = good; j["gpu_backend"] = "cuda"; expect_bad(j, "gpu_backend");
-  j = good; j["gpus"][1]["uuid"] = j["gpus"][0]["uuid"]; expect_bad(j, "duplicate GPU UUID");
-  j = good; j["gpus"][2]["mig_instances"] = j["gpus"][0]["mig_instances"]; expect_bad(j, "MIG mode is off");
-  j = good; j["gpus"][0]["mig_instances"][0]["start"] = 8; expect_bad(j, "start");
-  j = good; j["gpus"] = Json::array(); for (int i = 0; i < 65; ++i) j["gpus"].push_back(good["gpus"][0]);
+  Json j = good;
+  j["extra"] = 1;
+  expect_bad(j, "inventory.extra");
+  j = good;
+  j.erase("kernel");
+  expect_bad(j, "inventory.kernel");
+  j = good;
+  j["cpus"] = "64";
+  expect_bad(j, "inventory.cpus");
+  j = good;
+  j["cpus"] = -1;
+  expect_bad(j, "out of range");
+  j = good;
+  j["memory_mib"] = 18446744073709551615ull;
+  expect_bad(j, "out of range");
+  j = good;
+  j["hostname"] = "evil\x1b[31m";
+  expect_bad(j, "control character");
+  j = good;
+  j["os"] = std::string(300, 'a');
+  expect_bad(j, "longer than");
+  j = good;
+  j["gpu_backend"] = "cuda";
+  expect_bad(j, "gpu_backend");
+  j = good;
+  j["gpus"][1]["uuid"] = j["gpus"][0]["uuid"];
+  expect_bad(j, "duplicate GPU UUID");
+  j = good;
+  j["gpus"][2]["mig_instances"] = j["gpus"][0]["mig_instances"];
+  expect_bad(j, "MIG mode is off");
+  j = good;
+  j["gpus"][0]["mig_instances"][0]["start"] = 8;
+  expect_bad(j, "start");
+  j = good;
+  j["gpus"] = Json::array();
+  for (int i = 0; i < 65; ++i) j["gpus"].push_back(good["gpus"][0]);
   expect_bad(j, "more than 64");
   EXPECT_FALSE(DecodeInventoryText("{\"hostname\":\"a\",\"hostname\":\"b\"}").ok());
   EXPECT_FALSE(DecodeInventoryText("[1,2]").ok());

@@ -51,7 +51,8 @@ class ClusterIT : public ::testing::Test {
     return path;
   }
 
-  pid_t StartAgent(const std::string& name, const std::string& gpus, const std::string& token_file) {
+  pid_t StartAgent(const std::string& name, const std::string& gpus,
+                   const std::string& token_file) {
     pid_t pid = fork();
     if (pid == 0) {
       std::string log = Dir() + "/agent-" + name + ".log";
@@ -118,9 +119,9 @@ class ClusterIT : public ::testing::Test {
 
   // Issues a certificate for `node_id` from the CA in `pki_dir`, valid [now-5m, now+ttl] at
   // `now`; writes cert and key files and returns their paths.
-  std::pair<std::string, std::string> MakeCert(const std::string& pki_dir, const std::string& node_id,
-                                               absl::Time now, absl::Duration ttl,
-                                               const std::string& tag) {
+  std::pair<std::string, std::string> MakeCert(const std::string& pki_dir,
+                                               const std::string& node_id, absl::Time now,
+                                               absl::Duration ttl, const std::string& tag) {
     auto ca = pki::NodeCertificateAuthority::Load(pki_dir);
     EXPECT_TRUE(ca.ok()) << ca.status();
     auto kc = pki::NewNodeKeyAndCsr("forged");
@@ -129,7 +130,8 @@ class ClusterIT : public ::testing::Test {
     std::string c = Dir() + "/" + tag + ".crt", k = Dir() + "/" + tag + ".key";
     std::ofstream(c) << cert->cert_pem;
     std::ofstream(k) << kc->key_pem;
-    std::filesystem::permissions(k, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
+    std::filesystem::permissions(
+        k, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write);
     return {c, k};
   }
 
@@ -138,6 +140,13 @@ class ClusterIT : public ::testing::Test {
     StartAgent(name, gpus, TokenFile("default"));
     ASSERT_TRUE(WaitNode(name, [](const Json& n) { return n.value("status", "") == "ready"; }))
         << ReadFile(Dir() + "/agent-" + name + ".log");
+    // The server lists the node as soon as the join commits; the agent writes node.json (its id)
+    // just after it gets the reply.
+    auto deadline = Clock::now() + std::chrono::seconds(10);
+    while (NodeId(name).empty() && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_FALSE(NodeId(name).empty()) << ReadFile(Dir() + "/agent-" + name + ".log");
   }
 
   WardenServer server_;
@@ -175,7 +184,8 @@ TEST_F(ClusterIT, ThreeAgentsJoinOverMtlsAndAKilledOneIsUnreachableWithinThreeHe
   kill(agents_["node-b"], SIGKILL);
   waitpid(agents_["node-b"], nullptr, 0);
   agents_["node-b"] = -1;
-  ASSERT_TRUE(WaitNode("node-b", [](const Json& j) { return j.value("status", "") == "unreachable"; }));
+  ASSERT_TRUE(
+      WaitNode("node-b", [](const Json& j) { return j.value("status", "") == "unreachable"; }));
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - killed).count();
   std::cerr << "node-b unreachable " << ms << " ms after its agent was killed (heartbeat "
             << kHeartbeatMs << " ms)\n";
@@ -196,14 +206,16 @@ TEST_F(ClusterIT, AttackAgentWithoutCertificateIsRefusedInTheHandshake) {
 TEST_F(ClusterIT, AttackExpiredCertificateIsRefused) {
   JoinOne("node-a");
   // Signed by the real CA for the real node id, but it expired an hour ago.
-  auto [crt, key] = MakeCert(Dir() + "/data/pki", NodeId("node-a"),
-                             absl::Now() - absl::Hours(25), absl::Hours(24), "expired");
+  auto [crt, key] = MakeCert(Dir() + "/data/pki", NodeId("node-a"), absl::Now() - absl::Hours(25),
+                             absl::Hours(24), "expired");
   RunResult r = AgentCurl(NodeId("node-a"), crt, key);
   EXPECT_NE(r.code, 200) << r.out;
   EXPECT_TRUE(r.code == 0 || r.code == 401) << r.code << " " << r.out;
   // The agent's own certificate still works (the test setup is not what fails).
   EXPECT_EQ(AgentCurl(NodeId("node-a"), Dir() + "/agent-node-a/node.crt",
-                      Dir() + "/agent-node-a/node.key").code, 200);
+                      Dir() + "/agent-node-a/node.key")
+                .code,
+            200);
 }
 
 TEST_F(ClusterIT, AttackCertificateFromAnotherCaIsRefused) {
@@ -230,9 +242,10 @@ TEST_F(ClusterIT, AttackReusedJoinTokenIsRefused) {
   std::string token = TokenFile("default");
   StartAgent("node-a", "sim:1xH100-80GB", token);
   ASSERT_TRUE(WaitNode("node-a", [](const Json& j) { return j.value("status", "") == "ready"; }));
-  RunResult r = RunShell(ShellQuote(WardenBin()) + " agent --server " + server_.url() +
-                         " --join-token " + ShellQuote(token) + " --data-dir " +
-                         ShellQuote(Dir() + "/agent-thief") + " --gpus sim:8xH100-80GB --name thief");
+  RunResult r =
+      RunShell(ShellQuote(WardenBin()) + " agent --server " + server_.url() + " --join-token " +
+               ShellQuote(token) + " --data-dir " + ShellQuote(Dir() + "/agent-thief") +
+               " --gpus sim:8xH100-80GB --name thief");
   EXPECT_EQ(r.code, 1) << r.err;
   EXPECT_NE(r.err.find("join token already used"), std::string::npos) << r.err;
   EXPECT_TRUE(NodeByName("thief").is_null());

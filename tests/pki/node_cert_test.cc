@@ -57,7 +57,8 @@ TEST_F(NodeCertTest, IssuedCertificateCarriesOnlyOurIdentityAndChainsToTheCa) {
   X509_STORE_CTX_init(ctx, store, leaf, nullptr);
   X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT);
   X509_VERIFY_PARAM_set_time(X509_STORE_CTX_get0_param(ctx), absl::ToTimeT(clock_.Now()));
-  EXPECT_EQ(X509_verify_cert(ctx), 1) << X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+  EXPECT_EQ(X509_verify_cert(ctx), 1)
+      << X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
   X509_STORE_CTX_set_purpose(ctx, X509_PURPOSE_SSL_SERVER);
   X509_STORE_CTX_cleanup(ctx);
   // Not usable as a server certificate (EKU clientAuth only).
@@ -98,7 +99,8 @@ TEST_F(NodeCertTest, CsrWithForeignSignatureOrWrongKeyTypeIsRefused) {
 
 TEST_F(NodeCertTest, BadNodeIdsAndNamesAreRefused) {
   auto a = NewNodeKeyAndCsr("gpu-01");
-  for (std::string id : {std::string(), std::string("UPPER"), std::string("has space"), std::string("a/b"), std::string(65, 'a')}) {
+  for (std::string id : {std::string(), std::string("UPPER"), std::string("has space"),
+                         std::string("a/b"), std::string(65, 'a')}) {
     EXPECT_FALSE(ca_->Issue(a->csr_pem, id, "gpu-01", absl::Hours(1), clock_.Now()).ok()) << id;
   }
   EXPECT_FALSE(ca_->Issue(a->csr_pem, "nod_a", "CN=evil,O=x", absl::Hours(1), clock_.Now()).ok());
@@ -129,10 +131,10 @@ TEST(JoinTokenTest, FormatParseRoundTripAndStrictness) {
   EXPECT_EQ(p->ca_fingerprint, fp);
   EXPECT_NE(JoinSecretHash(secret), secret);
   EXPECT_EQ(JoinSecretHash(secret).size(), 64u);
-  for (std::string bad : {std::string(""), "gwj2." + secret + "." + std::string(64, 'b'),
-                          "gwj1." + secret, "gwj1." + secret + "." + std::string(64, 'B'),
-                          "gwj1." + secret + "." + std::string(63, 'b'),
-                          "gwj1.short." + std::string(64, 'b')}) {
+  for (std::string bad :
+       {std::string(""), "gwj2." + secret + "." + std::string(64, 'b'), "gwj1." + secret,
+        "gwj1." + secret + "." + std::string(64, 'B'),
+        "gwj1." + secret + "." + std::string(63, 'b'), "gwj1.short." + std::string(64, 'b')}) {
     EXPECT_FALSE(ParseJoinToken(bad).ok()) << bad;
   }
 }
