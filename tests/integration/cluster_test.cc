@@ -304,6 +304,23 @@ TEST_F(ClusterIT, CordonDrainUncordonLabelTaint) {
   EXPECT_FALSE(NodeByName("node-a")["labels"].contains("tier"));
 }
 
+TEST_F(ClusterIT, AgentBacksOffExponentiallyWhileTheServerIsAway) {
+  JoinOne("node-a");
+  server_.Stop();
+  std::this_thread::sleep_for(std::chrono::milliseconds(4000));
+  // Still running, retrying: 0.5 s, 1 s, 2 s (+-20 % jitter) fit in 4 s; a loop without back-off
+  // would have logged dozens of retries.
+  EXPECT_EQ(waitpid(agents_["node-a"], nullptr, WNOHANG), 0);
+  std::string log = ReadFile(Dir() + "/agent-node-a.log");
+  int retries = 0;
+  for (size_t pos = log.find("retrying in"); pos != std::string::npos;
+       pos = log.find("retrying in", pos + 1)) {
+    ++retries;
+  }
+  EXPECT_GE(retries, 2) << log;
+  EXPECT_LE(retries, 5) << log;
+}
+
 class ClusterRenewIT : public ClusterIT {
  protected:
   ClusterRenewIT() { extra_config_ = "  cert_ttl: 6s\n"; }
