@@ -3,6 +3,7 @@
 #include <cstring>
 #include <iostream>
 
+#include "agent/agent.h"
 #include "cli/cli.h"
 #include "sched/sim.h"
 #include "server/server.h"
@@ -12,9 +13,7 @@ int main(int argc, char** argv) {
     return warden::server::RunServerCommand(argc - 1, argv + 1);
   }
   if (argc >= 2 && std::strcmp(argv[1], "agent") == 0) {
-    std::cerr << "gpuwarden agent: the node agent is not built yet (it arrives with the cluster "
-                 "issue: mTLS join, inventory, job runner)\n";
-    return 2;
+    return warden::agent::RunAgentCommand(argc - 1, argv + 1);
   }
   if (argc >= 2 && std::strcmp(argv[1], "sim") == 0) {
     return warden::sched::RunSimCommand(argc - 1, argv + 1);

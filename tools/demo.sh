@@ -8,6 +8,7 @@ BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 DATA="${DEMO_DIR:-$ROOT/demo-data}"
 PORT="${DEMO_PORT:-8443}"
+AGENT_PORT="${DEMO_AGENT_PORT:-$((PORT + 1))}"
 mkdir -p "$DATA"
 chmod 700 "$DATA"
 LOGINS="$DATA/logins.txt"
@@ -27,11 +28,14 @@ if curl -sk --max-time 1 "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; then
 fi
 
 rm -f "$DATA/state/server.json"
-"$BIN" server --data-dir "$DATA/state" --listen "127.0.0.1:$PORT" \
+"$BIN" server --data-dir "$DATA/state" --listen "127.0.0.1:$PORT" --agent-listen "127.0.0.1:$AGENT_PORT" \
   --admin-password-file "$DATA/admin.pw" >"$DATA/server.log" 2>&1 &
 SERVER_PID=$!
+AGENT_PIDS=()
 stop() {
   echo
+  for pid in "${AGENT_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${AGENT_PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   echo "demo: stopping the server (pid $SERVER_PID)"
   kill -TERM "$SERVER_PID" 2>/dev/null || true
   wait "$SERVER_PID" 2>/dev/null || true
@@ -89,6 +93,26 @@ if [ ! -f "$LOGINS" ]; then
   mv "$LOGINS.tmp" "$LOGINS"
 fi
 
+# Two node agents with simulated GPUs (issue 6). Each joins once with a one-time token (kept in
+# its data dir for a re-run, where the agent skips the join) and then heartbeats over mTLS.
+start_agent() {  # name pool gpu-spec
+  local dir="$DATA/agent-$1"
+  if [ ! -f "$dir/node.json" ]; then
+    mkdir -p "$dir" && chmod 700 "$dir"
+    "$BIN" node join-token create --pool "$2" --ttl 10m -o json |
+      sed -n 's/.*"token": "\([^"]*\)".*/\1/p' > "$dir/join-token"
+  fi
+  "$BIN" agent --server "$URL" --join-token "$dir/join-token" --data-dir "$dir" --gpus "$3" \
+    --name "$1" >"$DATA/agent-$1.log" 2>&1 &
+  AGENT_PIDS+=($!)
+}
+start_agent gpu-node-1 h100 "sim:4xH100-80GB,2xH100-80GB:mig"
+start_agent gpu-node-2 h200 "sim:4xH200-141GB"
+for _ in $(seq 1 50); do
+  [ "$("$BIN" node ls -o json | grep -c '"status": "ready"')" -ge 2 ] && break
+  sleep 0.2
+done
+
 cat <<MSG
 
   gpuwarden demo is running (state in $DATA, log in $DATA/server.log)
@@ -96,6 +120,9 @@ cat <<MSG
   server:          $URL
   CA fingerprint:  $FP
   health:          curl --cacert $DATA/state/pki/ca.crt $URL/healthz
+
+  nodes (agents with simulated GPUs, logs in $DATA/agent-*.log):
+$("$BIN" node ls | sed 's/^/    /')
 
   logins (user, password, role):
 $(sed 's/^/    /' "$LOGINS")
@@ -112,6 +139,7 @@ $(sed 's/^/    /' "$LOGINS")
     $BIN whoami
     $BIN user ls --tenant globex        # refused: acme-dev has no rights in globex
     $BIN token create ci --role viewer  # an API token, shown once
+    (as admin) $BIN node ls; $BIN node show gpu-node-1; $BIN node cordon gpu-node-2
 
   Ctrl-C stops the server.
 MSG

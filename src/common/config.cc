@@ -149,6 +149,9 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"mfa.all_users_in_tenants", StringList(&config.mfa.all_users_in_tenants)},
       {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
       {"mfa.issuer", String(&config.mfa.issuer)},
+      {"agent.listen", String(&config.agent_listen)},
+      {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
+      {"agent.cert_ttl", Duration(&config.node_cert_ttl)},
   };
   YAML::Node root;
   try {

@@ -44,6 +44,12 @@ struct ServerConfig {
   absl::Duration token_max_ttl = absl::Hours(24 * 365);
   HttpLimits http;
   MfaConfig mfa;
+  // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
+  // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.
+  // Empty: the API's host with its port + 1 (port 0 when the API's is 0), e.g. 127.0.0.1:8444.
+  std::string agent_listen;
+  absl::Duration heartbeat_interval = absl::Seconds(5);
+  absl::Duration node_cert_ttl = absl::Hours(24);
 };
 
 // Parses YAML text such as:

@@ -188,6 +188,18 @@ class GpuBackend {
 };
 
 // ---------------------------------------------------------------------------------------------
+// NVML
+
+// The NVML backend (nvml.cc): dlopen()s `library` (default libnvidia-ml.so.1; no link-time
+// dependency on the driver) and nvmlInit()s it. NotFound when the library is absent (a machine
+// without an NVIDIA driver: callers report zero GPUs and say why); FailedPrecondition when it
+// lacks a function we need; Unavailable when NVML cannot initialise (driver not loaded).
+// Inventory only for now: its MIG create/destroy return Unimplemented. Model names are filled
+// when the product name is one of KnownGpuModels().
+absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(
+    const std::string& library = "libnvidia-ml.so.1");
+
+// ---------------------------------------------------------------------------------------------
 // Simulated GPUs
 // ---------------------------------------------------------------------------------------------
 

@@ -135,6 +135,9 @@ absl::StatusOr<std::unique_ptr<HttpsClient>> HttpsClient::Create(ClientOptions o
   if (!options.ca_pem.empty() && !pki::CertificateFingerprint(options.ca_pem).ok()) {
     return absl::InvalidArgumentError("pinned CA is not a PEM certificate");
   }
+  if (options.client_cert_pem.empty() != options.client_key_pem.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs its key, and a key its certificate");
+  }
   GlobalInit();
   std::unique_ptr<HttpsClient> client(new HttpsClient(std::move(options)));
   client->curl_ = curl_easy_init();
@@ -166,6 +169,16 @@ absl::StatusOr<ClientResponse> HttpsClient::Do(
     // Pinning means the system store must not also vouch for the server.
     curl_easy_setopt(curl, CURLOPT_CAINFO, nullptr);
     curl_easy_setopt(curl, CURLOPT_CAPATH, nullptr);
+  }
+  if (!options_.client_cert_pem.empty()) {
+    curl_blob cert{const_cast<char*>(options_.client_cert_pem.data()),
+                   options_.client_cert_pem.size(), CURL_BLOB_COPY};
+    curl_blob key{const_cast<char*>(options_.client_key_pem.data()),
+                  options_.client_key_pem.size(), CURL_BLOB_COPY};
+    curl_easy_setopt(curl, CURLOPT_SSLCERT_BLOB, &cert);
+    curl_easy_setopt(curl, CURLOPT_SSLCERTTYPE, "PEM");
+    curl_easy_setopt(curl, CURLOPT_SSLKEY_BLOB, &key);
+    curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
   }
   if (method == "GET" && body.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);

@@ -24,6 +24,10 @@ struct ClientOptions {
   std::string ca_pem;
   absl::Duration timeout = absl::Seconds(30);
   absl::Duration connect_timeout = absl::Seconds(10);
+  // mTLS: a client certificate and its private key (PEM) presented in the handshake; both empty
+  // for none. Node agents use their node certificate here.
+  std::string client_cert_pem;
+  std::string client_key_pem;
 };
 
 struct ClientResponse {

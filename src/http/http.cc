@@ -67,6 +67,7 @@ void Request::Reset() {
   headers.Clear();
   body.clear();
   request_id.clear();
+  peer_certificate_der.clear();
   params.clear();
   route = "unmatched";
   context = nullptr;

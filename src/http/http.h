@@ -45,6 +45,9 @@ struct Request {
   std::string body;
   std::string remote_address;  // "ip:port", IPv6 as "[::1]:port"
   std::string request_id;      // also sent back as X-Request-Id
+  // DER of the client certificate verified in the TLS handshake (ServerOptions::client_ca_pem);
+  // empty when the server asks for none. The caller still checks what the certificate says.
+  std::string peer_certificate_der;
 
   // Filled by Router::Match: decoded path parameters in pattern order.
   std::vector<std::pair<std::string, std::string>> params;

@@ -179,6 +179,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Request req_;
   std::array<char, 512> first_bytes_;
   std::string remote_;
+  std::string peer_der_;  // verified client certificate (mTLS listeners), set at handshake
   Clock::time_point request_start_;
   bool idle_ = false;
   bool closing_ = false;
@@ -273,6 +274,31 @@ class ServerImpl final : public HttpsServer {
       return absl::InvalidArgumentError("server key: unreadable or not matching the certificate");
     }
     EVP_PKEY_free(key);
+    if (!options_.client_ca_pem.empty()) WARDEN_RETURN_IF_ERROR(ConfigureClientVerification());
+    return absl::OkStatus();
+  }
+
+  // mTLS (agents): only certificates issued by client_ca_pem, unexpired, with a clientAuth
+  // purpose. Threats: a client without a certificate, with one from another CA, or with an
+  // expired one never gets past the handshake. Who the certificate names is checked later.
+  absl::Status ConfigureClientVerification() {
+    SSL_CTX* ctx = ssl_ctx_.native_handle();
+    BIO* bio = BIO_new_mem_buf(options_.client_ca_pem.data(),
+                               static_cast<int>(options_.client_ca_pem.size()));
+    X509* ca = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+    BIO_free(bio);
+    if (ca == nullptr) {
+      ERR_clear_error();
+      return absl::InvalidArgumentError("client CA: not a PEM certificate");
+    }
+    X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+    bool ok = X509_STORE_add_cert(store, ca) == 1 && SSL_CTX_add_client_CA(ctx, ca) == 1 &&
+              SSL_CTX_set_purpose(ctx, X509_PURPOSE_SSL_CLIENT) == 1;
+    X509_free(ca);
+    if (!ok) return absl::InternalError(StrCat("client CA: ", pki::OpenSslErrors()));
+    X509_STORE_set_flags(store, X509_V_FLAG_X509_STRICT);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    SSL_CTX_set_verify_depth(ctx, 2);
     return absl::OkStatus();
   }
 
@@ -557,6 +583,13 @@ void Connection::OnHandshake(beast::error_code ec, size_t) {
     server_.CountHandshakeFailure();
     return;
   }
+  // Renegotiation is off, so the peer's certificate is fixed for the connection's life.
+  if (X509* peer = SSL_get0_peer_certificate(stream_.native_handle())) {
+    unsigned char* der = nullptr;
+    int len = i2d_X509(peer, &der);
+    if (len > 0) peer_der_.assign(reinterpret_cast<const char*>(der), static_cast<size_t>(len));
+    OPENSSL_free(der);
+  }
   ReadRequest(/*first=*/true);
 }
 
@@ -677,6 +710,7 @@ void Connection::HandleRequest() {
   auto& msg = parser_->get();
   req_.method.assign(msg.method_string().data(), msg.method_string().size());
   req_.remote_address = remote_;
+  req_.peer_certificate_der = peer_der_;
   std::string_view client_id(msg["X-Request-Id"].data(),
                              msg["X-Request-Id"].size());
   req_.request_id = SaneRequestId(client_id) ? std::string(client_id) : NewRequestId();

@@ -28,6 +28,11 @@ struct ServerOptions {
   std::string cert_pem;   // server certificate
   std::string key_pem;    // its private key
   std::string chain_pem;  // certificates sent after the leaf (the CA, for trust on first use)
+  // mTLS: when set, every client must present a certificate that chains to this CA (PEM) and is
+  // valid for client authentication (EKU clientAuth) at the current time; the handshake fails
+  // otherwise, before any HTTP is read. The verified leaf reaches the handler as
+  // Request::peer_certificate_der. Empty: no client certificates are asked for.
+  std::string client_ca_pem;
   common::HttpLimits limits;
   int threads = 2;
   // Where built-in metrics go; nullptr = common::metrics::Registry::Default().

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -328,7 +329,7 @@ absl::StatusOr<X509Ptr> NewCert(EVP_PKEY* subject_key, std::string_view common_n
   X509_NAME* name = X509_get_subject_name(cert.get());
   if (X509_set_version(cert.get(), 2) != 1 || !bn ||
       BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) == nullptr ||
-      ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(now - absl::Minutes(5))) ==
+      ASN1_TIME_set(X509_getm_notBefore(cert.get()), absl::ToTimeT(now - kClockSkewAllowance)) ==
           nullptr ||
       ASN1_TIME_set(X509_getm_notAfter(cert.get()), absl::ToTimeT(not_after)) == nullptr ||
       X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
@@ -547,6 +548,245 @@ absl::StatusOr<ServerPki> EnsureServerPki(const std::string& dir,
   out.server_not_after = server->not_after;
   return out;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Node certificates
+//
+// Threats answered here:
+// - A CSR asking for more than it should (another node's name, CA:TRUE, serverAuth): nothing of
+//   the CSR but its public key is used; every extension is ours.
+// - A CSR for a key the requester does not hold: the CSR's self-signature must verify.
+// - Identity confusion: the node id lives in exactly one SAN URI; a certificate with none or
+//   several is refused by ReadNodeIdentity.
+
+namespace {
+
+struct ReqFree {
+  void operator()(X509_REQ* p) const { X509_REQ_free(p); }
+};
+
+bool NodeIdOk(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
+
+bool NodeNameOk(std::string_view name) {
+  if (name.empty() || name.size() > 63 || name[0] == '.' || name[0] == '-') return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string SerialHex(X509* cert) {
+  std::unique_ptr<BIGNUM, BnFree> bn(ASN1_INTEGER_to_BN(X509_get0_serialNumber(cert), nullptr));
+  if (!bn) return "";
+  char* hex = BN_bn2hex(bn.get());
+  std::string out = hex ? hex : "";
+  OPENSSL_free(hex);
+  return out;
+}
+
+absl::Status AddUriSan(X509* cert, std::string_view uri) {
+  std::unique_ptr<GENERAL_NAMES, GensFree> gens(sk_GENERAL_NAME_new_null());
+  GENERAL_NAME* g = GENERAL_NAME_new();
+  ASN1_IA5STRING* s = ASN1_IA5STRING_new();
+  ASN1_STRING_set(s, uri.data(), static_cast<int>(uri.size()));
+  GENERAL_NAME_set0_value(g, GEN_URI, s);
+  sk_GENERAL_NAME_push(gens.get(), g);
+  if (X509_add1_ext_i2d(cert, NID_subject_alt_name, gens.get(), 1, X509V3_ADD_DEFAULT) != 1) {
+    return SslError("add subjectAltName URI");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct NodeCertificateAuthority::Material {
+  CaMaterial ca;
+  absl::Time ca_not_after;
+};
+
+NodeCertificateAuthority::NodeCertificateAuthority(std::unique_ptr<Material> m)
+    : m_(std::move(m)) {}
+NodeCertificateAuthority::~NodeCertificateAuthority() = default;
+
+const std::string& NodeCertificateAuthority::ca_cert_pem() const { return m_->ca.cert_pem; }
+
+absl::StatusOr<std::unique_ptr<NodeCertificateAuthority>> NodeCertificateAuthority::Load(
+    const std::string& dir) {
+  WARDEN_ASSIGN_OR_RETURN(auto key_pem, ReadFile(Join(dir, kCaKeyFile), /*secret=*/true));
+  WARDEN_ASSIGN_OR_RETURN(auto cert_pem, ReadFile(Join(dir, kCaCertFile), false));
+  if (!key_pem || !cert_pem) {
+    return absl::NotFoundError(StrCat("no CA in ", dir, " (", kCaKeyFile, " and ", kCaCertFile,
+                                      " are both needed)"));
+  }
+  auto m = std::make_unique<Material>();
+  WARDEN_ASSIGN_OR_RETURN(m->ca, LoadCa(dir, *key_pem, *cert_pem));
+  m->ca_not_after = Asn1ToTime(X509_get0_notAfter(m->ca.cert.get()));
+  return std::unique_ptr<NodeCertificateAuthority>(new NodeCertificateAuthority(std::move(m)));
+}
+
+absl::StatusOr<NodeCertificate> NodeCertificateAuthority::Issue(std::string_view csr_pem,
+                                                                std::string_view node_id,
+                                                                std::string_view node_name,
+                                                                absl::Duration ttl,
+                                                                absl::Time now) const {
+  if (!NodeIdOk(node_id)) {
+    return absl::InvalidArgumentError(StrCat("node id \"", node_id, "\" is not 1-64 of [a-z0-9_-]"));
+  }
+  if (!NodeNameOk(node_name)) {
+    return absl::InvalidArgumentError(
+        StrCat("node name \"", node_name, "\" is not 1-63 of [a-z0-9._-]"));
+  }
+  if (csr_pem.size() > 16384) return absl::InvalidArgumentError("CSR larger than 16 KiB");
+  BioPtr bio(BIO_new_mem_buf(csr_pem.data(), static_cast<int>(csr_pem.size())));
+  std::unique_ptr<X509_REQ, ReqFree> req(
+      bio ? PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr) : nullptr);
+  if (!req) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("CSR is not a PEM certificate signing request");
+  }
+  EVP_PKEY* pub = X509_REQ_get0_pubkey(req.get());
+  if (pub == nullptr || X509_REQ_verify(req.get(), pub) != 1) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("CSR signature does not verify with its own key");
+  }
+  char group[64] = {0};
+  size_t group_len = 0;
+  if (!EVP_PKEY_is_a(pub, "EC") ||
+      EVP_PKEY_get_group_name(pub, group, sizeof(group), &group_len) != 1 ||
+      std::string_view(group, group_len) != "prime256v1") {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("CSR key must be ECDSA P-256");
+  }
+  absl::Time not_after = std::min(now + ttl, m_->ca_not_after);
+  if (not_after <= now) {
+    return absl::FailedPreconditionError("the CA has expired; no node certificate can be issued");
+  }
+  X509* ca_cert = m_->ca.cert.get();
+  WARDEN_ASSIGN_OR_RETURN(X509Ptr cert, NewCert(pub, node_name, now, not_after));
+  if (X509_set_issuer_name(cert.get(), X509_get_subject_name(ca_cert)) != 1) {
+    return SslError("set issuer");
+  }
+  WARDEN_RETURN_IF_ERROR(AddExt(cert.get(), ca_cert, NID_basic_constraints, "critical,CA:FALSE"));
+  WARDEN_RETURN_IF_ERROR(AddExt(cert.get(), ca_cert, NID_key_usage, "critical,digitalSignature"));
+  WARDEN_RETURN_IF_ERROR(AddExt(cert.get(), ca_cert, NID_ext_key_usage, "clientAuth"));
+  WARDEN_RETURN_IF_ERROR(AddExt(cert.get(), ca_cert, NID_subject_key_identifier, "hash"));
+  WARDEN_RETURN_IF_ERROR(AddExt(cert.get(), ca_cert, NID_authority_key_identifier, "keyid:always"));
+  WARDEN_RETURN_IF_ERROR(AddUriSan(cert.get(), StrCat(kNodeUriPrefix, node_id)));
+  if (X509_sign(cert.get(), m_->ca.key.get(), EVP_sha256()) <= 0) {
+    return SslError("sign node certificate");
+  }
+  NodeCertificate out;
+  WARDEN_ASSIGN_OR_RETURN(out.cert_pem, CertToPem(cert.get()));
+  out.serial = SerialHex(cert.get());
+  out.not_before = Asn1ToTime(X509_get0_notBefore(cert.get()));
+  out.not_after = Asn1ToTime(X509_get0_notAfter(cert.get()));
+  return out;
+}
+
+absl::StatusOr<NodeIdentity> ReadNodeIdentity(std::string_view cert) {
+  X509Ptr x;
+  if (cert.starts_with("-----BEGIN")) {
+    x = ParseCert(cert);
+  } else {
+    const unsigned char* p = reinterpret_cast<const unsigned char*>(cert.data());
+    x.reset(d2i_X509(nullptr, &p, static_cast<long>(cert.size())));
+  }
+  if (!x) {
+    ERR_clear_error();
+    return absl::InvalidArgumentError("not an X.509 certificate");
+  }
+  auto* gens = static_cast<GENERAL_NAMES*>(
+      X509_get_ext_d2i(x.get(), NID_subject_alt_name, nullptr, nullptr));
+  std::unique_ptr<GENERAL_NAMES, GensFree> owned(gens);
+  std::string node_id;
+  int uris = 0;
+  for (int i = 0; gens != nullptr && i < sk_GENERAL_NAME_num(gens); ++i) {
+    const GENERAL_NAME* g = sk_GENERAL_NAME_value(gens, i);
+    if (g->type != GEN_URI) continue;
+    ++uris;
+    std::string_view v(reinterpret_cast<const char*>(ASN1_STRING_get0_data(g->d.uniformResourceIdentifier)),
+                       static_cast<size_t>(ASN1_STRING_length(g->d.uniformResourceIdentifier)));
+    if (v.starts_with(kNodeUriPrefix)) node_id = std::string(v.substr(sizeof(kNodeUriPrefix) - 1));
+  }
+  if (uris != 1 || !NodeIdOk(node_id)) {
+    return absl::InvalidArgumentError(
+        StrCat("certificate carries no node identity (exactly one subjectAltName URI ",
+               kNodeUriPrefix, "<id> is required)"));
+  }
+  NodeIdentity id;
+  id.node_id = std::move(node_id);
+  id.serial = SerialHex(x.get());
+  id.not_before = Asn1ToTime(X509_get0_notBefore(x.get()));
+  id.not_after = Asn1ToTime(X509_get0_notAfter(x.get()));
+  return id;
+}
+
+absl::StatusOr<NodeKeyAndCsr> NewNodeKeyAndCsr(std::string_view node_name) {
+  WARDEN_ASSIGN_OR_RETURN(PkeyPtr key, NewP256Key());
+  std::unique_ptr<X509_REQ, ReqFree> req(X509_REQ_new());
+  if (!req) return SslError("X509_REQ_new");
+  X509_NAME* name = X509_REQ_get_subject_name(req.get());
+  if (X509_REQ_set_version(req.get(), 0) != 1 ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(node_name.data()),
+                                 static_cast<int>(node_name.size()), -1, 0) != 1 ||
+      X509_REQ_set_pubkey(req.get(), key.get()) != 1 ||
+      X509_REQ_sign(req.get(), key.get(), EVP_sha256()) <= 0) {
+    return SslError("build CSR");
+  }
+  BioPtr bio(BIO_new(BIO_s_mem()));
+  if (!bio || PEM_write_bio_X509_REQ(bio.get(), req.get()) != 1) {
+    return SslError("PEM_write_bio_X509_REQ");
+  }
+  NodeKeyAndCsr out;
+  WARDEN_ASSIGN_OR_RETURN(out.csr_pem, BioToString(bio.get()));
+  WARDEN_ASSIGN_OR_RETURN(out.key_pem, KeyToPem(key.get()));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Join tokens
+
+std::string FormatJoinToken(std::string_view secret, std::string_view ca_fingerprint) {
+  std::string_view hex = ca_fingerprint;
+  if (hex.starts_with("SHA256:")) hex.remove_prefix(7);
+  return StrCat("gwj1.", secret, ".", hex);
+}
+
+absl::StatusOr<JoinTokenParts> ParseJoinToken(std::string_view text) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) text.remove_suffix(1);
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) text.remove_prefix(1);
+  if (!text.starts_with("gwj1.")) {
+    return absl::InvalidArgumentError("join token does not start with \"gwj1.\"");
+  }
+  text.remove_prefix(5);
+  size_t dot = text.find('.');
+  if (dot == std::string_view::npos) {
+    return absl::InvalidArgumentError("join token has no CA fingerprint part");
+  }
+  std::string_view secret = text.substr(0, dot);
+  std::string_view hex = text.substr(dot + 1);
+  auto raw = common::Base64UrlDecode(secret);
+  if (secret.size() != 43 || !raw || raw->size() != 32) {
+    return absl::InvalidArgumentError("join token secret is not 32 bytes of base64url");
+  }
+  auto fp = common::HexDecode(hex);
+  if (hex.size() != 64 || !fp || common::HexEncode(*fp) != hex) {
+    return absl::InvalidArgumentError("join token CA fingerprint is not 64 lowercase hex digits");
+  }
+  return JoinTokenParts{std::string(secret), StrCat("SHA256:", hex)};
+}
+
+std::string JoinSecretHash(std::string_view secret) { return common::Sha256Hex(secret); }
+
 
 std::string OpenSslErrors() {
   std::string out;

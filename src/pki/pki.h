@@ -11,6 +11,7 @@
 // `openssl x509 -in ca.crt -outform DER | sha256sum`.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,8 +65,93 @@ absl::StatusOr<std::string> CertificateFingerprint(std::string_view cert_pem);
 // Drains this thread's OpenSSL error queue into one "; "-separated line (for error messages).
 std::string OpenSslErrors();
 
-// Future: agents' CSR signing (issue: node mTLS) belongs here, as
-//   absl::StatusOr<std::string> SignNodeCsr(const std::string& dir, std::string_view csr_pem, ...)
-// reusing the CA loading of pki.cc; keep CA private-key handling inside this module.
+// ---------------------------------------------------------------------------------------------
+// Node identity (agents' mTLS)
+//
+// A node certificate is an ECDSA P-256 leaf signed by the CA above, CA:FALSE, keyUsage
+// digitalSignature, EKU clientAuth, subject "O=gpuwarden, CN=<node name>" (informational only),
+// and exactly one subjectAltName URI "urn:gpuwarden:node:<node id>": the node identity. The
+// server trusts only the URI, never the CN or anything the CSR asked for; the CSR contributes its
+// public key and nothing else. Certificates are short-lived (default 24 h) and renewed by the
+// agent at two thirds of their life. Serials are 127-bit random, rendered as uppercase hex.
+
+inline constexpr char kNodeUriPrefix[] = "urn:gpuwarden:node:";
+inline constexpr absl::Duration kNodeCertValidity = absl::Hours(24);
+// Every certificate's notBefore is backdated by this much against clock skew; a certificate's
+// "life" (what renewal at two thirds refers to) starts at notBefore + kClockSkewAllowance.
+inline constexpr absl::Duration kClockSkewAllowance = absl::Minutes(5);
+
+struct NodeCertificate {
+  std::string cert_pem;
+  std::string serial;  // uppercase hex, as ReadNodeIdentity returns it
+  absl::Time not_before;
+  absl::Time not_after;
+};
+
+// What a node certificate says. ReadNodeIdentity does NOT verify the signature or validity: the
+// TLS layer verified the chain; callers compare not_after with their clock and the serial with
+// their revocation records.
+struct NodeIdentity {
+  std::string node_id;
+  std::string serial;
+  absl::Time not_before;
+  absl::Time not_after;
+};
+
+// Signs node certificates with the CA of a PKI directory. Holds the CA key in memory; immutable
+// after Load, so Issue is thread-safe.
+class NodeCertificateAuthority {
+ public:
+  // Loads ca.key/ca.crt from `dir` (created by EnsureServerPki). NotFound when they are missing;
+  // DataLoss / FailedPrecondition as EnsureServerPki for unreadable or exposed files.
+  static absl::StatusOr<std::unique_ptr<NodeCertificateAuthority>> Load(const std::string& dir);
+  ~NodeCertificateAuthority();
+
+  // Issues a certificate for `node_id` over the public key of `csr_pem`. InvalidArgument when the
+  // CSR does not parse, its self-signature does not verify (proof of possession of the key), its
+  // key is not EC P-256, or node_id / node_name are not plain identifiers (node_id: 1-64 of
+  // [a-z0-9_-]; node_name: 1-63 of [a-z0-9._-]). Validity: now - 5 min .. min(now + ttl, CA
+  // expiry); FailedPrecondition when that leaves nothing (CA expired).
+  absl::StatusOr<NodeCertificate> Issue(std::string_view csr_pem, std::string_view node_id,
+                                        std::string_view node_name, absl::Duration ttl,
+                                        absl::Time now) const;
+  const std::string& ca_cert_pem() const;
+
+ private:
+  struct Material;
+  explicit NodeCertificateAuthority(std::unique_ptr<Material> m);
+  std::unique_ptr<Material> m_;
+};
+
+// Reads the identity from a certificate given as DER (what the TLS layer hands over) or PEM.
+// InvalidArgument when it does not parse, or has not exactly one urn:gpuwarden:node: URI with a
+// valid node id.
+absl::StatusOr<NodeIdentity> ReadNodeIdentity(std::string_view cert_der_or_pem);
+
+// A fresh P-256 key (PKCS#8 PEM, secret) and a CSR for it signed with it (CN = node_name).
+struct NodeKeyAndCsr {
+  std::string key_pem;
+  std::string csr_pem;
+};
+absl::StatusOr<NodeKeyAndCsr> NewNodeKeyAndCsr(std::string_view node_name);
+
+// ---------------------------------------------------------------------------------------------
+// Join tokens
+//
+// Text form (what `gpuwarden node join-token create` prints and the agent reads from its token
+// file): "gwj1.<secret>.<ca>" where <secret> is 32 random bytes in base64url (43 chars, no
+// padding) and <ca> is the 64 lowercase hex digits of the CA fingerprint. The agent pins the CA
+// whose fingerprint the token names before it sends the secret anywhere, so a man in the middle
+// at join time learns nothing. The server stores only JoinSecretHash(secret).
+struct JoinTokenParts {
+  std::string secret;          // the base64url text
+  std::string ca_fingerprint;  // "SHA256:<hex>", the CertificateFingerprint format
+};
+// `ca_fingerprint` in the "SHA256:<hex>" format.
+std::string FormatJoinToken(std::string_view secret, std::string_view ca_fingerprint);
+// InvalidArgument naming the part that is wrong; surrounding whitespace is ignored.
+absl::StatusOr<JoinTokenParts> ParseJoinToken(std::string_view text);
+// SHA-256 hex of the secret text: the stored form.
+std::string JoinSecretHash(std::string_view secret);
 
 }  // namespace warden::pki

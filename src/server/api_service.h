@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "audit/audit.h"
 #include "auth/auth.h"
+#include "cluster/cluster.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/json.h"
@@ -97,6 +98,9 @@ struct ApiServiceOptions {
   // Renders /metrics (the process's Prometheus registry).
   std::function<std::string()> render_metrics;
   common::MfaConfig mfa;  // who must have MFA, the step-up window
+  // Nodes and join (issue 6; handlers in node_routes.cc). Null: those routes answer 503.
+  cluster::Cluster* cluster = nullptr;
+  std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
 };
 
 class ApiService {
@@ -174,6 +178,19 @@ class ApiService {
   absl::StatusOr<common::Json> MfaStepUp(Call& c);
   absl::StatusOr<common::Json> MfaReset(Call& c);
   absl::StatusOr<common::Json> LogoutAll(Call& c);
+  // node_routes.cc
+  absl::StatusOr<common::Json> CreateJoinToken(Call& c);
+  absl::StatusOr<common::Json> ListJoinTokens(Call& c);
+  absl::StatusOr<common::Json> JoinNode(Call& c);
+  absl::StatusOr<common::Json> ListNodes(Call& c);
+  absl::StatusOr<common::Json> GetNode(Call& c);
+  absl::StatusOr<common::Json> CordonNode(Call& c);
+  absl::StatusOr<common::Json> UncordonNode(Call& c);
+  absl::StatusOr<common::Json> DrainNode(Call& c);
+  absl::StatusOr<common::Json> LabelNode(Call& c);
+  absl::StatusOr<common::Json> TaintNode(Call& c);
+  absl::StatusOr<common::Json> DeleteNode(Call& c);
+  absl::StatusOr<common::Json> SetNodeSchedule(Call& c, const char* schedule);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,

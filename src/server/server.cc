@@ -16,6 +16,7 @@
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "auth/login_throttle.h"
+#include "cluster/cluster.h"
 #include "common/clock.h"
 #include "common/master_key.h"
 #include "common/metrics.h"
@@ -24,6 +25,7 @@
 #include "common/strings.h"
 #include "http/server.h"
 #include "pki/pki.h"
+#include "server/agent_api.h"
 #include "server/api_service.h"
 #include "store/store.h"
 
@@ -99,6 +101,9 @@ class ServerImpl final : public Server {
     api_opts.audit_dir = audit_dir;
     api_opts.mfa = config_.mfa;
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
+    WARDEN_RETURN_IF_ERROR(InitCluster(pki_dir, clock, rng));
+    api_opts.cluster = cluster_.get();
+    api_opts.agent_port = [this] { return agent_https_ ? agent_https_->port() : 0; };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
     // The admin password file matters only on the first start, before any user exists.
@@ -156,10 +161,12 @@ class ServerImpl final : public Server {
     WARDEN_ASSIGN_OR_RETURN(https_, http::HttpsServer::Create(
                                         hopts, [this](http::Request& req) { return Serve(req); }));
     WARDEN_RETURN_IF_ERROR(https_->Start());
+    WARDEN_RETURN_IF_ERROR(StartAgentListener(hopts));
     housekeeping_ = std::thread([this] { Housekeeping(); });
     // Tests and scripts find an ephemeral port here.
     std::ofstream info(StrCat(config_.data_dir, "/server.json"));
     info << "{\"url\":\"https://127.0.0.1:" << https_->port() << "\",\"port\":" << https_->port()
+         << ",\"agent_port\":" << agent_https_->port()
          << ",\"ca_fingerprint\":\"" << pki_.ca_fingerprint << "\"}\n";
     return absl::OkStatus();
   }
@@ -171,6 +178,8 @@ class ServerImpl final : public Server {
       stopping_ = true;
     }
     cv_.notify_all();
+    if (agent_https_) agent_https_->Stop();
+    if (cluster_) cluster_->Stop();
     if (https_) https_->Stop();
     if (housekeeping_.joinable()) housekeeping_.join();
   }
@@ -179,6 +188,38 @@ class ServerImpl final : public Server {
   std::string ca_fingerprint() const override { return pki_.ca_fingerprint; }
 
  private:
+  // Nodes (issue 6): the CA signs node certificates; the cluster service tracks nodes.
+  absl::Status InitCluster(const std::string& pki_dir, common::Clock& clock, common::Rng& rng) {
+    WARDEN_ASSIGN_OR_RETURN(node_ca_, pki::NodeCertificateAuthority::Load(pki_dir));
+    cluster::ClusterOptions copts;
+    copts.heartbeat_interval = config_.heartbeat_interval;
+    copts.cert_ttl = config_.node_cert_ttl;
+    copts.ca_fingerprint = pki_.ca_fingerprint;
+    WARDEN_ASSIGN_OR_RETURN(cluster_, cluster::Cluster::Create(*store_, *node_ca_, clock, rng, copts));
+    agent_api_ = std::make_unique<AgentApi>(*cluster_, *audit_);
+    return absl::OkStatus();
+  }
+
+  // The agents' listener: its own port, mTLS required in the handshake (DESIGN: "mTLS to
+  // agents"); the admin API port never asks for client certificates.
+  absl::Status StartAgentListener(http::ServerOptions opts) {
+    opts.listen = config_.agent_listen;
+    if (opts.listen.empty()) {
+      size_t colon = config_.listen.rfind(':');
+      int port = std::atoi(config_.listen.c_str() + colon + 1);
+      opts.listen = StrCat(config_.listen.substr(0, colon), ":", port == 0 ? 0 : port + 1);
+    }
+    opts.client_ca_pem = pki_.ca_cert_pem;
+    opts.on_reject = nullptr;
+    opts.runs_inline = nullptr;  // every agent call may write the store: blocking pool
+    WARDEN_ASSIGN_OR_RETURN(agent_https_, http::HttpsServer::Create(opts, [this](http::Request& req) {
+                              return agent_api_->Serve(req);
+                            }));
+    WARDEN_RETURN_IF_ERROR(agent_https_->Start());
+    cluster_->Start();
+    return absl::OkStatus();
+  }
+
   static std::string AbsPath(const std::string& p) {
     if (!p.empty() && p[0] == '/') return p;
     char cwd[4096];
@@ -257,6 +298,10 @@ class ServerImpl final : public Server {
   std::unique_ptr<ApiService> api_;
   http::Router<const RouteSpec*> router_;
   std::unique_ptr<http::HttpsServer> https_;
+  std::unique_ptr<pki::NodeCertificateAuthority> node_ca_;
+  std::unique_ptr<cluster::Cluster> cluster_;
+  std::unique_ptr<AgentApi> agent_api_;
+  std::unique_ptr<http::HttpsServer> agent_https_;
   std::thread housekeeping_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -284,6 +329,8 @@ int RunServerCommand(int argc, char** argv) {
   app.add_option("--admin-password-file", admin_pw_file, "first start only: the admin's password (else one is generated and printed once)");
   app.add_option("--master-key-file", master_key_file, "master key file (default DATA_DIR/master.key, created 0600)");
   app.add_option("--threads", threads, "HTTP worker threads (default 2)");
+  std::string agent_listen;
+  app.add_option("--agent-listen", agent_listen, "agents' mTLS address (default: the --listen host, its port + 1; port 0 picks one)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -304,6 +351,7 @@ int RunServerCommand(int argc, char** argv) {
   if (!admin_pw_file.empty()) config.admin_password_file = admin_pw_file;
   if (!master_key_file.empty()) config.master_key_file = master_key_file;
   if (threads > 0) config.threads = threads;
+  if (!agent_listen.empty()) config.agent_listen = agent_listen;
 
   // Everything the server writes (state, keys, audit) is for its own user only.
   ::umask(077);

@@ -114,6 +114,44 @@ const std::vector<Migration>& Migrations() {
            " code_hash TEXT NOT NULL,"
            " PRIMARY KEY (user_id, code_hash))",
        }},
+      // 3: cluster nodes, their join tokens and node certificates (issue 6).
+      // Versions need not be contiguous.
+      {3,
+       {
+           // token_hash: SHA-256 hex of the secret; the secret itself is never stored.
+           "CREATE TABLE join_tokens ("
+           " id TEXT PRIMARY KEY,"
+           " token_hash TEXT NOT NULL UNIQUE,"
+           " pool TEXT NOT NULL,"
+           " created_by TEXT NOT NULL,"
+           " created_at BIGINT NOT NULL,"
+           " expires_at BIGINT NOT NULL,"
+           " used_at BIGINT,"
+           " used_by_node TEXT)",
+
+           // labels, taints, inventory: JSON text, interpreted by the cluster module.
+           "CREATE TABLE nodes ("
+           " id TEXT PRIMARY KEY,"
+           " name TEXT NOT NULL UNIQUE,"
+           " pool TEXT NOT NULL,"
+           " labels TEXT NOT NULL,"
+           " taints TEXT NOT NULL,"
+           " schedule TEXT NOT NULL CHECK (schedule IN ('active', 'cordoned', 'draining')),"
+           " status TEXT NOT NULL CHECK (status IN ('ready', 'unreachable')),"
+           " inventory TEXT NOT NULL,"
+           " joined_at BIGINT NOT NULL,"
+           " last_heartbeat BIGINT NOT NULL)",
+           "CREATE INDEX nodes_by_pool ON nodes (pool)",
+
+           // Not a foreign key: a removed node's revoked serials must outlive the node row.
+           "CREATE TABLE node_certs ("
+           " serial TEXT PRIMARY KEY,"
+           " node_id TEXT NOT NULL,"
+           " issued_at BIGINT NOT NULL,"
+           " not_after BIGINT NOT NULL,"
+           " revoked_at BIGINT)",
+           "CREATE INDEX node_certs_by_node ON node_certs (node_id)",
+       }},
   };
   return *migrations;
 }

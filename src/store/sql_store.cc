@@ -159,6 +159,50 @@ absl::StatusOr<Binding> ToBinding(const Row& r) {
   return b;
 }
 
+constexpr std::string_view kJoinTokenCols =
+    "id, token_hash, pool, created_by, created_at, expires_at, used_at, used_by_node";
+constexpr std::string_view kNodeCols =
+    "id, name, pool, labels, taints, schedule, status, inventory, joined_at, last_heartbeat";
+constexpr std::string_view kNodeCertCols = "serial, node_id, issued_at, not_after, revoked_at";
+
+absl::StatusOr<JoinToken> ToJoinToken(const Row& r) {
+  JoinToken t;
+  t.id = r.String(0);
+  t.token_hash = r.String(1);
+  t.pool = r.String(2);
+  t.created_by = r.String(3);
+  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(4));
+  WARDEN_ASSIGN_OR_RETURN(t.expires_at, r.Int(5));
+  WARDEN_ASSIGN_OR_RETURN(t.used_at, r.Int(6));
+  t.used_by_node = r.String(7);
+  return t;
+}
+
+absl::StatusOr<Node> ToNode(const Row& r) {
+  Node n;
+  n.id = r.String(0);
+  n.name = r.String(1);
+  n.pool = r.String(2);
+  n.labels_json = r.String(3);
+  n.taints_json = r.String(4);
+  n.schedule = r.String(5);
+  n.status = r.String(6);
+  n.inventory_json = r.String(7);
+  WARDEN_ASSIGN_OR_RETURN(n.joined_at, r.Int(8));
+  WARDEN_ASSIGN_OR_RETURN(n.last_heartbeat, r.Int(9));
+  return n;
+}
+
+absl::StatusOr<NodeCert> ToNodeCert(const Row& r) {
+  NodeCert c;
+  c.serial = r.String(0);
+  c.node_id = r.String(1);
+  WARDEN_ASSIGN_OR_RETURN(c.issued_at, r.Int(2));
+  WARDEN_ASSIGN_OR_RETURN(c.not_after, r.Int(3));
+  WARDEN_ASSIGN_OR_RETURN(c.revoked_at, r.Int(4));
+  return c;
+}
+
 template <typename T>
 absl::StatusOr<std::vector<T>> ToList(const Rows& rows, absl::StatusOr<T> (*convert)(const Row&)) {
   std::vector<T> out;
@@ -576,6 +620,117 @@ class SqlStore final : public Store {
   absl::Status DeleteBinding(const std::string& id) override {
     return UpdateOne(/*policy=*/true, "DELETE FROM bindings WHERE id = ?", {id},
                      StrCat("binding \"", id, "\" not found"));
+  }
+
+  // ---- cluster: join tokens, nodes, node certificates ----
+
+  absl::Status CreateJoinToken(const JoinToken& t) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("join token id", t.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("join token hash", t.token_hash));
+    return Write(/*policy=*/false, [&]() {
+      return db_->Exec(StrCat("INSERT INTO join_tokens (", kJoinTokenCols,
+                              ") VALUES (?, ?, ?, ?, ?, ?, NULL, NULL)"),
+                       {t.id, t.token_hash, t.pool, t.created_by, t.created_at, t.expires_at})
+          .status();
+    });
+  }
+
+  absl::StatusOr<std::vector<JoinToken>> ListJoinTokens() override {
+    WARDEN_ASSIGN_OR_RETURN(
+        Rows rows, db_->Query(StrCat("SELECT ", kJoinTokenCols, " FROM join_tokens ORDER BY created_at, id")));
+    return ToList<JoinToken>(rows, ToJoinToken);
+  }
+
+  absl::StatusOr<JoinToken> UseJoinToken(const std::string& token_hash, int64_t now,
+                                         const std::string& node_id) override {
+    JoinToken out;
+    WARDEN_RETURN_IF_ERROR(Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(
+          out, One<JoinToken>(StrCat("SELECT ", kJoinTokenCols, " FROM join_tokens WHERE token_hash = ?"),
+                              {token_hash}, ToJoinToken, "join token not recognised"));
+      if (out.used_at != 0) return absl::FailedPreconditionError("join token already used");
+      if (out.expires_at <= now) return absl::FailedPreconditionError("join token expired");
+      // The guard in WHERE makes the use atomic across replicas sharing one PostgreSQL.
+      WARDEN_ASSIGN_OR_RETURN(
+          int64_t n, db_->Exec("UPDATE join_tokens SET used_at = ?, used_by_node = ?"
+                               " WHERE token_hash = ? AND used_at IS NULL",
+                               {now, node_id, token_hash}));
+      if (n != 1) return absl::FailedPreconditionError("join token already used");
+      return absl::OkStatus();
+    }));
+    return out;
+  }
+
+  absl::Status CreateNode(const Node& n) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("node id", n.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("node name", n.name));
+    absl::Status s = Write(/*policy=*/false, [&]() {
+      return db_->Exec(StrCat("INSERT INTO nodes (", kNodeCols,
+                              ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                       {n.id, n.name, n.pool, n.labels_json, n.taints_json, n.schedule, n.status,
+                        n.inventory_json, n.joined_at, n.last_heartbeat})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(TakenMessage("node", "nodes", n.id, n.name));
+    }
+    return s;
+  }
+
+  absl::StatusOr<Node> GetNode(const std::string& id) override {
+    return One<Node>(StrCat("SELECT ", kNodeCols, " FROM nodes WHERE id = ?"), {id}, ToNode,
+                     StrCat("node id \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<Node> GetNodeByName(const std::string& name) override {
+    return One<Node>(StrCat("SELECT ", kNodeCols, " FROM nodes WHERE name = ?"), {name}, ToNode,
+                     StrCat("node \"", name, "\" not found"));
+  }
+
+  absl::StatusOr<std::vector<Node>> ListNodes() override {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows,
+                            db_->Query(StrCat("SELECT ", kNodeCols, " FROM nodes ORDER BY name")));
+    return ToList<Node>(rows, ToNode);
+  }
+
+  absl::Status UpdateNode(const Node& n) override {
+    return UpdateOne(/*policy=*/false,
+                     "UPDATE nodes SET pool = ?, labels = ?, taints = ?, schedule = ?, status = ?,"
+                     " inventory = ?, last_heartbeat = ? WHERE id = ?",
+                     {n.pool, n.labels_json, n.taints_json, n.schedule, n.status, n.inventory_json,
+                      n.last_heartbeat, n.id},
+                     StrCat("node id \"", n.id, "\" not found"));
+  }
+
+  absl::Status DeleteNode(const std::string& id) override {
+    return UpdateOne(/*policy=*/false, "DELETE FROM nodes WHERE id = ?", {id},
+                     StrCat("node id \"", id, "\" not found"));
+  }
+
+  absl::Status AddNodeCert(const NodeCert& c) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("certificate serial", c.serial));
+    return Write(/*policy=*/false, [&]() {
+      return db_->Exec(StrCat("INSERT INTO node_certs (", kNodeCertCols, ") VALUES (?, ?, ?, ?, ?)"),
+                       {c.serial, c.node_id, c.issued_at, c.not_after,
+                        c.revoked_at == 0 ? Param{} : Param{c.revoked_at}})
+          .status();
+    });
+  }
+
+  absl::StatusOr<NodeCert> GetNodeCert(const std::string& serial) override {
+    return One<NodeCert>(StrCat("SELECT ", kNodeCertCols, " FROM node_certs WHERE serial = ?"),
+                         {serial}, ToNodeCert, StrCat("certificate serial ", serial, " unknown"));
+  }
+
+  absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node_id, int64_t now) override {
+    int64_t n = 0;
+    WARDEN_RETURN_IF_ERROR(Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(n, db_->Exec("UPDATE node_certs SET revoked_at = ?"
+                                           " WHERE node_id = ? AND revoked_at IS NULL",
+                                           {now, node_id}));
+      return absl::OkStatus();
+    }));
+    return n;
   }
 
   absl::StatusOr<int64_t> PolicyGeneration() override {

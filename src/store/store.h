@@ -91,6 +91,39 @@ struct Binding {
   int64_t created_at = 0;
 };
 
+// Cluster (issue 6). A join token is single-use: UseJoinToken marks it used atomically.
+struct JoinToken {
+  std::string id;
+  std::string token_hash;  // SHA-256 hex of the secret
+  std::string pool;        // the node pool a node joining with it lands in
+  std::string created_by;  // user id
+  int64_t created_at = 0;
+  int64_t expires_at = 0;
+  int64_t used_at = 0;       // 0: not used yet
+  std::string used_by_node;  // node id, once used
+};
+
+struct Node {
+  std::string id;
+  std::string name;  // unique
+  std::string pool;
+  std::string labels_json = "{}";     // JSON object of string -> string
+  std::string taints_json = "[]";     // JSON array of taint objects
+  std::string schedule = "active";    // active | cordoned | draining
+  std::string status = "ready";       // ready | unreachable
+  std::string inventory_json = "{}";  // the agent's last inventory, as decoded and re-encoded
+  int64_t joined_at = 0;
+  int64_t last_heartbeat = 0;
+};
+
+struct NodeCert {
+  std::string serial;  // uppercase hex
+  std::string node_id;
+  int64_t issued_at = 0;
+  int64_t not_after = 0;
+  int64_t revoked_at = 0;  // 0: not revoked
+};
+
 struct StoreOptions {
   std::string url;  // sqlite:///path or postgres://...
 };
@@ -185,6 +218,28 @@ class Store {
   // Bumped by every change to users, roles, bindings or tokens: callers that cache compiled
   // authorization state compare it to decide when to rebuild.
   virtual absl::StatusOr<int64_t> PolicyGeneration() = 0;
+
+  // Join tokens. UseJoinToken marks the token with `token_hash` used by `node_id` at `now` and
+  // returns it (as it was before): NotFound for an unknown hash, FailedPrecondition "already
+  // used" or "expired" (expires_at <= now). Exactly one of several concurrent callers succeeds.
+  virtual absl::Status CreateJoinToken(const JoinToken& t) = 0;
+  virtual absl::StatusOr<std::vector<JoinToken>> ListJoinTokens() = 0;
+  virtual absl::StatusOr<JoinToken> UseJoinToken(const std::string& token_hash, int64_t now,
+                                                 const std::string& node_id) = 0;
+
+  // Nodes. Names are unique. UpdateNode replaces every column but id, name and joined_at.
+  virtual absl::Status CreateNode(const Node& n) = 0;
+  virtual absl::StatusOr<Node> GetNode(const std::string& id) = 0;
+  virtual absl::StatusOr<Node> GetNodeByName(const std::string& name) = 0;
+  virtual absl::StatusOr<std::vector<Node>> ListNodes() = 0;
+  virtual absl::Status UpdateNode(const Node& n) = 0;
+  virtual absl::Status DeleteNode(const std::string& id) = 0;
+
+  // Node certificates: every serial the CA issued to a node, and its revocation.
+  virtual absl::Status AddNodeCert(const NodeCert& c) = 0;
+  virtual absl::StatusOr<NodeCert> GetNodeCert(const std::string& serial) = 0;
+  // Revokes every not yet revoked certificate of the node; returns how many.
+  virtual absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node_id, int64_t now) = 0;
 };
 
 // Opens (creating if needed) and migrates the store at options.url.

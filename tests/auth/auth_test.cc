@@ -428,6 +428,30 @@ class CountingStore final : public store::Store {
   absl::StatusOr<int64_t> PolicyGeneration() override {
     return Note("PolicyGeneration"), real_->PolicyGeneration();
   }
+  // Cluster tables (issue 6): plain forwarding, not counted.
+  absl::Status CreateJoinToken(const store::JoinToken& t) override { return real_->CreateJoinToken(t); }
+  absl::StatusOr<std::vector<store::JoinToken>> ListJoinTokens() override {
+    return real_->ListJoinTokens();
+  }
+  absl::StatusOr<store::JoinToken> UseJoinToken(const std::string& h, int64_t now,
+                                                const std::string& node) override {
+    return real_->UseJoinToken(h, now, node);
+  }
+  absl::Status CreateNode(const store::Node& n) override { return real_->CreateNode(n); }
+  absl::StatusOr<store::Node> GetNode(const std::string& id) override { return real_->GetNode(id); }
+  absl::StatusOr<store::Node> GetNodeByName(const std::string& n) override {
+    return real_->GetNodeByName(n);
+  }
+  absl::StatusOr<std::vector<store::Node>> ListNodes() override { return real_->ListNodes(); }
+  absl::Status UpdateNode(const store::Node& n) override { return real_->UpdateNode(n); }
+  absl::Status DeleteNode(const std::string& id) override { return real_->DeleteNode(id); }
+  absl::Status AddNodeCert(const store::NodeCert& c) override { return real_->AddNodeCert(c); }
+  absl::StatusOr<store::NodeCert> GetNodeCert(const std::string& s) override {
+    return real_->GetNodeCert(s);
+  }
+  absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node, int64_t now) override {
+    return real_->RevokeNodeCerts(node, now);
+  }
 
  private:
   void Note(const char* method) {

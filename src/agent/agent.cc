@@ -1,0 +1,461 @@
+// `gpuwarden agent`: join, then heartbeat over mTLS until stopped.
+//
+// Threats answered here:
+// - A man in the middle at join time: the join token names the server CA's fingerprint; the agent
+//   pins that CA before the token's secret leaves the machine.
+// - Theft of the node key: it is generated on the node, written 0600 (O_EXCL, never chmod-ed),
+//   and never sent anywhere; only CSRs are.
+// - A long-lived stolen certificate: certificates last 24 h by default and are renewed (with a
+//   fresh key) at two thirds of their life.
+#include "agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "common/json.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "http/client.h"
+#include "pki/pki.h"
+
+namespace warden::agent {
+namespace {
+
+using common::Json;
+using common::StrCat;
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+void Log(const std::string& line) {
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  char ts[32];
+  std::strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  std::cerr << ts << " agent: " << line << std::endl;
+}
+
+// Sleeps up to `d`, returning early (false) when asked to stop.
+bool SleepOrStop(absl::Duration d) {
+  auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(d);
+  while (std::chrono::steady_clock::now() < until) {
+    if (g_stop.load()) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return !g_stop.load();
+}
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Creates `path` with mode `mode` exclusively (after removing a leftover), writes and fsyncs.
+absl::Status WriteFileExclusive(const std::string& path, std::string_view data, mode_t mode) {
+  ::unlink(path.c_str());
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return absl::InternalError(StrCat("create ", path, ": ", std::strerror(errno)));
+  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) &&
+            ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok) {
+    ::unlink(path.c_str());
+    return absl::InternalError(StrCat("write ", path));
+  }
+  return absl::OkStatus();
+}
+
+struct Paths {
+  std::string dir;
+  std::string Ca() const { return dir + "/ca.crt"; }
+  std::string Key() const { return dir + "/node.key"; }
+  std::string Cert() const { return dir + "/node.crt"; }
+  std::string State() const { return dir + "/node.json"; }
+};
+
+struct NodeState {
+  std::string node_id;
+  std::string name;
+  std::string server_url;
+  std::string agent_url;
+  std::string ca_pem;
+  std::string key_pem;
+  std::string cert_pem;
+};
+
+// Finishes a renewal interrupted between its renames: node.crt.new (complete, it parses) wins
+// together with node.key.new; anything else left over is discarded.
+void RecoverRenewal(const Paths& p) {
+  std::string crt_new = p.Cert() + ".new", key_new = p.Key() + ".new";
+  auto cert = ReadWholeFile(crt_new);
+  if (cert.ok() && pki::ReadNodeIdentity(*cert).ok()) {
+    if (::access(key_new.c_str(), F_OK) == 0) ::rename(key_new.c_str(), p.Key().c_str());
+    ::rename(crt_new.c_str(), p.Cert().c_str());
+    Log("completed an interrupted certificate renewal");
+  }
+  ::unlink(crt_new.c_str());
+  ::unlink(key_new.c_str());
+}
+
+absl::StatusOr<std::optional<NodeState>> LoadState(const Paths& p) {
+  if (::access(p.State().c_str(), F_OK) != 0) return std::optional<NodeState>();
+  RecoverRenewal(p);
+  WARDEN_ASSIGN_OR_RETURN(std::string state_text, ReadWholeFile(p.State()));
+  auto j = common::ParseJsonStrict(state_text);
+  if (!j.ok() || !j->is_object()) {
+    return absl::DataLossError(StrCat(p.State(), " is corrupt; remove the data dir and rejoin"));
+  }
+  NodeState s;
+  s.node_id = j->value("node_id", "");
+  s.name = j->value("name", "");
+  s.server_url = j->value("server", "");
+  s.agent_url = j->value("agent_url", "");
+  struct stat st {};
+  if (::stat(p.Key().c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    return absl::FailedPreconditionError(
+        StrCat(p.Key(), " is accessible by group or others; it must be mode 0600"));
+  }
+  WARDEN_ASSIGN_OR_RETURN(s.ca_pem, ReadWholeFile(p.Ca()));
+  WARDEN_ASSIGN_OR_RETURN(s.key_pem, ReadWholeFile(p.Key()));
+  WARDEN_ASSIGN_OR_RETURN(s.cert_pem, ReadWholeFile(p.Cert()));
+  if (s.node_id.empty() || s.agent_url.empty()) {
+    return absl::DataLossError(StrCat(p.State(), " lacks node_id or agent_url"));
+  }
+  return std::optional<NodeState>(std::move(s));
+}
+
+std::string ErrorText(const http::ClientResponse& r) {
+  auto j = common::ParseJsonStrict(r.body);
+  if (j.ok() && j->is_object() && j->contains("error") && (*j)["error"].is_object()) {
+    return StrCat("HTTP ", r.status, ": ", (*j)["error"].value("message", ""));
+  }
+  return StrCat("HTTP ", r.status);
+}
+
+std::string DefaultNodeName() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  std::string out;
+  for (char c : std::string(host)) {
+    c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    out.push_back((std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_')
+                      ? c
+                      : '-');
+  }
+  while (!out.empty() && !std::isalnum(static_cast<unsigned char>(out[0]))) out.erase(0, 1);
+  if (out.size() > 63) out.resize(63);
+  return out.empty() ? "node" : out;
+}
+
+// "https://host:port[/...]" -> "https://host:agent_port".
+absl::StatusOr<std::string> AgentUrl(const std::string& server_url, int agent_port) {
+  std::string rest = server_url.substr(std::min<size_t>(server_url.size(), 8));
+  rest = rest.substr(0, rest.find('/'));
+  size_t colon = rest.rfind(':');
+  std::string host =
+      (colon == std::string::npos || rest.back() == ']') ? rest : rest.substr(0, colon);
+  if (host.empty() || agent_port <= 0 || agent_port > 65535) {
+    return absl::InvalidArgumentError(StrCat("cannot derive the agent URL from ", server_url));
+  }
+  return StrCat("https://", host, ":", agent_port);
+}
+
+absl::StatusOr<NodeState> Join(const Paths& p, const std::string& server_url,
+                               const std::string& token_file, const std::string& name,
+                               const cluster::NodeInventory& inventory) {
+  WARDEN_ASSIGN_OR_RETURN(std::string token, ReadWholeFile(token_file));
+  WARDEN_ASSIGN_OR_RETURN(pki::JoinTokenParts parts, pki::ParseJoinToken(token));
+  // Pin the CA the token names before the secret is sent anywhere.
+  WARDEN_ASSIGN_OR_RETURN(http::ServerCaChain ca, http::FetchServerCaChain(server_url));
+  if (ca.fingerprint != parts.ca_fingerprint) {
+    return absl::UnauthenticatedError(
+        StrCat("server CA is ", ca.fingerprint, " but the join token names ", parts.ca_fingerprint,
+               ": refusing to join (wrong server, or the connection is intercepted)"));
+  }
+  WARDEN_ASSIGN_OR_RETURN(pki::NodeKeyAndCsr kc, pki::NewNodeKeyAndCsr(name));
+  http::ClientOptions opts;
+  opts.base_url = server_url;
+  opts.ca_pem = ca.ca_pem;
+  WARDEN_ASSIGN_OR_RETURN(auto client, http::HttpsClient::Create(opts));
+  Json body{
+      {"csr", kc.csr_pem}, {"name", name}, {"inventory", cluster::EncodeInventory(inventory)}};
+  // The whole token text goes back (the server checks the CA part too); trim whitespace.
+  std::string t = token;
+  while (!t.empty() && std::isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
+  body["token"] = t;
+  WARDEN_ASSIGN_OR_RETURN(http::ClientResponse resp,
+                          client->Do("POST", "/api/v1/nodes/join", body.dump(),
+                                     {{"Content-Type", "application/json"}}));
+  if (resp.status != 201) {
+    return absl::PermissionDeniedError(StrCat("join refused: ", ErrorText(resp)));
+  }
+  WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(resp.body));
+  NodeState s;
+  s.server_url = server_url;
+  s.name = name;
+  s.ca_pem = ca.ca_pem;
+  s.key_pem = kc.key_pem;
+  s.cert_pem = j.value("certificate", "");
+  if (!j.contains("node") || !j["node"].is_object()) {
+    return absl::InternalError("join reply lacks the node");
+  }
+  s.node_id = j["node"].value("id", "");
+  WARDEN_ASSIGN_OR_RETURN(s.agent_url, AgentUrl(server_url, j.value("agent_port", 0)));
+  WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity id, pki::ReadNodeIdentity(s.cert_pem));
+  if (id.node_id != s.node_id)
+    return absl::InternalError("join reply: certificate names another node");
+
+  WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Ca(), s.ca_pem, 0644));
+  WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Key(), s.key_pem, 0600));
+  WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.Cert(), s.cert_pem, 0644));
+  Json state{{"node_id", s.node_id},
+             {"name", s.name},
+             {"server", s.server_url},
+             {"agent_url", s.agent_url}};
+  // Written last: its presence means the join completed.
+  WARDEN_RETURN_IF_ERROR(WriteFileExclusive(p.State(), state.dump(2) + "\n", 0644));
+  return s;
+}
+
+class Session {
+ public:
+  Session(Paths paths, NodeState state, std::unique_ptr<gpu::GpuBackend> backend,
+          std::string backend_name)
+      : paths_(std::move(paths)),
+        state_(std::move(state)),
+        backend_(std::move(backend)),
+        backend_name_(std::move(backend_name)) {}
+
+  // Runs until stopped (0) or the node is removed (4).
+  int Run() {
+    absl::Duration interval = absl::Seconds(5);
+    absl::Duration backoff = absl::ZeroDuration();
+    std::mt19937 jitter(std::random_device{}());
+    bool connected = false;
+    while (!g_stop.load()) {
+      absl::Status s = MaybeRenew();
+      if (s.ok()) s = Beat(&interval);
+      if (s.ok()) {
+        if (!connected)
+          Log(StrCat("connected to ", state_.agent_url, " as node ", state_.name, " (",
+                     state_.node_id, ")"));
+        connected = true;
+        backoff = absl::ZeroDuration();
+        if (!SleepOrStop(interval)) break;
+        continue;
+      }
+      std::string msg(s.message());
+      if (s.code() == absl::StatusCode::kUnauthenticated &&
+          (msg.find("revoked") != std::string::npos || msg.find("removed") != std::string::npos)) {
+        Log(StrCat("the server refuses this node: ", s.message(),
+                   "; it was removed from the cluster. Join again with a new token."));
+        return 4;
+      }
+      connected = false;
+      sent_inventory_.clear();  // resend the inventory once back
+      // Exponential back-off, 0.5 s doubling to 30 s, with +-20% jitter so that a fleet of agents
+      // does not reconnect in lockstep after a server restart.
+      backoff = backoff == absl::ZeroDuration() ? absl::Milliseconds(500)
+                                                : std::min(backoff * 2, absl::Seconds(30));
+      double f = std::uniform_real_distribution<double>(0.8, 1.2)(jitter);
+      absl::Duration wait = backoff * f;
+      Log(StrCat("heartbeat failed: ", s.message(), "; retrying in ",
+                 absl::FormatDuration(absl::Milliseconds(absl::ToInt64Milliseconds(wait)))));
+      if (!SleepOrStop(wait)) break;
+    }
+    Log("stopping");
+    return 0;
+  }
+
+ private:
+  absl::Status EnsureClient() {
+    if (client_) return absl::OkStatus();
+    http::ClientOptions opts;
+    opts.base_url = state_.agent_url;
+    opts.ca_pem = state_.ca_pem;
+    opts.client_cert_pem = state_.cert_pem;
+    opts.client_key_pem = state_.key_pem;
+    opts.timeout = absl::Seconds(10);
+    opts.connect_timeout = absl::Seconds(5);
+    WARDEN_ASSIGN_OR_RETURN(client_, http::HttpsClient::Create(opts));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Json> Post(const std::string& what, const Json& body) {
+    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    auto resp = client_->Do("POST", StrCat("/agent/v1/nodes/", state_.node_id, "/", what),
+                            body.dump(), {{"Content-Type", "application/json"}});
+    if (!resp.ok()) {
+      client_.reset();  // a fresh connection next time
+      return resp.status();
+    }
+    if (resp->status == 401) return absl::UnauthenticatedError(ErrorText(*resp));
+    if (resp->status != 200) return absl::UnavailableError(ErrorText(*resp));
+    return common::ParseJsonStrict(resp->body);
+  }
+
+  absl::Status Beat(absl::Duration* interval) {
+    auto inv = CollectInventory(backend_.get(), backend_name_);
+    if (!inv.ok()) return inv.status();
+    std::string text = cluster::EncodeInventory(*inv).dump();
+    Json body = Json::object();
+    if (text != sent_inventory_) body["inventory"] = cluster::EncodeInventory(*inv);
+    WARDEN_ASSIGN_OR_RETURN(Json reply, Post("heartbeat", body));
+    sent_inventory_ = text;
+    int64_t ms = reply.value("heartbeat_interval_ms", int64_t{5000});
+    *interval = absl::Milliseconds(std::clamp<int64_t>(ms, 50, 600000));
+    std::string schedule = reply.value("schedule", "active");
+    if (schedule != schedule_) {
+      if (!schedule_.empty()) Log(StrCat("node is now ", schedule));
+      schedule_ = schedule;
+    }
+    return absl::OkStatus();
+  }
+
+  // Renews at two thirds of the certificate's life, with a fresh key.
+  absl::Status MaybeRenew() {
+    WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity id, pki::ReadNodeIdentity(state_.cert_pem));
+    absl::Time issued = id.not_before + pki::kClockSkewAllowance;
+    absl::Time renew_at = issued + (id.not_after - issued) * 2 / 3;
+    if (absl::Now() < renew_at) return absl::OkStatus();
+    WARDEN_ASSIGN_OR_RETURN(pki::NodeKeyAndCsr kc, pki::NewNodeKeyAndCsr(state_.name));
+    WARDEN_ASSIGN_OR_RETURN(Json reply, Post("renew", Json{{"csr", kc.csr_pem}}));
+    std::string cert = reply.value("certificate", "");
+    WARDEN_ASSIGN_OR_RETURN(pki::NodeIdentity fresh, pki::ReadNodeIdentity(cert));
+    if (fresh.node_id != state_.node_id)
+      return absl::InternalError("renewal returned another node's certificate");
+    // Both new files complete before either replaces the old (RecoverRenewal finishes the job
+    // after a crash between the renames).
+    WARDEN_RETURN_IF_ERROR(WriteFileExclusive(paths_.Key() + ".new", kc.key_pem, 0600));
+    WARDEN_RETURN_IF_ERROR(WriteFileExclusive(paths_.Cert() + ".new", cert, 0644));
+    if (::rename((paths_.Key() + ".new").c_str(), paths_.Key().c_str()) != 0 ||
+        ::rename((paths_.Cert() + ".new").c_str(), paths_.Cert().c_str()) != 0) {
+      return absl::InternalError(StrCat("cannot install the renewed certificate in ", paths_.dir));
+    }
+    state_.key_pem = kc.key_pem;
+    state_.cert_pem = cert;
+    client_.reset();
+    Log(StrCat("renewed the node certificate (serial ", fresh.serial, ", valid until ",
+               absl::FormatTime(fresh.not_after, absl::UTCTimeZone()), ")"));
+    return absl::OkStatus();
+  }
+
+  Paths paths_;
+  NodeState state_;
+  std::unique_ptr<gpu::GpuBackend> backend_;
+  std::string backend_name_;
+  std::unique_ptr<http::HttpsClient> client_;
+  std::string sent_inventory_;
+  std::string schedule_;
+};
+
+}  // namespace
+
+int RunAgentCommand(int argc, char** argv) {
+  CLI::App app{"gpuwarden agent: the node agent (joins over a one-time token, then mTLS only)",
+               "gpuwarden agent"};
+  std::string server, token_file, data_dir, gpus = "nvml", name;
+  bool inventory_only = false;
+  app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
+  app.add_option("--join-token", token_file, "file holding the one-time join token (first start)");
+  app.add_option("--data-dir", data_dir, "agent state: key, certificate, pinned CA");
+  app.add_option("--gpus", gpus, "GPU backend: nvml (default) or sim:SPEC, e.g. sim:4xH100-80GB");
+  app.add_option("--name", name, "node name (default: the host name)");
+  app.add_flag("--inventory", inventory_only, "print this node's inventory as JSON and exit");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (name.empty()) name = DefaultNodeName();
+  std::string note;
+  auto backend = MakeGpuBackend(gpus, name, &note);
+  if (!backend.ok()) {
+    std::cerr << "gpuwarden agent: " << backend.status().message() << "\n";
+    return 2;
+  }
+  if (!note.empty()) Log(note);
+  std::string backend_name = gpus.rfind("sim:", 0) == 0 ? "sim" : "nvml";
+  auto inventory = CollectInventory(backend->get(), backend_name);
+  if (!inventory.ok()) {
+    std::cerr << "gpuwarden agent: inventory: " << inventory.status().message() << "\n";
+    return 1;
+  }
+  if (inventory_only) {
+    std::cout << cluster::EncodeInventory(*inventory).dump(2) << "\n";
+    return 0;
+  }
+  if (data_dir.empty()) {
+    std::cerr << "gpuwarden agent: --data-dir is required\n";
+    return 2;
+  }
+  ::umask(077);
+  if (::mkdir(data_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    std::cerr << "gpuwarden agent: cannot create " << data_dir << ": " << std::strerror(errno)
+              << "\n";
+    return 1;
+  }
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa {};
+  sa.sa_handler = OnSignal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  Paths paths{data_dir};
+  auto loaded = LoadState(paths);
+  if (!loaded.ok()) {
+    std::cerr << "gpuwarden agent: " << loaded.status().message() << "\n";
+    return 1;
+  }
+  NodeState state;
+  if (loaded->has_value()) {
+    state = std::move(**loaded);
+  } else {
+    if (server.empty() || token_file.empty()) {
+      std::cerr
+          << "gpuwarden agent: not joined yet; --server URL and --join-token FILE are required\n";
+      return 2;
+    }
+    if (server.rfind("https://", 0) != 0) server = "https://" + server;
+    while (!server.empty() && server.back() == '/') server.pop_back();
+    // The join itself retries with back-off while the server is unreachable; a refusal is final.
+    absl::Duration backoff = absl::Milliseconds(500);
+    for (;;) {
+      auto joined = Join(paths, server, token_file, name, *inventory);
+      if (joined.ok()) {
+        state = std::move(*joined);
+        Log(StrCat("joined as node ", state.name, " (", state.node_id, ")"));
+        break;
+      }
+      if (joined.status().code() != absl::StatusCode::kUnavailable &&
+          joined.status().code() != absl::StatusCode::kDeadlineExceeded) {
+        std::cerr << "gpuwarden agent: " << joined.status().message() << "\n";
+        return 1;
+      }
+      Log(StrCat("cannot reach ", server, " (", joined.status().message(), "); retrying"));
+      if (!SleepOrStop(backoff)) return 0;
+      backoff = std::min(backoff * 2, absl::Seconds(30));
+    }
+  }
+  Session session(paths, std::move(state), std::move(*backend), backend_name);
+  return session.Run();
+}
+
+}  // namespace warden::agent

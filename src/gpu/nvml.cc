@@ -1,0 +1,276 @@
+// The NVML backend: libnvidia-ml.so.1 loaded with dlopen at run time, so gpuwarden has no
+// link-time dependency on the NVIDIA driver and runs (with zero GPUs) on machines without it.
+//
+// Written against NVML's documented C API. nvml.h is not a build dependency: the few types and
+// function signatures used are declared below exactly as the API reference gives them (all
+// handles are opaque pointers, every call returns nvmlReturn_t, an int-sized enum).
+#include <dlfcn.h>
+
+#include <cstring>
+#include <mutex>
+
+#include "common/status.h"
+#include "common/strings.h"
+#include "gpu/gpu.h"
+
+namespace warden::gpu {
+namespace {
+
+using common::StrCat;
+
+// ---- the subset of nvml.h we use ----
+using nvmlReturn_t = int;
+constexpr nvmlReturn_t NVML_SUCCESS = 0;
+constexpr nvmlReturn_t NVML_ERROR_NOT_SUPPORTED = 3;
+using nvmlDevice_t = struct nvmlDevice_st*;
+using nvmlGpuInstance_t = struct nvmlGpuInstance_st*;
+using nvmlEnableState_t = int;  // NVML_FEATURE_DISABLED = 0, NVML_FEATURE_ENABLED = 1
+struct nvmlMemory_t {
+  unsigned long long total;
+  unsigned long long free;
+  unsigned long long used;
+};
+struct nvmlGpuInstancePlacement_t {
+  unsigned int start;
+  unsigned int size;
+};
+struct nvmlGpuInstanceInfo_t {
+  nvmlDevice_t device;
+  unsigned int id;
+  unsigned int profileId;
+  nvmlGpuInstancePlacement_t placement;
+};
+struct nvmlProcessInfo_t {  // the _v2/_v3 layout
+  unsigned int pid;
+  unsigned long long usedGpuMemory;
+  unsigned int gpuInstanceId;
+  unsigned int computeInstanceId;
+};
+constexpr unsigned int kNameBuffer = 96;    // NVML_DEVICE_NAME_V2_BUFFER_SIZE
+constexpr unsigned int kUuidBuffer = 96;    // NVML_DEVICE_UUID_V2_BUFFER_SIZE
+constexpr unsigned int kDriverBuffer = 80;  // NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE
+constexpr unsigned int kMaxProcesses = 256;
+
+struct NvmlApi {
+  void* lib = nullptr;
+  nvmlReturn_t (*Init)() = nullptr;      // nvmlInit_v2
+  nvmlReturn_t (*Shutdown)() = nullptr;  // nvmlShutdown
+  const char* (*ErrorString)(nvmlReturn_t) = nullptr;
+  nvmlReturn_t (*SystemGetDriverVersion)(char*, unsigned int) = nullptr;
+  nvmlReturn_t (*SystemGetCudaDriverVersion)(int*) = nullptr;                     // _v2
+  nvmlReturn_t (*DeviceGetCount)(unsigned int*) = nullptr;                        // _v2
+  nvmlReturn_t (*DeviceGetHandleByIndex)(unsigned int, nvmlDevice_t*) = nullptr;  // _v2
+  nvmlReturn_t (*DeviceGetName)(nvmlDevice_t, char*, unsigned int) = nullptr;
+  nvmlReturn_t (*DeviceGetUUID)(nvmlDevice_t, char*, unsigned int) = nullptr;
+  nvmlReturn_t (*DeviceGetMemoryInfo)(nvmlDevice_t, nvmlMemory_t*) = nullptr;
+  nvmlReturn_t (*DeviceGetEccMode)(nvmlDevice_t, nvmlEnableState_t*, nvmlEnableState_t*) = nullptr;
+  nvmlReturn_t (*DeviceGetMigMode)(nvmlDevice_t, unsigned int*, unsigned int*) = nullptr;
+  nvmlReturn_t (*DeviceGetMaxMigDeviceCount)(nvmlDevice_t, unsigned int*) = nullptr;
+  nvmlReturn_t (*DeviceGetMigDeviceHandleByIndex)(nvmlDevice_t, unsigned int,
+                                                  nvmlDevice_t*) = nullptr;
+  nvmlReturn_t (*DeviceGetGpuInstanceId)(nvmlDevice_t, unsigned int*) = nullptr;
+  nvmlReturn_t (*DeviceGetGpuInstanceById)(nvmlDevice_t, unsigned int,
+                                           nvmlGpuInstance_t*) = nullptr;
+  nvmlReturn_t (*GpuInstanceGetInfo)(nvmlGpuInstance_t, nvmlGpuInstanceInfo_t*) = nullptr;
+  nvmlReturn_t (*DeviceGetComputeRunningProcesses)(nvmlDevice_t, unsigned int*,
+                                                   nvmlProcessInfo_t*) = nullptr;  // _v3
+};
+
+// Looks `symbol` up; on failure remembers its name in `*missing` (first one wins).
+template <typename F>
+bool Bind(void* lib, const char* symbol, F& out, std::string* missing = nullptr) {
+  out = reinterpret_cast<F>(::dlsym(lib, symbol));
+  if (out == nullptr && missing != nullptr && missing->empty()) *missing = symbol;
+  return out != nullptr;
+}
+
+// Model short name from the product name NVML reports ("NVIDIA H100 80GB HBM3" -> "H100-80GB").
+const GpuModel* ModelFor(const std::string& product_name) {
+  for (const auto& m : KnownGpuModels()) {
+    if (m.product_name == product_name) return &m;
+  }
+  return nullptr;
+}
+
+class NvmlBackend final : public GpuBackend {
+ public:
+  explicit NvmlBackend(NvmlApi api) : api_(api) {}
+  ~NvmlBackend() override {
+    api_.Shutdown();
+    // The library stays loaded: unloading a driver library at exit gains nothing.
+  }
+
+  std::string_view name() const override { return "nvml"; }
+
+  absl::StatusOr<std::vector<GpuDevice>> Discover() override {
+    std::lock_guard lock(mu_);
+    char driver[kDriverBuffer] = {0};
+    if (nvmlReturn_t r = api_.SystemGetDriverVersion(driver, sizeof(driver)); r != NVML_SUCCESS) {
+      return Error("nvmlSystemGetDriverVersion", r);
+    }
+    std::string cuda;
+    int cuda_version = 0;
+    if (api_.SystemGetCudaDriverVersion(&cuda_version) == NVML_SUCCESS) {
+      // Encoded as 1000 * major + 10 * minor (e.g. 13000 -> "13.0", 12040 -> "12.4").
+      cuda = StrCat(cuda_version / 1000, ".", (cuda_version % 1000) / 10);
+    }
+    unsigned int count = 0;
+    if (nvmlReturn_t r = api_.DeviceGetCount(&count); r != NVML_SUCCESS) {
+      return Error("nvmlDeviceGetCount_v2", r);
+    }
+    std::vector<GpuDevice> out;
+    for (unsigned int i = 0; i < count; ++i) {
+      nvmlDevice_t dev = nullptr;
+      if (nvmlReturn_t r = api_.DeviceGetHandleByIndex(i, &dev); r != NVML_SUCCESS) {
+        return Error(StrCat("nvmlDeviceGetHandleByIndex_v2(", i, ")"), r);
+      }
+      GpuDevice d;
+      d.index = static_cast<int>(i);
+      d.driver_version = driver;
+      d.cuda_version = cuda;
+      char buf[kNameBuffer] = {0};
+      if (nvmlReturn_t r = api_.DeviceGetName(dev, buf, sizeof(buf)); r != NVML_SUCCESS) {
+        return Error("nvmlDeviceGetName", r);
+      }
+      d.product_name = buf;
+      char uuid[kUuidBuffer] = {0};
+      if (nvmlReturn_t r = api_.DeviceGetUUID(dev, uuid, sizeof(uuid)); r != NVML_SUCCESS) {
+        return Error("nvmlDeviceGetUUID", r);
+      }
+      d.uuid = uuid;
+      nvmlMemory_t mem{};
+      if (nvmlReturn_t r = api_.DeviceGetMemoryInfo(dev, &mem); r != NVML_SUCCESS) {
+        return Error("nvmlDeviceGetMemoryInfo", r);
+      }
+      d.memory_mib = mem.total / (1024 * 1024);
+      const GpuModel* model = ModelFor(d.product_name);
+      if (model != nullptr) d.model = model->name;
+      nvmlEnableState_t ecc = 0, ecc_pending = 0;
+      d.ecc_enabled = api_.DeviceGetEccMode(dev, &ecc, &ecc_pending) == NVML_SUCCESS && ecc == 1;
+      unsigned int mig = 0, mig_pending = 0;
+      nvmlReturn_t mr = api_.DeviceGetMigMode(dev, &mig, &mig_pending);
+      d.mig_capable = mr == NVML_SUCCESS;
+      d.mig_enabled = mr == NVML_SUCCESS && mig == 1;
+      if (mr != NVML_SUCCESS && mr != NVML_ERROR_NOT_SUPPORTED) {
+        return Error("nvmlDeviceGetMigMode", mr);
+      }
+      if (d.mig_enabled) WARDEN_RETURN_IF_ERROR(MigInstances(dev, model, d));
+      Processes(dev, d);
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
+  absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view, int) override {
+    return absl::UnimplementedError(
+        "creating MIG instances through NVML is not implemented yet (inventory only)");
+  }
+  absl::Status DestroyMigInstance(std::string_view, std::string_view) override {
+    return absl::UnimplementedError(
+        "destroying MIG instances through NVML is not implemented yet (inventory only)");
+  }
+
+ private:
+  absl::Status Error(std::string_view call, nvmlReturn_t r) const {
+    const char* text = api_.ErrorString ? api_.ErrorString(r) : nullptr;
+    return absl::UnavailableError(StrCat("NVML ", call, " failed: ", text ? text : "error ", r));
+  }
+
+  absl::Status MigInstances(nvmlDevice_t dev, const GpuModel* model, GpuDevice& d) {
+    unsigned int max = 0;
+    if (nvmlReturn_t r = api_.DeviceGetMaxMigDeviceCount(dev, &max); r != NVML_SUCCESS) {
+      return Error("nvmlDeviceGetMaxMigDeviceCount", r);
+    }
+    for (unsigned int k = 0; k < max; ++k) {
+      nvmlDevice_t mig = nullptr;
+      // Slots without an instance answer NOT_FOUND; skip them.
+      if (api_.DeviceGetMigDeviceHandleByIndex(dev, k, &mig) != NVML_SUCCESS) continue;
+      MigInstanceInfo m;
+      char uuid[kUuidBuffer] = {0};
+      if (api_.DeviceGetUUID(mig, uuid, sizeof(uuid)) == NVML_SUCCESS) m.uuid = uuid;
+      nvmlMemory_t mem{};
+      if (api_.DeviceGetMemoryInfo(mig, &mem) == NVML_SUCCESS) m.memory_mib = mem.total >> 20;
+      unsigned int gi_id = 0;
+      nvmlGpuInstance_t gi = nullptr;
+      nvmlGpuInstanceInfo_t info{};
+      if (api_.DeviceGetGpuInstanceId(mig, &gi_id) == NVML_SUCCESS &&
+          api_.DeviceGetGpuInstanceById(dev, gi_id, &gi) == NVML_SUCCESS &&
+          api_.GpuInstanceGetInfo(gi, &info) == NVML_SUCCESS) {
+        m.profile_id = static_cast<int>(info.profileId);
+        m.start = static_cast<int>(info.placement.start);
+        if (model != nullptr) {
+          if (const MigProfile* p = model->FindProfile(m.profile_id)) m.profile_name = p->name;
+        }
+      }
+      d.mig_instances.push_back(std::move(m));
+    }
+    return absl::OkStatus();
+  }
+
+  void Processes(nvmlDevice_t dev, GpuDevice& d) {
+    unsigned int n = kMaxProcesses;
+    std::vector<nvmlProcessInfo_t> procs(kMaxProcesses);
+    if (api_.DeviceGetComputeRunningProcesses == nullptr ||
+        api_.DeviceGetComputeRunningProcesses(dev, &n, procs.data()) != NVML_SUCCESS) {
+      return;  // telemetry, not inventory: absent on old drivers, never fatal
+    }
+    for (unsigned int i = 0; i < n && i < kMaxProcesses; ++i) {
+      d.processes.push_back(GpuProcess{procs[i].pid, procs[i].usedGpuMemory >> 20, ""});
+    }
+  }
+
+  NvmlApi api_;
+  std::mutex mu_;  // NVML is thread-safe; one Discover at a time keeps snapshots consistent
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(const std::string& library) {
+  void* lib = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    const char* err = ::dlerror();  // copied by StrCat before any other dl call
+    return absl::NotFoundError(StrCat("NVML library ", library, " not found (",
+                                      err ? err : "dlopen failed",
+                                      "): no NVIDIA driver on this machine"));
+  }
+  NvmlApi api;
+  api.lib = lib;
+  std::string missing;
+  bool ok =
+      Bind(lib, "nvmlInit_v2", api.Init, &missing) &&
+      Bind(lib, "nvmlShutdown", api.Shutdown, &missing) &&
+      Bind(lib, "nvmlErrorString", api.ErrorString, &missing) &&
+      Bind(lib, "nvmlSystemGetDriverVersion", api.SystemGetDriverVersion, &missing) &&
+      Bind(lib, "nvmlSystemGetCudaDriverVersion_v2", api.SystemGetCudaDriverVersion, &missing) &&
+      Bind(lib, "nvmlDeviceGetCount_v2", api.DeviceGetCount, &missing) &&
+      Bind(lib, "nvmlDeviceGetHandleByIndex_v2", api.DeviceGetHandleByIndex, &missing) &&
+      Bind(lib, "nvmlDeviceGetName", api.DeviceGetName, &missing) &&
+      Bind(lib, "nvmlDeviceGetUUID", api.DeviceGetUUID, &missing) &&
+      Bind(lib, "nvmlDeviceGetMemoryInfo", api.DeviceGetMemoryInfo, &missing) &&
+      Bind(lib, "nvmlDeviceGetEccMode", api.DeviceGetEccMode, &missing) &&
+      Bind(lib, "nvmlDeviceGetMigMode", api.DeviceGetMigMode, &missing) &&
+      Bind(lib, "nvmlDeviceGetMaxMigDeviceCount", api.DeviceGetMaxMigDeviceCount, &missing) &&
+      Bind(lib, "nvmlDeviceGetMigDeviceHandleByIndex", api.DeviceGetMigDeviceHandleByIndex,
+           &missing) &&
+      Bind(lib, "nvmlDeviceGetGpuInstanceId", api.DeviceGetGpuInstanceId, &missing) &&
+      Bind(lib, "nvmlDeviceGetGpuInstanceById", api.DeviceGetGpuInstanceById, &missing) &&
+      Bind(lib, "nvmlGpuInstanceGetInfo", api.GpuInstanceGetInfo, &missing);
+  if (!ok) {
+    ::dlclose(lib);
+    return absl::FailedPreconditionError(StrCat("NVML library ", library, " lacks the function ",
+                                                missing, " (not NVML, or a driver too old)"));
+  }
+  // Optional: older drivers have only _v2 of this one.
+  if (!Bind(lib, "nvmlDeviceGetComputeRunningProcesses_v3", api.DeviceGetComputeRunningProcesses)) {
+    Bind(lib, "nvmlDeviceGetComputeRunningProcesses_v2", api.DeviceGetComputeRunningProcesses);
+  }
+  if (nvmlReturn_t r = api.Init(); r != NVML_SUCCESS) {
+    const char* text = api.ErrorString(r);
+    std::string why = text ? text : StrCat("error ", r);  // before dlclose unmaps the string
+    ::dlclose(lib);
+    return absl::UnavailableError(StrCat("nvmlInit_v2 failed: ", why));
+  }
+  return std::unique_ptr<GpuBackend>(std::make_unique<NvmlBackend>(api));
+}
+
+}  // namespace warden::gpu
