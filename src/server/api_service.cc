@@ -127,6 +127,16 @@ const std::vector<RouteSpec>& ApiService::Routes() {
       {"GET", "/api/v1/audit", "audit:read", Scope::kCluster, nullptr, &ApiService::ListAudit},
       {"GET", "/api/v1/tenants/{tenant}/audit", "audit:read", Scope::kTenant, nullptr,
        &ApiService::ListAudit},
+      // Tamper-evident log (audit_routes.cc).
+      {"GET", "/api/v1/audit/events", "audit:read", Scope::kCluster, nullptr, &ApiService::QueryAudit},
+      {"GET", "/api/v1/tenants/{tenant}/audit/events", "audit:read", Scope::kTenant, nullptr, &ApiService::QueryAudit},
+      {"GET", "/api/v1/audit/export", "audit:read", Scope::kCluster, nullptr, &ApiService::ExportAudit},
+      {"GET", "/api/v1/tenants/{tenant}/audit/export", "audit:read", Scope::kTenant, nullptr, &ApiService::ExportAudit},
+      {"GET", "/api/v1/audit/checkpoint", "audit:read", Scope::kAny, nullptr, &ApiService::GetAuditCheckpoint},
+      {"GET", "/api/v1/audit/pubkey", "audit:read", Scope::kAny, nullptr, &ApiService::GetAuditPublicKey},
+      {"GET", "/api/v1/audit/proof/inclusion", "audit:read", Scope::kCluster, nullptr, &ApiService::AuditInclusionProof},
+      {"GET", "/api/v1/tenants/{tenant}/audit/proof/inclusion", "audit:read", Scope::kTenant, nullptr, &ApiService::AuditInclusionProof},
+      {"GET", "/api/v1/audit/proof/consistency", "audit:read", Scope::kAny, nullptr, &ApiService::AuditConsistencyProof},
   };
   return kRoutes;
 }

@@ -153,6 +153,13 @@ class ApiService {
   absl::StatusOr<common::Json> CreateToken(Call& c);
   absl::StatusOr<common::Json> RevokeToken(Call& c);
   absl::StatusOr<common::Json> ListAudit(Call& c);
+  // audit_routes.cc
+  absl::StatusOr<common::Json> QueryAudit(Call& c);
+  absl::StatusOr<common::Json> ExportAudit(Call& c);
+  absl::StatusOr<common::Json> GetAuditCheckpoint(Call& c);
+  absl::StatusOr<common::Json> GetAuditPublicKey(Call& c);
+  absl::StatusOr<common::Json> AuditInclusionProof(Call& c);
+  absl::StatusOr<common::Json> AuditConsistencyProof(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,

@@ -220,11 +220,15 @@ class WardenServer {
     return j["servers"][url_].value("token", "");
   }
 
+  // Events in the audit log: lines of its segment files (data/audit/seg-*.jsonl).
   int AuditCount() {
-    std::ifstream in(dir_ + "/data/audit/events.jsonl");
     int n = 0;
-    std::string line;
-    while (std::getline(in, line)) ++n;
+    for (const auto& f : std::filesystem::directory_iterator(dir_ + "/data/audit")) {
+      if (f.path().extension() != ".jsonl") continue;
+      std::ifstream in(f.path());
+      std::string line;
+      while (std::getline(in, line)) ++n;
+    }
     return n;
   }
 
