@@ -12,4 +12,6 @@ if [ -x bench/http/run.sh ]; then
   echo "== authenticated JSON GET over TLS vs nginx (wrk)"
   bash bench/http/run.sh "$BUILD_DIR/gpuwarden" || status=1
 fi
+echo "== audit log: durable appends vs SQLite, audit verify throughput"
+bash bench/audit/run.sh "$BUILD_DIR/bench/audit/audit_bench" || status=1
 exit $status
