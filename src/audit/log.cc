@@ -97,8 +97,10 @@ class MerkleAuditLog final : public AuditLog {
       stop_ = true;
     }
     cv_.notify_all();
-    if (writer_.joinable()) writer_.join();
-    (void)CheckpointNow();  // a cleanly stopped log is covered by a signature to its end
+    if (writer_.joinable()) {
+      writer_.join();
+      (void)CheckpointNow();  // a cleanly stopped log is covered by a signature to its end
+    }
     for (int fd : {seg_fd_, idx_fd_, cp_fd_}) {
       if (fd >= 0) ::close(fd);
     }
@@ -228,10 +230,14 @@ absl::Status MerkleAuditLog::OpenSegmentForAppend(uint64_t first_seq, bool creat
   int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0);
   int seg = ::open(seg_path.c_str(), flags, 0600);
   if (seg < 0) return ErrnoError(errno, "cannot open audit segment", seg_path);
-  int idx = ::open(idx_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  // A new segment's index starts empty (a stale one from a failed attempt is cut).
+  int idx = ::open(idx_path.c_str(),
+                   O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (create ? O_TRUNC : 0),
+                   0600);
   if (idx < 0) {
     int err = errno;
     ::close(seg);
+    if (create) ::unlink(seg_path.c_str());  // so that the next attempt can create it again
     return ErrnoError(err, "cannot open audit index", idx_path);
   }
   if (create) {
