@@ -34,6 +34,7 @@
 #include "audit/audit.h"
 #include "audit/verify.h"
 #include "common/clock.h"
+#include "common/metrics.h"
 
 namespace {
 
@@ -293,6 +294,17 @@ int main(int argc, char** argv) {
   }
   std::printf("gpuwarden audit log: %ld durable appends in %.2f s = %.0f/s (%d writers)\n",
               mine.events, mine.seconds, mine.rate(), writers);
+  {
+    // Group commit at work: events per fdatasync, from the log's own counters.
+    std::string text = warden::common::metrics::Registry::Default().RenderText();
+    auto value = [&](const std::string& name) {
+      size_t at = text.find("\n" + name + " ");
+      return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name.size() + 2);
+    };
+    double syncs = value("audit_syncs_total");
+    std::printf("gpuwarden events per fdatasync: %.2f\n",
+                syncs > 0 ? value("audit_events_total") / syncs : 0.0);
+  }
   std::printf("sqlite WAL synchronous=FULL: %ld durable inserts in %.2f s = %.0f/s (%d writers)\n",
               peer.events, peer.seconds, peer.rate(), writers);
   std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
