@@ -324,17 +324,31 @@ std::optional<uint64_t> ParseSegmentName(std::string_view name) {
 }
 
 absl::StatusOr<std::vector<SegmentFile>> ListSegments(const std::string& dir) {
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    return absl::NotFoundError(StrCat("cannot list audit dir ", dir, ": ", std::strerror(errno)));
-  }
   std::vector<SegmentFile> out;
-  while (dirent* ent = ::readdir(d)) {
-    if (auto first = ParseSegmentName(ent->d_name)) out.push_back({*first, ent->d_name});
+  for (bool archive : {false, true}) {
+    std::string d = archive ? StrCat(dir, "/", kArchiveDir) : dir;
+    DIR* handle = ::opendir(d.c_str());
+    if (handle == nullptr) {
+      if (archive && errno == ENOENT) break;  // nothing archived
+      return absl::NotFoundError(StrCat("cannot list audit dir ", d, ": ", std::strerror(errno)));
+    }
+    std::string prefix = archive ? StrCat(kArchiveDir, "/") : "";
+    while (dirent* ent = ::readdir(handle)) {
+      if (auto first = ParseSegmentName(ent->d_name)) {
+        out.push_back({*first, prefix + ent->d_name, prefix + IndexName(*first)});
+      }
+    }
+    ::closedir(handle);
   }
-  ::closedir(d);
   std::sort(out.begin(), out.end(),
             [](const SegmentFile& a, const SegmentFile& b) { return a.first_seq < b.first_seq; });
+  for (size_t i = 1; i < out.size(); ++i) {
+    if (out[i].first_seq == out[i - 1].first_seq) {
+      return absl::DataLossError(StrCat("audit segment ", out[i].first_seq, " is both ",
+                                        out[i - 1].name, " and ", out[i].name,
+                                        " (an archive move left a copy?)"));
+    }
+  }
   return out;
 }
 
@@ -437,6 +451,34 @@ absl::Status SyncDir(const std::string& dir) {
 }
 
 }  // namespace internal
+
+absl::StatusOr<int> ArchiveAuditSegments(const std::string& dir, uint64_t before_seq) {
+  WARDEN_ASSIGN_OR_RETURN(auto segments, internal::ListSegments(dir));
+  std::string archive = StrCat(dir, "/", internal::kArchiveDir);
+  if (::mkdir(archive.c_str(), 0700) != 0 && errno != EEXIST) {
+    return absl::ErrnoToStatus(errno, StrCat("create ", archive));
+  }
+  int moved = 0;
+  // Never the newest segment (the server appends to it); a segment goes when every event in it
+  // is below before_seq, i.e. when the next segment starts at or below it.
+  for (size_t i = 0; i + 1 < segments.size(); ++i) {
+    const internal::SegmentFile& seg = segments[i];
+    if (seg.archived() || segments[i + 1].first_seq > before_seq) continue;
+    // The index first: a reader that finds the segment in archive/ finds its index there too.
+    for (const std::string& name : {seg.index, seg.name}) {
+      std::string from = StrCat(dir, "/", name), to = StrCat(archive, "/", name);
+      if (::rename(from.c_str(), to.c_str()) != 0 && !(errno == ENOENT && name == seg.index)) {
+        return absl::ErrnoToStatus(errno, StrCat("move ", from, " to ", to));
+      }
+    }
+    ++moved;
+  }
+  if (moved > 0) {
+    WARDEN_RETURN_IF_ERROR(internal::SyncDir(archive));
+    WARDEN_RETURN_IF_ERROR(internal::SyncDir(dir));
+  }
+  return moved;
+}
 
 absl::StatusOr<std::vector<AuditEvent>> ReadAuditEvents(const std::string& dir) {
   WARDEN_ASSIGN_OR_RETURN(auto segments, internal::ListSegments(dir));

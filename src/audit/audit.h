@@ -137,6 +137,13 @@ absl::StatusOr<std::unique_ptr<AuditLog>> OpenAuditLog(const AuditOptions& optio
 // appends). DataLoss names the file and offset of an event that does not decode.
 absl::StatusOr<std::vector<AuditEvent>> ReadAuditEvents(const std::string& dir);
 
+// Retention: moves whole segments (and their indexes) whose events all have seq < before_seq into
+// `dir`/archive/ (created 0700), never the newest segment. Files are renamed on the same file
+// system, never rewritten; a running server keeps reading them there (queries, proofs), a
+// restarting one and `audit verify` include them. Returns how many segments moved; errors name
+// the file that could not be moved (the ones before it stay moved: a later call continues).
+absl::StatusOr<int> ArchiveAuditSegments(const std::string& dir, uint64_t before_seq);
+
 // The canonical v1 encoding of an event: one JSON object, without the newline (README.md).
 std::string EncodeEvent(const AuditEvent& event);
 // Strict inverse of EncodeEvent for untrusted bytes: exactly the canonical form (field order,

@@ -71,7 +71,8 @@ struct Ticket {
 
 struct Segment {
   uint64_t first_seq = 0;
-  std::string name;
+  std::string name;   // relative to the log dir; "archive/..." when it was archived before start
+  std::string index;  // its index, in the same directory
   std::vector<uint64_t> offsets;  // of each event's line
   std::vector<int64_t> times;
   uint64_t bytes = 0;  // durable size
@@ -280,7 +281,8 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
     status = OpenSegmentForAppend(first, /*create=*/true);
     if (status.ok()) {
       std::unique_lock lock(tree_mu_);
-      segments_.push_back(Segment{first, internal::SegmentName(first), {}, {}, 0});
+      segments_.push_back(
+          Segment{first, internal::SegmentName(first), internal::IndexName(first), {}, {}, 0});
       idx_bytes_ = 0;
     }
   }
@@ -450,6 +452,10 @@ absl::StatusOr<std::vector<std::string>> MerkleAuditLog::ReadLines(uint64_t begi
   for (const Piece& p : pieces) {
     std::string path = Path(p.name);
     int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {  // archived while we run (ArchiveAuditSegments)
+      path = Path(StrCat(internal::kArchiveDir, "/", p.name));
+      fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    }
     if (fd < 0) return absl::ErrnoToStatus(errno, StrCat("open ", path));
     std::string buf(p.to - p.from, '\0');
     size_t got = 0;
@@ -601,10 +607,11 @@ absl::Status MerkleAuditLog::RecoverSegment(Segment& seg, bool last) {
   }
   seg.bytes = data.size();
   // The index is derived from the segment: rewrite it when it does not match (after a crash it
-  // may lack the last entries; it is not synced).
-  std::string idx_path = Path(internal::IndexName(seg.first_seq));
+  // may lack the last entries; it is not synced). Archived files are never written.
+  std::string idx_path = Path(seg.index);
   auto existing = internal::ReadWholeFile(idx_path);
-  if (!existing.ok() || *existing != index) {
+  bool archived = seg.name.find('/') != std::string::npos;
+  if (!archived && (!existing.ok() || *existing != index)) {
     int fd = ::open(idx_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) return ErrnoError(errno, "cannot rewrite audit index", idx_path);
     absl::Status s = WriteAll(fd, index, idx_path);
@@ -663,15 +670,18 @@ absl::Status MerkleAuditLog::RecoverCheckpoints() {
 
 absl::Status MerkleAuditLog::Recover() {
   WARDEN_ASSIGN_OR_RETURN(auto files, internal::ListSegments(options_.dir));
-  for (const auto& f : files) segments_.push_back(Segment{f.first_seq, f.name, {}, {}, 0});
+  for (const auto& f : files) segments_.push_back(Segment{f.first_seq, f.name, f.index, {}, {}, 0});
   for (size_t i = 0; i < segments_.size(); ++i) {
     WARDEN_RETURN_IF_ERROR(RecoverSegment(segments_[i], i + 1 == segments_.size()));
   }
   size_ = static_cast<int64_t>(tree_.size());
   WARDEN_RETURN_IF_ERROR(RecoverCheckpoints());
-  if (segments_.empty()) {
-    WARDEN_RETURN_IF_ERROR(OpenSegmentForAppend(0, /*create=*/true));
-    segments_.push_back(Segment{0, internal::SegmentName(0), {}, {}, 0});
+  if (segments_.empty() || segments_.back().name.find('/') != std::string::npos) {
+    // A new log, or every segment archived: appends go to a new segment in the log dir.
+    uint64_t first = tree_.size();
+    WARDEN_RETURN_IF_ERROR(OpenSegmentForAppend(first, /*create=*/true));
+    segments_.push_back(
+        Segment{first, internal::SegmentName(first), internal::IndexName(first), {}, {}, 0});
     idx_bytes_ = 0;
   } else {
     WARDEN_RETURN_IF_ERROR(OpenSegmentForAppend(segments_.back().first_seq, /*create=*/false));

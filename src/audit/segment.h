@@ -22,6 +22,7 @@ inline constexpr std::string_view kIndexSuffix = ".idx";
 inline constexpr std::string_view kCheckpointsFile = "checkpoints.log";
 inline constexpr std::string_view kKeyFile = "audit.key";
 inline constexpr std::string_view kPubKeyFile = "audit.pub";
+inline constexpr std::string_view kArchiveDir = "archive";  // archived segments, moved whole
 inline constexpr size_t kIndexEntrySize = 24;  // offset u64, time_ms i64, leaf hash[0..8), LE
 inline constexpr size_t kMaxEventLine = 1 << 20;  // an event line longer than this is corrupt
 
@@ -38,9 +39,12 @@ std::optional<uint64_t> ParseSegmentName(std::string_view name);
 
 struct SegmentFile {
   uint64_t first_seq = 0;
-  std::string name;  // file name within the log directory
+  std::string name;   // path relative to the log directory: "seg-....jsonl" or "archive/seg-..."
+  std::string index;  // its index file, in the same directory
+  bool archived() const { return name.find('/') != std::string::npos; }
 };
-// Segment files of `dir`, ordered by first seq. NotFound when `dir` cannot be listed.
+// Segment files of `dir` and of `dir`/archive, ordered by first seq. NotFound when `dir` cannot be
+// listed; DataLoss when one segment is in both directories.
 absl::StatusOr<std::vector<SegmentFile>> ListSegments(const std::string& dir);
 
 // The seq and time_ms of a v1 event line, read from its fixed prefix

@@ -208,7 +208,7 @@ void Verifier::VerifySegment(const internal::SegmentFile& seg, bool last) {
     return;
   }
   const std::string& data = *data_or;
-  std::string idx_name = internal::IndexName(seg.first_seq);
+  std::string idx_name = seg.index;
   auto index = internal::ReadWholeFile(StrCat(opts_.dir, "/", idx_name));
   if (!index.ok()) Problem(idx_name, -1, -1, std::string(index.status().message()));
   bool index_reported = !index.ok();

@@ -4,6 +4,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "audit/audit.h"
 #include "audit/checkpoint.h"
 #include "audit/merkle.h"
 #include "audit/verify.h"
@@ -89,6 +90,12 @@ AuditCommands::AuditCommands(CLI::App& audit) {
   verify_->add_option("--checkpoint", trusted_file_,
                       "a checkpoint kept from earlier (`audit checkpoint` output): must be in the chain");
 
+  archive_ = audit.add_subcommand(
+      "archive", "move whole old segments into DIR/archive (never rewritten; still verified)");
+  archive_->add_option("dir", dir_, "the log directory (DATA_DIR/audit)")->required();
+  archive_->add_option("--before", before_, "archive segments whose events are all below this seq")
+      ->required();
+
   pubkey_ = audit.add_subcommand("pubkey", "print the audit public key (PEM)");
   pubkey_->add_option("--data-dir", data_dir_,
                       "read it from this server data dir instead of asking the server");
@@ -128,10 +135,19 @@ AuditCommands::AuditCommands(CLI::App& audit) {
 std::vector<CLI::App*> AuditCommands::Scoped() const { return {query_, export_, proof_}; }
 
 bool AuditCommands::OfflineParsed() const {
-  return verify_->parsed() || (pubkey_->parsed() && !data_dir_.empty());
+  return verify_->parsed() || archive_->parsed() || (pubkey_->parsed() && !data_dir_.empty());
 }
 
 int AuditCommands::RunOffline() const {
+  if (archive_->parsed()) {
+    auto moved = audit::ArchiveAuditSegments(dir_, before_);
+    if (!moved.ok()) {
+      std::cerr << "gpuwarden: " << moved.status().message() << "\n";
+      return 1;
+    }
+    std::cout << "archived " << *moved << " segment(s) into " << dir_ << "/archive\n";
+    return 0;
+  }
   if (pubkey_->parsed()) {
     // LoadOrCreate would create a key in a data dir that has none: refuse that first.
     std::string path = StrCat(data_dir_, "/audit/audit.key");

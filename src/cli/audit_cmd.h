@@ -1,4 +1,4 @@
-// `gpuwarden audit ...` verbs beyond `audit ls`: offline `verify` and `pubkey --data-dir` (no
+// `gpuwarden audit ...` verbs beyond `audit ls`: offline `verify`, `archive` and `pubkey --data-dir` (no
 // server needed: they read a copy of the log), and online `pubkey`, `checkpoint`, `query`,
 // `export`, `proof` and `consistency` over the API. The online proof verbs check what the server
 // sends (proof against the checkpoint's root, checkpoint against the audit public key) before
@@ -37,7 +37,7 @@ class AuditCommands {
                 const std::string& output) const;
 
  private:
-  CLI::App *verify_, *pubkey_, *checkpoint_, *query_, *export_, *proof_, *consistency_;
+  CLI::App *verify_, *archive_, *pubkey_, *checkpoint_, *query_, *export_, *proof_, *consistency_;
   std::string dir_, pubkey_file_, trusted_file_, data_dir_;
   bool allow_tail_ = false;
   // query / export filters
@@ -46,7 +46,7 @@ class AuditCommands {
   int64_t after_ = -1;
   int limit_ = 100;
   bool all_pages_ = false;
-  uint64_t seq_ = 0, tree_size_ = 0, size1_ = 0, size2_ = 0;
+  uint64_t seq_ = 0, tree_size_ = 0, size1_ = 0, size2_ = 0, before_ = 0;
 };
 
 }  // namespace warden::cli
