@@ -326,6 +326,34 @@ TEST_F(AuditVerifyTest, UnsignedTailIsAProblemUnlessAllowed) {
   EXPECT_TRUE(allowed->ok()) << Problems(*allowed);
 }
 
+TEST_F(AuditVerifyTest, LiveCopyEndingMidWriteIsAcceptedOnlyWithTheTailAllowed) {
+  // As a copy taken while the server writes: one more whole event without its index entry yet,
+  // then half of the next line.
+  const auto& last = segments_.back();
+  AuditEvent e;
+  e.seq = kEvents;
+  e.time_ms = absl::ToUnixMillis(clock_.Now()) + 1;
+  std::string seg_path = dir_ + "/" + last.name;
+  Put(seg_path, Slurp(seg_path) + EncodeEvent(e) + "\n{\"v\":1,\"seq\":65,\"ti");
+  VerifyReport strict = Verify();
+  ASSERT_FALSE(strict.ok());
+  EXPECT_NE(Problems(strict).find("incomplete event at the end of the log"), std::string::npos)
+      << Problems(strict);
+  VerifyOptions o;
+  o.dir = dir_;
+  o.allow_unsigned_tail = true;
+  auto live = VerifyAuditLog(o, *key_);
+  ASSERT_TRUE(live.ok());
+  EXPECT_TRUE(live->ok()) << Problems(*live);
+  EXPECT_EQ(live->covered, static_cast<uint64_t>(kEvents));
+  // But not inside what a checkpoint covers: cut a signed event in half.
+  std::string data = Slurp(seg_path);
+  Put(seg_path, data.substr(0, data.rfind("\n{\"v\":1,\"seq\":63") + 20));
+  live = VerifyAuditLog(o, *key_);
+  ASSERT_TRUE(live.ok());
+  EXPECT_FALSE(live->ok());
+}
+
 TEST_F(AuditVerifyTest, TrustedCheckpointDetectsLogAndCheckpointsCutBackTogether) {
   std::string path = dir_ + "/checkpoints.log";
   auto cps = SplitCheckpoints(Slurp(path));
