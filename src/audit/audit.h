@@ -102,6 +102,10 @@ class AuditLog {
   virtual absl::Status Append(AuditEvent event) = 0;
   // As Append, returning the event's seq.
   virtual absl::StatusOr<int64_t> AppendForSeq(AuditEvent event) = 0;
+  // Queues the event and returns without waiting for the disk: for events whose request is
+  // refused whatever happens (HTTP-layer rejections), so that a flood of them cannot hold event
+  // loops in fdatasync. A failure to write it turns Healthy() false as for Append.
+  virtual void AppendNoWait(AuditEvent event) = 0;
   virtual bool Healthy() const = 0;
   // Number of durable events (the next seq).
   virtual int64_t Size() const = 0;

@@ -112,6 +112,14 @@ class MerkleAuditLog final : public AuditLog {
 
   absl::Status Append(AuditEvent event) override { return AppendForSeq(std::move(event)).status(); }
 
+  void AppendNoWait(AuditEvent event) override {
+    auto ticket = std::make_shared<Ticket>();
+    ticket->body = internal::EncodeEventBody(event);
+    std::lock_guard lock(mu_);
+    queue_.push_back(std::move(ticket));
+    cv_.notify_all();
+  }
+
   absl::StatusOr<int64_t> AppendForSeq(AuditEvent event) override {
     auto ticket = std::make_shared<Ticket>();
     ticket->body = internal::EncodeEventBody(event);  // the costly part, outside any lock

@@ -412,8 +412,14 @@ void ApiService::Audit(const Call& c, const char* action, int status, const std:
   e.reason = reason.substr(0, 256);
   e.status = status;
   e.source = c.req.source;
-  // A failure flips Healthy(); Handle turns the response into 503.
-  (void)audit_.Append(std::move(e));
+  // A failure flips Healthy(); Handle turns the response into 503. HTTP-layer rejections are
+  // refused whatever the log does: they do not wait for the disk (a flood of them must not hold
+  // the event loops that call on_reject in fdatasync).
+  if (e.action == "http:rejected") {
+    audit_.AppendNoWait(std::move(e));
+  } else {
+    (void)audit_.Append(std::move(e));
+  }
 }
 
 // ----------------------------------------------------------------------------------------------

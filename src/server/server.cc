@@ -154,7 +154,9 @@ class ServerImpl final : public Server {
     // Every audited request waits for its event's fdatasync (group commit, issue 4), so every
     // request but /healthz runs on the blocking pool, which is large: its threads mostly wait
     // on the audit log's sync, and the more wait together the more share one sync.
-    hopts.runs_inline = [](const http::Request& req) { return req.raw_path == "/healthz"; };
+    hopts.runs_inline = [](const http::Request& req) {
+      return req.method == "GET" && req.raw_path == "/healthz";
+    };
     hopts.blocking_threads = 64;
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
     hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {

@@ -134,6 +134,19 @@ TEST_F(AuditLogTest, AppendsEventsThatReadBackInOrder) {
   EXPECT_EQ((*events)[0].time_ms, absl::ToUnixMillis(clock_.Now()));
 }
 
+TEST_F(AuditLogTest, NoWaitEventsAreWrittenInOrderBeforeLaterWaitingOnes) {
+  auto log = OpenAuditLog(Opts(), clock_);
+  ASSERT_TRUE(log.ok());
+  (*log)->AppendNoWait(Event("/rejected"));
+  auto seq = (*log)->AppendForSeq(Event("/after"));
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 1);  // the queued one went first, and is on disk now
+  auto events = ReadAuditEvents(dir_);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].resource, "/rejected");
+}
+
 TEST_F(AuditLogTest, KeyIsCreated0600AndPublicKeyIsExported) {
   auto log = OpenAuditLog(Opts(), clock_);
   ASSERT_TRUE(log.ok());

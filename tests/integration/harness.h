@@ -232,6 +232,14 @@ class WardenServer {
     return n;
   }
 
+  // AuditCount once every event queued so far is on disk: HTTP-layer rejections are queued without
+  // waiting for the disk, and an audited request returns only after its own event, which the log
+  // writes after every earlier one. Returns the count without that request's own event.
+  int AuditCountSynced() {
+    Curl("GET", "/api/v1/version");
+    return AuditCount() - 1;
+  }
+
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   const std::string& dir() const { return dir_; }
