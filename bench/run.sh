@@ -16,4 +16,6 @@ if [ -x bench/vault/run.sh ]; then
   echo "== vault chunked format vs openssl speed; file-to-file vs age"
   bash bench/vault/run.sh "$BUILD_DIR" || status=1
 fi
+echo "== audit log: durable appends vs SQLite, audit verify throughput"
+bash bench/audit/run.sh "$BUILD_DIR/bench/audit/audit_bench" || status=1
 exit $status

@@ -184,7 +184,7 @@ cpu_ticks() {
   done
   echo "$t"
 }
-audit_lines() { if [ -f "$DATA/audit/events.jsonl" ]; then wc -l <"$DATA/audit/events.jsonl"; else echo 0; fi; }
+audit_lines() { cat "$DATA"/audit/seg-*.jsonl 2>/dev/null | wc -l; }
 
 echo "bench/http: gpuwarden $URL (pid $SERVER_PID), nginx $NGINX_URL (pid $NGINX_PID)"
 echo "bench/http: wrk ${WRK_ARGS[*]:0:3} -d${DURATION}s (warm-up ${WARMUP}s each); $(nproc) CPUs; load $(cut -d' ' -f1-3 /proc/loadavg)"

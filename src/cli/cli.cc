@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cli/node_cmd.h"
+#include "cli/audit_cmd.h"
 #include "common/json.h"
 #include "common/strings.h"
 #include "http/client.h"
@@ -394,6 +395,8 @@ int RunCli(int argc, char** argv) {
   audit_ls->add_option("--actor", actor, "only events by this user");
   audit_ls->add_option("--action", action, "only this action, e.g. users:create");
   add_scope(audit_ls);
+  AuditCommands audit_cmds(*audit);  // verify, pubkey, checkpoint, query, export, proof, ...
+  for (CLI::App* cmd : audit_cmds.Scoped()) add_scope(cmd);
 
   MfaCommands mfa;
   AddMfaCommands(app, mfa);
@@ -406,6 +409,7 @@ int RunCli(int argc, char** argv) {
   }
 
   try {
+    if (audit_cmds.OfflineParsed()) return audit_cmds.RunOffline();
     if (login->parsed()) {
       if (server_flag.empty()) Fail("--server URL is required to log in", 2);
       std::string url = NormalizeUrl(server_flag);
@@ -617,6 +621,10 @@ int RunCli(int argc, char** argv) {
       if (!actor.empty()) path += "&actor=" + actor;
       if (!action.empty()) path += "&action=" + action;
       Output(output, Request(s, "GET", path), kAuditCols);
+    } else if (audit_cmds.OnlineParsed()) {
+      return audit_cmds.RunOnline(
+          [&](const std::string& m, const std::string& p) { return Request(s, m, p); },
+          ScopePrefix(s, tenant_flag, cluster), output);
     }
     return 0;
   } catch (const CliError& e) {

@@ -84,6 +84,22 @@ Setter StringList(std::vector<std::string>* out) {
   };
 }
 
+Setter Bool(bool* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsScalar()) return NotScalar(key);
+    const std::string& v = n.Scalar();
+    if (v == "true") {
+      *out = true;
+    } else if (v == "false") {
+      *out = false;
+    } else {
+      return absl::InvalidArgumentError(
+          StrCat("config key \"", key, "\": expected true or false, got \"", v, "\""));
+    }
+    return absl::OkStatus();
+  };
+}
+
 Setter Duration(absl::Duration* out) {
   return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
     if (!n.IsScalar()) return NotScalar(key);
@@ -149,6 +165,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"mfa.all_users_in_tenants", StringList(&config.mfa.all_users_in_tenants)},
       {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
       {"mfa.issuer", String(&config.mfa.issuer)},
+      {"audit.durable_reads", Bool(&config.audit_durable_reads)},
       {"agent.listen", String(&config.agent_listen)},
       {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
       {"agent.cert_ttl", Duration(&config.node_cert_ttl)},

@@ -44,6 +44,12 @@ struct ServerConfig {
   absl::Duration token_max_ttl = absl::Hours(24 * 365);
   HttpLimits http;
   MfaConfig mfa;
+  // Audit durability of read-only requests (issue 4, docs/architecture.md "The audit log").
+  // false (default): a GET of metadata has its event queued before the response is sent and on
+  // disk within one group commit; a crash can lose the last few milliseconds of such events.
+  // Mutations, logins, denials of non-GET requests and data reads (kRouteDurableRead: audit
+  // queries/exports, dataset downloads) always wait for fdatasync. true: every GET waits too.
+  bool audit_durable_reads = false;
   // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
   // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.
   // Empty: the API's host with its port + 1 (port 0 when the API's is 0), e.g. 127.0.0.1:8444.
@@ -58,6 +64,7 @@ struct ServerConfig {
 //   session: {idle: 30m, absolute: 8h}
 //   http: {max_body_bytes: 1048576, header_timeout: 10s}
 //   mfa: {required_for: admins, all_users_in_tenants: [acme], step_up_window: 10m}
+//   audit: {durable_reads: false}
 // Unknown keys, wrong types and out-of-range values are InvalidArgument naming the key.
 absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text);
 // Reads and parses the file; NotFound if missing.

@@ -91,6 +91,13 @@ class Router {
     return r;
   }
 
+  // The route `method` `raw_path` would match, filling nothing; nullptr when none would.
+  const Route* Find(std::string_view method, std::string_view raw_path) const {
+    std::vector<std::pair<std::string, std::string>> params;
+    PathMatch m = trie_.Match(method, raw_path, &params);
+    return m.kind == PathMatch::Kind::kFound ? routes_[m.route_index].get() : nullptr;
+  }
+
   // Matches and calls the route's handler, or returns the routing error.
   Response Dispatch(Request& req) const {
     Response error;

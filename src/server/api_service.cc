@@ -67,8 +67,8 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::LogoutAll, 200, kRouteMfaExempt},
       {"GET", "/api/v1/whoami", "authenticated", Scope::kCluster, "auth:whoami",
        &ApiService::WhoAmI, 200, kRouteMfaExempt},
-      {"GET", "/api/v1/mfa", "authenticated", Scope::kCluster, "mfa:status",
-       &ApiService::MfaStatus, 200, kRouteMfaExempt},
+      {"GET", "/api/v1/mfa", "authenticated", Scope::kCluster, "mfa:status", &ApiService::MfaStatus,
+       200, kRouteMfaExempt},
       {"POST", "/api/v1/mfa/enroll", "authenticated", Scope::kCluster, "mfa:enroll",
        &ApiService::MfaEnroll, 200, kRouteMfaExempt},
       {"POST", "/api/v1/mfa/confirm", "authenticated", Scope::kCluster, "mfa:confirm",
@@ -147,8 +147,8 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::CreateJoinToken, 201},
       {"GET", "/api/v1/nodes/join-tokens", "nodes:read", Scope::kCluster, nullptr,
        &ApiService::ListJoinTokens},
-      {"POST", "/api/v1/nodes/join", "public", Scope::kCluster, "nodes:join",
-       &ApiService::JoinNode, 201},
+      {"POST", "/api/v1/nodes/join", "public", Scope::kCluster, "nodes:join", &ApiService::JoinNode,
+       201},
       {"GET", "/api/v1/nodes", "nodes:read", Scope::kCluster, nullptr, &ApiService::ListNodes},
       {"GET", "/api/v1/nodes/{node}", "nodes:read", Scope::kCluster, nullptr, &ApiService::GetNode},
       {"POST", "/api/v1/nodes/{node}/cordon", "nodes:manage", Scope::kCluster, nullptr,
@@ -163,6 +163,25 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::TaintNode},
       {"DELETE", "/api/v1/nodes/{node}", "nodes:manage", Scope::kCluster, nullptr,
        &ApiService::DeleteNode},
+      // Tamper-evident log (audit_routes.cc).
+      {"GET", "/api/v1/audit/events", "audit:read", Scope::kCluster, nullptr,
+       &ApiService::QueryAudit, 200, kRouteDurableRead},
+      {"GET", "/api/v1/tenants/{tenant}/audit/events", "audit:read", Scope::kTenant, nullptr,
+       &ApiService::QueryAudit, 200, kRouteDurableRead},
+      {"GET", "/api/v1/audit/export", "audit:read", Scope::kCluster, nullptr,
+       &ApiService::ExportAudit, 200, kRouteDurableRead},
+      {"GET", "/api/v1/tenants/{tenant}/audit/export", "audit:read", Scope::kTenant, nullptr,
+       &ApiService::ExportAudit, 200, kRouteDurableRead},
+      {"GET", "/api/v1/audit/checkpoint", "audit:read", Scope::kAny, nullptr,
+       &ApiService::GetAuditCheckpoint},
+      {"GET", "/api/v1/audit/pubkey", "audit:read", Scope::kAny, nullptr,
+       &ApiService::GetAuditPublicKey},
+      {"GET", "/api/v1/audit/proof/inclusion", "audit:read", Scope::kCluster, nullptr,
+       &ApiService::AuditInclusionProof, 200, kRouteDurableRead},
+      {"GET", "/api/v1/tenants/{tenant}/audit/proof/inclusion", "audit:read", Scope::kTenant,
+       nullptr, &ApiService::AuditInclusionProof, 200, kRouteDurableRead},
+      {"GET", "/api/v1/audit/proof/consistency", "audit:read", Scope::kAny, nullptr,
+       &ApiService::AuditConsistencyProof},
   };
   return kRoutes;
 }
@@ -399,7 +418,7 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     reason = Msg(result.status());
   }
   const char* action = route.action ? route.action : route.permission;
-  Audit(c, action, resp.status, reason);
+  Audit(c, action, resp.status, reason, !AuditsWithoutWaiting(c.req.method, &route));
   if (!audit_.Healthy() && resp.status != 503) {
     absl::Status s = absl::UnavailableError("audit log unavailable; request refused");
     resp.status = 503;
@@ -422,7 +441,11 @@ ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::
   if (auto token = BearerToken(req.authorization); token.ok()) {
     if (auto id = auth_.Authenticate(*token); id.ok()) c.identity = *id;
   }
-  Audit(c, action, status, message);
+  // HTTP-layer rejections are refused whatever the log does: they do not wait for the disk (a
+  // flood of them must not hold the event loops that call on_reject in fdatasync).
+  const bool wait = std::string_view(action) != "http:rejected" &&
+                    !AuditsWithoutWaiting(c.req.method, nullptr);
+  Audit(c, action, status, message, wait);
   if (!audit_.Healthy()) {
     resp.status = 503;
     resp.body = http::Response::Error(absl::UnavailableError("audit log unavailable; request refused")).body;
@@ -430,7 +453,13 @@ ApiResponse ApiService::HandleUnmatched(ApiRequest& req, int status, const std::
   return resp;
 }
 
-void ApiService::Audit(const Call& c, const char* action, int status, const std::string& reason) {
+bool ApiService::AuditsWithoutWaiting(std::string_view method, const RouteSpec* route) const {
+  if (method != "GET" || options_.durable_reads) return false;
+  return route == nullptr || (route->flags & kRouteDurableRead) == 0;
+}
+
+void ApiService::Audit(const Call& c, const char* action, int status, const std::string& reason,
+                       bool wait) {
   audit::AuditEvent e;
   e.request_id = c.req.request_id;
   if (c.identity) {
@@ -451,8 +480,13 @@ void ApiService::Audit(const Call& c, const char* action, int status, const std:
   e.reason = reason.substr(0, 256);
   e.status = status;
   e.source = c.req.source;
-  // A failure flips Healthy(); Handle turns the response into 503.
-  (void)audit_.Append(std::move(e));
+  // A failure flips Healthy(); Handle turns the response into 503. Events that need not wait
+  // (AuditsWithoutWaiting, HTTP-layer rejections) are queued before the response is sent.
+  if (!wait) {
+    audit_.AppendNoWait(std::move(e));
+  } else {
+    (void)audit_.Append(std::move(e));
+  }
 }
 
 // ----------------------------------------------------------------------------------------------

@@ -62,6 +62,10 @@ inline constexpr unsigned kRouteStepUp = 1;
 // Usable by a user who must enroll in MFA and has not yet (every other route answers 403 "MFA
 // enrollment required"): MFA enrollment itself, whoami, logout.
 inline constexpr unsigned kRouteMfaExempt = 2;
+// A GET that reads data an auditor must be able to prove was read (audit events and exports,
+// later dataset downloads): its audit event is durable (fdatasync) before the response, like a
+// mutation's. Other GETs are audited without waiting for the disk unless audit.durable_reads.
+inline constexpr unsigned kRouteDurableRead = 4;
 
 struct RouteSpec {
   const char* method;
@@ -72,7 +76,7 @@ struct RouteSpec {
   // The handler; receives the request after authorization.
   absl::StatusOr<common::Json> (ApiService::*handler)(struct Call&);
   int ok_status = 200;
-  unsigned flags = 0;  // kRouteStepUp, kRouteMfaExempt
+  unsigned flags = 0;  // kRouteStepUp, kRouteMfaExempt, kRouteDurableRead
 };
 
 // Everything a handler knows about the call in progress.
@@ -98,6 +102,7 @@ struct ApiServiceOptions {
   // Renders /metrics (the process's Prometheus registry).
   std::function<std::string()> render_metrics;
   common::MfaConfig mfa;  // who must have MFA, the step-up window
+  bool durable_reads = false;  // every GET's audit event waits for fdatasync (audit.durable_reads)
   // Nodes and join (issue 6; handlers in node_routes.cc). Null: those routes answer 503.
   cluster::Cluster* cluster = nullptr;
   std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
@@ -134,6 +139,11 @@ class ApiService {
   // HTTP layer refused itself (413/431/400): answered and audited the same way.
   ApiResponse HandleUnmatched(ApiRequest& req, int status, const std::string& message,
                               const char* action = "api:unmatched");
+
+  // Whether a request to `route` (nullptr: no route matched) may have its audit event queued
+  // without waiting for the disk: GETs, unless the route has kRouteDurableRead or the server runs
+  // with audit.durable_reads. Such requests run on the event loops; the rest on the blocking pool.
+  bool AuditsWithoutWaiting(std::string_view method, const RouteSpec* route) const;
 
   // False while the audit log cannot write (the API then refuses everything with 503).
   bool Healthy() const { return audit_.Healthy(); }
@@ -191,6 +201,13 @@ class ApiService {
   absl::StatusOr<common::Json> TaintNode(Call& c);
   absl::StatusOr<common::Json> DeleteNode(Call& c);
   absl::StatusOr<common::Json> SetNodeSchedule(Call& c, const char* schedule);
+  // audit_routes.cc
+  absl::StatusOr<common::Json> QueryAudit(Call& c);
+  absl::StatusOr<common::Json> ExportAudit(Call& c);
+  absl::StatusOr<common::Json> GetAuditCheckpoint(Call& c);
+  absl::StatusOr<common::Json> GetAuditPublicKey(Call& c);
+  absl::StatusOr<common::Json> AuditInclusionProof(Call& c);
+  absl::StatusOr<common::Json> AuditConsistencyProof(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -207,7 +224,8 @@ class ApiService {
   common::Json UserJson(const store::User& u);
   common::Json RoleJson(const store::Role& r);
   std::string TenantNameOf(const std::string& tenant_id);
-  void Audit(const Call& c, const char* action, int status, const std::string& reason);
+  void Audit(const Call& c, const char* action, int status, const std::string& reason,
+             bool wait);
   // MFA policy (mfa_routes.cc): whether `grants` (of a user at home tenant `home_tenant_id`) make
   // MFA mandatory under options_.mfa; and the per-request checks run after authorization.
   bool NeedsMfa(const rbac::Grants& grants, const std::string& home_tenant_id);

@@ -100,6 +100,7 @@ class ServerImpl final : public Server {
     api_opts.version = WARDEN_VERSION;
     api_opts.audit_dir = audit_dir;
     api_opts.mfa = config_.mfa;
+    api_opts.durable_reads = config_.audit_durable_reads;
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_RETURN_IF_ERROR(InitCluster(pki_dir, clock, rng));
     api_opts.cluster = cluster_.get();
@@ -142,12 +143,17 @@ class ServerImpl final : public Server {
     hopts.limits = config_.http;
     hopts.threads = config_.threads;
     hopts.metrics = &common::metrics::Registry::Default();
-    // Reads are answered from caches and run on the event loops; anything that changes state
-    // (argon2 at login and user creation, store writes with fsync) runs on the blocking pool so
-    // it cannot stall the other connections of its loop.
-    hopts.runs_inline = [](const http::Request& req) {
-      return req.method == "GET" || req.method == "HEAD";
+    // Requests whose audit event waits for fdatasync (group commit, issue 4) run on the blocking
+    // pool, which is large: its threads mostly wait on the audit log's sync, and the more wait
+    // together the more share one sync. GETs whose events are queued without waiting
+    // (ApiService::AuditsWithoutWaiting) and /healthz run on the event loops.
+    hopts.runs_inline = [this](const http::Request& req) {
+      if (req.method != "GET") return false;
+      if (req.raw_path == "/healthz") return true;
+      const auto* route = router_.Find(req.method, req.raw_path);
+      return api_->AuditsWithoutWaiting(req.method, route ? route->payload : nullptr);
     };
+    hopts.blocking_threads = 64;
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
     hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {
       ApiRequest areq;

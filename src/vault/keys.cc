@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <utility>
 
 #include "common/encoding.h"
@@ -212,6 +213,15 @@ absl::StatusOr<std::unique_ptr<Keyring>> Keyring::Open(const MasterKey& master,
     return absl::InvalidArgumentError("keyring limits must be positive");
   }
   WARDEN_RETURN_IF_ERROR(internal::MakeDirs(options.dir));
+  // A keyring write killed between its temporary file and the rename leaves "<tenant>.keyring.
+  // json.tmp.<random>": never read (the keyring is the renamed file), removed here. One process
+  // owns a keyring directory at a time, so no live writer's file can be caught by this.
+  std::error_code ec;
+  for (const auto& f : std::filesystem::directory_iterator(options.dir, ec)) {
+    if (f.path().filename().string().find(".tmp.") != std::string::npos) {
+      std::filesystem::remove(f.path(), ec);
+    }
+  }
   // The KEK-wrapping key is derived, not the master key itself, so the master key can serve other
   // purposes (TOTP seeds, ...) under other HKDF labels without key reuse across them.
   WARDEN_ASSIGN_OR_RETURN(

@@ -120,5 +120,16 @@ TEST(ServerConfigTest, MfaPolicyKeys) {
             std::string::npos);
 }
 
+TEST(ServerConfigTest, AuditDurableReadsIsABooleanOffByDefault) {
+  EXPECT_FALSE(ParseServerConfig("")->audit_durable_reads);
+  auto c = ParseServerConfig("audit: {durable_reads: true}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->audit_durable_reads);
+  EXPECT_FALSE(ParseServerConfig("audit: {durable_reads: false}")->audit_durable_reads);
+  EXPECT_NE(Msg(ParseServerConfig("audit: {durable_reads: yes please}").status())
+                .find("audit.durable_reads\": expected true or false"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace warden::common

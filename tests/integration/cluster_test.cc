@@ -341,7 +341,11 @@ TEST_F(ClusterRenewIT, AgentRenewsItsCertificateAtTwoThirdsOfItsLife) {
   // Past the first certificate's expiry the node is still ready on its renewed one.
   std::this_thread::sleep_for(std::chrono::seconds(3));
   EXPECT_EQ(NodeByName("node-a")["status"], "ready") << ReadFile(Dir() + "/agent-node-a.log");
-  EXPECT_NE(ReadFile(Dir() + "/data/audit/events.jsonl").find("nodes:renew"), std::string::npos);
+  std::string audit;  // the audit log's segment files (data/audit/seg-*.jsonl)
+  for (const auto& f : std::filesystem::directory_iterator(Dir() + "/data/audit")) {
+    if (f.path().extension() == ".jsonl") audit += ReadFile(f.path().string());
+  }
+  EXPECT_NE(audit.find("nodes:renew"), std::string::npos);
 }
 
 }  // namespace

@@ -223,12 +223,25 @@ class WardenServer {
     return j["servers"][url_].value("token", "");
   }
 
+  // Events in the audit log: lines of its segment files (data/audit/seg-*.jsonl).
   int AuditCount() {
-    std::ifstream in(dir_ + "/data/audit/events.jsonl");
     int n = 0;
-    std::string line;
-    while (std::getline(in, line)) ++n;
+    for (const auto& f : std::filesystem::directory_iterator(dir_ + "/data/audit")) {
+      if (f.path().extension() != ".jsonl") continue;
+      std::ifstream in(f.path());
+      std::string line;
+      while (std::getline(in, line)) ++n;
+    }
     return n;
+  }
+
+  // AuditCount once every event queued so far is on disk: HTTP-layer rejections and metadata GETs
+  // are queued without waiting for the disk, but a request to a kRouteDurableRead route (here an
+  // unauthenticated audit query, answered 401) returns only after its own event, which the log
+  // writes after every earlier one. Returns the count without that request's own event.
+  int AuditCountSynced() {
+    Curl("GET", "/api/v1/audit/events?limit=1");
+    return AuditCount() - 1;
   }
 
   const std::string& url() const { return url_; }

@@ -1,0 +1,320 @@
+// Audit log benchmarks (issue 4, must show 7), run by bench/audit/run.sh:
+//
+//  1. Durable appends/s with W concurrent writers (default 8): gpuwarden's audit log (group
+//     commit, one fdatasync per batch) against SQLite 3 in WAL mode with synchronous=FULL, one
+//     INSERT (its own transaction) per event into a table with the same fields and indexes on
+//     time, actor, tenant and action. Same events, same directory (same disk), same run. Every
+//     append of both is durable when it returns.
+//  2. `audit verify` throughput on one core: a log of N events (written through the real log;
+//     fdatasync skipped while building it, which does not change the bytes), then
+//     VerifyAuditLog timed alone.
+//
+//   audit_bench DIR [--writers 8] [--seconds 5] [--verify-events 1000000]
+//
+// DIR must be on the disk to measure (not tmpfs: fdatasync is free there). Prints one line per
+// measure and the ratios; exit 0 whatever the numbers (run.sh judges).
+#include <sqlite3.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <memory>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "audit/audit.h"
+#include "audit/verify.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+
+namespace {
+
+using warden::audit::AuditEvent;
+using Clock = std::chrono::steady_clock;
+
+AuditEvent MakeEvent(int writer, long i) {
+  AuditEvent e;
+  e.request_id = "req-" + std::to_string(writer) + "-" + std::to_string(i);
+  e.actor_kind = "user";
+  e.actor_id = "usr_" + std::to_string(writer * 7919 % 1000);
+  e.actor_name = "user" + std::to_string(writer * 7919 % 1000);
+  e.tenant = "tenant" + std::to_string(i % 50);
+  e.action = i % 3 ? "datasets:read" : "jobs:create";
+  e.method = i % 3 ? "GET" : "POST";
+  e.resource = "/api/v1/tenants/tenant" + std::to_string(i % 50) + "/datasets/ds" + std::to_string(i % 997);
+  e.decision = "allow";
+  e.status = 200;
+  e.bytes = i * 4096;
+  e.source = "10.0.0." + std::to_string(writer) + ":5" + std::to_string(i % 1000);
+  return e;
+}
+
+struct Result {
+  long events = 0;
+  double seconds = 0;
+  double rate() const { return seconds > 0 ? events / seconds : 0; }
+};
+
+Result RunWriters(int writers, double seconds, const std::function<bool(int, long)>& append) {
+  std::atomic<bool> stop{false};
+  std::atomic<long> total{0};
+  std::atomic<bool> failed{false};
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int w = 0; w < writers; ++w) {
+    threads.emplace_back([&, w] {
+      long n = 0;
+      while (!stop.load(std::memory_order_relaxed)) {
+        if (!append(w, n)) {
+          failed = true;
+          break;
+        }
+        ++n;
+      }
+      total += n;
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : threads) t.join();
+  Result r;
+  r.events = total.load();
+  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  if (failed) std::fprintf(stderr, "audit_bench: an append failed\n");
+  return r;
+}
+
+// Each side appends for one round at a time; rounds alternate (ours, SQLite, ours, ...) so that
+// both see the same disk weather: the disk here is shared and its flush latency swings widely.
+struct AuditSide {
+  std::unique_ptr<warden::audit::AuditLog> log;
+  explicit AuditSide(const std::string& dir) {
+    std::filesystem::remove_all(dir);
+    warden::audit::AuditOptions opts;
+    opts.dir = dir;
+    auto l = warden::audit::OpenAuditLog(opts, warden::common::RealClock::Get());
+    if (!l.ok()) {
+      std::fprintf(stderr, "audit_bench: %s\n", std::string(l.status().message()).c_str());
+      std::exit(1);
+    }
+    log = *std::move(l);
+  }
+  Result Round(int writers, double seconds, long& next) {
+    long base = next;
+    Result r = RunWriters(writers, seconds, [&](int w, long i) {
+      return log->Append(MakeEvent(w, base + i)).ok();
+    });
+    next += r.events;
+    return r;
+  }
+};
+
+void Check(int rc, sqlite3* db, const char* what) {
+  if (rc != SQLITE_OK && rc != SQLITE_DONE && rc != SQLITE_ROW) {
+    std::fprintf(stderr, "audit_bench: sqlite %s: %s\n", what, sqlite3_errmsg(db));
+    std::exit(1);
+  }
+}
+
+struct SqliteSide {
+  std::vector<sqlite3*> dbs;
+  std::vector<sqlite3_stmt*> stmts;
+  SqliteSide(const std::string& dir, int writers) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::string path = dir + "/audit.db";
+    {
+      sqlite3* db = nullptr;
+      Check(sqlite3_open(path.c_str(), &db), db, "open");
+      Check(sqlite3_exec(db,
+                         "PRAGMA journal_mode=WAL;"
+                         "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, time_ms INTEGER,"
+                         " request_id TEXT, actor_kind TEXT, actor_id TEXT, actor_name TEXT,"
+                         " token_id TEXT, tenant TEXT, action TEXT, method TEXT, resource TEXT,"
+                         " decision TEXT, reason TEXT, status INTEGER, bytes INTEGER, source TEXT);"
+                         "CREATE INDEX audit_time ON audit(time_ms);"
+                         "CREATE INDEX audit_actor ON audit(actor_name);"
+                         "CREATE INDEX audit_tenant ON audit(tenant);"
+                         "CREATE INDEX audit_action ON audit(action);",
+                         nullptr, nullptr, nullptr),
+            db, "schema");
+      sqlite3_close(db);
+    }
+    // One connection per writer, as concurrent request handlers would have.
+    dbs.resize(writers);
+    stmts.resize(writers);
+    for (int w = 0; w < writers; ++w) {
+      Check(sqlite3_open(path.c_str(), &dbs[w]), dbs[w], "open");
+      Check(sqlite3_exec(dbs[w], "PRAGMA synchronous=FULL; PRAGMA busy_timeout=60000;", nullptr,
+                         nullptr, nullptr),
+            dbs[w], "pragma");
+      Check(sqlite3_prepare_v2(dbs[w],
+                               "INSERT INTO audit (time_ms, request_id, actor_kind, actor_id,"
+                               " actor_name, token_id, tenant, action, method, resource, decision,"
+                               " reason, status, bytes, source) VALUES"
+                               " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                               -1, &stmts[w], nullptr),
+            dbs[w], "prepare");
+    }
+  }
+  ~SqliteSide() {
+    for (size_t w = 0; w < dbs.size(); ++w) {
+      sqlite3_finalize(stmts[w]);
+      sqlite3_close(dbs[w]);
+    }
+  }
+  Result Round(int writers, double seconds, long& next) {
+    long base = next;
+    Result r = RunWriters(writers, seconds, [&](int w, long i) {
+      AuditEvent e = MakeEvent(w, base + i);
+      sqlite3_stmt* st = stmts[w];
+      sqlite3_reset(st);
+      sqlite3_bind_int64(st, 1, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    std::chrono::system_clock::now().time_since_epoch())
+                                    .count());
+      int k = 2;
+      for (const std::string* s : {&e.request_id, &e.actor_kind, &e.actor_id, &e.actor_name,
+                                   &e.token_id, &e.tenant, &e.action, &e.method, &e.resource,
+                                   &e.decision, &e.reason}) {
+        sqlite3_bind_text(st, k++, s->data(), static_cast<int>(s->size()), SQLITE_TRANSIENT);
+      }
+      sqlite3_bind_int(st, 13, e.status);
+      sqlite3_bind_int64(st, 14, e.bytes);
+      sqlite3_bind_text(st, 15, e.source.data(), static_cast<int>(e.source.size()),
+                        SQLITE_TRANSIENT);
+      return sqlite3_step(st) == SQLITE_DONE;  // autocommit: one durable transaction per event
+    });
+    next += r.events;
+    return r;
+  }
+};
+
+// A log of `events` events for the verify benchmark. fdatasync is skipped while building it.
+class NoSyncIo : public warden::audit::AuditFileIo {
+ public:
+  int Datasync(int) override { return 0; }
+};
+
+Result BenchVerify(const std::string& dir, long events) {
+  std::filesystem::remove_all(dir);
+  {
+    NoSyncIo io;
+    warden::audit::AuditOptions opts;
+    opts.dir = dir;
+    opts.io = &io;
+    opts.checkpoint_interval = absl::Hours(1);  // exactly one checkpoint per 1,000 events
+    auto log = warden::audit::OpenAuditLog(opts, warden::common::RealClock::Get());
+    if (!log.ok()) std::exit(1);
+    std::vector<std::thread> threads;
+    for (int w = 0; w < 8; ++w) {
+      threads.emplace_back([&, w] {
+        for (long i = w; i < events; i += 8) {
+          if (!(*log)->Append(MakeEvent(w, i)).ok()) std::exit(1);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  std::string pem;
+  {
+    std::ifstream in(dir + "/audit.pub");
+    pem.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  warden::audit::VerifyOptions vo;
+  vo.dir = dir;
+  vo.public_key_pem = pem;
+  // Warm the page cache so the disk's read speed does not count (the log was just written).
+  (void)warden::audit::VerifyAuditLog(vo);
+  // CPU time of this thread (the verifier is single-threaded): "one core", whatever else the
+  // machine is running. Wall time is printed too.
+  auto cpu_now = [] {
+    timespec ts{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+  };
+  auto start = Clock::now();
+  double cpu_start = cpu_now();
+  auto report = warden::audit::VerifyAuditLog(vo);
+  Result r;
+  r.seconds = cpu_now() - cpu_start;
+  double wall = std::chrono::duration<double>(Clock::now() - start).count();
+  std::printf("verify wall time: %.3f s (%.0f events/s)\n", wall,
+              report.ok() ? report->events / wall : 0.0);
+  if (!report.ok() || !report->ok()) {
+    std::fprintf(stderr, "audit_bench: the benchmark log does not verify\n");
+    std::exit(1);
+  }
+  r.events = static_cast<long>(report->events);
+  std::printf("verify: %lu checkpoints, %lu segments\n",
+              static_cast<unsigned long>(report->checkpoints),
+              static_cast<unsigned long>(report->segments));
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: audit_bench DIR [--writers N] [--seconds S] [--verify-events N]\n");
+    return 2;
+  }
+  std::string dir = argv[1];
+  int writers = 8;
+  double seconds = 5;
+  long verify_events = 1000000;
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--writers")) writers = std::atoi(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--verify-events")) verify_events = std::atol(argv[i + 1]);
+  }
+  Result mine, peer;
+  {
+    AuditSide ours(dir + "/gpuwarden-audit");
+    SqliteSide sqlite(dir + "/sqlite", writers);
+    long n_ours = 0, n_sqlite = 0;
+    int rounds = std::max(1, static_cast<int>(seconds));
+    for (int round = 0; round < rounds; ++round) {
+      Result a = ours.Round(writers, seconds / rounds, n_ours);
+      Result b = sqlite.Round(writers, seconds / rounds, n_sqlite);
+      mine.events += a.events;
+      mine.seconds += a.seconds;
+      peer.events += b.events;
+      peer.seconds += b.seconds;
+      std::printf("round %d: gpuwarden %.0f/s, sqlite %.0f/s\n", round + 1, a.rate(), b.rate());
+    }
+  }
+  std::printf("gpuwarden audit log: %ld durable appends in %.2f s = %.0f/s (%d writers)\n",
+              mine.events, mine.seconds, mine.rate(), writers);
+  {
+    // Group commit at work: events per fdatasync, from the log's own counters.
+    std::string text = warden::common::metrics::Registry::Default().RenderText();
+    auto value = [&](const std::string& name) {
+      size_t at = text.find("\n" + name + " ");
+      return at == std::string::npos ? 0.0 : std::atof(text.c_str() + at + name.size() + 2);
+    };
+    double syncs = value("audit_syncs_total");
+    std::printf("gpuwarden events per fdatasync: %.2f\n",
+                syncs > 0 ? value("audit_events_total") / syncs : 0.0);
+  }
+  std::printf("sqlite WAL synchronous=FULL: %ld durable inserts in %.2f s = %.0f/s (%d writers)\n",
+              peer.events, peer.seconds, peer.rate(), writers);
+  std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
+  if (verify_events > 0) {
+    Result v = BenchVerify(dir + "/verify", verify_events);
+    std::printf("audit verify: %ld events in %.3f s CPU = %.0f events/s (one core)\n", v.events,
+                v.seconds, v.rate());
+  }
+  std::filesystem::remove_all(dir + "/gpuwarden-audit");
+  std::filesystem::remove_all(dir + "/sqlite");
+  std::filesystem::remove_all(dir + "/verify");
+  return 0;
+}
