@@ -11,16 +11,10 @@ set -euo pipefail
 
 bin=${1:?usage: run.sh PATH/TO/jose_bench [JOSE_SECONDS]}
 seconds=${2:-3}
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-if [ ! -d "$root/tools/node/node_modules/jose" ]; then
-  echo "run.sh: missing npm jose; run: cd tools/node && npm install" >&2
-  exit 2
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+source "$(dirname "$0")/../lib.sh"
+need_npm jose
 
-echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), load $(cut -d' ' -f1-3 /proc/loadavg)"
+machine_line
 node "$here/gen_tokens.mjs" "$tmp/tokens.json" 256
 echo "== gpuwarden (auth::jose::VerifyJwt, Google Benchmark, single thread)"
 "$bin" --tokens="$tmp/tokens.json" --benchmark_out="$tmp/gbench.json" --benchmark_out_format=json

@@ -10,17 +10,10 @@ set -euo pipefail
 
 bin=${1:?usage: run.sh PATH/TO/rbac_bench [CEDAR_SECONDS]}
 seconds=${2:-5}
-here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-if [ ! -d "$root/tools/node/node_modules/@cedar-policy/cedar-wasm" ]; then
-  echo "run.sh: missing @cedar-policy/cedar-wasm; run: cd tools/node && npm install" >&2
-  exit 2
-fi
+source "$(dirname "$0")/../lib.sh"
+need_npm @cedar-policy/cedar-wasm
 
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+machine_line
 echo "== gpuwarden rbac (Google Benchmark, single thread)"
 "$bin" --export_model="$tmp/model.json" --benchmark_out="$tmp/gbench.json" \
   --benchmark_out_format=json | tee "$tmp/cpp.txt"
