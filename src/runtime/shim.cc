@@ -1,0 +1,204 @@
+// The per-job shim: a small process, detached from the runner (own session, reparented away), that
+// starts the container, becomes the parent of its init (child subreaper), enforces the wall-time
+// limit and the cancel grace period, reads the job's cgroup statistics (OOM kills, peak memory,
+// CPU time) before the runtime deletes the cgroup, and records result.json. Because it outlives
+// the runner, a restarted runner loses no job (issue 7: "the agent restarts without losing track
+// of running jobs").
+//
+// Protocol with the runner: fd 3 is the write end of a pipe; the shim writes "ok\n" once the
+// container runs, or "err <message>\n", then closes it. SIGTERM to the shim means "cancel".
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common/strings.h"
+#include "runtime/job_files.h"
+#include "runtime/oci_spec.h"
+
+namespace warden::runtime {
+namespace {
+
+using common::StrCat;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs argv with the given stdio, with an empty signal mask (the shim blocks SIGTERM for its
+// signalfd; a blocked mask would be inherited by the job and make it deaf to cancel).
+int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
+  std::vector<char*> argv;
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    int devnull = open("/dev/null", O_RDWR);
+    dup2(devnull, 0);
+    dup2(out_fd, 1);
+    dup2(err_fd, 2);
+    execvp(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void Report(int fd, const std::string& line) {
+  if (fd < 0) return;
+  std::string l = line + "\n";
+  (void)!write(fd, l.data(), l.size());
+  close(fd);
+}
+
+}  // namespace
+
+int ShimMain(int argc, char** argv) {
+  if (argc < 2) return 2;
+  const std::string dir = argv[argc - 1];
+  int start_fd = fcntl(3, F_GETFD) >= 0 ? 3 : -1;
+  if (start_fd >= 0) fcntl(start_fd, F_SETFD, FD_CLOEXEC);
+
+  auto record_text = ReadFileToString(dir + "/job.json");
+  if (!record_text.ok()) {
+    Report(start_fd, "err cannot read job.json");
+    return 1;
+  }
+  auto record = DecodeJobRecord(*record_text);
+  if (!record.ok()) {
+    Report(start_fd, StrCat("err ", std::string(record.status().message())));
+    return 1;
+  }
+  const JobRecord& rec = *record;
+  (void)WriteFileAtomic(dir + "/shim.pid", StrCat(getpid(), " ", ProcessStartTime(getpid()), "\n"));
+
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGHUP);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  int out_fd = open((dir + "/stdout.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  int err_fd = open((dir + "/stderr.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  const std::string& rt = rec.runtime_path;
+  const std::string log = dir + "/runtime.log";
+  auto runtime_cmd = [&](std::vector<std::string> tail) {
+    std::vector<std::string> args = {rt, "--root", rec.runtime_root, "--log", log, "--log-format", "json"};
+    args.insert(args.end(), tail.begin(), tail.end());
+    return args;
+  };
+
+  JobResult result;
+  auto finish = [&](int code) {
+    (void)WriteFileAtomic(dir + "/result.json", EncodeJobResult(result), 0640);
+    return code;
+  };
+
+  const int64_t started_ms = NowMs();
+  int rc = RunCommand(runtime_cmd({"run", "--detach", "--bundle", dir + "/bundle", "--pid-file",
+                                   dir + "/container.pid", rec.job_id}),
+                      out_fd, err_fd);
+  if (rc != 0) {
+    std::string msg = LastRuntimeError(log);
+    if (msg.empty()) msg = StrCat(rt, " run exited with ", rc);
+    RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+    result.error = msg;
+    Report(start_fd, "err " + msg);
+    return finish(1);
+  }
+  auto pid_text = ReadFileToString(dir + "/container.pid");
+  int init_pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  int pid_fd = init_pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, init_pid, 0)) : -1;
+  if (pid_fd < 0) {
+    RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+    result.error = "the runtime reported no container pid";
+    Report(start_fd, "err " + result.error);
+    return finish(1);
+  }
+  Report(start_fd, "ok");
+  start_fd = -1;
+
+  const int64_t wall_deadline = started_ms + rec.wall_time_ms;
+  int64_t kill_at = -1;
+  bool stopping = false;
+  auto begin_stop = [&]() {
+    stopping = true;
+    RunCommand(runtime_cmd({"kill", rec.job_id, "TERM"}), err_fd, err_fd);
+    kill_at = NowMs() + rec.grace_ms;
+  };
+  for (;;) {
+    int64_t now = NowMs();
+    int64_t next = stopping ? kill_at : wall_deadline;
+    int timeout = next < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(next - now, 1 << 30)));
+    pollfd fds[2] = {{pid_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}};
+    int n = poll(fds, 2, timeout);
+    if (n < 0 && errno != EINTR) break;
+    if (fds[0].revents & POLLIN) break;
+    if (fds[1].revents & POLLIN) {
+      signalfd_siginfo si;
+      while (read(sig_fd, &si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
+      }
+      if (!stopping) {
+        result.cancelled = true;
+        begin_stop();
+      }
+    }
+    now = NowMs();
+    if (!stopping && now >= wall_deadline) {
+      result.wall_time_exceeded = true;
+      begin_stop();
+    } else if (stopping && kill_at >= 0 && now >= kill_at) {
+      RunCommand(runtime_cmd({"kill", "--all", rec.job_id, "KILL"}), err_fd, err_fd);
+      kill_at = now + 1000;  // repeat until init is gone
+    }
+  }
+
+  int status = 0;
+  pid_t w;
+  do {
+    w = waitpid(init_pid, &status, 0);
+  } while (w < 0 && errno == EINTR);
+  if (w == init_pid) {
+    if (WIFSIGNALED(status)) {
+      result.signal = WTERMSIG(status);
+      result.exit_code = 128 + result.signal;
+    } else {
+      result.exit_code = WEXITSTATUS(status);
+    }
+  } else {
+    // Not our child (should not happen: we are its subreaper). Exit status unknown.
+    result.lost = true;
+  }
+  auto layout = DetectCgroupLayout();
+  if (layout.ok()) {
+    CgroupStats st = ReadCgroupStats(*layout, rec.cgroups_path);
+    result.oom_killed = st.oom_kills > 0;
+    result.usage.peak_memory_bytes = st.peak_memory_bytes;
+    result.usage.cpu_time_usec = st.cpu_time_usec;
+  }
+  RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+  return finish(0);
+}
+
+}  // namespace warden::runtime
