@@ -124,8 +124,9 @@ int ShimMain(int argc, char** argv) {
     if (msg.empty()) msg = StrCat(rt, " run exited with ", rc);
     RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
     result.error = msg;
-    Report(start_fd, "err " + msg);
-    return finish(1);
+    int code = finish(1);
+    Report(start_fd, "err " + msg);  // last: the runner may delete the job dir once it has this
+    return code;
   }
   auto pid_text = ReadFileToString(dir + "/container.pid");
   int init_pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
@@ -133,8 +134,9 @@ int ShimMain(int argc, char** argv) {
   if (pid_fd < 0) {
     RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
     result.error = "the runtime reported no container pid";
+    int code = finish(1);
     Report(start_fd, "err " + result.error);
-    return finish(1);
+    return code;
   }
   Report(start_fd, "ok");
   start_fd = -1;

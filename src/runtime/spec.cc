@@ -389,8 +389,9 @@ absl::StatusOr<Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in) 
       {"capabilities",
        {{"bounding", Json::array()}, {"effective", Json::array()}, {"inheritable", Json::array()},
         {"permitted", Json::array()}, {"ambient", Json::array()}}},
-      {"rlimits", {{{"type", "RLIMIT_NOFILE"}, {"hard", 65536}, {"soft", 65536}},
-                   {{"type", "RLIMIT_CORE"}, {"hard", 0}, {"soft", 0}}}},
+      // No core dumps (they would land in the job's files with its memory). Other limits are
+      // inherited: a user namespace cannot raise a hard limit.
+      {"rlimits", {{{"type", "RLIMIT_CORE"}, {"hard", 0}, {"soft", 0}}}},
       // setuid/setgid binaries and file capabilities grant nothing (escalation through a setuid
       // binary in the image or the host root).
       {"noNewPrivileges", true},
@@ -413,10 +414,13 @@ absl::StatusOr<Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in) 
   }
   // Scratch: a size-limited tmpfs, private to this job (its pages count against the job's memory
   // limit); writing past the size gives ENOSPC.
+  // Owned by the job user: runc gives a tmpfs the mode of the directory it covers (often 0755
+  // in images), so mode=1777 alone would not make it writable.
+  const std::string owner_uid = StrCat("uid=", kJobUid), owner_gid = StrCat("gid=", kJobGid);
   add_mount(scratch_path, "tmpfs", "tmpfs",
-            {"nosuid", "nodev", "mode=1777", StrCat("size=", spec.scratch_bytes)});
+            {"nosuid", "nodev", "mode=1777", owner_uid, owner_gid, StrCat("size=", spec.scratch_bytes)});
   if (scratch_path != "/tmp") {
-    add_mount("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", "size=67108864"});
+    add_mount("/tmp", "tmpfs", "tmpfs", {"nosuid", "nodev", "mode=1777", owner_uid, owner_gid, "size=67108864"});
   }
   for (const DeviceNode& d : in.devices) {
     // Bind-mounted (a user namespace cannot mknod); the device cgroup rules below are the second
