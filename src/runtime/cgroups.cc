@@ -5,6 +5,7 @@
 
 #include "common/strings.h"
 #include "runtime/oci_spec.h"
+#include "runtime/shim_support.h"
 
 namespace warden::runtime {
 namespace {
@@ -54,24 +55,7 @@ std::string ReadSmallFile(const std::string& path) {
   return ss.str();
 }
 
-uint64_t ParseU64(std::string_view s) {
-  uint64_t v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') break;
-    v = v * 10 + static_cast<uint64_t>(c - '0');
-  }
-  return v;
-}
 
-// "key value" lines (memory.events, cpu.stat, memory.oom_control).
-uint64_t KeyedValue(std::string_view text, std::string_view key) {
-  for (std::string_view line : Split(text, '\n')) {
-    if (line.size() > key.size() && line.substr(0, key.size()) == key && line[key.size()] == ' ') {
-      return ParseU64(line.substr(key.size() + 1));
-    }
-  }
-  return 0;
-}
 
 }  // namespace
 
@@ -143,21 +127,10 @@ absl::StatusOr<CgroupLayout> DetectCgroupLayout() {
 }
 
 CgroupStats ReadCgroupStats(const CgroupLayout& layout, std::string_view cgroups_path) {
-  CgroupStats st;
-  std::string mem = layout.ControllerDir("memory", cgroups_path);
-  if (layout.UsesV1()) {
-    if (!mem.empty()) {
-      st.oom_kills = KeyedValue(ReadSmallFile(mem + "/memory.oom_control"), "oom_kill");
-      st.peak_memory_bytes = ParseU64(ReadSmallFile(mem + "/memory.max_usage_in_bytes"));
-    }
-    std::string acct = layout.ControllerDir("cpuacct", cgroups_path);
-    if (!acct.empty()) st.cpu_time_usec = ParseU64(ReadSmallFile(acct + "/cpuacct.usage")) / 1000;
-  } else if (!mem.empty()) {
-    st.oom_kills = KeyedValue(ReadSmallFile(mem + "/memory.events"), "oom_kill");
-    st.peak_memory_bytes = ParseU64(ReadSmallFile(mem + "/memory.peak"));
-    st.cpu_time_usec = KeyedValue(ReadSmallFile(mem + "/cpu.stat"), "usage_usec");
-  }
-  return st;
+  shim::CgroupCounters c = shim::ReadCgroupCounters(
+      layout.ControllerDir("memory", cgroups_path),
+      layout.ControllerDir(layout.UsesV1() ? "cpuacct" : "memory", cgroups_path), layout.UsesV1());
+  return CgroupStats{c.oom_kills, c.peak_memory_bytes, c.cpu_time_usec};
 }
 
 }  // namespace warden::runtime

@@ -289,7 +289,7 @@ absl::StatusOr<ImageInfo> ImportLayout(const std::string& layout, const std::str
   for (const auto& [k, v] : config.env) env.push_back({k, v});
   Json info = {{"digest", mdesc.digest}, {"env", env}, {"entrypoint", config.entrypoint},
                {"cmd", config.cmd}, {"working_dir", config.working_dir}};
-  WARDEN_RETURN_IF_ERROR(WriteFileAtomic(work + "/image.json", info.dump(), 0644));
+  WARDEN_RETURN_IF_ERROR(WriteFileAtomic(work + "/image.json", info.dump(), 0644, /*durable=*/true));
   fs::remove_all(work + "/layout", ec_unused_);
   chmod(work.c_str(), 0755);
   if (rename(work.c_str(), final_dir.c_str()) != 0) {

@@ -8,38 +8,29 @@
 //   jobs/<id>/shim.pid        "<pid> <start time>" of the shim (pid reuse is detected)
 //   jobs/<id>/container.pid   the job's init process as the runtime reported it
 //   jobs/<id>/result.json     written once, atomically, when the job has ended
+//
+// The formats live in shim_support.h (no Abseil, for the static shim); these are the runner's
+// Status-returning wrappers.
 #pragma once
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "runtime/runtime.h"
+#include "runtime/shim_support.h"
 
 namespace warden::runtime {
 
-struct JobRecord {
-  std::string job_id;
-  std::string tenant;
-  std::string runtime_path;
-  std::string runtime_root;
-  std::string cgroups_path;
-  int64_t wall_time_ms = 0;
-  int64_t grace_ms = 0;
-};
+using shim::EncodeJobRecord;
+using shim::EncodeJobResult;
+using shim::LastRuntimeError;
+using shim::ProcessStartTime;
 
-std::string EncodeJobRecord(const JobRecord& r);
 absl::StatusOr<JobRecord> DecodeJobRecord(std::string_view text);
-std::string EncodeJobResult(const JobResult& r);
+// DataLoss when result.json is not what a shim writes.
 absl::StatusOr<JobResult> DecodeJobResult(std::string_view text);
-
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
-// Writes via a temporary file and rename, so readers see the old or the new content.
-absl::Status WriteFileAtomic(const std::string& path, std::string_view content, int mode = 0600);
-
-// The start time (clock ticks since boot, /proc/<pid>/stat field 22) of `pid`; 0 if gone.
-uint64_t ProcessStartTime(int pid);
-
-// The last "error" line of a runc/crun log, for messages.
-std::string LastRuntimeError(const std::string& log_path);
+absl::Status WriteFileAtomic(const std::string& path, std::string_view content, int mode = 0600,
+                             bool durable = false);
 
 }  // namespace warden::runtime

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/magic.h>
 #include <poll.h>
+#include <sys/inotify.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -160,22 +161,33 @@ class OciRunner final : public Runner {
 
   absl::StatusOr<JobResult> Wait(const std::string& job_id, absl::Duration timeout) override {
     const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(timeout);
+    const std::string dir = JobDir(job_id);
+    // Woken by result.json appearing (the shim renames it into place) or by the shim's exit.
+    int ino = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+    if (ino >= 0) inotify_add_watch(ino, dir.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE);
+    struct Closer {
+      int fd;
+      ~Closer() {
+        if (fd >= 0) close(fd);
+      }
+    } ino_closer{ino};
     for (;;) {
       WARDEN_ASSIGN_OR_RETURN(JobInfo info, Get(job_id));
       if (info.state == JobState::kExited) return *info.result;
-      auto [pid, start] = ShimPid(JobDir(job_id));
+      auto [pid, start] = ShimPid(dir);
       int pfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+      Closer pfd_closer{pfd};
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-      if (left <= 0) {
-        if (pfd >= 0) close(pfd);
-        return absl::DeadlineExceededError(StrCat("job ", job_id, " still running"));
-      }
-      if (pfd >= 0) {
-        if (ProcessStartTime(pid) == start) {
-          pollfd p = {pfd, POLLIN, 0};
-          poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 1 << 30)));
+      if (left <= 0) return absl::DeadlineExceededError(StrCat("job ", job_id, " still running"));
+      if (pfd >= 0 && ProcessStartTime(pid) != start) continue;  // pid reused: Get() sees it gone
+      // Re-check after arming both watches, so an exit between Get() and here is not missed.
+      if (Exists(dir + "/result.json")) continue;
+      pollfd p[2] = {{ino, POLLIN, 0}, {pfd, POLLIN, 0}};
+      poll(p, 2, static_cast<int>(std::min<int64_t>(left, 1000)));
+      if (ino >= 0 && (p[0].revents & POLLIN)) {
+        char buf[4096];
+        while (read(ino, buf, sizeof(buf)) > 0) {
         }
-        close(pfd);
       }
     }
   }
@@ -204,6 +216,16 @@ class OciRunner final : public Runner {
   absl::Status Remove(const std::string& job_id) override {
     WARDEN_ASSIGN_OR_RETURN(JobInfo info, Get(job_id));
     if (info.state != JobState::kExited) return absl::FailedPreconditionError(StrCat("job ", job_id, " is still running"));
+    // Let the shim finish the runtime's cleanup (it runs after the result is published).
+    auto [pid, start] = ShimPid(JobDir(job_id));
+    int pfd = pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, pid, 0)) : -1;
+    if (pfd >= 0) {
+      if (ProcessStartTime(pid) == start) {
+        pollfd p = {pfd, POLLIN, 0};
+        poll(&p, 1, 10'000);
+      }
+      close(pfd);
+    }
     std::error_code ec;
     fs::remove_all(JobDir(job_id), ec);
     if (ec) return absl::InternalError(StrCat("cannot remove job ", job_id, ": ", ec.message()));
@@ -281,7 +303,7 @@ class OciRunner final : public Runner {
       slots_[tenant] = slot;
       Json j = Json::object();
       for (auto& [t, s] : slots_) j[t] = s;
-      WARDEN_RETURN_IF_ERROR(WriteFileAtomic(SlotsFile(), j.dump(), 0600));
+      WARDEN_RETURN_IF_ERROR(WriteFileAtomic(SlotsFile(), j.dump(), 0600, /*durable=*/true));
       it = slots_.find(tenant);
     }
     return options_.uid_base + it->second * kIdsPerTenant;
@@ -380,6 +402,9 @@ class OciRunner final : public Runner {
     rec.runtime_path = runtime_path_;
     rec.runtime_root = RuntimeRoot();
     rec.cgroups_path = in.cgroups_path;
+    rec.cgroup_v1 = layout_.UsesV1();
+    rec.memory_dir = layout_.ControllerDir("memory", in.cgroups_path);
+    rec.cpu_dir = layout_.ControllerDir(layout_.UsesV1() ? "cpuacct" : "memory", in.cgroups_path);
     rec.wall_time_ms = absl::ToInt64Milliseconds(spec.wall_time);
     rec.grace_ms = absl::ToInt64Milliseconds(options_.cancel_grace);
     WARDEN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/job.json", EncodeJobRecord(rec), 0600));

@@ -20,6 +20,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/job_result.h"
 
 namespace warden::runtime {
 
@@ -70,22 +71,6 @@ absl::Status ValidateEnv(std::string_view source,
 bool IsLoaderVariable(std::string_view name);
 
 enum class JobState { kRunning, kExited };
-
-struct ResourceUsage {
-  uint64_t peak_memory_bytes = 0;
-  uint64_t cpu_time_usec = 0;
-};
-
-struct JobResult {
-  int exit_code = -1;   // the process's exit status, or 128 + signal
-  int signal = 0;       // the signal that ended it, 0 if it exited
-  bool oom_killed = false;      // the kernel's OOM killer killed a process in the job's cgroup
-  bool wall_time_exceeded = false;
-  bool cancelled = false;
-  bool lost = false;    // the shim died before recording the result (exit status unknown)
-  ResourceUsage usage;
-  std::string error;    // non-empty when the runtime failed to start the job
-};
 
 struct JobInfo {
   std::string job_id;

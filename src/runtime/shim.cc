@@ -16,19 +16,25 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
 
-#include "common/strings.h"
-#include "runtime/job_files.h"
-#include "runtime/oci_spec.h"
+#include "runtime/shim_support.h"
 
 namespace warden::runtime {
 namespace {
 
-using common::StrCat;
+using namespace shim;  // NOLINT: this file is the shim
+
+template <typename... Args>
+std::string StrCat(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  return out.str();
+}
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -77,18 +83,17 @@ int ShimMain(int argc, char** argv) {
   int start_fd = fcntl(3, F_GETFD) >= 0 ? 3 : -1;
   if (start_fd >= 0) fcntl(start_fd, F_SETFD, FD_CLOEXEC);
 
-  auto record_text = ReadFileToString(dir + "/job.json");
-  if (!record_text.ok()) {
+  std::string record_text, err;
+  if (!ReadFile(dir + "/job.json", &record_text)) {
     Report(start_fd, "err cannot read job.json");
     return 1;
   }
-  auto record = DecodeJobRecord(*record_text);
-  if (!record.ok()) {
-    Report(start_fd, StrCat("err ", std::string(record.status().message())));
+  JobRecord rec;
+  if (!DecodeJobRecord(record_text, &rec, &err)) {
+    Report(start_fd, "err " + err);
     return 1;
   }
-  const JobRecord& rec = *record;
-  (void)WriteFileAtomic(dir + "/shim.pid", StrCat(getpid(), " ", ProcessStartTime(getpid()), "\n"));
+  WriteFileAtomic(dir + "/shim.pid", StrCat(getpid(), " ", ProcessStartTime(getpid()), "\n"), 0600, false, nullptr);
 
   prctl(PR_SET_CHILD_SUBREAPER, 1);
   sigset_t mask;
@@ -111,7 +116,7 @@ int ShimMain(int argc, char** argv) {
 
   JobResult result;
   auto finish = [&](int code) {
-    (void)WriteFileAtomic(dir + "/result.json", EncodeJobResult(result), 0640);
+    WriteFileAtomic(dir + "/result.json", EncodeJobResult(result), 0640, false, nullptr);
     return code;
   };
 
@@ -128,8 +133,8 @@ int ShimMain(int argc, char** argv) {
     Report(start_fd, "err " + msg);  // last: the runner may delete the job dir once it has this
     return code;
   }
-  auto pid_text = ReadFileToString(dir + "/container.pid");
-  int init_pid = pid_text.ok() ? std::atoi(pid_text->c_str()) : 0;
+  std::string pid_text;
+  int init_pid = ReadFile(dir + "/container.pid", &pid_text) ? std::atoi(pid_text.c_str()) : 0;
   int pid_fd = init_pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, init_pid, 0)) : -1;
   if (pid_fd < 0) {
     RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
@@ -192,15 +197,16 @@ int ShimMain(int argc, char** argv) {
     // Not our child (should not happen: we are its subreaper). Exit status unknown.
     result.lost = true;
   }
-  auto layout = DetectCgroupLayout();
-  if (layout.ok()) {
-    CgroupStats st = ReadCgroupStats(*layout, rec.cgroups_path);
-    result.oom_killed = st.oom_kills > 0;
-    result.usage.peak_memory_bytes = st.peak_memory_bytes;
-    result.usage.cpu_time_usec = st.cpu_time_usec;
-  }
-  RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
-  return finish(0);
+  CgroupCounters st = ReadCgroupCounters(rec.memory_dir, rec.cpu_dir, rec.cgroup_v1);
+  result.oom_killed = st.oom_kills > 0;
+  result.usage.peak_memory_bytes = st.peak_memory_bytes;
+  result.usage.cpu_time_usec = st.cpu_time_usec;
+  // The result is final once init is reaped (the kernel has killed the rest of the job's pid
+  // namespace with it), so it is published before the runtime's cleanup, which waiters need not
+  // wait for. The delete logs to stderr only: the job directory may be removed meanwhile.
+  int code = finish(0);
+  RunCommand({rt, "--root", rec.runtime_root, "delete", "--force", rec.job_id}, err_fd, err_fd);
+  return code;
 }
 
 }  // namespace warden::runtime

@@ -1,5 +1,5 @@
-// warden-sandbox-shim: the per-job shim as its own small executable (tests and benchmarks point
-// RunnerOptions::shim_command at it; the agent can run the same code as a hidden verb).
-#include "runtime/runtime.h"
+// warden-sandbox-shim: the per-job shim as its own small static executable (see shim.cc). The
+// runner starts it through RunnerOptions::shim_command.
+#include "runtime/shim_support.h"
 
 int main(int argc, char** argv) { return warden::runtime::ShimMain(argc, argv); }

@@ -88,10 +88,13 @@ class RuncTest : public ::testing::Test {
           (void)runner_->Signal(j.job_id, SIGKILL);
           (void)runner_->Wait(j.job_id, absl::Seconds(20));
         }
+        // Remove waits for the shim's runtime cleanup, which runs after the result is out.
+        if (std::getenv("WARDEN_TEST_KEEP") == nullptr) (void)runner_->Remove(j.job_id);
       }
     }
     runner_.reset();
-    if (!state_.empty() && std::getenv("WARDEN_TEST_KEEP") == nullptr) fs::remove_all(state_);
+    std::error_code ec;
+    if (!state_.empty() && std::getenv("WARDEN_TEST_KEEP") == nullptr) fs::remove_all(state_, ec);
   }
 
   RunnerOptions Options() {
