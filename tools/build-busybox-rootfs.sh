@@ -9,7 +9,8 @@
 # DIR/oci     an OCI image layout of it: one gzip layer, a config with the --env entries, a
 #             manifest and index.json, all sha256-addressed
 # --add FILE  copies FILE into /bin of the rootfs (e.g. a static test helper)
-# Needs busybox-static (apt-get install busybox-static), tar, gzip, sha256sum.
+# Needs busybox-static (apt-get install busybox-static) or BUSYBOX=/path/to/static/busybox, tar,
+# gzip, sha256sum.
 set -euo pipefail
 
 die() { echo "build-busybox-rootfs: $*" >&2; exit 1; }
@@ -24,8 +25,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-BUSYBOX=""
+BUSYBOX="${BUSYBOX:-}"
+[ -z "$BUSYBOX" ] || [ -x "$BUSYBOX" ] || die "BUSYBOX=$BUSYBOX is not executable"
 for c in /bin/busybox /usr/bin/busybox; do
+  [ -z "$BUSYBOX" ] || break
   if [ -x "$c" ] && file -L "$c" 2>/dev/null | grep -q 'statically linked'; then BUSYBOX="$c"; break; fi
   if [ -x "$c" ] && ! ldd "$c" >/dev/null 2>&1; then BUSYBOX="$c"; break; fi
 done

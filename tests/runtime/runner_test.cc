@@ -33,6 +33,16 @@ std::string g_skip;
 fs::path g_base;
 std::string g_image_alpha, g_image_beta;
 
+// Build-time paths, overridable for a copy of the test binary run on another machine.
+std::string ShimPath() {
+  const char* p = std::getenv("WARDEN_SHIM_PATH");
+  return p ? p : WARDEN_SHIM_PATH;
+}
+std::string HelperPath() {
+  const char* p = std::getenv("WARDEN_ESCAPE_HELPER");
+  return p ? p : WARDEN_ESCAPE_HELPER;
+}
+
 bool InCi() {
   const char* ci = std::getenv("CI");
   return ci != nullptr && std::string(ci) == "true";
@@ -52,7 +62,7 @@ class RuncTest : public ::testing::Test {
     fs::create_directories(g_base);
     chmod(g_base.c_str(), 0755);
     std::string cmd = "bash tools/build-busybox-rootfs.sh " + (g_base / "bb").string() + " --add " +
-                      WARDEN_ESCAPE_HELPER + " >/dev/null";
+                      HelperPath() + " >/dev/null";
     if (std::system(cmd.c_str()) != 0) {
       g_skip = "tools/build-busybox-rootfs.sh failed (is busybox-static installed?)";
       return;
@@ -100,7 +110,7 @@ class RuncTest : public ::testing::Test {
   RunnerOptions Options() {
     RunnerOptions o;
     o.state_dir = state_.string();
-    o.shim_command = {WARDEN_SHIM_PATH};
+    o.shim_command = {ShimPath()};
     o.image_root = (g_base / "images").string();
     o.host_dev_dir = (g_base / "dev").string();
     o.cancel_grace = absl::Seconds(1);
