@@ -19,6 +19,12 @@ namespace fs = std::filesystem;
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace warden::runtime;
   static const fs::path base = fs::temp_directory_path() / ("fuzz_tar_" + std::to_string(getpid()));
+  static const struct Cleanup {
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(base, e);
+    }
+  } cleanup;
   const fs::path root = base / "root", outside = base / "outside";
   std::error_code ec;
   fs::remove_all(root, ec);
