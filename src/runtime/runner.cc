@@ -90,6 +90,18 @@ class OciRunner final : public Runner {
       if (errno == EEXIST) return absl::AlreadyExistsError(StrCat("job ", spec.job_id, " already exists on this node"));
       return absl::InternalError(StrCat("cannot create ", dir, ": ", Errno()));
     }
+    {
+      std::lock_guard<std::mutex> slock(starting_mu_);
+      starting_.insert(spec.job_id);
+    }
+    struct Started {
+      OciRunner* self;
+      std::string id;
+      ~Started() {
+        std::lock_guard<std::mutex> slock(self->starting_mu_);
+        self->starting_.erase(id);
+      }
+    } started{this, spec.job_id};
     absl::Status st = Prepare(spec, dir);
     if (!st.ok()) {
       std::error_code ec;
@@ -128,6 +140,14 @@ class OciRunner final : public Runner {
     if (pid > 0 && ProcessStartTime(pid) == start) {
       info.state = JobState::kRunning;
       return info;
+    }
+    {
+      // Being started by this runner: the shim may not have recorded itself yet.
+      std::lock_guard<std::mutex> slock(starting_mu_);
+      if (starting_.count(job_id) > 0) {
+        info.state = JobState::kRunning;
+        return info;
+      }
     }
     // The shim is gone without a result (killed, node trouble): the exit status is lost; make
     // sure nothing of the job keeps running and record that.
@@ -470,6 +490,8 @@ class OciRunner final : public Runner {
   std::string runtime_path_;
   std::mutex mu_;
   std::map<std::string, uint32_t> slots_;
+  std::mutex starting_mu_;  // held only briefly (may be taken under mu_, never the reverse)
+  std::set<std::string> starting_;
 };
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -311,6 +312,32 @@ TEST_F(RuncTest, ARestartedRunnerReattachesToRunningJobs) {
   EXPECT_EQ(ReadFileToString(runner_->Get(s.job_id)->stdout_path).value_or(""), "finished\n");
   EXPECT_TRUE(runner_->Remove(s.job_id).ok());
   EXPECT_EQ(runner_->Get(s.job_id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RuncTest, ListingWhileJobsStartNeverReportsThemLost) {
+  // Regression: a job between "directory written" and "shim recorded" looked like a dead shim.
+  std::atomic<bool> stop{false};
+  std::thread lister([&] {
+    while (!stop) {
+      for (const JobInfo& j : runner_->List()) {
+        if (j.result && j.result->lost) ADD_FAILURE() << j.job_id << " reported lost while starting";
+      }
+    }
+  });
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    SandboxSpec s = Spec("alpha", "c" + std::to_string(i), {"/bin/true"});
+    ASSERT_TRUE(runner_->Start(s).ok());
+    ids.push_back(s.job_id);
+  }
+  for (const std::string& id : ids) {
+    auto r = runner_->Wait(id, absl::Seconds(30));
+    ASSERT_TRUE(r.ok());
+    EXPECT_FALSE(r->lost);
+    EXPECT_EQ(r->exit_code, 0);
+  }
+  stop = true;
+  lister.join();
 }
 
 TEST_F(RuncTest, AJobWhoseShimDiedIsReportedLostAndCleanedUp) {

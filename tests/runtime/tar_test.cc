@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 
 #include "runtime/tar.h"
 
@@ -46,6 +47,17 @@ class TarWriter {
   std::string out_;
 };
 
+// Reads `data` (which must outlive the source) in pieces.
+ByteSource FromString(const std::string& data) {
+  auto pos = std::make_shared<size_t>(0);
+  return [&data, pos](char* b, size_t n) -> absl::StatusOr<size_t> {
+    size_t k = std::min(n, data.size() - *pos);
+    std::memcpy(b, data.data() + *pos, k);
+    *pos += k;
+    return k;
+  };
+}
+
 class TarExtractTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -58,13 +70,7 @@ class TarExtractTest : public ::testing::Test {
   void TearDown() override { fs::remove_all(base_); }
 
   absl::StatusOr<ExtractStats> Extract(const std::string& archive, ExtractOptions opts = {}) {
-    size_t pos = 0;
-    TarReader r([&](char* b, size_t n) -> absl::StatusOr<size_t> {
-      size_t k = std::min(n, archive.size() - pos);
-      std::memcpy(b, archive.data() + pos, k);
-      pos += k;
-      return k;
-    });
+    TarReader r(FromString(archive));
     return ExtractTar(r, (base_ / "root").string(), opts);
   }
   fs::path base_;
@@ -207,13 +213,7 @@ TEST(TarHeaderTest, RejectsBadChecksumAndTruncation) {
   TarWriter w2;
   w2.Add("f", '0', std::string(2000, 'x'));
   std::string t = w2.Finish().substr(0, 1024);
-  size_t pos = 0;
-  TarReader r([&](char* b, size_t n) -> absl::StatusOr<size_t> {
-    size_t k = std::min(n, t.size() - pos);
-    std::memcpy(b, t.data() + pos, k);
-    pos += k;
-    return k;
-  });
+  TarReader r(FromString(t));
   auto e = r.Next();
   ASSERT_TRUE(e.ok());
   char buf[4096];
