@@ -241,6 +241,20 @@ TEST_F(RuncTest, TenantsMapToDistinctUnprivilegedHostUids) {
   EXPECT_TRUE(h1 + n1 <= h2 || h2 + n2 <= h1) << "tenant uid ranges overlap";
 }
 
+TEST_F(RuncTest, TwoTenantsNeverShareAUidRangeEvenWhenSlotsRunOut) {
+  RunnerOptions o = Options();
+  o.uid_slots = 1;  // both tenants prefer slot 0: the second must be refused, not share it
+  auto r = CreateRunner(o);
+  ASSERT_TRUE(r.ok());
+  runner_ = std::move(*r);
+  EXPECT_EQ(RunJob(Spec("alpha", "one", {"/bin/true"})).result.exit_code, 0);
+  absl::Status st = runner_->Start(Spec("beta", "two", {"/bin/true"}));
+  EXPECT_EQ(st.code(), absl::StatusCode::kResourceExhausted) << st;
+  // The allocation is durable: a new runner keeps alpha's slot.
+  Open();
+  EXPECT_EQ(RunJob(Spec("alpha", "three", {"/bin/true"})).result.exit_code, 0);
+}
+
 TEST_F(RuncTest, LogsAreReadableWhileTheJobRuns) {
   SandboxSpec s = Spec("alpha", "l", Sh("echo first; sleep 30"));
   ASSERT_TRUE(runner_->Start(s).ok());
