@@ -81,6 +81,20 @@ std::vector<std::string> JobEnvironment(const SandboxSpec& spec,
                                         const std::vector<std::pair<std::string, std::string>>& image_env,
                                         std::string_view scratch_path);
 
+// The bubblewrap fallback (bwrap.cc): the command line, derived from the OCI spec `oci` (argv, env,
+// cwd), and the cgroup plan the shim carries out before exec'ing bwrap.
+struct BwrapPlan {
+  std::vector<std::string> args;
+  std::vector<std::string> cgroup_dirs;
+  std::vector<std::pair<std::string, std::string>> cgroup_writes;
+  std::vector<std::string> cgroup_procs;
+};
+absl::StatusOr<BwrapPlan> PlanBwrap(const SandboxSpec& spec, const OciInputs& in, const common::Json& oci,
+                                    const std::string& bwrap_path);
+// Compiles an OCI seccomp object (errno-by-default allow-list, as DefaultSeccompProfile) into a
+// classic BPF program file for `bwrap --seccomp`, with libseccomp.
+absl::Status CompileSeccompBpf(const common::Json& profile, const std::string& path);
+
 // The host uid range slot preferred for `tenant` (SHA-256 of the name mod `slots`).
 uint32_t PreferredUidSlot(std::string_view tenant, uint32_t slots);
 

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <mutex>
 #include <set>
+#include <sstream>
 
 #include "common/json.h"
 #include "common/status.h"
@@ -154,7 +155,18 @@ class OciRunner final : public Runner {
     JobResult lost;
     lost.lost = true;
     lost.error = "the job's shim died before recording a result";
-    RunRuntime({"delete", "--force", job_id});
+    if (rec.kind == "bwrap") {
+      // bwrap dies with its parent (--die-with-parent); clear whatever is left in the cgroup.
+      for (const std::string& procs : rec.cgroup_procs) {
+        auto text = ReadFileToString(procs);
+        std::istringstream in(text.value_or(""));
+        int p;
+        while (in >> p) kill(p, SIGKILL);
+      }
+      for (const std::string& d : rec.cgroup_dirs) rmdir(d.c_str());
+    } else {
+      RunRuntime({"delete", "--force", job_id});
+    }
     (void)WriteFileAtomic(dir + "/result.json", EncodeJobResult(lost), 0640);
     info.state = JobState::kExited;
     info.result = lost;
@@ -226,6 +238,9 @@ class OciRunner final : public Runner {
     WARDEN_ASSIGN_OR_RETURN(JobInfo info, Get(job_id));
     if (info.state == JobState::kExited) return absl::FailedPreconditionError(StrCat("job ", job_id, " already exited"));
     if (signal <= 0 || signal >= 65) return absl::InvalidArgumentError("signal out of range");
+    if (options_.runtime == RuntimeKind::kBwrap) {
+      return absl::UnimplementedError("signals other than cancel are not supported by the bubblewrap runner");
+    }
     std::string err;
     if (RunRuntime({"kill", job_id, StrCat(signal)}, &err) != 0) {
       return absl::InternalError(StrCat("signalling job ", job_id, " failed: ", err));
@@ -427,6 +442,23 @@ class OciRunner final : public Runner {
     rec.cpu_dir = layout_.ControllerDir(layout_.UsesV1() ? "cpuacct" : "memory", in.cgroups_path);
     rec.wall_time_ms = absl::ToInt64Milliseconds(spec.wall_time);
     rec.grace_ms = absl::ToInt64Milliseconds(options_.cancel_grace);
+    if (options_.runtime == RuntimeKind::kBwrap) {
+      Json final_spec = Json::parse(text, nullptr, false);
+      if (!final_spec.is_object()) return absl::InternalError("spec_hook returned invalid JSON");
+      WARDEN_ASSIGN_OR_RETURN(BwrapPlan plan, PlanBwrap(spec, in, final_spec, runtime_path_));
+      rec.kind = "bwrap";
+      rec.exec_args = plan.args;
+      rec.cgroup_dirs = plan.cgroup_dirs;
+      rec.cgroup_writes = plan.cgroup_writes;
+      rec.cgroup_procs = plan.cgroup_procs;
+      rec.run_uid = in.host_uid_base + kJobUid;
+      rec.run_gid = in.host_uid_base + kJobGid;
+      rec.seccomp_file = dir + "/seccomp.bpf";
+      if (!final_spec["linux"].contains("seccomp")) {
+        return absl::InvalidArgumentError("the bubblewrap runner needs a seccomp profile");
+      }
+      WARDEN_RETURN_IF_ERROR(CompileSeccompBpf(final_spec["linux"]["seccomp"], rec.seccomp_file));
+    }
     WARDEN_RETURN_IF_ERROR(WriteFileAtomic(dir + "/job.json", EncodeJobRecord(rec), 0600));
     for (const char* f : {"/stdout.log", "/stderr.log"}) {
       int fd = open((dir + f).c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
@@ -501,15 +533,13 @@ absl::StatusOr<std::unique_ptr<Runner>> CreateRunner(RunnerOptions options) {
     return absl::InvalidArgumentError("state_dir must be an absolute path");
   }
   if (options.shim_command.empty()) return absl::InvalidArgumentError("shim_command must name the shim program");
-  if (options.runtime == RuntimeKind::kBwrap) {
-    return absl::UnimplementedError(
-        "the bubblewrap runner is not built yet; runc or crun is required on this node");
-  }
   std::string name = options.runtime_path;
-  if (name.empty()) name = options.runtime == RuntimeKind::kCrun ? "crun" : "runc";
+  if (name.empty()) {
+    name = options.runtime == RuntimeKind::kCrun ? "crun" : options.runtime == RuntimeKind::kBwrap ? "bwrap" : "runc";
+  }
   std::string path = FindInPath(name);
   if (path.empty() || access(path.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(StrCat("OCI runtime ", name, " not found or not executable"));
+    return absl::FailedPreconditionError(StrCat("runtime ", name, " not found or not executable"));
   }
   WARDEN_ASSIGN_OR_RETURN(CgroupLayout layout, DetectCgroupLayout());
   if (options.runtime == RuntimeKind::kCrun && layout.mode == CgroupLayout::Mode::kHybrid) {

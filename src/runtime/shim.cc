@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <grp.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
@@ -18,6 +19,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <sstream>
+#include <sys/stat.h>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -66,6 +69,46 @@ int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
     if (errno != EINTR) return -1;
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Signals every process in the job's cgroup (bwrap runs have no runtime to do it).
+void SignalCgroup(const JobRecord& rec, int sig) {
+  for (const std::string& procs : rec.cgroup_procs) {
+    std::string text;
+    if (!ReadFile(procs, &text)) continue;
+    std::istringstream in(text);
+    int pid;
+    while (in >> pid) kill(pid, sig);
+  }
+}
+
+// Creates the job's cgroup(s) and writes the limits. Returns "" or an error message.
+std::string SetUpCgroups(const JobRecord& rec) {
+  for (const std::string& d : rec.cgroup_dirs) {
+    // mkdir -p, one level at a time.
+    for (size_t i = 1; i <= d.size(); ++i) {
+      if (i == d.size() || d[i] == '/') {
+        std::string part = d.substr(0, i);
+        if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return "mkdir " + part + ": " + std::strerror(errno);
+      }
+    }
+  }
+  for (const auto& [file, value] : rec.cgroup_writes) {
+    int fd = open(file.c_str(), O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return "open " + file + ": " + std::strerror(errno);
+    ssize_t n = write(fd, value.data(), value.size());
+    int e = errno;
+    close(fd);
+    // Enabling a controller that is already on can fail with EBUSY/EINVAL on some kernels.
+    if (n < 0 && file.find("subtree_control") == std::string::npos) {
+      return "write " + value + " to " + file + ": " + std::strerror(e);
+    }
+  }
+  return "";
+}
+
+void RemoveCgroups(const JobRecord& rec) {
+  for (const std::string& d : rec.cgroup_dirs) rmdir(d.c_str());
 }
 
 void Report(int fd, const std::string& line) {
@@ -121,23 +164,67 @@ int ShimMain(int argc, char** argv) {
   };
 
   const int64_t started_ms = NowMs();
-  int rc = RunCommand(runtime_cmd({"run", "--detach", "--bundle", dir + "/bundle", "--pid-file",
-                                   dir + "/container.pid", rec.job_id}),
-                      out_fd, err_fd);
-  if (rc != 0) {
-    std::string msg = LastRuntimeError(log);
-    if (msg.empty()) msg = StrCat(rt, " run exited with ", rc);
-    RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
-    result.error = msg;
-    int code = finish(1);
-    Report(start_fd, "err " + msg);  // last: the runner may delete the job dir once it has this
-    return code;
+  const bool bwrap = rec.kind == "bwrap";
+  int init_pid = 0;
+  if (bwrap) {
+    std::string cg_err = SetUpCgroups(rec);
+    int seccomp_fd = open(rec.seccomp_file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (!cg_err.empty() || seccomp_fd < 0) {
+      RemoveCgroups(rec);
+      result.error = cg_err.empty() ? "cannot open the seccomp filter " + rec.seccomp_file : cg_err;
+      int code = finish(1);
+      Report(start_fd, "err " + result.error);
+      return code;
+    }
+    std::vector<char*> args;
+    for (const std::string& a : rec.exec_args) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid == 0) {
+      // Join the job's cgroup, drop to the tenant's unprivileged host uid (bubblewrap maps it to
+      // the job user inside its user namespace), then exec bwrap with the seccomp filter on fd 10.
+      std::string me = std::to_string(getpid());
+      for (const std::string& procs : rec.cgroup_procs) {
+        int fd = open(procs.c_str(), O_WRONLY);
+        if (fd < 0 || write(fd, me.data(), me.size()) < 0) _exit(126);
+        close(fd);
+      }
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      int devnull = open("/dev/null", O_RDWR);
+      dup2(devnull, 0);
+      dup2(out_fd, 1);
+      dup2(err_fd, 2);
+      dup2(seccomp_fd, 10);
+      if (setgroups(0, nullptr) != 0 || setresgid(rec.run_gid, rec.run_gid, rec.run_gid) != 0 ||
+          setresuid(rec.run_uid, rec.run_uid, rec.run_uid) != 0) {
+        _exit(126);
+      }
+      execv(args[0], args.data());
+      _exit(127);
+    }
+    close(seccomp_fd);
+    init_pid = pid;
+  } else {
+    int rc = RunCommand(runtime_cmd({"run", "--detach", "--bundle", dir + "/bundle", "--pid-file",
+                                     dir + "/container.pid", rec.job_id}),
+                        out_fd, err_fd);
+    if (rc != 0) {
+      std::string msg = LastRuntimeError(log);
+      if (msg.empty()) msg = StrCat(rt, " run exited with ", rc);
+      RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+      result.error = msg;
+      int code = finish(1);
+      Report(start_fd, "err " + msg);  // last: the runner may delete the job dir once it has this
+      return code;
+    }
+    std::string pid_text;
+    init_pid = ReadFile(dir + "/container.pid", &pid_text) ? std::atoi(pid_text.c_str()) : 0;
   }
-  std::string pid_text;
-  int init_pid = ReadFile(dir + "/container.pid", &pid_text) ? std::atoi(pid_text.c_str()) : 0;
   int pid_fd = init_pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, init_pid, 0)) : -1;
   if (pid_fd < 0) {
-    RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+    if (!bwrap) RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
     result.error = "the runtime reported no container pid";
     int code = finish(1);
     Report(start_fd, "err " + result.error);
@@ -151,7 +238,11 @@ int ShimMain(int argc, char** argv) {
   bool stopping = false;
   auto begin_stop = [&]() {
     stopping = true;
-    RunCommand(runtime_cmd({"kill", rec.job_id, "TERM"}), err_fd, err_fd);
+    if (bwrap) {
+      SignalCgroup(rec, SIGTERM);
+    } else {
+      RunCommand(runtime_cmd({"kill", rec.job_id, "TERM"}), err_fd, err_fd);
+    }
     kill_at = NowMs() + rec.grace_ms;
   };
   for (;;) {
@@ -176,7 +267,11 @@ int ShimMain(int argc, char** argv) {
       result.wall_time_exceeded = true;
       begin_stop();
     } else if (stopping && kill_at >= 0 && now >= kill_at) {
-      RunCommand(runtime_cmd({"kill", "--all", rec.job_id, "KILL"}), err_fd, err_fd);
+      if (bwrap) {
+        SignalCgroup(rec, SIGKILL);
+      } else {
+        RunCommand(runtime_cmd({"kill", "--all", rec.job_id, "KILL"}), err_fd, err_fd);
+      }
       kill_at = now + 1000;  // repeat until init is gone
     }
   }
@@ -192,6 +287,8 @@ int ShimMain(int argc, char** argv) {
       result.exit_code = 128 + result.signal;
     } else {
       result.exit_code = WEXITSTATUS(status);
+      // bubblewrap reports a command killed by signal N as exit status 128 + N.
+      if (bwrap && result.exit_code > 128 && result.exit_code < 128 + 65) result.signal = result.exit_code - 128;
     }
   } else {
     // Not our child (should not happen: we are its subreaper). Exit status unknown.
@@ -204,6 +301,20 @@ int ShimMain(int argc, char** argv) {
   // The result is final once init is reaped (the kernel has killed the rest of the job's pid
   // namespace with it), so it is published before the runtime's cleanup, which waiters need not
   // wait for. The delete logs to stderr only: the job directory may be removed meanwhile.
+  if (bwrap) {
+    // bwrap's pid namespace died with it; anything left (a process that escaped the namespace
+    // cannot, but be thorough) is killed before the cgroup goes.
+    SignalCgroup(rec, SIGKILL);
+    int code = finish(0);
+    for (int i = 0; i < 50; ++i) {
+      RemoveCgroups(rec);
+      bool left = false;
+      for (const std::string& d : rec.cgroup_dirs) left |= access(d.c_str(), F_OK) == 0;
+      if (!left) break;
+      usleep(20000);
+    }
+    return code;
+  }
   int code = finish(0);
   RunCommand({rt, "--root", rec.runtime_root, "delete", "--force", rec.job_id}, err_fd, err_fd);
   return code;

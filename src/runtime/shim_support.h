@@ -14,6 +14,8 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "nlohmann/json.hpp"
 #include "runtime/job_result.h"
@@ -33,6 +35,16 @@ struct JobRecord {
   bool cgroup_v1 = false;
   int64_t wall_time_ms = 0;
   int64_t grace_ms = 0;
+  // "oci" (runc/crun run the bundle) or "bwrap" (the shim sets up the cgroup and runs bubblewrap
+  // as the tenant's unprivileged host uid with exec_args).
+  std::string kind = "oci";
+  std::vector<std::string> exec_args;
+  uint32_t run_uid = 0;
+  uint32_t run_gid = 0;
+  std::vector<std::string> cgroup_dirs;                             // created, later removed
+  std::vector<std::pair<std::string, std::string>> cgroup_writes;  // file, value, in order
+  std::vector<std::string> cgroup_procs;                            // cgroup.procs files to join
+  std::string seccomp_file;                                         // compiled BPF for bwrap
 };
 
 namespace shim {
@@ -116,7 +128,11 @@ inline std::string EncodeJobRecord(const JobRecord& r) {
                         {"runtime_path", r.runtime_path}, {"runtime_root", r.runtime_root},
                         {"cgroups_path", r.cgroups_path}, {"memory_dir", r.memory_dir},
                         {"cpu_dir", r.cpu_dir},           {"cgroup_v1", r.cgroup_v1},
-                        {"wall_time_ms", r.wall_time_ms}, {"grace_ms", r.grace_ms}}
+                        {"wall_time_ms", r.wall_time_ms}, {"grace_ms", r.grace_ms},
+                        {"kind", r.kind},                 {"exec_args", r.exec_args},
+                        {"run_uid", r.run_uid},           {"run_gid", r.run_gid},
+                        {"cgroup_dirs", r.cgroup_dirs},   {"cgroup_writes", r.cgroup_writes},
+                        {"cgroup_procs", r.cgroup_procs}, {"seccomp_file", r.seccomp_file}}
       .dump();
 }
 
@@ -138,6 +154,14 @@ inline bool DecodeJobRecord(const std::string& text, JobRecord* r, std::string* 
     r->cgroup_v1 = j.at("cgroup_v1").get<bool>();
     r->wall_time_ms = j.at("wall_time_ms").get<int64_t>();
     r->grace_ms = j.at("grace_ms").get<int64_t>();
+    r->kind = j.at("kind").get<std::string>();
+    r->exec_args = j.at("exec_args").get<std::vector<std::string>>();
+    r->run_uid = j.at("run_uid").get<uint32_t>();
+    r->run_gid = j.at("run_gid").get<uint32_t>();
+    r->cgroup_dirs = j.at("cgroup_dirs").get<std::vector<std::string>>();
+    r->cgroup_writes = j.at("cgroup_writes").get<std::vector<std::pair<std::string, std::string>>>();
+    r->cgroup_procs = j.at("cgroup_procs").get<std::vector<std::string>>();
+    r->seccomp_file = j.at("seccomp_file").get<std::string>();
   } catch (const std::exception& e) {
     *err = std::string("job.json: ") + e.what();
     return false;

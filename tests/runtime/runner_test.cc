@@ -110,6 +110,7 @@ class RuncTest : public ::testing::Test {
 
   RunnerOptions Options() {
     RunnerOptions o;
+    o.runtime = kind_;
     o.state_dir = state_.string();
     o.shim_command = {ShimPath()};
     o.image_root = (g_base / "images").string();
@@ -205,6 +206,7 @@ class RuncTest : public ::testing::Test {
   std::unique_ptr<Runner> runner_;
   std::function<std::string(std::string)> hook_;
   SandboxSpec victim_;
+  RuntimeKind kind_ = RuntimeKind::kRunc;
 };
 
 TEST_F(RuncTest, RunsAJobAndCapturesOutputExitCodeAndUsage) {
@@ -530,22 +532,26 @@ TEST_F(RuncTest, EscapeThroughASetuidBinaryGainsNothing) {
   ExpectVictimUnharmed();
 }
 
+// Fake GPU nodes (RECIPES' Slurm section): char 195:N, no driver behind them, so an allowed
+// open() fails with ENXIO and a denied one with EPERM / ENOENT.
+void MakeFakeGpuNodes(const fs::path& dev) {
+  fs::create_directories(dev);
+  chmod(dev.c_str(), 0755);
+  for (auto [name, minor] : {std::pair{"nvidia0", 0}, {"nvidia1", 1}, {"nvidia2", 2}, {"nvidiactl", 255}}) {
+    std::string p = (dev / name).string();
+    if (!fs::exists(p)) {
+      ASSERT_EQ(mknod(p.c_str(), S_IFCHR | 0666, makedev(195, minor)), 0) << p;
+    }
+  }
+}
+
 class FakeGpuTest : public RuncTest {
  protected:
   void SetUp() override {
     RuncTest::SetUp();
     if (IsSkipped() || HasFatalFailure()) return;
     dev_ = g_base / "dev";
-    fs::create_directories(dev_);
-    chmod(dev_.c_str(), 0755);
-    // Fake GPU nodes (RECIPES' Slurm section): char 195:N, no driver behind them, so an allowed
-    // open() fails with ENXIO and a denied one with EPERM / ENOENT.
-    for (auto [name, minor] : {std::pair{"nvidia0", 0}, {"nvidia1", 1}, {"nvidia2", 2}, {"nvidiactl", 255}}) {
-      std::string p = (dev_ / name).string();
-      if (!fs::exists(p)) {
-        ASSERT_EQ(mknod(p.c_str(), S_IFCHR | 0666, makedev(195, minor)), 0) << p;
-      }
-    }
+    MakeFakeGpuNodes(dev_);
   }
   fs::path dev_;
 };
@@ -658,6 +664,110 @@ TEST_F(RuncTest, CrunRunsTheSameBundleWhereTheCgroupLayoutAllows) {
   runner_ = std::move(*r);
   Run run = RunJob(Spec("alpha", "crun", Sh("echo crun; id -u")));
   EXPECT_EQ(run.out, "crun\n1000\n");
+}
+
+}  // namespace
+}  // namespace warden::runtime
+
+// ------------------------------------------------------------------------------------------------
+// The bubblewrap fallback: the same attacks, the same limits, with bwrap instead of runc.
+// ------------------------------------------------------------------------------------------------
+namespace warden::runtime {
+namespace {
+
+class BwrapTest : public RuncTest {
+ protected:
+  BwrapTest() { kind_ = RuntimeKind::kBwrap; }
+  void SetUp() override {
+    if (g_skip.empty() && std::system("bwrap --version >/dev/null 2>&1") != 0) {
+      if (InCi()) FAIL() << "CI=true but bubblewrap is not installed";
+      GTEST_SKIP() << "bubblewrap is not installed (apt-get install bubblewrap)";
+    }
+    RuncTest::SetUp();
+  }
+};
+
+TEST_F(BwrapTest, RunsAJobAndCapturesOutputExitCodeAndUsage) {
+  Run r = RunJob(Spec("alpha", "a", Sh("echo hello; echo oops >&2; id -u; exit 3")));
+  EXPECT_EQ(r.result.exit_code, 3);
+  EXPECT_EQ(r.out, "hello\n1000\n");
+  EXPECT_EQ(r.err, "oops\n");
+  EXPECT_GT(r.result.usage.peak_memory_bytes, 0u);
+  EXPECT_GT(r.result.usage.cpu_time_usec, 0u);
+}
+
+TEST_F(BwrapTest, EscapeThroughForbiddenSyscallsFails) {
+  StartVictim();
+  EXPECT_EQ(Helper("alpha", "tcp", {"tcpsock"}), "tcpsock ok\n");
+  for (const char* attack : {"mount", "ptrace", "bpf", "keyctl", "rawsock", "packetsock", "init_module",
+                             "finit_module", "userns"}) {
+    std::string out = Helper("alpha", attack, {attack});
+    EXPECT_EQ(out.rfind(std::string(attack) + " fail", 0), 0u) << attack << ": " << out;
+  }
+  ExpectVictimUnharmed();
+}
+
+TEST_F(BwrapTest, EscapeCannotSeeOtherPidsWriteRootOrReadShadow) {
+  StartVictim();
+  Run r = RunJob(Spec("alpha", "ps", Sh("ls /proc | grep -c '^[0-9]'; echo x > /bin/pwned && echo WROTE")));
+  std::istringstream in(r.out);
+  int pids = 0;
+  in >> pids;
+  EXPECT_LE(pids, 4) << r.out;  // bwrap's init, sh, ls, grep
+  EXPECT_EQ(r.out.find("WROTE"), std::string::npos);
+  SandboxSpec h = Spec("alpha", "sh", Sh("cat /etc/passwd >/dev/null && echo passwd-readable; cat /etc/shadow && echo SHADOW-READ"));
+  h.image = "host";
+  Run rh = RunJob(h);
+  EXPECT_NE(rh.out.find("passwd-readable"), std::string::npos) << rh.out << rh.err;
+  EXPECT_EQ(rh.out.find("SHADOW-READ"), std::string::npos);
+  ExpectVictimUnharmed();
+}
+
+TEST_F(BwrapTest, LimitsHold) {
+  StartVictim();
+  SandboxSpec hog = Spec("alpha", "hog", {"/bin/escape-helper", "hog", "1024"});
+  hog.memory_bytes = 64ull << 20;
+  Run h = RunJob(hog);
+  EXPECT_TRUE(h.result.oom_killed);
+  EXPECT_EQ(h.result.signal, SIGKILL);
+  SandboxSpec fork = Spec("alpha", "fork", {"/bin/escape-helper", "forkbomb", "500"});
+  fork.pids_max = 32;
+  Run f = RunJob(fork);
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(f.out, m, std::regex("forkbomb got ([0-9]+)"))) << f.out << f.err;
+  EXPECT_LT(std::stoi(m[1]), 32);
+  SandboxSpec fill = Spec("alpha", "fill", {"/bin/escape-helper", "fill", "/scratch/big"});
+  fill.scratch_bytes = 16ull << 20;
+  Run fl = RunJob(fill);
+  EXPECT_NE(fl.out.find("fill fail ENOSPC"), std::string::npos) << fl.out << fl.err;
+  ExpectVictimUnharmed();
+}
+
+TEST_F(BwrapTest, CancelAndWallTimeEndTheJob) {
+  SandboxSpec s = Spec("alpha", "c", {"/bin/sleep", "60"});
+  ASSERT_TRUE(runner_->Start(s).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(runner_->Cancel(s.job_id).ok());
+  auto r = runner_->Wait(s.job_id, absl::Seconds(20));
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->cancelled);
+  SandboxSpec w = Spec("alpha", "w", {"/bin/sleep", "60"});
+  w.wall_time = absl::Milliseconds(500);
+  Run rw = RunJob(w);
+  EXPECT_TRUE(rw.result.wall_time_exceeded);
+}
+
+TEST_F(BwrapTest, AJobSeesOnlyItsAssignedGpu) {
+  MakeFakeGpuNodes(g_base / "dev");
+  std::string dev = (g_base / "dev").string();
+  SandboxSpec s = Spec("alpha", "gpu", Sh("ls /dev | grep nvidia | tr '\\n' ' '; echo; echo CUDA=$CUDA_VISIBLE_DEVICES; "
+                                          "/bin/escape-helper open /dev/nvidia1; /bin/escape-helper open /dev/nvidia0"));
+  s.gpus = {{"GPU-00000000-1111-2222-3333-444444444444", "/dev/nvidia0", {}}};
+  Run r = RunJob(s);
+  EXPECT_NE(r.out.find("nvidia0 nvidiactl \n"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.out.find("CUDA=GPU-00000000-1111-2222-3333-444444444444\n"), std::string::npos);
+  EXPECT_NE(r.out.find("open fail ENOENT"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("open fail ENXIO"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 //
 //   sandbox_run --state DIR --shim PATH --tenant T --job ID [--image host|sha256:..]
 //               [--image-root DIR] [--import LAYOUT] [--gpu UUID=/dev/nvidiaN]... [--host-dev DIR]
-//               [--runtime PATH] [--memory-mib N] [--pids N] [--wall-s N] [--env K=V]... -- ARGV...
+//               [--bwrap] [--runtime PATH] [--memory-mib N] [--pids N] [--wall-s N] [--env K=V]... -- ARGV...
 //
 // Prints the job's stdout and stderr, then one line "result {json}". Exit code: the job's.
 #include <unistd.h>
@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
       break;
     }
     if (a == "--state") o.state_dir = need("--state");
+    else if (a == "--bwrap") o.runtime = RuntimeKind::kBwrap;
     else if (a == "--shim") o.shim_command = {need("--shim")};
     else if (a == "--runtime") o.runtime_path = need("--runtime");
     else if (a == "--image-root") o.image_root = need("--image-root");
