@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <set>
 
@@ -215,6 +217,51 @@ TEST(OciSpecTest, SeccompIsAnAllowListWithoutEscapeSyscalls) {
     }
   }
   EXPECT_EQ(socket_rules, 10);
+}
+
+TEST(BwrapPlanTest, CarriesTheSameIsolationAsTheOciSpec) {
+  SandboxSpec s = GoodSpec();
+  s.gpus = {{"GPU-aaaa1111", "/dev/nvidia1", {}}};
+  OciInputs in = Inputs();
+  in.layout.mode = CgroupLayout::Mode::kV1;
+  in.layout.v1_mounts = {{"memory", "/sys/fs/cgroup/memory"}, {"pids", "/sys/fs/cgroup/pids"},
+                         {"devices", "/sys/fs/cgroup/devices"}, {"cpu", "/sys/fs/cgroup/cpu"}};
+  in.devices = {{"/dev/nvidia1", "/hostdev/nvidia1", 'c', 195, 1}};
+  auto oci = BuildOciSpec(s, in);
+  ASSERT_TRUE(oci.ok());
+  auto plan = PlanBwrap(s, in, *oci, "/usr/bin/bwrap");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::string cmd;
+  for (const std::string& a : plan->args) cmd += a + " ";
+  for (const char* want : {"--unshare-user ", "--unshare-pid ", "--unshare-net ", "--uid 1000 ",
+                           "--ro-bind /var/lib/gpuwarden/images/alpha/x/rootfs / ", "--clearenv ",
+                           "--setenv CUDA_VISIBLE_DEVICES GPU-aaaa1111 ", "--seccomp 10 -- /bin/sh -c echo hi ",
+                           "--dev-bind /hostdev/nvidia1 /dev/nvidia1 ", "--size 268435456 --tmpfs /scratch "}) {
+    EXPECT_NE(cmd.find(want), std::string::npos) << want << " missing from: " << cmd;
+  }
+  EXPECT_EQ(cmd.find("nvidia0"), std::string::npos);
+  // Device rules: deny all first, then only defaults and the assigned GPU.
+  std::vector<std::string> dev_rules;
+  for (const auto& [file, value] : plan->cgroup_writes) {
+    if (file.find("/devices.") != std::string::npos) dev_rules.push_back(file.substr(file.rfind('/') + 1) + " " + value);
+  }
+  ASSERT_FALSE(dev_rules.empty());
+  EXPECT_EQ(dev_rules.front(), "devices.deny a");
+  EXPECT_EQ(dev_rules.back(), "devices.allow c 195:1 rw");
+  bool mem = false;
+  for (const auto& [file, value] : plan->cgroup_writes) mem |= file == "/sys/fs/cgroup/memory/warden/alpha/job-1/memory.limit_in_bytes" && value == "536870912";
+  EXPECT_TRUE(mem);
+}
+
+TEST(BwrapPlanTest, CompilesTheSeccompProfile) {
+  std::string path = ::testing::TempDir() + "/seccomp_test.bpf";
+  ASSERT_TRUE(CompileSeccompBpf(DefaultSeccompProfile(), path).ok());
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_GT(st.st_size, 8 * 100);  // hundreds of instructions
+  EXPECT_EQ(st.st_size % 8, 0);    // whole sock_filter entries
+  unlink(path.c_str());
+  EXPECT_FALSE(CompileSeccompBpf(Json{{"defaultAction", "SCMP_ACT_ALLOW"}}, path).ok());
 }
 
 TEST(OciSpecTest, UidSlotsAreStableAndSpread) {
