@@ -1,6 +1,7 @@
 // runtime: the agent's job runner. A job is described by a SandboxSpec; the runner validates it,
-// writes an OCI runtime spec (config.json) of its own, and runs it under runc (default) or crun in
-// a per-job state directory: user namespace (container root = an unprivileged per-tenant host uid
+// writes an OCI runtime spec (config.json) of its own, and runs it under runc (default) or crun
+// (or bubblewrap, a weaker fallback built from the same spec, where no OCI runtime works) in a
+// per-job state directory: user namespace (container root = an unprivileged per-tenant host uid
 // range), pid/mount/network/ipc/uts/cgroup namespaces, cgroup limits (v2, or v1 on hybrid hosts),
 // an allow-list seccomp profile, no capabilities, no_new_privileges, read-only root, only the
 // assigned GPU device nodes. Each job is watched by a small shim process that outlives the runner,
@@ -81,6 +82,8 @@ struct JobInfo {
   std::string stderr_path;
 };
 
+// kBwrap: bubblewrap, for nodes where no OCI runtime works; see README "bubblewrap fallback" for
+// what it does not enforce.
 enum class RuntimeKind { kRunc, kCrun, kBwrap };
 
 struct RunnerOptions {
@@ -131,7 +134,7 @@ class Runner {
   // FailedPrecondition when it already exited.
   virtual absl::Status Cancel(const std::string& job_id) = 0;
 
-  // Sends `signal` to the job's main process.
+  // Sends `signal` to the job's main process. Unimplemented under the bubblewrap runner.
   virtual absl::Status Signal(const std::string& job_id, int signal) = 0;
 
   // Deletes an exited job's directory (logs included). FailedPrecondition while it runs.

@@ -47,6 +47,17 @@ int64_t NowMs() {
 
 // Runs argv with the given stdio, with an empty signal mask (the shim blocks SIGTERM for its
 // signalfd; a blocked mask would be inherited by the job and make it deaf to cancel).
+// In a forked child: an empty signal mask, /dev/null as stdin, the job's logs as stdout/stderr.
+void ChildStdio(int out_fd, int err_fd) {
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  int devnull = open("/dev/null", O_RDWR);
+  dup2(devnull, 0);
+  dup2(out_fd, 1);
+  dup2(err_fd, 2);
+}
+
 int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -54,13 +65,7 @@ int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
   pid_t pid = fork();
   if (pid < 0) return -1;
   if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    int devnull = open("/dev/null", O_RDWR);
-    dup2(devnull, 0);
-    dup2(out_fd, 1);
-    dup2(err_fd, 2);
+    ChildStdio(out_fd, err_fd);
     execvp(argv[0], argv.data());
     _exit(127);
   }
@@ -189,13 +194,7 @@ int ShimMain(int argc, char** argv) {
         if (fd < 0 || write(fd, me.data(), me.size()) < 0) _exit(126);
         close(fd);
       }
-      sigset_t none;
-      sigemptyset(&none);
-      sigprocmask(SIG_SETMASK, &none, nullptr);
-      int devnull = open("/dev/null", O_RDWR);
-      dup2(devnull, 0);
-      dup2(out_fd, 1);
-      dup2(err_fd, 2);
+      ChildStdio(out_fd, err_fd);
       dup2(seccomp_fd, 10);
       if (setgroups(0, nullptr) != 0 || setresgid(rec.run_gid, rec.run_gid, rec.run_gid) != 0 ||
           setresuid(rec.run_uid, rec.run_uid, rec.run_uid) != 0) {
