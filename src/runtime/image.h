@@ -1,0 +1,62 @@
+// Per-tenant image store. Images arrive as OCI image layouts (a directory, or a tar archive of
+// one); every blob is checked against its sha256 digest (index -> manifest -> config -> layers,
+// and each uncompressed layer against the config's diff_ids), layers are extracted safely (no
+// path traversal, no writes through symlinks, no device nodes, setuid/setgid bits dropped) and
+// the image's config env is refused when it sets a loader variable.
+//
+// Layout on disk: <root>/<tenant>/<manifest hex>/{rootfs/, image.json}. Thread-compatible: one
+// importer per tenant at a time (the agent serialises imports).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace warden::runtime {
+
+struct ImageInfo {
+  std::string digest;  // "sha256:<manifest hex>"
+  std::string rootfs;  // absolute
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::string working_dir;
+};
+
+// Imports `path` (OCI layout dir or tar of one) for `tenant` under `image_root`. InvalidArgument
+// for a malformed layout, manifest, config or tar entry, or a loader variable in the config env;
+// DataLoss for a digest or size mismatch; Unimplemented for an unsupported layer compression.
+// Nothing is left in the store on error.
+absl::StatusOr<ImageInfo> ImportImage(const std::string& image_root, const std::string& tenant,
+                                      const std::string& path);
+
+// A tenant's imported image. NotFound when `tenant` has no image with that manifest digest (a
+// tenant can never name another tenant's image).
+absl::StatusOr<ImageInfo> LookupImage(const std::string& image_root, const std::string& tenant,
+                                      const std::string& digest);
+
+// Parsers, exposed for tests and fuzz targets.
+struct Descriptor {
+  std::string media_type;
+  std::string digest;  // "sha256:<hex>"
+  int64_t size = 0;
+};
+struct ImageManifest {
+  Descriptor config;
+  std::vector<Descriptor> layers;
+};
+struct ImageConfig {
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> entrypoint;
+  std::vector<std::string> cmd;
+  std::string working_dir;
+  std::vector<std::string> diff_ids;
+};
+// index.json: the one image manifest for linux/amd64 (or the only one).
+absl::StatusOr<Descriptor> ParseImageIndex(std::string_view json);
+absl::StatusOr<ImageManifest> ParseImageManifest(std::string_view json);
+absl::StatusOr<ImageConfig> ParseImageConfig(std::string_view json);
+
+}  // namespace warden::runtime

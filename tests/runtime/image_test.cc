@@ -1,0 +1,114 @@
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/image.h"
+
+namespace warden::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Message(const absl::Status& s) { return std::string(s.message()); }
+
+class ImageStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    base_ = fs::temp_directory_path() / ("image_test_" + std::to_string(getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(base_);
+    fs::create_directories(base_);
+  }
+  void TearDown() override { fs::remove_all(base_); }
+
+  // Builds a busybox image layout with tools/build-busybox-rootfs.sh; returns the layout dir.
+  std::string Build(const std::string& name, const std::string& extra = "") {
+    std::string dir = (base_ / name).string();
+    std::string cmd = "bash tools/build-busybox-rootfs.sh " + dir + " " + extra + " >/dev/null";
+    EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    return dir + "/oci";
+  }
+  std::string Store() { return (base_ / "store").string(); }
+  fs::path base_;
+};
+
+TEST_F(ImageStoreTest, ImportsAVerifiedLayoutForOneTenantOnly) {
+  std::string layout = Build("bb");
+  auto info = ImportImage(Store(), "alpha", layout);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->digest.substr(0, 7), "sha256:");
+  EXPECT_TRUE(fs::exists(info->rootfs + "/bin/busybox"));
+  EXPECT_TRUE(fs::is_directory(info->rootfs + "/scratch"));
+  EXPECT_EQ(info->cmd, std::vector<std::string>{"/bin/sh"});
+  auto again = LookupImage(Store(), "alpha", info->digest);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->rootfs, info->rootfs);
+  // Another tenant cannot name it.
+  EXPECT_EQ(LookupImage(Store(), "beta", info->digest).status().code(), absl::StatusCode::kNotFound);
+  // Importing again is idempotent.
+  EXPECT_TRUE(ImportImage(Store(), "alpha", layout).ok());
+}
+
+TEST_F(ImageStoreTest, ImportsATarOfALayout) {
+  std::string layout = Build("bb");
+  std::string tar = (base_ / "image.tar").string();
+  ASSERT_EQ(std::system(("tar -C " + layout + " -cf " + tar + " .").c_str()), 0);
+  auto info = ImportImage(Store(), "alpha", tar);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(fs::exists(info->rootfs + "/bin/busybox"));
+}
+
+TEST_F(ImageStoreTest, RefusesATamperedLayer) {
+  std::string layout = Build("bb");
+  // Flip a byte in the largest blob (the layer).
+  fs::path biggest;
+  for (auto& e : fs::directory_iterator(layout + "/blobs/sha256")) {
+    if (biggest.empty() || fs::file_size(e) > fs::file_size(biggest)) biggest = e.path();
+  }
+  {
+    std::fstream f(biggest, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  auto info = ImportImage(Store(), "alpha", layout);
+  EXPECT_EQ(info.status().code(), absl::StatusCode::kDataLoss) << info.status();
+  // Nothing is left in the store.
+  for (auto& e : fs::directory_iterator(Store() + "/alpha")) ADD_FAILURE() << "left behind: " << e.path();
+}
+
+TEST_F(ImageStoreTest, RefusesLoaderVariablesInTheImageEnv) {
+  std::string layout = Build("evil", "--env LD_PRELOAD=/lib/evil.so");
+  auto info = ImportImage(Store(), "alpha", layout);
+  ASSERT_EQ(info.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(Message(info.status()).find("LD_PRELOAD"), std::string::npos);
+  std::string layout2 = Build("evil2", "--env LD_LIBRARY_PATH=/evil");
+  EXPECT_EQ(ImportImage(Store(), "alpha", layout2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ImageStoreTest, RefusesANonLayout) {
+  fs::create_directories(base_ / "empty");
+  EXPECT_FALSE(ImportImage(Store(), "alpha", (base_ / "empty").string()).ok());
+  EXPECT_FALSE(ImportImage(Store(), "Bad Tenant", (base_ / "empty").string()).ok());
+}
+
+TEST(ImageParserTest, IndexManifestAndConfig) {
+  std::string d = "sha256:" + std::string(64, 'a');
+  EXPECT_TRUE(ParseImageIndex(R"({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":")" + d + R"(","size":10}]})").ok());
+  EXPECT_FALSE(ParseImageIndex(R"({"schemaVersion":2,"manifests":[]})").ok());
+  EXPECT_FALSE(ParseImageIndex(R"({"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:../../etc","size":10}]})").ok());
+  EXPECT_FALSE(ParseImageIndex(R"({"schemaVersion":2,"schemaVersion":2,"manifests":[]})").ok());
+  auto m = ParseImageManifest(R"({"schemaVersion":2,"config":{"mediaType":"x","digest":")" + d + R"(","size":1},"layers":[{"mediaType":"y","digest":")" + d + R"(","size":-1}]})");
+  EXPECT_FALSE(m.ok());
+  auto c = ParseImageConfig(R"({"config":{"Env":["A=1","B=x=y"]},"rootfs":{"type":"layers","diff_ids":[]}})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_EQ(c->env.size(), 2u);
+  EXPECT_EQ(c->env[1].second, "x=y");
+  EXPECT_FALSE(ParseImageConfig(R"({"config":{"Env":["NOEQUALS"]},"rootfs":{"type":"layers","diff_ids":[]}})").ok());
+}
+
+}  // namespace
+}  // namespace warden::runtime
