@@ -18,4 +18,10 @@ if [ -x bench/vault/run.sh ]; then
 fi
 echo "== audit log: durable appends vs SQLite, audit verify throughput"
 bash bench/audit/run.sh "$BUILD_DIR/bench/audit/audit_bench" || status=1
+echo "== JWT verification vs npm jose"
+bash bench/jose/run.sh "$BUILD_DIR/bench/jose/jose_bench" || status=1
+echo "== scheduler placements/s (gpuwarden sim)"
+bash bench/sched/run.sh "$BUILD_DIR/gpuwarden" || status=1
+echo "== job sandbox overhead vs runc run"
+bash bench/sandbox/run.sh "$BUILD_DIR" || status=1
 exit $status
