@@ -84,6 +84,19 @@ Setter StringList(std::vector<std::string>* out) {
   };
 }
 
+// A whole section kept as YAML text for a module that parses it itself (the `oidc` section).
+Setter RawSection(std::string* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsMap()) {
+      return absl::InvalidArgumentError(StrCat("config key \"", key, "\": expected a mapping"));
+    }
+    YAML::Emitter emitter;
+    emitter << n;
+    *out = emitter.c_str();
+    return absl::OkStatus();
+  };
+}
+
 Setter Duration(absl::Duration* out) {
   return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
     if (!n.IsScalar()) return NotScalar(key);
@@ -149,6 +162,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"mfa.all_users_in_tenants", StringList(&config.mfa.all_users_in_tenants)},
       {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
       {"mfa.issuer", String(&config.mfa.issuer)},
+      {"oidc", RawSection(&config.oidc_yaml)},
   };
   YAML::Node root;
   try {

@@ -44,6 +44,10 @@ struct ServerConfig {
   absl::Duration token_max_ttl = absl::Hours(24 * 365);
   HttpLimits http;
   MfaConfig mfa;
+  // The `oidc:` section (single sign-on providers, docs/oidc.md), kept as YAML text: common cannot
+  // depend on auth, so the server parses it strictly with auth::oidc::ParseOidcConfig at start
+  // and refuses to start on any error there. Empty: no SSO.
+  std::string oidc_yaml;
 };
 
 // Parses YAML text such as:

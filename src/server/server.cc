@@ -10,12 +10,14 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <iostream>
 #include <thread>
 
 #include "audit/audit.h"
 #include "auth/auth.h"
 #include "auth/login_throttle.h"
+#include "auth/oidc_config.h"
 #include "common/clock.h"
 #include "common/master_key.h"
 #include "common/metrics.h"
@@ -25,6 +27,7 @@
 #include "http/server.h"
 #include "pki/pki.h"
 #include "server/api_service.h"
+#include "server/sso_service.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -94,7 +97,18 @@ class ServerImpl final : public Server {
     std::string audit_dir = StrCat(config_.data_dir, "/audit");
     WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog({.dir = audit_dir}, clock));
 
+    // Single sign-on: the `oidc:` section is parsed strictly here (a typo refuses to start);
+    // providers are contacted lazily, so an IdP outage does not stop the server.
+    if (!config_.oidc_yaml.empty()) {
+      WARDEN_ASSIGN_OR_RETURN(auto providers, auth::oidc::ParseOidcConfig(config_.oidc_yaml));
+      SsoOptions sso_opts;
+      sso_opts.authenticator = auth_.get();
+      WARDEN_ASSIGN_OR_RETURN(
+          sso_, SsoService::Create(std::move(providers), *store_, clock, rng, sso_opts));
+    }
+
     ApiServiceOptions api_opts;
+    api_opts.sso = sso_.get();
     api_opts.version = WARDEN_VERSION;
     api_opts.audit_dir = audit_dir;
     api_opts.mfa = config_.mfa;
@@ -141,7 +155,11 @@ class ServerImpl final : public Server {
     // (argon2 at login and user creation, store writes with fsync) runs on the blocking pool so
     // it cannot stall the other connections of its loop.
     hopts.runs_inline = [](const http::Request& req) {
-      return req.method == "GET" || req.method == "HEAD";
+      if (req.method != "GET" && req.method != "HEAD") return false;
+      // Single sign-on talks to the IdP (token exchange, JWKS) and writes the store.
+      if (req.raw_path.starts_with("/api/v1/oidc/")) return false;
+      std::string_view authz = req.headers.Get("Authorization");
+      return std::count(authz.begin(), authz.end(), '.') != 2;  // not an IdP JWT
     };
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
     hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {
@@ -206,6 +224,10 @@ class ServerImpl final : public Server {
     areq.authorization = std::string(req.headers.Get("Authorization"));
     areq.otp = std::string(req.headers.Get("X-Warden-OTP"));
     areq.query = std::move(req.query);
+    if (size_t q = req.target.find('?'); q != std::string::npos) {
+      areq.raw_query = req.target.substr(q + 1);
+    }
+    areq.cookie = std::string(req.headers.Get("Cookie"));
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
     if (route == nullptr) {
@@ -222,6 +244,7 @@ class ServerImpl final : public Server {
     r = api_->Handle(*route->payload, areq);
     http::Response out;
     out.status = r.status;
+    out.headers = std::move(r.headers);
     out.content_type = std::move(r.content_type);
     out.body = std::move(r.body);
     return out;
@@ -254,6 +277,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<auth::LoginThrottle> login_throttle_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<SsoService> sso_;
   std::unique_ptr<ApiService> api_;
   http::Router<const RouteSpec*> router_;
   std::unique_ptr<http::HttpsServer> https_;
