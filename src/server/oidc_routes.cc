@@ -77,7 +77,8 @@ absl::StatusOr<auth::Identity> ApiService::AuthenticateCaller(const std::string&
   }
   absl::StatusOr<SsoPrincipal> p = options_.sso->AuthenticateBearer(token);
   Count("bearer", p.status());
-  if (options_.sso->TakePolicyChanged()) WARDEN_RETURN_IF_ERROR(RefreshPolicy());
+  const bool changed = options_.sso->TakePolicyChanged();
+  if (changed || (p.ok() && p->bindings_changed)) WARDEN_RETURN_IF_ERROR(RefreshPolicy());
   if (!p.ok()) return p.status();
   auth::Identity id;
   id.kind = auth::Identity::Kind::kIdpToken;
@@ -91,7 +92,8 @@ absl::StatusOr<auth::Identity> ApiService::AuthenticateCaller(const std::string&
 
 absl::StatusOr<Json> ApiService::SsoSession(Call& c, const SsoPrincipal& p, const char* flow) {
   // The bindings this login just wrote must be in force before anything is authorized with them.
-  if (options_.sso->TakePolicyChanged()) WARDEN_RETURN_IF_ERROR(RefreshPolicy());
+  const bool changed = options_.sso->TakePolicyChanged();
+  if (changed || p.bindings_changed) WARDEN_RETURN_IF_ERROR(RefreshPolicy());
   absl::StatusOr<auth::LoginResult> res = auth_.OpenSession(p.user.id, p.mfa);
   Count(flow, res.status());
   if (!res.ok()) return res.status();

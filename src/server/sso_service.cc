@@ -340,7 +340,9 @@ absl::StatusOr<SsoPrincipal> SsoService::AuthenticateBearer(std::string_view tok
     }
     if (bearer_.size() >= options_.bearer_cache_max) bearer_.clear();
   }
-  bearer_[key] = std::make_unique<CachedBearer>(CachedBearer{*principal, until});
+  auto cached = std::make_unique<CachedBearer>(CachedBearer{*principal, until});
+  cached->principal.bindings_changed = false;  // a cache hit changes nothing
+  bearer_[key] = std::move(cached);
   return principal;
 }
 
@@ -482,6 +484,7 @@ absl::StatusOr<SsoPrincipal> SsoService::Provision(const MappedIdentity& id) {
   }
   WARDEN_RETURN_IF_ERROR(st);
   if (changed) policy_changed_ = true;
+  out.bindings_changed = changed;
   out.user.password_hash.clear();
   return out;
 }

@@ -60,6 +60,9 @@ struct SsoPrincipal {
   bool mfa = false;        // the IdP asserted a second factor: amr meets the provider's mfa_amr
   int64_t expires_at = 0;  // bearer tokens: the token's exp (Unix seconds)
   bool created = false;    // the user was created by this login
+  // This login changed role bindings: the caller recompiles the RBAC policy before it authorizes
+  // anything for the user (TakePolicyChanged covers changes whose caller did not get here).
+  bool bindings_changed = false;
 };
 
 class SsoService {

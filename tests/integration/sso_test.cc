@@ -35,21 +35,6 @@ constexpr char kApi[] = "https://gpuwarden.test/api";
 
 Idp* g_sso_idp = nullptr;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 common::Json ParseBody(const std::string& body) {
   common::Json j = common::Json::parse(body, nullptr, false);
   return j.is_discarded() ? common::Json::object() : j;
@@ -76,7 +61,7 @@ class SsoIntegrationTest : public ::testing::Test {
   // Starts gpuwarden with the test IdP as provider "testidp"; the admin creates tenants ml and
   // other. `mfa` is the server's MFA policy line.
   void StartServer(const std::string& mfa = "mfa: {required_for: none}\n") {
-    const int port = FreePort();
+    const int port = FreeLoopbackPort();
     ASSERT_GT(port, 0);
     secret_file_ = ::testing::TempDir() + "warden_sso_secret_" + std::to_string(getpid()) + "_" +
                    std::to_string(port);

@@ -123,6 +123,7 @@ TEST_F(SsoServiceTest, FirstLoginCreatesALinkedUserInTheMappedTenant) {
   EXPECT_EQ(store_->GetExternalIdentity("corp", "alice")->user_id, p->user.id);
   EXPECT_EQ(Bindings(p->user.id),
             (std::set<std::pair<std::string, std::string>>{{"developer", "ten_ml"}}));
+  EXPECT_TRUE(p->bindings_changed);
   EXPECT_TRUE(sso_->TakePolicyChanged());
   EXPECT_FALSE(sso_->TakePolicyChanged());
   // The next login finds the same user and changes nothing.
@@ -130,6 +131,7 @@ TEST_F(SsoServiceTest, FirstLoginCreatesALinkedUserInTheMappedTenant) {
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_FALSE(again->created);
   EXPECT_EQ(again->user.id, p->user.id);
+  EXPECT_FALSE(again->bindings_changed);
   EXPECT_FALSE(sso_->TakePolicyChanged());
 }
 
