@@ -33,6 +33,9 @@ struct World {
   World() {
     std::string dir = std::filesystem::temp_directory_path() / "fuzz_sso_XXXXXX";
     if (mkdtemp(dir.data()) == nullptr) std::abort();
+    static std::string made;
+    made = dir;
+    std::atexit([] { std::filesystem::remove_all(made); });
     store = std::move(*warden::store::OpenStore({"sqlite://" + dir + "/state.db"}));
     oidc::ProviderConfig c;
     c.name = "corp";
