@@ -49,7 +49,7 @@ else
   echo "$PORT" >"$DIR/port"
 fi
 
-for _ in $(seq 1 100); do
+for _ in $(seq 1 300); do
   if curl -sf --cacert "$DIR/ca.crt" "$ISSUER/.well-known/openid-configuration" >/dev/null 2>&1; then
     echo "$ISSUER"
     exit 0
@@ -61,6 +61,6 @@ for _ in $(seq 1 100); do
   fi
   sleep 0.1
 done
-echo "oidc-start: provider did not answer within 10 s" >&2
+echo "oidc-start: provider did not answer within 30 s" >&2
 tail -20 "$DIR/server.log" >&2
 exit 1

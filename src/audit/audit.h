@@ -29,7 +29,7 @@ namespace warden::audit {
 struct AuditEvent {
   int64_t time_ms = 0;       // set by Append from the clock (never smaller than the previous)
   std::string request_id;
-  std::string actor_kind;    // "user", "token", "agent", "anonymous"
+  std::string actor_kind;    // "user", "token", "idp-token", "node", "anonymous"
   std::string actor_id;      // user id (also for tokens: the owner)
   std::string actor_name;
   std::string token_id;      // when acting through an API token

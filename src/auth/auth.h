@@ -109,7 +109,10 @@ std::string SecretHash(std::string_view secret);
 // kApiToken, token_id/token_tenant_id/token_role_id are set (the token acts with that role at that
 // tenant scope only) and session_hash is empty. user_* always describe the (owning) user.
 struct Identity {
-  enum class Kind { kSession, kApiToken };
+  // kIdpToken: a JWT access token of a configured OIDC provider (built by the server's SSO layer;
+  // Authenticate never returns it). It acts with its user's bindings, like a session; mfa says
+  // whether the token asserts a second factor (amr), and mfa_at stays 0.
+  enum class Kind { kSession, kApiToken, kIdpToken };
   Kind kind = Kind::kSession;
   std::string user_id;
   std::string user_name;
@@ -234,6 +237,15 @@ class Authenticator {
                                     const std::string& source_addr) {
     return Login(LoginAttempt{user_name, password, "", source_addr});
   }
+
+  // Opens a session for a user whose identity was proven elsewhere: single sign-on, after the
+  // server verified the IdP's token and mapped it to `user_id`. No password is involved and none
+  // is needed (SSO users have none). As with Login: a fresh random session id every time (session
+  // fixation), absolute expiry session_absolute from now. `mfa` says whether the login satisfied
+  // a second factor (the IdP asserted one); such sessions carry mfa = true, mfa_at = now.
+  // NotFound for an unknown user; Unauthenticated "invalid user name or password" for a disabled
+  // one (the same answer as a password login of a disabled user).
+  virtual absl::StatusOr<LoginResult> OpenSession(const std::string& user_id, bool mfa) = 0;
 
   // Checks a password like Login (same throttling, same timing, same failure message) without
   // opening a session and without asking for a second factor. For re-authentication of a user who

@@ -10,6 +10,7 @@
 #include <cctype>
 #include <map>
 
+#include "absl/strings/cord.h"
 #include "common/encoding.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -151,22 +152,6 @@ absl::StatusOr<std::pair<std::string, std::string>> SplitHttpsUrl(std::string_vi
   std::string_view rest = end == std::string_view::npos ? std::string_view() : url.substr(end);
   std::string path = StrCat(rest.empty() || rest[0] == '?' ? "/" : "", rest);
   return std::make_pair(StrCat(kScheme, authority), path);
-}
-
-std::string FormEncode(std::string_view value) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (char ch : value) {
-    unsigned char c = static_cast<unsigned char>(ch);
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 15]);
-    }
-  }
-  return out;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view q) {
@@ -341,16 +326,32 @@ absl::StatusOr<MappedIdentity> MapClaims(const ProviderConfig& config, const Jso
           StrCat("\"", config.groups_claim, "\" is not a string or an array of strings"));
     }
   }
+  // amr (RFC 8176 / OIDC Core 2): how the IdP authenticated the user. A malformed amr is
+  // ignored rather than refused: it only ever adds trust (MFA), never removes a check.
+  if (auto amr = claims.find("amr"); amr != claims.end() && amr->is_array() && amr->size() <= 32) {
+    for (const Json& a : *amr) {
+      if (a.is_string()) id.amr.push_back(a.get<std::string>());
+    }
+  }
   for (const GroupMapping& m : config.mappings) {
     if (std::find(id.groups.begin(), id.groups.end(), m.group) == id.groups.end()) continue;
     MappedGrant g{m.tenant, m.role};
     if (std::find(id.grants.begin(), id.grants.end(), g) == id.grants.end()) id.grants.push_back(g);
   }
   if (id.grants.empty()) {
-    return absl::PermissionDeniedError(StrCat("identity \"", id.subject, "\" of provider \"",
-                                              config.name, "\" maps to no gpuwarden role"));
+    absl::Status refused = absl::PermissionDeniedError(StrCat(
+        "identity \"", id.subject, "\" of provider \"", config.name, "\" maps to no gpuwarden role"));
+    // The verified subject travels with the refusal, so the server can withdraw the roles a
+    // previously mapped user still holds (removed groups remove roles).
+    refused.SetPayload(kUnmappedSubjectPayload, absl::Cord(id.subject));
+    return refused;
   }
   return id;
+}
+
+std::string UnmappedSubject(const absl::Status& status) {
+  auto subject = status.GetPayload(kUnmappedSubjectPayload);  // absl::optional on Debian
+  return subject ? std::string(*subject) : std::string();
 }
 
 absl::StatusOr<TokenResponse> ParseTokenResponse(std::string_view json) {
@@ -447,8 +448,8 @@ AuthorizationRequest OidcProvider::BeginAuthorization() {
   for (const std::string& s : config_.scopes) scope += (scope.empty() ? "" : " ") + s;
   req.url = StrCat(metadata_.authorization_endpoint,
                    metadata_.authorization_endpoint.find('?') == std::string::npos ? "?" : "&",
-                   "response_type=code&client_id=", FormEncode(config_.client_id),
-                   "&redirect_uri=", FormEncode(config_.redirect_uri), "&scope=", FormEncode(scope),
+                   "response_type=code&client_id=", common::PercentEncode(config_.client_id),
+                   "&redirect_uri=", common::PercentEncode(config_.redirect_uri), "&scope=", common::PercentEncode(scope),
                    "&state=", req.state, "&nonce=", req.nonce, "&code_challenge=", challenge,
                    "&code_challenge_method=S256");
   return req;
@@ -458,11 +459,11 @@ absl::StatusOr<http::ClientResponse> OidcProvider::PostForm(
     const std::string& url, const std::vector<std::pair<std::string, std::string>>& fields) {
   std::string body;
   for (const auto& [k, v] : fields) {
-    body += StrCat(body.empty() ? "" : "&", FormEncode(k), "=", FormEncode(v));
+    body += StrCat(body.empty() ? "" : "&", common::PercentEncode(k), "=", common::PercentEncode(v));
   }
   // client_secret_basic (RFC 6749 2.3.1): form-encoded id and secret, then base64.
   std::string basic =
-      StdBase64(StrCat(FormEncode(config_.client_id), ":", FormEncode(config_.client_secret)));
+      StdBase64(StrCat(common::PercentEncode(config_.client_id), ":", common::PercentEncode(config_.client_secret)));
   return http_.Do("POST", url, body,
                   {{"Content-Type", "application/x-www-form-urlencoded"},
                    {"Accept", "application/json"},

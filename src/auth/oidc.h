@@ -46,9 +46,8 @@ std::unique_ptr<OidcHttp> NewHttpsTransport(std::string ca_pem = {},
 // InvalidArgument for anything but https://, userinfo in the authority, or a fragment.
 absl::StatusOr<std::pair<std::string, std::string>> SplitHttpsUrl(std::string_view url);
 
-// application/x-www-form-urlencoded encoding of one value, and a parser for a query string or
-// form body (InvalidArgument on bad percent-escapes or a repeated name).
-std::string FormEncode(std::string_view value);
+// A parser for a query string or form body (InvalidArgument on bad percent-escapes or a repeated
+// name). Values are encoded with common::PercentEncode (common/encoding.h).
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseQuery(std::string_view q);
 
 // The fields of an OpenID Provider Metadata document that we use (OIDC Discovery 1.0 section 3).
@@ -136,6 +135,13 @@ struct ProviderConfig {
   bool allow_unverified_email = false;
   absl::Duration max_skew = absl::Seconds(60);
   JwksCacheOptions jwks;
+  // PEM of the CA that the provider's TLS certificate must chain to ("" = the system store);
+  // read from `ca_file` by ParseOidcConfig.
+  std::string ca_pem;
+  // `amr` values (RFC 8176) that count as the IdP having checked a second factor. A login whose
+  // token carries one of them opens a session that satisfies gpuwarden's MFA policy; otherwise
+  // the user steps up with a local TOTP code. [] = never trust the IdP's MFA.
+  std::vector<std::string> mfa_amr = {"mfa", "otp", "hwk"};
 };
 
 struct MappedGrant {
@@ -151,13 +157,19 @@ struct MappedIdentity {
   std::string email;    // "" when the token has none
   std::vector<std::string> groups;
   std::vector<MappedGrant> grants;  // never empty
+  std::vector<std::string> amr;     // the token's "amr" (authentication methods), if any
 };
 
 // Applies the provider's mappings to verified claims. PermissionDenied when the e-mail is present
 // but not verified (email_verified != true) and unverified e-mail is not allowed, or when no group
 // maps to a role (an identity the IdP knows is not thereby a gpuwarden user). Unauthenticated
 // when the groups claim has the wrong shape.
+// The PermissionDenied "maps to no gpuwarden role" carries the verified subject as a status
+// payload under this type URL (read it with UnmappedSubject).
+inline constexpr char kUnmappedSubjectPayload[] = "type.gpuwarden/oidc.unmapped-subject";
 absl::StatusOr<MappedIdentity> MapClaims(const ProviderConfig& config, const common::Json& claims);
+// The subject of a verified token that mapped to no role, or "" for any other status.
+std::string UnmappedSubject(const absl::Status& status);
 
 // A pending browser login: what the caller keeps (server-side, bound to the browser by a cookie)
 // between redirecting to the IdP and receiving the callback.

@@ -51,12 +51,27 @@ absl::StatusOr<bool> Bool(const YAML::Node& n, const std::string& where) {
   return Bad(where, StrCat("expected true or false, got \"", v, "\""));
 }
 
+// The provider's CA bundle: public data, so no mode rule, but it must be a readable PEM
+// certificate (a wrong path must not silently fall back to the system store).
+absl::StatusOr<std::string> ReadCaFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(StrCat("ca_file ", path, " cannot be read"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string pem = ss.str();
+  if (pem.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return absl::InvalidArgumentError(StrCat("ca_file ", path, " holds no PEM certificate"));
+  }
+  return pem;
+}
+
 absl::StatusOr<ProviderConfig> ParseProvider(const YAML::Node& n, size_t index,
                                              const SecretFileReader& read_secret) {
   std::string where = StrCat("providers[", static_cast<int64_t>(index), "]");
   if (!n.IsMap()) return Bad(where, "expected a mapping");
   ProviderConfig c;
   std::string secret_file;
+  std::string ca_file;
   for (const auto& kv : n) {
     std::string key = kv.first.as<std::string>();
     std::string at = StrCat(where, ".", key);
@@ -91,6 +106,10 @@ absl::StatusOr<ProviderConfig> ParseProvider(const YAML::Node& n, size_t index,
       st = list(&c.scopes);
     } else if (key == "access_token_audiences") {
       st = list(&c.access_token_audiences);
+    } else if (key == "ca_file") {
+      st = str(&ca_file);
+    } else if (key == "mfa_amr") {
+      st = list(&c.mfa_amr);
     } else if (key == "groups_claim") {
       st = str(&c.groups_claim);
     } else if (key == "require_at_jwt_typ") {
@@ -162,6 +181,11 @@ absl::StatusOr<ProviderConfig> ParseProvider(const YAML::Node& n, size_t index,
   }
   if (c.mappings.empty()) {
     return Bad(where, "no mappings: nobody from this provider could ever log in");
+  }
+  if (!ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadCaFile(ca_file);
+    if (!pem.ok()) return Bad(where, std::string(pem.status().message()));
+    c.ca_pem = *pem;
   }
   if (!secret_file.empty()) {
     absl::StatusOr<std::string> secret = read_secret(secret_file);

@@ -53,25 +53,6 @@ bool OathReady() {
   return ready;
 }
 
-// Percent-encodes everything outside RFC 3986 "unreserved", so ':' '&' '?' '#' '/' '%' and spaces
-// in an issuer or account cannot change how the URI is split.
-std::string PercentEncode(std::string_view s) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-        c == '.' || c == '_' || c == '~') {
-      out.push_back(ch);
-    } else {
-      out.push_back('%');
-      out.push_back(kHex[c >> 4]);
-      out.push_back(kHex[c & 0xF]);
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -222,8 +203,8 @@ absl::StatusOr<std::string> OtpauthUri(std::string_view issuer, std::string_view
   if (issuer.find(':') != std::string_view::npos) {
     return absl::InvalidArgumentError("otpauth issuer must not contain ':'");
   }
-  const std::string enc_issuer = PercentEncode(issuer);
-  return common::StrCat("otpauth://totp/", enc_issuer, ":", PercentEncode(account),
+  const std::string enc_issuer = common::PercentEncode(issuer);
+  return common::StrCat("otpauth://totp/", enc_issuer, ":", common::PercentEncode(account),
                         "?secret=", secret.Base32(), "&issuer=", enc_issuer,
                         "&algorithm=", TotpAlgorithmName(params.algorithm),
                         "&digits=", params.digits, "&period=", params.period_seconds);

@@ -82,6 +82,27 @@ void SaveCredentials(const Json& creds) {
   }
 }
 
+std::string PinServerCa(Json& entry, const std::string& url, const std::string& expect_fp) {
+  if (!entry.is_object()) entry = Json::object();
+  std::string ca_pem = entry.value("ca_pem", "");
+  if (ca_pem.empty()) {
+    auto ca = http::FetchServerCaChain(url);
+    if (!ca.ok()) Fail(StrCat("cannot reach ", url, ": ", std::string(ca.status().message())), 3);
+    if (!expect_fp.empty() && expect_fp != ca->fingerprint) {
+      Fail(StrCat("server CA fingerprint is ", ca->fingerprint, ", expected ", expect_fp,
+                  "; refusing to trust it"), 3);
+    }
+    std::cerr << "pinned the server CA of " << url << "\n  fingerprint " << ca->fingerprint << "\n";
+    ca_pem = ca->ca_pem;
+    entry["ca_pem"] = ca_pem;
+    entry["ca_fingerprint"] = ca->fingerprint;
+  } else if (!expect_fp.empty() && expect_fp != entry.value("ca_fingerprint", "")) {
+    Fail(StrCat("pinned CA fingerprint is ", entry.value("ca_fingerprint", ""), ", expected ",
+                expect_fp), 3);
+  }
+  return ca_pem;
+}
+
 std::string NormalizeUrl(std::string url) {
   while (!url.empty() && url.back() == '/') url.pop_back();
   if (url.rfind("https://", 0) != 0) {
@@ -302,7 +323,7 @@ int RunCli(int argc, char** argv) {
   auto* login = app.add_subcommand("login", "log in and remember the session (pins the server CA on first use)");
   std::string login_user, expect_fp;
   bool password_stdin = false;
-  login->add_option("--user", login_user, "user name")->required();
+  login->add_option("--user", login_user, "user name (not with --sso)");
   login->add_flag("--password-stdin", password_stdin, "read the password from standard input");
   login->add_option("--ca-fingerprint", expect_fp, "expected CA fingerprint (SHA256:...); refuse any other");
   auto* logout = app.add_subcommand("logout", "end the session on the server and forget the token");
@@ -401,6 +422,8 @@ int RunCli(int argc, char** argv) {
   MfaCommands mfa;
   AddMfaCommands(app, mfa);
   NodeCommands node_cmds = AddNodeCommands(app);  // node_cmd.cc
+  SsoCommands sso;
+  AddSsoCommands(app, *login, sso);
 
   try {
     app.parse(argc, argv);
@@ -410,28 +433,14 @@ int RunCli(int argc, char** argv) {
 
   try {
     if (audit_cmds.OfflineParsed()) return audit_cmds.RunOffline();
+    if (RunSsoCommand(sso, server_flag, expect_fp, output)) return 0;
     if (login->parsed()) {
       if (server_flag.empty()) Fail("--server URL is required to log in", 2);
+      if (login_user.empty()) Fail("--user NAME is required (or log in with --sso)", 2);
       std::string url = NormalizeUrl(server_flag);
       Json creds = LoadCredentials();
       Json& entry = creds["servers"][url];
-      if (!entry.is_object()) entry = Json::object();
-      std::string ca_pem = entry.value("ca_pem", "");
-      if (ca_pem.empty()) {
-        auto ca = http::FetchServerCaChain(url);
-        if (!ca.ok()) Fail(StrCat("cannot reach ", url, ": ", std::string(ca.status().message())), 3);
-        if (!expect_fp.empty() && expect_fp != ca->fingerprint) {
-          Fail(StrCat("server CA fingerprint is ", ca->fingerprint, ", expected ", expect_fp,
-                      "; refusing to trust it"), 3);
-        }
-        std::cerr << "pinned the server CA of " << url << "\n  fingerprint " << ca->fingerprint << "\n";
-        ca_pem = ca->ca_pem;
-        entry["ca_pem"] = ca_pem;
-        entry["ca_fingerprint"] = ca->fingerprint;
-      } else if (!expect_fp.empty() && expect_fp != entry.value("ca_fingerprint", "")) {
-        Fail(StrCat("pinned CA fingerprint is ", entry.value("ca_fingerprint", ""), ", expected ",
-                    expect_fp), 3);
-      }
+      std::string ca_pem = PinServerCa(entry, url, expect_fp);
       std::string pw = ReadPassword(password_stdin, "password for " + login_user + ": ");
       Session s{url, ca_pem, "", login_user, ""};
       http::ClientOptions opts{url, ca_pem};

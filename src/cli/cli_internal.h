@@ -25,6 +25,11 @@ struct Session {
 };
 
 common::Json LoadCredentials();
+// "https://host:port" without a trailing slash; Fail()s for http://.
+std::string NormalizeUrl(std::string url);
+// The CA of `url` from its credentials entry, or fetched and pinned into `entry` on first use
+// (trust on first use, or checked against `expect_fp` when given). Fail()s on a mismatch.
+std::string PinServerCa(common::Json& entry, const std::string& url, const std::string& expect_fp);
 void SaveCredentials(const common::Json& creds);
 // Replaces the remembered session token of s.url (after MFA confirmation or step-up, which
 // rotate the session id), or forgets it when `token` is empty.
@@ -62,5 +67,17 @@ bool RunMfaCommand(MfaCommands& cmds, const Session& s, const std::string& outpu
 // modules drawn, for terminals with a dark background), with a quiet zone. InvalidArgument-like
 // failures (text too long for a QR code) come back as an empty string.
 std::string TerminalQr(const std::string& text);
+
+// `gpuwarden login --sso [--provider NAME]` and `gpuwarden sso providers` (sso_cmd.cc).
+struct SsoCommands {
+  CLI::App* login = nullptr;
+  CLI::App* providers = nullptr;
+  bool sso = false;
+  std::string provider;
+};
+void AddSsoCommands(CLI::App& app, CLI::App& login, SsoCommands& cmds);
+// Runs `login --sso` or an sso verb, if parsed; returns false otherwise.
+bool RunSsoCommand(SsoCommands& cmds, const std::string& server_flag, const std::string& expect_fp,
+                   const std::string& output);
 
 }  // namespace warden::cli::internal

@@ -100,6 +100,19 @@ Setter Bool(bool* out) {
   };
 }
 
+// A whole section kept as YAML text for a module that parses it itself (the `oidc` section).
+Setter RawSection(std::string* out) {
+  return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
+    if (!n.IsMap()) {
+      return absl::InvalidArgumentError(StrCat("config key \"", key, "\": expected a mapping"));
+    }
+    YAML::Emitter emitter;
+    emitter << n;
+    *out = emitter.c_str();
+    return absl::OkStatus();
+  };
+}
+
 Setter Duration(absl::Duration* out) {
   return [out](const YAML::Node& n, const std::string& key) -> absl::Status {
     if (!n.IsScalar()) return NotScalar(key);
@@ -169,6 +182,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"agent.listen", String(&config.agent_listen)},
       {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
       {"agent.cert_ttl", Duration(&config.node_cert_ttl)},
+      {"oidc", RawSection(&config.oidc_yaml)},
   };
   YAML::Node root;
   try {

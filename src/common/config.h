@@ -56,6 +56,10 @@ struct ServerConfig {
   std::string agent_listen;
   absl::Duration heartbeat_interval = absl::Seconds(5);
   absl::Duration node_cert_ttl = absl::Hours(24);
+  // The `oidc:` section (single sign-on providers, docs/oidc.md), kept as YAML text: common cannot
+  // depend on auth, so the server parses it strictly with auth::oidc::ParseOidcConfig at start
+  // and refuses to start on any error there. Empty: no SSO.
+  std::string oidc_yaml;
 };
 
 // Parses YAML text such as:

@@ -182,6 +182,17 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        nullptr, &ApiService::AuditInclusionProof, 200, kRouteDurableRead},
       {"GET", "/api/v1/audit/proof/consistency", "audit:read", Scope::kAny, nullptr,
        &ApiService::AuditConsistencyProof},
+      // Single sign-on (oidc_routes.cc): public, as they are how a session is obtained.
+      {"GET", "/api/v1/oidc/providers", "public", Scope::kCluster, "sso:providers",
+       &ApiService::SsoProviders},
+      {"GET", "/api/v1/oidc/{provider}/login", "public", Scope::kCluster, "sso:login-start",
+       &ApiService::SsoLoginStart, 302, kRouteDurableRead},
+      {"GET", "/api/v1/oidc/{provider}/callback", "public", Scope::kCluster, "sso:login",
+       &ApiService::SsoCallback, 200, kRouteDurableRead},
+      {"POST", "/api/v1/oidc/{provider}/device", "public", Scope::kCluster, "sso:device-start",
+       &ApiService::SsoDeviceStart},
+      {"POST", "/api/v1/oidc/{provider}/device/poll", "public", Scope::kCluster, "sso:device-login",
+       &ApiService::SsoDevicePoll},
   };
   return kRoutes;
 }
@@ -285,7 +296,7 @@ absl::StatusOr<std::optional<std::string>> ApiService::Bootstrap(const std::stri
 
 rbac::Grants ApiService::GrantsOf(const rbac::Policy& policy, const auth::Identity& id) const {
   rbac::Grants user = policy.GrantsFor(rbac::SubjectKind::kUser, id.user_id);
-  if (id.kind == auth::Identity::Kind::kSession) return user;
+  if (id.kind != auth::Identity::Kind::kApiToken) return user;  // sessions, IdP tokens
   // A token acts with its own binding, never beyond what its owner holds right now.
   return rbac::Intersect(policy.GrantsFor(rbac::SubjectKind::kToken, id.token_id), user);
 }
@@ -342,7 +353,8 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     c.policy = policy();
     if (!cr.is_public) {
       WARDEN_ASSIGN_OR_RETURN(std::string token, BearerToken(req.authorization));
-      WARDEN_ASSIGN_OR_RETURN(auth::Identity id, auth_.Authenticate(token));
+      WARDEN_ASSIGN_OR_RETURN(auth::Identity id, AuthenticateCaller(token));
+      c.policy = policy();  // again: an SSO bearer token may just have refreshed its bindings
       c.grants = GrantsOf(*c.policy, id);
       c.identity = std::move(id);
       // MFA policy: a user who must have MFA and has not enrolled can only enroll.
@@ -417,6 +429,7 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     resp.body = http::Response::Error(result.status()).body;
     reason = Msg(result.status());
   }
+  resp.headers = std::move(c.response_headers);
   const char* action = route.action ? route.action : route.permission;
   Audit(c, action, resp.status, reason, !AuditsWithoutWaiting(c.req.method, &route));
   if (!audit_.Healthy() && resp.status != 503) {
@@ -463,7 +476,9 @@ void ApiService::Audit(const Call& c, const char* action, int status, const std:
   audit::AuditEvent e;
   e.request_id = c.req.request_id;
   if (c.identity) {
-    e.actor_kind = c.identity->kind == auth::Identity::Kind::kSession ? "user" : "token";
+    e.actor_kind = c.identity->kind == auth::Identity::Kind::kSession    ? "user"
+                   : c.identity->kind == auth::Identity::Kind::kIdpToken ? "idp-token"
+                                                                          : "token";
     e.actor_id = c.identity->user_id;
     e.actor_name = c.identity->user_name;
     e.token_id = c.identity->token_id;
@@ -565,7 +580,9 @@ absl::StatusOr<Json> ApiService::WhoAmI(Call& c) {
   Json out{{"user", id.user_name},
            {"user_id", id.user_id},
            {"tenant", TenantNameOf(id.home_tenant_id)},
-           {"kind", id.kind == auth::Identity::Kind::kSession ? "session" : "token"},
+           {"kind", id.kind == auth::Identity::Kind::kSession    ? "session"
+                    : id.kind == auth::Identity::Kind::kIdpToken ? "idp-token"
+                                                                  : "token"},
            {"expires_at", id.expires_at},
            {"mfa", id.mfa},
            {"mfa_at", id.mfa_at},

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -37,12 +38,15 @@ struct ApiRequest {
   std::string otp;            // the X-Warden-OTP header (a second factor for step-up), as sent
   std::map<std::string, std::string> params;  // path parameters, already percent-decoded
   std::map<std::string, std::string> query;
+  std::string raw_query;  // the query string as sent (OIDC callbacks check it whole)
+  std::string cookie;     // the Cookie header, as sent (only the SSO login binding reads it)
 };
 
 struct ApiResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra fields (Location, Set-Cookie)
 };
 
 class ApiService;
@@ -94,6 +98,7 @@ struct Call {
   std::string actor_name;
   std::optional<std::string> raw_body;
   std::string content_type;
+  std::vector<std::pair<std::string, std::string>> response_headers;  // sent whatever the outcome
 };
 
 struct ApiServiceOptions {
@@ -106,6 +111,7 @@ struct ApiServiceOptions {
   // Nodes and join (issue 6; handlers in node_routes.cc). Null: those routes answer 503.
   cluster::Cluster* cluster = nullptr;
   std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
+  class SsoService* sso = nullptr;  // OIDC single sign-on (sso_service.h); null: none configured
 };
 
 class ApiService {
@@ -208,6 +214,12 @@ class ApiService {
   absl::StatusOr<common::Json> GetAuditPublicKey(Call& c);
   absl::StatusOr<common::Json> AuditInclusionProof(Call& c);
   absl::StatusOr<common::Json> AuditConsistencyProof(Call& c);
+  // Single sign-on routes (oidc_routes.cc).
+  absl::StatusOr<common::Json> SsoProviders(Call& c);
+  absl::StatusOr<common::Json> SsoLoginStart(Call& c);
+  absl::StatusOr<common::Json> SsoCallback(Call& c);
+  absl::StatusOr<common::Json> SsoDeviceStart(Call& c);
+  absl::StatusOr<common::Json> SsoDevicePoll(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -231,6 +243,12 @@ class ApiService {
   bool NeedsMfa(const rbac::Grants& grants, const std::string& home_tenant_id);
   absl::Status CheckMfaPolicy(const RouteSpec& route, Call& c);
   absl::Status CheckStepUp(Call& c);
+  // Who a bearer credential is (oidc_routes.cc): our own gws_/gwt_ secrets go to the
+  // Authenticator, IdP JWT access tokens to the SsoService.
+  absl::StatusOr<auth::Identity> AuthenticateCaller(const std::string& token);
+  // The session answer of an SSO login (shaped like Login's) for `principal`.
+  absl::StatusOr<common::Json> SsoSession(Call& c, const struct SsoPrincipal& principal,
+                                          const char* flow);
 
   store::Store& store_;
   auth::Authenticator& auth_;

@@ -70,6 +70,11 @@ absl::Status ApiService::CheckMfaPolicy(const RouteSpec& route, Call& c) {
   const auth::Identity& id = *c.identity;
   if (id.mfa || (route.flags & kRouteMfaExempt) != 0) return absl::OkStatus();
   if (!NeedsMfa(c.grants, id.home_tenant_id)) return absl::OkStatus();
+  if (id.kind == auth::Identity::Kind::kIdpToken) {
+    return absl::PermissionDeniedError(
+        "MFA required: this identity provider token does not assert a second factor (its amr "
+        "has none of the provider's mfa_amr values) and your role bindings need one");
+  }
   if (id.kind == auth::Identity::Kind::kApiToken) {
     return absl::PermissionDeniedError(
         "MFA enrollment required: this token carries administrative permissions and its owner "
@@ -77,7 +82,8 @@ absl::Status ApiService::CheckMfaPolicy(const RouteSpec& route, Call& c) {
   }
   return absl::PermissionDeniedError(
       "MFA enrollment required: your role bindings need a second factor; run `gpuwarden mfa "
-      "enroll` (until then only MFA enrollment, whoami and logout are allowed)");
+      "enroll` (until then only MFA enrollment, whoami and logout are allowed); single sign-on "
+      "users whose IdP did not assert MFA and who have enrolled run `gpuwarden mfa step-up`");
 }
 
 absl::Status ApiService::CheckStepUp(Call& c) {

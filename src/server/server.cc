@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <algorithm>
 #include <iostream>
 #include <thread>
 
@@ -17,6 +18,7 @@
 #include "auth/auth.h"
 #include "auth/login_throttle.h"
 #include "cluster/cluster.h"
+#include "auth/oidc_config.h"
 #include "common/clock.h"
 #include "common/master_key.h"
 #include "common/metrics.h"
@@ -27,6 +29,7 @@
 #include "pki/pki.h"
 #include "server/agent_api.h"
 #include "server/api_service.h"
+#include "server/sso_service.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -96,7 +99,18 @@ class ServerImpl final : public Server {
     std::string audit_dir = StrCat(config_.data_dir, "/audit");
     WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog({.dir = audit_dir}, clock));
 
+    // Single sign-on: the `oidc:` section is parsed strictly here (a typo refuses to start);
+    // providers are contacted lazily, so an IdP outage does not stop the server.
+    if (!config_.oidc_yaml.empty()) {
+      WARDEN_ASSIGN_OR_RETURN(auto providers, auth::oidc::ParseOidcConfig(config_.oidc_yaml));
+      SsoOptions sso_opts;
+      sso_opts.authenticator = auth_.get();
+      WARDEN_ASSIGN_OR_RETURN(
+          sso_, SsoService::Create(std::move(providers), *store_, clock, rng, sso_opts));
+    }
+
     ApiServiceOptions api_opts;
+    api_opts.sso = sso_.get();
     api_opts.version = WARDEN_VERSION;
     api_opts.audit_dir = audit_dir;
     api_opts.mfa = config_.mfa;
@@ -146,10 +160,15 @@ class ServerImpl final : public Server {
     // Requests whose audit event waits for fdatasync (group commit, issue 4) run on the blocking
     // pool, which is large: its threads mostly wait on the audit log's sync, and the more wait
     // together the more share one sync. GETs whose events are queued without waiting
-    // (ApiService::AuditsWithoutWaiting) and /healthz run on the event loops.
+    // (ApiService::AuditsWithoutWaiting) and /healthz run on the event loops, except single
+    // sign-on (it talks to the IdP and writes the store) and GETs carrying an IdP JWT (a JWKS
+    // refresh may fetch over the network).
     hopts.runs_inline = [this](const http::Request& req) {
       if (req.method != "GET") return false;
       if (req.raw_path == "/healthz") return true;
+      if (req.raw_path.starts_with("/api/v1/oidc/")) return false;
+      std::string_view authz = req.headers.Get("Authorization");
+      if (std::count(authz.begin(), authz.end(), '.') == 2) return false;  // an IdP JWT
       const auto* route = router_.Find(req.method, req.raw_path);
       return api_->AuditsWithoutWaiting(req.method, route ? route->payload : nullptr);
     };
@@ -253,6 +272,10 @@ class ServerImpl final : public Server {
     areq.authorization = std::string(req.headers.Get("Authorization"));
     areq.otp = std::string(req.headers.Get("X-Warden-OTP"));
     areq.query = std::move(req.query);
+    if (size_t q = req.target.find('?'); q != std::string::npos) {
+      areq.raw_query = req.target.substr(q + 1);
+    }
+    areq.cookie = std::string(req.headers.Get("Cookie"));
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
     if (route == nullptr) {
@@ -269,6 +292,7 @@ class ServerImpl final : public Server {
     r = api_->Handle(*route->payload, areq);
     http::Response out;
     out.status = r.status;
+    out.headers = std::move(r.headers);
     out.content_type = std::move(r.content_type);
     out.body = std::move(r.body);
     return out;
@@ -301,6 +325,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<auth::LoginThrottle> login_throttle_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<SsoService> sso_;
   std::unique_ptr<ApiService> api_;
   http::Router<const RouteSpec*> router_;
   std::unique_ptr<http::HttpsServer> https_;

@@ -152,6 +152,19 @@ const std::vector<Migration>& Migrations() {
            " revoked_at BIGINT)",
            "CREATE INDEX node_certs_by_node ON node_certs (node_id)",
        }},
+      // 5: external (OIDC) identities linked to just-in-time users (issue 3, SSO).
+      {5,
+       {
+           "CREATE TABLE external_identities ("
+           " provider TEXT NOT NULL,"
+           " subject TEXT NOT NULL,"
+           " user_id TEXT NOT NULL REFERENCES users (id),"
+           " email TEXT NOT NULL,"
+           " created_at BIGINT NOT NULL,"
+           " last_login_at BIGINT NOT NULL,"
+           " PRIMARY KEY (provider, subject))",
+           "CREATE INDEX external_identities_by_user ON external_identities (user_id)",
+       }},
   };
   return *migrations;
 }

@@ -73,8 +73,21 @@ constexpr std::string_view kMfaCols =
 constexpr std::string_view kTokenCols =
     "id, name, token_hash, user_id, tenant_id, role_id, created_at, expires_at, revoked";
 constexpr std::string_view kRoleCols = "id, name, tenant_id, permissions, builtin, created_at";
+constexpr std::string_view kExternalIdentityCols =
+    "provider, subject, user_id, email, created_at, last_login_at";
 constexpr std::string_view kBindingCols =
     "id, subject_kind, subject_id, role_id, scope_tenant_id, created_at";
+
+absl::StatusOr<ExternalIdentity> ToExternalIdentity(const Row& r) {
+  ExternalIdentity x;
+  x.provider = r.String(0);
+  x.subject = r.String(1);
+  x.user_id = r.String(2);
+  x.email = r.String(3);
+  WARDEN_ASSIGN_OR_RETURN(x.created_at, r.Int(4));
+  WARDEN_ASSIGN_OR_RETURN(x.last_login_at, r.Int(5));
+  return x;
+}
 
 absl::StatusOr<Tenant> ToTenant(const Row& r) {
   Tenant t;
@@ -731,6 +744,45 @@ class SqlStore final : public Store {
       return absl::OkStatus();
     }));
     return n;
+  }
+
+  // ---- external identities ----
+
+  absl::Status LinkExternalIdentity(const ExternalIdentity& x) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("identity provider", x.provider));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("identity subject", x.subject));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("user id", x.user_id));
+    absl::Status st = Write(/*policy=*/false, [&]() {
+      return db_
+          ->Exec("INSERT INTO external_identities (provider, subject, user_id, email, created_at,"
+                 " last_login_at) VALUES (?, ?, ?, ?, ?, ?)",
+                 {x.provider, x.subject, x.user_id, x.email, x.created_at, x.last_login_at})
+          .status();
+    });
+    st = Reword(st, absl::StatusCode::kAlreadyExists,
+                StrCat("identity \"", x.subject, "\" of provider \"", x.provider,
+                       "\" is already linked"));
+    return Reword(st, absl::StatusCode::kFailedPrecondition,
+                  StrCat("identity link: user \"", x.user_id, "\" does not exist"));
+  }
+
+  absl::StatusOr<ExternalIdentity> GetExternalIdentity(const std::string& provider,
+                                                       const std::string& subject) override {
+    return One<ExternalIdentity>(
+        StrCat("SELECT ", kExternalIdentityCols,
+               " FROM external_identities WHERE provider = ? AND subject = ?"),
+        {provider, subject}, ToExternalIdentity,
+        StrCat("identity \"", subject, "\" of provider \"", provider, "\" is not linked"));
+  }
+
+  absl::Status TouchExternalIdentity(const std::string& provider, const std::string& subject,
+                                     const std::string& email, int64_t at) override {
+    return UpdateOne(/*policy=*/false,
+                     "UPDATE external_identities SET email = ?, last_login_at = ?"
+                     " WHERE provider = ? AND subject = ?",
+                     {email, at, provider, subject},
+                     StrCat("identity \"", subject, "\" of provider \"", provider,
+                            "\" is not linked"));
   }
 
   absl::StatusOr<int64_t> PolicyGeneration() override {

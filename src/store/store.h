@@ -124,6 +124,18 @@ struct NodeCert {
   int64_t revoked_at = 0;  // 0: not revoked
 };
 
+// A user's identity at an external identity provider (OIDC SSO, issue 3; schema version 5): the
+// provider's configured name and its "sub", linked to the just-in-time gpuwarden user created at
+// the first SSO login. (provider, subject) is unique: one IdP account is one gpuwarden user.
+struct ExternalIdentity {
+  std::string provider;
+  std::string subject;
+  std::string user_id;
+  std::string email;  // as last asserted by the IdP ("" when none)
+  int64_t created_at = 0;
+  int64_t last_login_at = 0;
+};
+
 struct StoreOptions {
   std::string url;  // sqlite:///path or postgres://...
 };
@@ -214,6 +226,17 @@ class Store {
   virtual absl::Status CreateBinding(const Binding& b) = 0;
   virtual absl::StatusOr<std::vector<Binding>> ListBindings() = 0;
   virtual absl::Status DeleteBinding(const std::string& id) = 0;
+
+  // External (SSO) identities (schema version 5). LinkExternalIdentity: AlreadyExists when
+  // (provider, subject) is linked already, FailedPrecondition when the user does not exist.
+  // GetExternalIdentity: NotFound when not linked. TouchExternalIdentity records a login (and the
+  // e-mail the IdP asserted then); NotFound when not linked.
+  virtual absl::Status LinkExternalIdentity(const ExternalIdentity& x) = 0;
+  virtual absl::StatusOr<ExternalIdentity> GetExternalIdentity(const std::string& provider,
+                                                               const std::string& subject) = 0;
+  virtual absl::Status TouchExternalIdentity(const std::string& provider,
+                                             const std::string& subject, const std::string& email,
+                                             int64_t at) = 0;
 
   // Bumped by every change to users, roles, bindings or tokens: callers that cache compiled
   // authorization state compare it to decide when to rebuild.

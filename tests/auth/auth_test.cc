@@ -452,6 +452,17 @@ class CountingStore final : public store::Store {
   absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node, int64_t now) override {
     return real_->RevokeNodeCerts(node, now);
   }
+  absl::Status LinkExternalIdentity(const store::ExternalIdentity& x) override {
+    return Note("LinkExternalIdentity"), real_->LinkExternalIdentity(x);
+  }
+  absl::StatusOr<store::ExternalIdentity> GetExternalIdentity(const std::string& p,
+                                                              const std::string& s) override {
+    return Note("GetExternalIdentity"), real_->GetExternalIdentity(p, s);
+  }
+  absl::Status TouchExternalIdentity(const std::string& p, const std::string& s,
+                                     const std::string& e, int64_t at) override {
+    return Note("TouchExternalIdentity"), real_->TouchExternalIdentity(p, s, e, at);
+  }
 
  private:
   void Note(const char* method) {

@@ -272,6 +272,30 @@ TEST_F(MfaTest, CodeGuessingIsThrottledToo) {
 
 // ---- LoginThrottle alone ----
 
+// Single sign-on's entry point: a session without a password, a new id every time, MFA as the
+// IdP asserted it, never for a disabled user.
+TEST_F(MfaTest, OpenSessionIssuesAFreshSessionWithoutAPassword) {
+  auto a = auth_->OpenSession("usr_alice", /*mfa=*/false);
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto b = auth_->OpenSession("usr_alice", /*mfa=*/true);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_NE(a->token, b->token);
+  EXPECT_TRUE(a->user.password_hash.empty());
+  Identity ida = Session(a->token);
+  EXPECT_EQ(ida.user_id, "usr_alice");
+  EXPECT_FALSE(ida.mfa);
+  EXPECT_EQ(ida.mfa_at, 0);
+  Identity idb = Session(b->token);
+  EXPECT_TRUE(idb.mfa);
+  EXPECT_EQ(idb.mfa_at, clock_.NowUnix());
+  EXPECT_EQ(b->expires_at, clock_.NowUnix() + 12 * 3600);
+  EXPECT_TRUE(absl::IsNotFound(auth_->OpenSession("usr_nobody", false).status()));
+  ASSERT_TRUE(auth_->DisableUser("usr_alice").ok());
+  auto refused = auth_->OpenSession("usr_alice", true);
+  EXPECT_TRUE(absl::IsUnauthenticated(refused.status())) << refused.status();
+  EXPECT_FALSE(auth_->Authenticate(b->token).ok());  // disabling ended the SSO sessions too
+}
+
 class LoginThrottleTest : public ::testing::Test {
  protected:
   common::FakeClock clock_;

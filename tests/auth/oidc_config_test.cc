@@ -125,5 +125,29 @@ TEST(OidcConfigTest, SecretFileMustBePrivate) {
   std::remove(path.c_str());
 }
 
+TEST(OidcConfigTest, CaFileMustHoldAPemCertificateAndMfaAmrIsConfigurable) {
+  auto c = Parse(Minimal());
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)[0].ca_pem.empty());
+  EXPECT_EQ((*c)[0].mfa_amr, (std::vector<std::string>{"mfa", "otp", "hwk"}));
+  std::string dir = ::testing::TempDir();
+  std::string good = dir + "/oidc_ca_good.pem";
+  std::string bad = dir + "/oidc_ca_bad.pem";
+  std::ofstream(good) << "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+  std::ofstream(bad) << "not a certificate\n";
+  c = Parse(Minimal("    ca_file: " + good + "\n    mfa_amr: []\n"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_THAT((*c)[0].ca_pem, HasSubstr("BEGIN CERTIFICATE"));
+  EXPECT_TRUE((*c)[0].mfa_amr.empty());
+  c = Parse(Minimal("    ca_file: " + bad + "\n"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("holds no PEM certificate"));
+  c = Parse(Minimal("    ca_file: " + dir + "/no-such-ca.pem\n"));
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(std::string(c.status().message()), HasSubstr("cannot be read"));
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
 }  // namespace
 }  // namespace warden::auth::oidc

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/encoding.h"
 #include "common/rng.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -378,7 +379,7 @@ TEST(UrlTest, SplitsHttpsUrlsAndRefusesOthers) {
   EXPECT_EQ((*q)[1].second, "x y z");
   EXPECT_FALSE(ParseQuery("a=%zz").ok());
   EXPECT_FALSE(ParseQuery("a=%4").ok());
-  EXPECT_EQ(FormEncode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
+  EXPECT_EQ(common::PercentEncode("a b&c=d/é"), "a%20b%26c%3Dd%2F%C3%A9");
 }
 
 }  // namespace

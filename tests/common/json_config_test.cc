@@ -131,5 +131,18 @@ TEST(ServerConfigTest, AuditDurableReadsIsABooleanOffByDefault) {
             std::string::npos);
 }
 
+TEST(ServerConfigTest, OidcSectionIsKeptForTheServerToParse) {
+  auto c = ParseServerConfig(
+      "oidc:\n  providers:\n    - {name: corp, issuer: 'https://idp', client_id: c}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(c->oidc_yaml.find("providers"), std::string::npos);
+  EXPECT_NE(c->oidc_yaml.find("https://idp"), std::string::npos);
+  EXPECT_TRUE(ParseServerConfig("listen: 127.0.0.1:1\n")->oidc_yaml.empty());
+  auto bad = ParseServerConfig("oidc: yes\n");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.status().message()).find("\"oidc\": expected a mapping"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace warden::common

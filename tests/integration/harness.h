@@ -97,7 +97,10 @@ class WardenServer {
     }
     // Servers require MFA of admins by default; tests that are not about MFA run without that
     // policy (those that are say "mfa: ..." in extra_config).
-    std::string config = "listen: 127.0.0.1:0\n" + extra_config;
+    // An extra_config with its own "listen:" (SSO tests need the port in redirect URIs) wins.
+    std::string config = extra_config.find("listen:") == std::string::npos
+                             ? "listen: 127.0.0.1:0\n" + extra_config
+                             : extra_config;
     if (extra_config.find("mfa:") == std::string::npos) config += "mfa: {required_for: none}\n";
     if (backend == "postgres") {
       std::string base = Env("WARDEN_TEST_PG_URL");

@@ -15,168 +15,29 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/encoding.h"
 #include "common/json.h"
 #include "common/rng.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "harness.h"
+#include "oidc_browser.h"
 
 namespace warden::auth::oidc {
 namespace {
 
 using ::testing::HasSubstr;
-using warden::testing::Env;
-using warden::testing::ReadFile;
-using warden::testing::RunShell;
+
+Idp* g_idp = nullptr;
 
 constexpr char kApi[] = "https://gpuwarden.test/api";
 constexpr char kRedirect[] = "https://127.0.0.1/oidc/callback";
 
-struct Idp {
-  std::string issuer;
-  std::string ca_pem;
-  std::string dir;  // non-empty when this suite started the provider itself
-};
-
-Idp* g_idp = nullptr;
-
-std::string Basic(const std::string& id, const std::string& secret) {
-  std::string raw = id + ":" + secret;
-  std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(raw.data()),
-                          static_cast<int>(raw.size()));
-  out.resize(static_cast<size_t>(n));
-  return "Basic " + out;
-}
-
-// A minimal browser: cookies by (path, name), redirects, and the provider's HTML forms.
-class Browser {
- public:
-  explicit Browser(OidcHttp& http) : http_(http) {}
-
-  // Follows `url` until a redirect to `stop_prefix` (returned) or a page without a form (its body
-  // is returned). Logs in as `login` when asked; accepts consent and device confirmation.
-  absl::StatusOr<std::string> Drive(std::string url, const std::string& login,
-                                    const std::string& stop_prefix) {
-    std::string method = "GET";
-    std::string body;
-    for (int step = 0; step < 20; ++step) {
-      absl::StatusOr<http::ClientResponse> r = Request(method, url, body);
-      if (!r.ok()) return r.status();
-      if (r->status >= 300 && r->status < 400) {
-        std::string loc(r->Header("Location"));
-        if (!loc.empty() && loc[0] == '/') loc = Origin(url) + loc;
-        if (loc.rfind(stop_prefix, 0) == 0) return loc;
-        url = loc;
-        method = "GET";
-        body.clear();
-        continue;
-      }
-      if (r->status != 200) {
-        return absl::InternalError("HTTP " + std::to_string(r->status) + " at " + url + ": " +
-                                   r->body.substr(0, 300));
-      }
-      std::smatch form;
-      if (!std::regex_search(r->body, form, std::regex(R"(<form[^>]*>([\s\S]*?)</form>)"))) {
-        return r->body;  // a final page
-      }
-      std::smatch action;
-      std::string tag = form.str(0).substr(0, form.str(0).find('>'));
-      if (std::regex_search(tag, action, std::regex(R"(action="([^"]*)\")"))) {
-        std::string target = std::regex_replace(action.str(1), std::regex("&amp;"), "&");
-        url = !target.empty() && target[0] == '/' ? Origin(url) + target : target;
-      }
-      body.clear();
-      std::string inner = form.str(1);
-      std::regex input(R"(<input([^>]*)>)");
-      for (auto it = std::sregex_iterator(inner.begin(), inner.end(), input);
-           it != std::sregex_iterator(); ++it) {
-        std::string attrs = (*it)[1];
-        std::smatch name, value;
-        if (!std::regex_search(attrs, name, std::regex(R"(name="([^"]*)\")"))) continue;
-        std::string v;
-        if (std::regex_search(attrs, value, std::regex(R"(value="([^"]*)\")"))) v = value.str(1);
-        if (name.str(1) == "login") v = login;
-        if (name.str(1) == "password") v = "any-password";
-        body += (body.empty() ? "" : "&") + FormEncode(name.str(1)) + "=" + FormEncode(v);
-      }
-      method = "POST";
-    }
-    return absl::InternalError("too many steps");
-  }
-
- private:
-  static std::string Origin(const std::string& url) { return SplitHttpsUrl(url)->first; }
-
-  absl::StatusOr<http::ClientResponse> Request(const std::string& method, const std::string& url,
-                                               const std::string& body) {
-    std::string path = SplitHttpsUrl(url)->second;
-    path = path.substr(0, path.find('?'));
-    std::string cookie;
-    for (const auto& [key, value] : cookies_) {
-      if (path.rfind(key.first, 0) != 0) continue;
-      cookie += (cookie.empty() ? "" : "; ") + key.second + "=" + value;
-    }
-    std::vector<std::pair<std::string, std::string>> headers;
-    if (!cookie.empty()) headers.emplace_back("Cookie", cookie);
-    if (method == "POST") {
-      headers.emplace_back("Content-Type", "application/x-www-form-urlencoded");
-    }
-    absl::StatusOr<http::ClientResponse> r = http_.Do(method, url, body, headers);
-    if (!r.ok()) return r;
-    for (const auto& [k, v] : r->headers) {
-      if (strcasecmp(k.c_str(), "Set-Cookie") != 0) continue;
-      std::string nv = v.substr(0, v.find(';'));
-      std::string name = nv.substr(0, nv.find('='));
-      std::string value = nv.substr(nv.find('=') + 1);
-      std::string cpath = "/";
-      std::smatch m;
-      if (std::regex_search(v, m, std::regex(R"(;\s*path=([^;]*))", std::regex::icase))) {
-        cpath = m.str(1);
-      }
-      bool expired = value.empty() || v.find("1970") != std::string::npos;
-      if (expired) {
-        cookies_.erase({cpath, name});
-      } else {
-        cookies_[{cpath, name}] = value;
-      }
-    }
-    return r;
-  }
-
-  OidcHttp& http_;
-  std::map<std::pair<std::string, std::string>, std::string> cookies_;
-};
-
 class OidcIntegrationTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    g_idp = new Idp();
-    g_idp->issuer = Env("WARDEN_TEST_OIDC_ISSUER");
-    std::string ca_path = Env("WARDEN_TEST_OIDC_CA");
-    if (g_idp->issuer.empty()) {
-      // Not under tools/run-tests.sh: start a provider for this suite (needs tools/node).
-      g_idp->dir = ::testing::TempDir() + "warden_oidc_" + std::to_string(getpid());
-      int port = 40000 + static_cast<int>(getpid() % 20000);
-      auto r = RunShell("bash tools/oidc-start.sh " + g_idp->dir + " " + std::to_string(port));
-      if (r.code == 0) {
-        std::string out = r.out;
-        while (!out.empty() && out.back() == '\n') out.pop_back();
-        g_idp->issuer = out.substr(out.rfind('\n') + 1);
-        ca_path = g_idp->dir + "/ca.crt";
-      } else {
-        std::fprintf(stderr, "oidc-start failed: %s\n", r.err.c_str());
-      }
-    }
-    if (!ca_path.empty()) g_idp->ca_pem = ReadFile(ca_path);
-  }
+  static void SetUpTestSuite() { g_idp = StartTestIdp("suite"); }
   static void TearDownTestSuite() {
-    if (!g_idp->dir.empty()) {
-      RunShell("bash tools/oidc-stop.sh " + g_idp->dir);
-      std::filesystem::remove_all(g_idp->dir);
-    }
-    delete g_idp;
+    StopTestIdp(g_idp);
     g_idp = nullptr;
   }
 

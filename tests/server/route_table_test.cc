@@ -11,14 +11,20 @@ TEST(RouteTableTest, EveryRouteOfTheServerDeclaresAValidPermission) {
   auto compiled = ApiService::CompileRoutes(ApiService::Routes());
   ASSERT_TRUE(compiled.ok()) << compiled.status();
   EXPECT_EQ(compiled->size(), ApiService::Routes().size());
-  // Only login, version and the node join (whose credential is the join token in its body) are
-  // reachable without a bearer token.
+  // Exactly these are reachable without credentials: version, password login, the node join
+  // (its credential is the join token in its body), and the single sign-on routes that lead to a
+  // session.
   std::set<std::string> open;
   for (const RouteSpec& r : ApiService::Routes()) {
     if (std::string(r.permission) == "public") open.insert(std::string(r.method) + " " + r.pattern);
   }
   EXPECT_EQ(open, (std::set<std::string>{"GET /api/v1/version", "POST /api/v1/login",
-                                         "POST /api/v1/nodes/join"}));
+                                         "POST /api/v1/nodes/join",
+                                         "GET /api/v1/oidc/providers",
+                                         "GET /api/v1/oidc/{provider}/login",
+                                         "GET /api/v1/oidc/{provider}/callback",
+                                         "POST /api/v1/oidc/{provider}/device",
+                                         "POST /api/v1/oidc/{provider}/device/poll"}));
 }
 
 TEST(RouteTableTest, ARouteWithoutAPermissionRefusesToStart) {
