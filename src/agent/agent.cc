@@ -377,6 +377,9 @@ int RunAgentCommand(int argc, char** argv) {
   CLI::App app{"gpuwarden agent: the node agent (joins over a one-time token, then mTLS only)",
                "gpuwarden agent"};
   if (argc > 1 && std::string_view(argv[1]) == "scrub") return RunScrubCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::string_view(argv[1]) == "handoff") {
+    return RunHandoffCommand(argc - 1, argv + 1);
+  }
   std::string server, token_file, data_dir, gpus = "nvml", name;
   bool inventory_only = false;
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");

@@ -1,7 +1,10 @@
 // The agent's GPU handoff service and `gpuwarden agent scrub`.
 #include "agent/gpu_handoff.h"
 
+#include "agent/agent.h"
+
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -157,8 +160,9 @@ int RunScrubCommand(int argc, char** argv) {
   std::string uuid, output = "text", library = "libcuda.so.1";
   double min_fraction = 0.90;
   bool no_pattern = false;
-  app.add_option("--uuid", uuid, "GPU-... or MIG-... UUID (as NVML / nvidia-smi -L print it)")
-      ->required();
+  bool print_ptx = false;
+  app.add_option("--uuid", uuid, "GPU-... or MIG-... UUID (as NVML / nvidia-smi -L print it)");
+  app.add_flag("--print-ptx", print_ptx, "print the verify kernel's PTX and exit");
   app.add_option("-o,--output", output, "text (default) or json")
       ->check(CLI::IsMember({"text", "json"}));
   app.add_option("--min-fraction", min_fraction, "fail unless this share of free memory is covered")
@@ -169,6 +173,14 @@ int RunScrubCommand(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  }
+  if (print_ptx) {
+    std::cout << gpu::VerifyKernelPtx();
+    return 0;
+  }
+  if (uuid.empty()) {
+    std::cerr << "gpuwarden agent scrub: --uuid is required\n";
+    return 2;
   }
   auto fail = [&](const absl::Status& s) {
     if (output == "json") {
@@ -193,6 +205,99 @@ int RunScrubCommand(int argc, char** argv) {
     PrintText(*report);
   }
   return report->passed ? 0 : 3;
+}
+
+namespace {
+
+common::Json ReportJson(const gpu::HandoffReport& r) {
+  common::Json procs = common::Json::array();
+  for (const gpu::GpuProcess& p : r.processes) procs.push_back(p.pid);
+  common::Json j{{"uuid", r.uuid},
+                 {"state", std::string(gpu::HandoffStateName(r.state))},
+                 {"reason", r.reason},
+                 {"processes", std::move(procs)}};
+  if (r.scrub) j["scrub"] = common::Json::parse(gpu::ScrubReportToJson(*r.scrub));
+  return j;
+}
+
+}  // namespace
+
+int RunHandoffCommand(int argc, char** argv) {
+  CLI::App app{"gpuwarden agent handoff: run the verified handoff now (process check, scrub, "
+               "verify) on quarantined devices, as the agent does after a job releases them",
+               "gpuwarden agent handoff"};
+  std::string data_dir, gpus = "nvml", uuid, output = "text", name = "node";
+  app.add_option("--data-dir", data_dir, "the agent's data dir (holds gpu-handoff.json)")
+      ->required();
+  app.add_option("--gpus", gpus, "GPU backend: nvml (default) or sim:SPEC");
+  app.add_option("--name", name, "node name (seeds the simulated GPUs' UUIDs)");
+  app.add_option("--uuid", uuid,
+                 "only this device; quarantined first if it is not (\"operator requested\")");
+  app.add_option("-o,--output", output, "text (default) or json")
+      ->check(CLI::IsMember({"text", "json"}));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  std::string note;
+  auto backend = MakeGpuBackend(gpus, name, &note);
+  if (!backend.ok() || *backend == nullptr) {
+    std::cerr << "gpuwarden agent handoff: "
+              << (backend.ok() ? note : std::string(backend.status().message())) << "\n";
+    return 1;
+  }
+  ::umask(077);
+  auto service = GpuHandoffService::Create({.data_dir = data_dir}, backend->get(),
+                                           gpus.rfind("sim:", 0) == 0 ? "sim" : "nvml");
+  if (!service.ok()) {
+    std::cerr << "gpuwarden agent handoff: " << service.status().message() << "\n";
+    return 1;
+  }
+  gpu::HandoffController& c = (*service)->controller();
+  std::vector<gpu::HandoffReport> reports;
+  if (!uuid.empty()) {
+    auto d = c.Get(uuid);
+    if (!d) {
+      std::cerr << "gpuwarden agent handoff: no device " << uuid << "\n";
+      return 1;
+    }
+    if (d->state != gpu::HandoffState::kQuarantined) {
+      if (absl::Status s = c.Quarantine(uuid, "operator requested a handoff"); !s.ok()) {
+        std::cerr << "gpuwarden agent handoff: " << s.message() << "\n";
+        return 1;
+      }
+    }
+    auto r = c.RunHandoff(uuid);
+    if (!r.ok()) {
+      std::cerr << "gpuwarden agent handoff: " << r.status().message() << "\n";
+      return 1;
+    }
+    reports.push_back(std::move(*r));
+  } else {
+    reports = c.RunAllHandoffs();
+  }
+  bool all_available = true;
+  common::Json list = common::Json::array();
+  for (const auto& r : reports) {
+    all_available = all_available && r.state == gpu::HandoffState::kAvailable;
+    list.push_back(ReportJson(r));
+  }
+  if (output == "json") {
+    std::cout << common::Json{{"reports", std::move(list)}}.dump() << "\n";
+  } else {
+    for (const auto& r : reports) {
+      std::cout << r.uuid << "  " << gpu::HandoffStateName(r.state)
+                << (r.reason.empty() ? "" : "  (" + r.reason + ")");
+      if (r.scrub) {
+        std::cout << "  scrubbed " << r.scrub->scrubbed_bytes << " bytes, fill "
+                  << r.scrub->write_gbps << " GB/s, mismatches "
+                  << r.scrub->pattern_mismatches + r.scrub->zero_mismatches;
+      }
+      std::cout << "\n";
+    }
+  }
+  return all_available ? 0 : 3;
 }
 
 }  // namespace warden::agent

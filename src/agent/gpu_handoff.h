@@ -80,4 +80,10 @@ class GpuHandoffService {
 // 2 usage. argv[0] is "scrub".
 int RunScrubCommand(int argc, char** argv);
 
+// `gpuwarden agent handoff --data-dir DIR [--gpus nvml|sim:SPEC] [--uuid U] [-o text|json]`:
+// runs the handoff now on every quarantined device (or on U, quarantining it first) with the
+// agent's state file, and prints the reports. Exit 0 when every device handled ended available,
+// 3 when one stayed quarantined, 1 on errors, 2 usage. argv[0] is "handoff".
+int RunHandoffCommand(int argc, char** argv);
+
 }  // namespace warden::agent

@@ -46,6 +46,15 @@ mkdir -p "$CUDA_BIN"
   >"$OUT/nvcc.log" 2>&1 &
 NVCC_PID=$!
 
+# The verify kernel's PTX through ptxas when the toolkit has it (a diagnostic: the scrub JITs
+# the same text through the driver).
+"$BIN" agent scrub --print-ptx >"$OUT/verify.ptx"
+if [ -x /usr/local/cuda/bin/ptxas ]; then
+  /usr/local/cuda/bin/ptxas -arch=sm_90 -v "$OUT/verify.ptx" -o "$OUT/verify.cubin" >"$OUT/ptxas.log" 2>&1
+  RESULT[ptxas]=$?
+  log "ptxas sm_90 on the verify kernel: exit ${RESULT[ptxas]} ($(tr '\n' ' ' <"$OUT/ptxas.log" | cut -c1-200))"
+fi
+
 # ---- 1. NVML inventory -------------------------------------------------------------------------
 log "1. nvml_inventory.sh"
 timeout 120 bash "$ROOT/tests/gpu/nvml_inventory.sh" "$BUNDLE" >"$OUT/nvml_inventory.log" 2>&1
@@ -99,8 +108,13 @@ if [ "$NVCC_RC" = 0 ]; then
   timeout 60 "${TENANT_A[@]}" "$R" write $FRACTION $PATTERN >"$OUT/residue-write-2.json" 2>&1
   LEFT="$(procs_on)"
   echo "{\"processes_left\":$LEFT}" >"$OUT/residue-process-check.json"
-  timeout 180 "$BIN" agent scrub --uuid "$UUID" -o json >"$OUT/residue-scrub.json" 2>>"$OUT/run-all.log"
+  # The agent's own handoff: NVML process check, `agent scrub` as a child process, process
+  # check again, state file in the data dir.
+  mkdir -p "$OUT/agent-data"
+  timeout 240 "$BIN" agent handoff --data-dir "$OUT/agent-data" --gpus nvml --uuid "$UUID" -o json \
+    >"$OUT/residue-scrub.json" 2>>"$OUT/run-all.log"
   RESULT[residue_scrub]=$?
+  cp "$OUT/agent-data/gpu-handoff.json" "$OUT/gpu-handoff-state.json" 2>/dev/null
   timeout 60 "${TENANT_B[@]}" "$R" read $FRACTION $PATTERN >"$OUT/residue-read-scrubbed.json" 2>&1
   RESULT[residue_scrubbed_ran]=$?
   # (c) control: one process, fill / free / allocate again
@@ -147,6 +161,8 @@ checks = {
     "scrub_repeats": rcs.get("scrub_again") == 0,
 }
 r = s["residue"]
+if "ptxas" in rcs:
+    checks["ptxas"] = rcs["ptxas"] == 0
 if "pattern_words" in r["read-scrubbed"]:
     checks["no_residue_after_scrub"] = r["read-scrubbed"]["pattern_words"] == 0 and rcs.get("residue_scrub") == 0
     checks["no_process_left_before_scrub"] = r["process-check"].get("processes_left") == 0
