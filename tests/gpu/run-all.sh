@@ -13,13 +13,16 @@
 #      reader's count can see residue at all. Reported as measured, whatever it shows.
 #   4. tests/gpu/sandbox_gpu.sh if present (another branch writes it), skipped cleanly otherwise
 #
-# Results: $OUT/summary.json, $OUT/*.log, $OUT/*.json. Exit 0 only when every check that ran
+# Results: $OUT/summary.json, $OUT/run-all.log, $OUT/detail.tar.gz (every log and JSON; few files
+# because the run tool brings back only a handful). Exit 0 only when every check that ran
 # passed. Never changes MIG mode, never resets a GPU. Finishes in well under 5 minutes on an H200.
 # Usage: tests/gpu/run-all.sh   (env: OUT, WARDEN_GPU_BUNDLE=build/gpu-bundle, NVCC, GPU_INDEX=0)
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${OUT:-$(mktemp -d /tmp/gpu-run-all.XXXXXX)}"
 mkdir -p "$OUT"
+RES="$OUT/detail"   # every log and JSON; packed into $OUT/detail.tar.gz at the end
+mkdir -p "$RES"
 BUNDLE="${WARDEN_GPU_BUNDLE:-$ROOT/build/gpu-bundle}"
 BIN="$BUNDLE/gpuwarden"
 NVCC="${NVCC:-/usr/local/cuda/bin/nvcc}"
@@ -32,35 +35,35 @@ declare -A RESULT
 
 [ -x "$BIN" ] || { log "no bundle at $BUNDLE: run tools/gpu-bundle.sh on the build machine and carry build/gpu-bundle"; exit 2; }
 command -v nvidia-smi >/dev/null || { log "nvidia-smi not found: not a GPU machine"; exit 2; }
-"$BIN" --version >"$OUT/version.txt" 2>&1 || { log "the bundled gpuwarden does not start:"; cat "$OUT/version.txt" | tee -a "$OUT/run-all.log"; exit 2; }
-nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
-nvidia-smi -q >"$OUT/nvidia-smi-q.txt" 2>&1
+"$BIN" --version >"$RES/version.txt" 2>&1 || { log "the bundled gpuwarden does not start:"; cat "$RES/version.txt" | tee -a "$OUT/run-all.log"; exit 2; }
+nvidia-smi >"$RES/nvidia-smi.txt" 2>&1
+nvidia-smi -q >"$RES/nvidia-smi-q.txt" 2>&1
 UUID="$(nvidia-smi --query-gpu=uuid --format=csv,noheader -i "$GPU_INDEX" | tr -d ' ')"
 log "GPU $GPU_INDEX: $UUID ($(nvidia-smi --query-gpu=name,driver_version,mig.mode.current --format=csv,noheader -i "$GPU_INDEX"))"
 
 # ---- build the CUDA helpers (in the background while the inventory check runs) ---------------
-CUDA_BIN="$OUT/cuda-bin"
+CUDA_BIN="$RES/cuda-bin"
 mkdir -p "$CUDA_BIN"
 ( "$NVCC" -O2 -arch=sm_90 -o "$CUDA_BIN/memset_peer" "$ROOT/tests/gpu/cuda/memset_peer.cu" &&
   "$NVCC" -O2 -arch=sm_90 -o "$CUDA_BIN/residue" "$ROOT/tests/gpu/cuda/residue.cu" ) \
-  >"$OUT/nvcc.log" 2>&1 &
+  >"$RES/nvcc.log" 2>&1 &
 NVCC_PID=$!
 
 # The verify kernel's PTX through ptxas when the toolkit has it (a diagnostic: the scrub JITs
 # the same text through the driver).
-"$BIN" agent scrub --print-ptx >"$OUT/verify.ptx"
+"$BIN" agent scrub --print-ptx >"$RES/verify.ptx"
 if [ -x /usr/local/cuda/bin/ptxas ]; then
-  /usr/local/cuda/bin/ptxas -arch=sm_90 -v "$OUT/verify.ptx" -o "$OUT/verify.cubin" >"$OUT/ptxas.log" 2>&1
+  /usr/local/cuda/bin/ptxas -arch=sm_90 -v "$RES/verify.ptx" -o "$RES/verify.cubin" >"$RES/ptxas.log" 2>&1
   RESULT[ptxas]=$?
-  log "ptxas sm_90 on the verify kernel: exit ${RESULT[ptxas]} ($(tr '\n' ' ' <"$OUT/ptxas.log" | cut -c1-200))"
+  log "ptxas sm_90 on the verify kernel: exit ${RESULT[ptxas]} ($(tr '\n' ' ' <"$RES/ptxas.log" | cut -c1-200))"
 fi
 
 # ---- 1. NVML inventory -------------------------------------------------------------------------
 log "1. nvml_inventory.sh"
-timeout 120 bash "$ROOT/tests/gpu/nvml_inventory.sh" "$BUNDLE" >"$OUT/nvml_inventory.log" 2>&1
+timeout 120 bash "$ROOT/tests/gpu/nvml_inventory.sh" "$BUNDLE" >"$RES/nvml_inventory.log" 2>&1
 RESULT[nvml_inventory]=$?
-tail -1 "$OUT/nvml_inventory.log" | tee -a "$OUT/run-all.log"
-"$BIN" agent --inventory --gpus nvml >"$OUT/inventory.json" 2>>"$OUT/run-all.log"
+tail -1 "$RES/nvml_inventory.log" | tee -a "$OUT/run-all.log"
+"$BIN" agent --inventory --gpus nvml >"$RES/inventory.json" 2>>"$OUT/run-all.log"
 
 wait "$NVCC_PID"
 NVCC_RC=$?
@@ -72,17 +75,17 @@ procs_on() { nvidia-smi --query-compute-apps=pid --format=csv,noheader -i "$GPU_
 
 # ---- 2. scrub + bandwidth peer ---------------------------------------------------------------
 log "2. scrub $UUID (>= 90% of free memory) and cudaMemset peer"
-timeout 180 "$BIN" agent scrub --uuid "$UUID" -o json --min-fraction 0.90 >"$OUT/scrub.json" 2>"$OUT/scrub.log"
+timeout 180 "$BIN" agent scrub --uuid "$UUID" -o json --min-fraction 0.90 >"$RES/scrub.json" 2>"$RES/scrub.log"
 RESULT[scrub]=$?
-cat "$OUT/scrub.json" | tee -a "$OUT/run-all.log"
-SCRUB_BYTES="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("scrubbed_bytes",0))' "$OUT/scrub.json" 2>/dev/null || echo 0)"
+cat "$RES/scrub.json" | tee -a "$OUT/run-all.log"
+SCRUB_BYTES="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("scrubbed_bytes",0))' "$RES/scrub.json" 2>/dev/null || echo 0)"
 # Text form too, for the log (a second scrub: also shows it repeats cleanly).
-timeout 180 "$BIN" agent scrub --uuid "$UUID" >"$OUT/scrub-text.log" 2>&1
+timeout 180 "$BIN" agent scrub --uuid "$UUID" >"$RES/scrub-text.log" 2>&1
 RESULT[scrub_again]=$?
 if [ "$NVCC_RC" = 0 ] && [ "$SCRUB_BYTES" != 0 ]; then
-  timeout 120 "$CUDA_BIN/memset_peer" "$SCRUB_BYTES" >"$OUT/memset_peer.json" 2>>"$OUT/run-all.log"
+  timeout 120 "$CUDA_BIN/memset_peer" "$SCRUB_BYTES" >"$RES/memset_peer.json" 2>>"$OUT/run-all.log"
   RESULT[memset_peer]=$?
-  cat "$OUT/memset_peer.json" | tee -a "$OUT/run-all.log"
+  cat "$RES/memset_peer.json" | tee -a "$OUT/run-all.log"
 fi
 
 # ---- 3. residue across two tenants -----------------------------------------------------------
@@ -101,35 +104,35 @@ if [ "$NVCC_RC" = 0 ]; then
   cp "$CUDA_BIN/residue" "$RDIR/residue"
   R="$RDIR/residue"
   # (a) without the scrub
-  timeout 60 "${TENANT_A[@]}" "$R" write $FRACTION $PATTERN >"$OUT/residue-write-1.json" 2>&1
-  timeout 60 "${TENANT_B[@]}" "$R" read $FRACTION $PATTERN >"$OUT/residue-read-noscrub.json" 2>&1
+  timeout 60 "${TENANT_A[@]}" "$R" write $FRACTION $PATTERN >"$RES/residue-write-1.json" 2>&1
+  timeout 60 "${TENANT_B[@]}" "$R" read $FRACTION $PATTERN >"$RES/residue-read-noscrub.json" 2>&1
   RESULT[residue_noscrub_ran]=$?
   # (b) with the handoff: process check, scrub, then the reader
-  timeout 60 "${TENANT_A[@]}" "$R" write $FRACTION $PATTERN >"$OUT/residue-write-2.json" 2>&1
+  timeout 60 "${TENANT_A[@]}" "$R" write $FRACTION $PATTERN >"$RES/residue-write-2.json" 2>&1
   LEFT="$(procs_on)"
-  echo "{\"processes_left\":$LEFT}" >"$OUT/residue-process-check.json"
+  echo "{\"processes_left\":$LEFT}" >"$RES/residue-process-check.json"
   # The agent's own handoff: NVML process check, `agent scrub` as a child process, process
   # check again, state file in the data dir.
-  mkdir -p "$OUT/agent-data"
-  timeout 240 "$BIN" agent handoff --data-dir "$OUT/agent-data" --gpus nvml --uuid "$UUID" -o json \
-    >"$OUT/residue-scrub.json" 2>>"$OUT/run-all.log"
+  mkdir -p "$RES/agent-data"
+  timeout 240 "$BIN" agent handoff --data-dir "$RES/agent-data" --gpus nvml --uuid "$UUID" -o json \
+    >"$RES/residue-scrub.json" 2>>"$OUT/run-all.log"
   RESULT[residue_scrub]=$?
-  cp "$OUT/agent-data/gpu-handoff.json" "$OUT/gpu-handoff-state.json" 2>/dev/null
-  timeout 60 "${TENANT_B[@]}" "$R" read $FRACTION $PATTERN >"$OUT/residue-read-scrubbed.json" 2>&1
+  cp "$RES/agent-data/gpu-handoff.json" "$RES/gpu-handoff-state.json" 2>/dev/null
+  timeout 60 "${TENANT_B[@]}" "$R" read $FRACTION $PATTERN >"$RES/residue-read-scrubbed.json" 2>&1
   RESULT[residue_scrubbed_ran]=$?
   # (c) control: one process, fill / free / allocate again
-  timeout 60 "$R" control $FRACTION $PATTERN >"$OUT/residue-control.json" 2>&1
+  timeout 60 "$R" control $FRACTION $PATTERN >"$RES/residue-control.json" 2>&1
   for f in residue-write-1 residue-read-noscrub residue-write-2 residue-process-check residue-scrub residue-read-scrubbed residue-control; do
-    echo "$f: $(cat "$OUT/$f.json")" | tee -a "$OUT/run-all.log"
+    echo "$f: $(cat "$RES/$f.json")" | tee -a "$OUT/run-all.log"
   done
 fi
 
 # ---- 4. sandbox (another branch) -------------------------------------------------------------
 if [ -f "$ROOT/tests/gpu/sandbox_gpu.sh" ]; then
   log "4. sandbox_gpu.sh"
-  OUT="$OUT/sandbox" WARDEN_BIN="$BIN" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$OUT/sandbox_gpu.log" 2>&1
+  OUT="$RES/sandbox" WARDEN_BIN="$BIN" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$RES/sandbox_gpu.log" 2>&1
   RESULT[sandbox_gpu]=$?
-  tail -3 "$OUT/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
+  tail -3 "$RES/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
 else
   log "4. tests/gpu/sandbox_gpu.sh absent: skipped"
 fi
@@ -138,7 +141,7 @@ fi
 RC_JSON="{"
 for k in "${!RESULT[@]}"; do RC_JSON+="\"$k\":${RESULT[$k]},"; done
 RC_JSON="${RC_JSON%,}}"
-python3 - "$OUT" "$RC_JSON" "$UUID" "$TENANTS" "$(( $(date +%s) - START ))" <<'PY' | tee -a "$OUT/run-all.log"
+python3 - "$RES" "$RC_JSON" "$UUID" "$TENANTS" "$(( $(date +%s) - START ))" <<'PY' | tee -a "$OUT/run-all.log"
 import json, os, sys
 out, rcs, uuid, tenants, secs = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 def load(name):
@@ -161,6 +164,9 @@ checks = {
     "scrub_repeats": rcs.get("scrub_again") == 0,
 }
 r = s["residue"]
+ctl = r["control"]
+if "filled_words" in ctl:
+    checks["reader_counts_pattern_words"] = ctl["filled_pattern_words_counted"] == ctl["filled_words"] > 0
 if "ptxas" in rcs:
     checks["ptxas"] = rcs["ptxas"] == 0
 if "pattern_words" in r["read-scrubbed"]:
@@ -172,10 +178,13 @@ s["checks"] = checks
 s["passed"] = all(checks.values())
 s["notes"] = ("read-noscrub shows what a second tenant saw with NO scrub (the driver may zero fresh "
               "allocations itself); control shows whether the count can see residue at all.")
-json.dump(s, open(os.path.join(out, "summary.json"), "w"), indent=2)
+json.dump(s, open(os.path.join(out, "..", "summary.json"), "w"), indent=2)
 print(json.dumps({"checks": checks, "passed": s["passed"],
                   "ratios": {k: s.get(k) for k in ["scrub_fill_vs_cudamemset", "scrub_verify_vs_cudamemset"]},
                   "residue_noscrub": r["read-noscrub"], "residue_scrubbed": r["read-scrubbed"],
                   "residue_control": r["control"]}, indent=1))
 sys.exit(0 if s["passed"] else 1)
 PY
+RC=${PIPESTATUS[0]}
+tar czf "$OUT/detail.tar.gz" -C "$OUT" --exclude=cuda-bin detail && rm -rf "$RES"
+exit $RC

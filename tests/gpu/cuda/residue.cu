@@ -4,9 +4,9 @@
 //                                   by us)
 //   residue read FRACTION PATTERN   allocate FRACTION of free memory and count, on the device,
 //                                   words equal to PATTERN and words != 0
-//   residue control FRACTION PATTERN  inside ONE process: fill, free, allocate again, count.
-//                                   Shows whether the counting can see residue at all when the
-//                                   driver hands back memory without clearing it.
+//   residue control FRACTION PATTERN  inside ONE process: fill, count (the instrument must see
+//                                   every pattern word: filled_pattern_words_counted ==
+//                                   filled_words), free, allocate again, count again.
 // Prints one JSON object.
 #include <cuda_runtime.h>
 
@@ -116,12 +116,17 @@ int main(int argc, char** argv) {
   if (std::strcmp(mode, "control") == 0) {
     Region r = Allocate(fraction);
     FillAll(r, pattern);
+    // Positive check of the instrument: the count sees every pattern word where they are.
+    unsigned long long filled = 0, filled_nonzero = 0;
+    CountAll(r, pattern, &filled, &filled_nonzero);
     for (auto& c : r.chunks) CHECK(cudaFree(c.first));
     Region again = Allocate(fraction);
     unsigned long long equal = 0, nonzero = 0;
     CountAll(again, pattern, &equal, &nonzero);
-    std::printf("{\"mode\":\"control\",\"bytes\":%llu,\"pattern_words\":%llu,\"nonzero_words\":%llu}\n",
-                again.bytes, equal, nonzero);
+    std::printf("{\"mode\":\"control\",\"bytes\":%llu,\"filled_words\":%llu,"
+                "\"filled_pattern_words_counted\":%llu,\"pattern_words\":%llu,"
+                "\"nonzero_words\":%llu}\n",
+                again.bytes, r.bytes / 4, filled, equal, nonzero);
     return 0;
   }
   std::fprintf(stderr, "unknown mode %s\n", mode);
