@@ -315,7 +315,9 @@ class Session {
   absl::Status Beat(absl::Duration* interval) {
     auto inv = CollectInventory(backend_.get(), backend_name_);
     if (!inv.ok()) return inv.status();
-    if (handoff_ != nullptr) WARDEN_RETURN_IF_ERROR(handoff_->Annotate(*inv));  // issue 7
+    if (handoff_ != nullptr) {  // issue 7: devices stay quarantined if the state cannot be saved
+      if (absl::Status hs = handoff_->Annotate(*inv); !hs.ok()) Log(StrCat("GPU handoff: ", hs.message()));
+    }
     std::string text = cluster::EncodeInventory(*inv).dump();
     Json body = Json::object();
     if (text != sent_inventory_) body["inventory"] = cluster::EncodeInventory(*inv);

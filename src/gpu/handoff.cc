@@ -229,6 +229,8 @@ DeviceHandoff* HandoffController::FindLocked(std::string_view uuid) {
 absl::Status HandoffController::Sync(const std::vector<GpuDevice>& devices) {
   std::lock_guard lock(mu_);
   std::set<std::string, std::less<>> present;
+  // Saved only when something changed: this runs on every heartbeat.
+  bool changed = !corrupt_reason_.empty();
   const std::string fresh =
       corrupt_reason_.empty() ? "never verified by this agent" : corrupt_reason_;
   auto add = [&](const std::string& uuid, const std::string& parent, bool mig_enabled) {
@@ -241,12 +243,14 @@ absl::Status HandoffController::Sync(const std::vector<GpuDevice>& devices) {
       d.mig_enabled = mig_enabled;
       SetLocked(d, HandoffState::kQuarantined, fresh);
       devices_.emplace(uuid, std::move(d));
+      changed = true;
       return;
     }
     DeviceHandoff& d = it->second;
     if (parent.empty() && d.mig_enabled != mig_enabled) {
       // Re-partitioning moves memory between instances and the whole GPU.
       d.mig_enabled = mig_enabled;
+      changed = true;
       if (d.state != HandoffState::kAssigned) {
         SetLocked(d, HandoffState::kQuarantined, "MIG mode changed");
       }
@@ -257,10 +261,15 @@ absl::Status HandoffController::Sync(const std::vector<GpuDevice>& devices) {
     for (const MigInstanceInfo& m : g.mig_instances) add(m.uuid, g.uuid, false);
   }
   for (auto it = devices_.begin(); it != devices_.end();) {
-    it = present.count(it->first) ? std::next(it) : devices_.erase(it);
+    if (present.count(it->first)) {
+      ++it;
+    } else {
+      it = devices_.erase(it);
+      changed = true;
+    }
   }
   corrupt_reason_.clear();
-  return SaveLocked();
+  return changed ? SaveLocked() : absl::OkStatus();
 }
 
 absl::Status HandoffController::Assign(std::string_view uuid, std::string_view tenant) {

@@ -238,6 +238,18 @@ TEST_F(HandoffTest, RestartKeepsQuarantinedDevicesQuarantined) {
   EXPECT_EQ(c->Get(gpu1_)->tenant, "acme");
 }
 
+TEST_F(HandoffTest, SyncWithoutChangesDoesNotRewriteTheStateFile) {
+  TempDir dir;
+  const std::string path = dir.path() + "/gpu-handoff.json";
+  auto c = Make(path);
+  ASSERT_EQ(::unlink(path.c_str()), 0);
+  ASSERT_TRUE(c->Sync(*backend_->Discover()).ok());  // every heartbeat does this
+  EXPECT_NE(::access(path.c_str(), F_OK), 0);
+  ASSERT_TRUE(backend_->CreateMigInstance(mig_gpu_, 19).ok());
+  ASSERT_TRUE(c->Sync(*backend_->Discover()).ok());  // a new device: saved
+  EXPECT_EQ(::access(path.c_str(), F_OK), 0);
+}
+
 TEST_F(HandoffTest, RestartDuringAScrubQuarantinesAgain) {
   TempDir dir;
   const std::string path = dir.path() + "/gpu-handoff.json";
