@@ -128,13 +128,20 @@ if [ "$NVCC_RC" = 0 ]; then
 fi
 
 # ---- 4. sandbox (another branch) -------------------------------------------------------------
-if [ -f "$ROOT/tests/gpu/sandbox_gpu.sh" ]; then
+# Its interface (main, issue 7 sandbox branch): RUNC, WARDEN_BIN = a dir holding
+# tests/runtime/sandbox_run and src/runtime/warden-sandbox-shim, OUT; the libraries and runc come
+# from build/gpu-carry (tools/gpu-carry-sandbox.sh), which must be carried too.
+CARRY="${WARDEN_GPU_CARRY:-$ROOT/build/gpu-carry}"
+if [ ! -f "$ROOT/tests/gpu/sandbox_gpu.sh" ]; then
+  log "4. tests/gpu/sandbox_gpu.sh absent: skipped"
+elif [ ! -x "$CARRY/tests/runtime/sandbox_run" ]; then
+  log "4. tests/gpu/sandbox_gpu.sh present but $CARRY is not (run tools/gpu-carry-sandbox.sh and carry build/gpu-carry): skipped"
+else
   log "4. sandbox_gpu.sh"
-  OUT="$RES/sandbox" WARDEN_BIN="$BIN" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$RES/sandbox_gpu.log" 2>&1
+  PATH="$CARRY:$PATH" LD_LIBRARY_PATH="$CARRY/lib" RUNC="$CARRY/runc" WARDEN_BIN="$CARRY" \
+    OUT="$RES/sandbox" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$RES/sandbox_gpu.log" 2>&1
   RESULT[sandbox_gpu]=$?
   tail -3 "$RES/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
-else
-  log "4. tests/gpu/sandbox_gpu.sh absent: skipped"
 fi
 
 # ---- summary ---------------------------------------------------------------------------------
