@@ -8,6 +8,7 @@
 // - A long-lived stolen certificate: certificates last 24 h by default and are renewed (with a
 //   fresh key) at two thirds of their life.
 #include "agent/agent.h"
+#include "agent/gpu_handoff.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -314,6 +315,9 @@ class Session {
   absl::Status Beat(absl::Duration* interval) {
     auto inv = CollectInventory(backend_.get(), backend_name_);
     if (!inv.ok()) return inv.status();
+    if (handoff_ != nullptr) {  // issue 7: devices stay quarantined if the state cannot be saved
+      if (absl::Status hs = handoff_->Annotate(*inv); !hs.ok()) Log(StrCat("GPU handoff: ", hs.message()));
+    }
     std::string text = cluster::EncodeInventory(*inv).dump();
     Json body = Json::object();
     if (text != sent_inventory_) body["inventory"] = cluster::EncodeInventory(*inv);
@@ -364,6 +368,9 @@ class Session {
   std::unique_ptr<http::HttpsClient> client_;
   std::string sent_inventory_;
   std::string schedule_;
+
+ public:
+  std::unique_ptr<GpuHandoffService> handoff_;  // GPU handoff (issue 7); null without GPUs
 };
 
 }  // namespace
@@ -371,6 +378,10 @@ class Session {
 int RunAgentCommand(int argc, char** argv) {
   CLI::App app{"gpuwarden agent: the node agent (joins over a one-time token, then mTLS only)",
                "gpuwarden agent"};
+  if (argc > 1 && std::string_view(argv[1]) == "scrub") return RunScrubCommand(argc - 1, argv + 1);
+  if (argc > 1 && std::string_view(argv[1]) == "handoff") {
+    return RunHandoffCommand(argc - 1, argv + 1);
+  }
   std::string server, token_file, data_dir, gpus = "nvml", name;
   bool inventory_only = false;
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
@@ -454,7 +465,17 @@ int RunAgentCommand(int argc, char** argv) {
       backoff = std::min(backoff * 2, absl::Seconds(30));
     }
   }
+  gpu::GpuBackend* gpu_backend = backend->get();
   Session session(paths, std::move(state), std::move(*backend), backend_name);
+  if (gpu_backend != nullptr) {  // issue 7: the verified GPU handoff
+    auto handoff = GpuHandoffService::Create({.data_dir = data_dir}, gpu_backend, backend_name);
+    if (!handoff.ok()) {
+      std::cerr << "gpuwarden agent: GPU handoff: " << handoff.status().message() << "\n";
+      return 1;
+    }
+    session.handoff_ = std::move(*handoff);
+    session.handoff_->Start();
+  }
   return session.Run();
 }
 

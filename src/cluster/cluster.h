@@ -63,6 +63,12 @@ absl::StatusOr<NodeInventory> DecodeInventory(const common::Json& json);
 // Parses (strict JSON: no duplicate keys, depth and size limits) then decodes.
 absl::StatusOr<NodeInventory> DecodeInventoryText(std::string_view text);
 
+// Whether the scheduler may place work on a GPU or MIG instance with this handoff status (the
+// optional "handoff" object of each inventory GPU and MIG instance, issue 7): only a reported
+// `available`. A device whose agent reports no handoff status is not known to be clean
+// (DESIGN invariant 3), so it is unschedulable too.
+bool HandoffSchedulable(const std::optional<gpu::HandoffInfo>& handoff);
+
 // ---------------------------------------------------------------------------------------------
 // Labels and taints
 

@@ -37,9 +37,11 @@ absl::Status CheckText(std::string_view field, const std::string& s) {
 class Fields {
  public:
   static absl::StatusOr<Fields> Of(const Json& j, std::string_view where,
-                                   std::initializer_list<std::string_view> keys) {
+                                   std::initializer_list<std::string_view> keys,
+                                   std::initializer_list<std::string_view> optional_keys = {}) {
     if (!j.is_object()) return Bad(where, "expected an object");
     std::set<std::string_view> want(keys);
+    want.insert(optional_keys.begin(), optional_keys.end());
     for (const auto& [k, v] : j.items()) {
       if (!want.count(k)) return Bad(StrCat(where, ".", k), "unknown field");
     }
@@ -79,6 +81,8 @@ class Fields {
     return &v;
   }
   std::string Name(std::string_view key) const { return StrCat(where_, ".", key); }
+  bool Has(std::string_view key) const { return j_->contains(std::string(key)); }
+  const Json& At(std::string_view key) const { return (*j_)[std::string(key)]; }
 
  private:
   Fields(const Json& j, std::string_view where) : j_(&j), where_(where) {}
@@ -86,10 +90,38 @@ class Fields {
   std::string where_;
 };
 
+// The optional per-device handoff status (issue 7): {"state", "reason", "failures"}. Absent in
+// inventories of agents that do not run the handoff; HandoffSchedulable treats that as
+// unschedulable.
+absl::StatusOr<std::optional<gpu::HandoffInfo>> DecodeHandoff(const Fields& parent) {
+  if (!parent.Has("handoff")) return std::optional<gpu::HandoffInfo>();
+  WARDEN_ASSIGN_OR_RETURN(
+      Fields f, Fields::Of(parent.At("handoff"), parent.Name("handoff"),
+                           {"state", "reason", "failures"}));
+  gpu::HandoffInfo h;
+  WARDEN_ASSIGN_OR_RETURN(std::string state, f.String("state"));
+  auto parsed = gpu::ParseHandoffState(state);
+  if (!parsed) {
+    return Bad(f.Name("state"),
+               "expected available, assigned, quarantined, scrubbing or verified");
+  }
+  h.state = *parsed;
+  WARDEN_ASSIGN_OR_RETURN(h.reason, f.String("reason"));
+  WARDEN_ASSIGN_OR_RETURN(int64_t failures, f.Int("failures", 0, 1 << 20));
+  h.failures = static_cast<int>(failures);
+  return std::optional<gpu::HandoffInfo>(std::move(h));
+}
+
+Json HandoffJson(const gpu::HandoffInfo& h) {
+  return Json{{"state", std::string(gpu::HandoffStateName(h.state))},
+              {"reason", h.reason},
+              {"failures", h.failures}};
+}
+
 absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string& where) {
   WARDEN_ASSIGN_OR_RETURN(
-      Fields f,
-      Fields::Of(j, where, {"uuid", "profile_id", "profile_name", "start", "memory_mib"}));
+      Fields f, Fields::Of(j, where, {"uuid", "profile_id", "profile_name", "start", "memory_mib"},
+                           {"handoff"}));
   gpu::MigInstanceInfo m;
   WARDEN_ASSIGN_OR_RETURN(m.uuid, f.String("uuid"));
   WARDEN_ASSIGN_OR_RETURN(int64_t profile, f.Int("profile_id", 0, 255));
@@ -99,6 +131,7 @@ absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string&
   m.start = static_cast<int>(start);
   WARDEN_ASSIGN_OR_RETURN(int64_t mem, f.Int("memory_mib", 0, int64_t{1} << 30));
   m.memory_mib = static_cast<uint64_t>(mem);
+  WARDEN_ASSIGN_OR_RETURN(m.handoff, DecodeHandoff(f));
   return m;
 }
 
@@ -107,7 +140,8 @@ absl::StatusOr<gpu::GpuDevice> DecodeGpu(const Json& j, const std::string& where
       Fields f,
       Fields::Of(j, where,
                  {"index", "uuid", "model", "product_name", "memory_mib", "driver_version",
-                  "cuda_version", "ecc_enabled", "mig_capable", "mig_enabled", "mig_instances"}));
+                  "cuda_version", "ecc_enabled", "mig_capable", "mig_enabled", "mig_instances"},
+                 {"handoff"}));
   gpu::GpuDevice d;
   WARDEN_ASSIGN_OR_RETURN(int64_t index, f.Int("index", 0, kMaxInventoryGpus - 1));
   d.index = static_cast<int>(index);
@@ -137,15 +171,18 @@ absl::StatusOr<gpu::GpuDevice> DecodeGpu(const Json& j, const std::string& where
     }
     d.mig_instances.push_back(std::move(m));
   }
+  WARDEN_ASSIGN_OR_RETURN(d.handoff, DecodeHandoff(f));
   return d;
 }
 
 Json MigJson(const gpu::MigInstanceInfo& m) {
-  return Json{{"uuid", m.uuid},
-              {"profile_id", m.profile_id},
-              {"profile_name", m.profile_name},
-              {"start", m.start},
-              {"memory_mib", m.memory_mib}};
+  Json j{{"uuid", m.uuid},
+         {"profile_id", m.profile_id},
+         {"profile_name", m.profile_name},
+         {"start", m.start},
+         {"memory_mib", m.memory_mib}};
+  if (m.handoff) j["handoff"] = HandoffJson(*m.handoff);
+  return j;
 }
 
 bool LabelKeyChar(char c) {
@@ -168,7 +205,7 @@ Json EncodeInventory(const NodeInventory& inv) {
   for (const auto& d : inv.gpus) {
     Json migs = Json::array();
     for (const auto& m : d.mig_instances) migs.push_back(MigJson(m));
-    gpus.push_back(Json{{"index", d.index},
+    Json g{{"index", d.index},
                         {"uuid", d.uuid},
                         {"model", d.model},
                         {"product_name", d.product_name},
@@ -178,7 +215,9 @@ Json EncodeInventory(const NodeInventory& inv) {
                         {"ecc_enabled", d.ecc_enabled},
                         {"mig_capable", d.mig_capable},
                         {"mig_enabled", d.mig_enabled},
-                        {"mig_instances", std::move(migs)}});
+                        {"mig_instances", std::move(migs)}};
+    if (d.handoff) g["handoff"] = HandoffJson(*d.handoff);
+    gpus.push_back(std::move(g));
   }
   return Json{{"hostname", inv.hostname},
               {"os", inv.os},
@@ -245,6 +284,10 @@ absl::StatusOr<NodeInventory> DecodeInventoryText(std::string_view text) {
   limits.max_bytes = kMaxInventoryBytes;
   WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(text, limits));
   return DecodeInventory(j);
+}
+
+bool HandoffSchedulable(const std::optional<gpu::HandoffInfo>& handoff) {
+  return handoff.has_value() && handoff->state == gpu::HandoffState::kAvailable;
 }
 
 absl::Status ValidateLabel(std::string_view key, std::string_view value) {

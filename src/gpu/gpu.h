@@ -132,6 +132,28 @@ absl::StatusOr<std::vector<MigInstance>> PlanMigLayout(const GpuModel& model,
 // Inventory and backends
 // ---------------------------------------------------------------------------------------------
 
+// Where a GPU (or MIG instance) stands in the tenant handoff (handoff.h has the state machine).
+// Reported by the agent in its inventory; the scheduler places work only on kAvailable devices.
+enum class HandoffState {
+  kAvailable,    // verified clean and free: schedulable
+  kAssigned,     // held by one tenant's job(s)
+  kQuarantined,  // released, new, or a check failed: nothing is placed here
+  kScrubbing,    // the process check passed; memory is being overwritten and verified
+  kVerified,     // scrub and verify passed; becomes available after a last process check
+};
+// "available", "assigned", "quarantined", "scrubbing", "verified".
+std::string_view HandoffStateName(HandoffState s);
+// The inverse of HandoffStateName; nullopt for any other text.
+std::optional<HandoffState> ParseHandoffState(std::string_view name);
+
+// The handoff status of one device as the inventory carries it.
+struct HandoffInfo {
+  HandoffState state = HandoffState::kQuarantined;
+  std::string reason;  // why it is quarantined (empty otherwise)
+  int failures = 0;    // consecutive failed handoff attempts (0: none failed since the last pass)
+  bool operator==(const HandoffInfo&) const = default;
+};
+
 // A GPU instance as the inventory reports it.
 struct MigInstanceInfo {
   std::string uuid;  // "MIG-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
@@ -139,6 +161,7 @@ struct MigInstanceInfo {
   std::string profile_name;
   int start = 0;
   uint64_t memory_mib = 0;
+  std::optional<HandoffInfo> handoff;  // set by an agent that runs the handoff
 };
 
 // A process holding a GPU (or one of its MIG instances).
@@ -162,6 +185,8 @@ struct GpuDevice {
   bool mig_enabled = false;
   std::vector<MigInstanceInfo> mig_instances;
   std::vector<GpuProcess> processes;
+  // Set by an agent that runs the handoff (for the whole GPU; MIG instances carry their own).
+  std::optional<HandoffInfo> handoff;
 };
 
 // A source of GPU inventory and MIG control for one node. Implementations: the simulated backend
@@ -185,6 +210,63 @@ class GpuBackend {
   // Destroys one GPU instance. NotFound: no such GPU or instance; FailedPrecondition: a process
   // still runs on it.
   virtual absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) = 0;
+  // The processes holding one device now: a whole GPU ("GPU-...", every process on it, also
+  // those on its MIG instances) or one MIG instance ("MIG-..."). Compute and graphics processes.
+  // NotFound: no such device; Unavailable: the driver cannot be asked. The handoff treats any
+  // error as "not known to be free" (the device stays quarantined). The default says the backend
+  // cannot answer (Unimplemented).
+  virtual absl::StatusOr<std::vector<GpuProcess>> RunningProcesses(std::string_view device_uuid);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Memory scrub (the handoff's second check; handoff.h runs it)
+
+struct ScrubOptions {
+  // The scrub fails unless it covered at least this share of the memory free when it began.
+  double min_fraction = 0.90;
+  // Allocation chunk; halved on an allocation failure down to min_chunk_bytes, so the scrub
+  // takes as much of the free memory as the driver will give.
+  uint64_t chunk_bytes = uint64_t{1} << 30;
+  uint64_t min_chunk_bytes = uint64_t{2} << 20;
+  // First pass writes and verifies this word (proves the writes land where the verify reads);
+  // the final pass writes and verifies zero, the state the next tenant finds.
+  bool pattern_pass = true;
+  uint32_t pattern = 0xA5C3965Au;
+};
+
+// What one scrub did. Byte counts and times are the device's; GB/s are 1e9 bytes per second.
+struct ScrubReport {
+  std::string device_uuid;       // as asked ("GPU-..." or "MIG-...")
+  std::string device_name;       // the driver's name for it
+  uint64_t total_bytes = 0;      // device (or MIG instance) memory
+  uint64_t free_bytes = 0;       // free when the scrub began (after its own context)
+  uint64_t scrubbed_bytes = 0;   // allocated, overwritten and verified
+  int chunks = 0;
+  double fraction_of_free = 0;   // scrubbed_bytes / free_bytes
+  double write_seconds = 0;      // the final (zero) pass's fill
+  double write_gbps = 0;
+  double verify_seconds = 0;     // the final pass's verify kernel
+  double verify_gbps = 0;
+  double total_seconds = 0;      // everything, allocation and module load included
+  uint64_t pattern_mismatches = 0;  // words != pattern after the pattern pass
+  uint64_t zero_mismatches = 0;     // words != 0 after the final pass
+  // The verdict against `min_fraction`: no mismatch and enough memory covered.
+  bool passed = false;
+  std::string failure;  // why not passed (empty when passed)
+};
+
+// Overwrites and verifies a device's free memory. Implementations: the CUDA driver API
+// (CreateCudaScrubber, handoff.h), a child process running `gpuwarden agent scrub` (the agent's
+// choice: a driver fault or hang cannot take the agent down), and the simulated backend's.
+// Thread-safe.
+class MemoryScrubber {
+ public:
+  virtual ~MemoryScrubber() = default;
+  // A report (passed or not) when the scrub ran; an error when it could not run: NotFound (no
+  // driver / no such device), Unavailable (driver error), ResourceExhausted (could not allocate
+  // min_fraction). Either way a failed scrub leaves the device quarantined.
+  virtual absl::StatusOr<ScrubReport> Scrub(std::string_view device_uuid,
+                                            const ScrubOptions& options) = 0;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -260,6 +342,7 @@ class SimGpuBackend final : public GpuBackend {
   absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view gpu_uuid,
                                                     int profile_id) override;
   absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) override;
+  absl::StatusOr<std::vector<GpuProcess>> RunningProcesses(std::string_view device_uuid) override;
 
   // Turns MIG mode on or off, as `nvidia-smi -mig` does: FailedPrecondition while any process
   // holds the GPU or (to turn it off) any GPU instance exists; InvalidArgument for a model without
@@ -271,6 +354,19 @@ class SimGpuBackend final : public GpuBackend {
   absl::Status AddProcess(std::string_view gpu_uuid, const GpuProcess& process);
   // NotFound when no such pid is on the GPU.
   absl::Status RemoveProcess(std::string_view gpu_uuid, int64_t pid);
+
+  // Failure injection for the handoff: the next `times` scrubs of `device_uuid` (a GPU or MIG
+  // UUID) find `mismatched_words` words that did not verify. NotFound for an unknown device.
+  absl::Status InjectVerifyMismatch(std::string_view device_uuid, uint64_t mismatched_words,
+                                    int times = 1);
+  // The next `times` scrubs of `device_uuid` fail to run (as a driver error would).
+  absl::Status InjectScrubError(std::string_view device_uuid, int times = 1);
+  // A scrubber over these simulated GPUs: it covers `fraction` of each device's memory, counts
+  // its scrubs (scrub_count) and honours the injections above. Borrows this backend, which must
+  // outlive it.
+  std::unique_ptr<MemoryScrubber> NewScrubber(double fraction = 0.95);
+  // How many scrubs of `device_uuid` ran (passed or not).
+  int scrub_count(std::string_view device_uuid) const;
 
  private:
   struct State;

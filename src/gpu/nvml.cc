@@ -74,6 +74,8 @@ struct NvmlApi {
   nvmlReturn_t (*GpuInstanceGetInfo)(nvmlGpuInstance_t, nvmlGpuInstanceInfo_t*) = nullptr;
   nvmlReturn_t (*DeviceGetComputeRunningProcesses)(nvmlDevice_t, unsigned int*,
                                                    nvmlProcessInfo_t*) = nullptr;  // _v3
+  nvmlReturn_t (*DeviceGetGraphicsRunningProcesses)(nvmlDevice_t, unsigned int*,
+                                                    nvmlProcessInfo_t*) = nullptr;  // _v3
 };
 
 // Looks `symbol` up; on failure remembers its name in `*missing` (first one wins).
@@ -161,6 +163,26 @@ class NvmlBackend final : public GpuBackend {
     return out;
   }
 
+  // The handoff's process check. Unlike the inventory's telemetry, every failure here is an
+  // error: the caller must not conclude "no process" from a query that did not answer.
+  absl::StatusOr<std::vector<GpuProcess>> RunningProcesses(std::string_view uuid) override {
+    std::lock_guard lock(mu_);
+    if (api_.DeviceGetComputeRunningProcesses == nullptr) {
+      return absl::FailedPreconditionError(
+          "NVML lacks nvmlDeviceGetComputeRunningProcesses: cannot prove the device is free");
+    }
+    WARDEN_ASSIGN_OR_RETURN(nvmlDevice_t dev, HandleFor(uuid));
+    std::vector<GpuProcess> out;
+    const std::string mig = uuid.rfind("MIG-", 0) == 0 ? std::string(uuid) : std::string();
+    WARDEN_RETURN_IF_ERROR(
+        ListProcesses(dev, api_.DeviceGetComputeRunningProcesses, "Compute", mig, out));
+    if (api_.DeviceGetGraphicsRunningProcesses != nullptr) {
+      WARDEN_RETURN_IF_ERROR(
+          ListProcesses(dev, api_.DeviceGetGraphicsRunningProcesses, "Graphics", mig, out));
+    }
+    return out;
+  }
+
   absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view, int) override {
     return absl::UnimplementedError(
         "creating MIG instances through NVML is not implemented yet (inventory only)");
@@ -203,6 +225,56 @@ class NvmlBackend final : public GpuBackend {
         }
       }
       d.mig_instances.push_back(std::move(m));
+    }
+    return absl::OkStatus();
+  }
+
+  // The handle of a GPU or MIG device by UUID, found by walking the devices (the MIG handles
+  // too) rather than by nvmlDeviceGetHandleByUUID, whose MIG support varies across drivers.
+  absl::StatusOr<nvmlDevice_t> HandleFor(std::string_view uuid) {
+    unsigned int count = 0;
+    if (nvmlReturn_t r = api_.DeviceGetCount(&count); r != NVML_SUCCESS) {
+      return Error("nvmlDeviceGetCount_v2", r);
+    }
+    for (unsigned int i = 0; i < count; ++i) {
+      nvmlDevice_t dev = nullptr;
+      if (nvmlReturn_t r = api_.DeviceGetHandleByIndex(i, &dev); r != NVML_SUCCESS) {
+        return Error(StrCat("nvmlDeviceGetHandleByIndex_v2(", i, ")"), r);
+      }
+      char buf[kUuidBuffer] = {0};
+      if (nvmlReturn_t r = api_.DeviceGetUUID(dev, buf, sizeof(buf)); r != NVML_SUCCESS) {
+        return Error("nvmlDeviceGetUUID", r);
+      }
+      if (uuid == buf) return dev;
+      unsigned int mig = 0, pending = 0;
+      if (api_.DeviceGetMigMode(dev, &mig, &pending) != NVML_SUCCESS || mig != 1) continue;
+      unsigned int max = 0;
+      if (api_.DeviceGetMaxMigDeviceCount(dev, &max) != NVML_SUCCESS) continue;
+      for (unsigned int k = 0; k < max; ++k) {
+        nvmlDevice_t m = nullptr;
+        if (api_.DeviceGetMigDeviceHandleByIndex(dev, k, &m) != NVML_SUCCESS) continue;
+        char mbuf[kUuidBuffer] = {0};
+        if (api_.DeviceGetUUID(m, mbuf, sizeof(mbuf)) == NVML_SUCCESS && uuid == mbuf) return m;
+      }
+    }
+    return absl::NotFoundError(StrCat("NVML knows no GPU or MIG device with UUID ",
+                                      uuid.substr(0, 64)));
+  }
+
+  using ProcessQuery = nvmlReturn_t (*)(nvmlDevice_t, unsigned int*, nvmlProcessInfo_t*);
+  absl::Status ListProcesses(nvmlDevice_t dev, ProcessQuery query, std::string_view kind,
+                             const std::string& mig, std::vector<GpuProcess>& out) {
+    unsigned int n = kMaxProcesses;
+    std::vector<nvmlProcessInfo_t> procs(kMaxProcesses);
+    nvmlReturn_t r = query(dev, &n, procs.data());
+    // Graphics contexts do not exist on compute-only boards; NVML says so with NOT_SUPPORTED.
+    if (r == NVML_ERROR_NOT_SUPPORTED && kind == "Graphics") return absl::OkStatus();
+    if (r != NVML_SUCCESS) {
+      // INSUFFICIENT_SIZE (more than kMaxProcesses) lands here too: busy either way.
+      return Error(StrCat("nvmlDeviceGet", kind, "RunningProcesses"), r);
+    }
+    for (unsigned int i = 0; i < n && i < kMaxProcesses; ++i) {
+      out.push_back(GpuProcess{procs[i].pid, procs[i].usedGpuMemory >> 20, mig});
     }
     return absl::OkStatus();
   }
@@ -263,6 +335,10 @@ absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(const std::string&
   // Optional: older drivers have only _v2 of this one.
   if (!Bind(lib, "nvmlDeviceGetComputeRunningProcesses_v3", api.DeviceGetComputeRunningProcesses)) {
     Bind(lib, "nvmlDeviceGetComputeRunningProcesses_v2", api.DeviceGetComputeRunningProcesses);
+  }
+  if (!Bind(lib, "nvmlDeviceGetGraphicsRunningProcesses_v3",
+            api.DeviceGetGraphicsRunningProcesses)) {
+    Bind(lib, "nvmlDeviceGetGraphicsRunningProcesses_v2", api.DeviceGetGraphicsRunningProcesses);
   }
   if (nvmlReturn_t r = api.Init(); r != NVML_SUCCESS) {
     const char* text = api.ErrorString(r);

@@ -1,5 +1,7 @@
 // The sim spec parser/printer and the simulated GPU backend.
 #include <algorithm>
+#include <functional>
+#include <map>
 #include <mutex>
 
 #include "common/encoding.h"
@@ -192,6 +194,29 @@ struct SimGpuBackend::State {
   };
   std::mutex mu;
   std::vector<Gpu> gpus;
+  // Failure injection and counters for the handoff, by device UUID (GPU or MIG instance).
+  struct Injection {
+    uint64_t mismatched_words = 0;
+    int mismatch_times = 0;
+    int error_times = 0;
+  };
+  std::map<std::string, Injection, std::less<>> injections;
+  std::map<std::string, int, std::less<>> scrubs;
+
+  // The GPU holding `uuid` (itself or one of its MIG instances), and the instance if one.
+  Gpu* FindDevice(std::string_view uuid, const MigInstanceInfo** mig) {
+    *mig = nullptr;
+    for (Gpu& g : gpus) {
+      if (g.device.uuid == uuid) return &g;
+      for (const MigInstanceInfo& m : g.device.mig_instances) {
+        if (m.uuid == uuid) {
+          *mig = &m;
+          return &g;
+        }
+      }
+    }
+    return nullptr;
+  }
 
   Gpu* Find(std::string_view uuid) {
     for (Gpu& g : gpus) {
@@ -335,6 +360,112 @@ absl::Status SimGpuBackend::RemoveProcess(std::string_view gpu_uuid, int64_t pid
   }
   procs.erase(it);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<GpuProcess>> SimGpuBackend::RunningProcesses(
+    std::string_view device_uuid) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  const MigInstanceInfo* mig = nullptr;
+  State::Gpu* g = state_->FindDevice(device_uuid, &mig);
+  if (g == nullptr) return absl::NotFoundError(StrCat("no GPU or MIG instance ", Quote(device_uuid)));
+  std::vector<GpuProcess> out;
+  for (const GpuProcess& p : g->device.processes) {
+    if (mig == nullptr || p.mig_uuid == mig->uuid) out.push_back(p);
+  }
+  return out;
+}
+
+absl::Status SimGpuBackend::InjectVerifyMismatch(std::string_view device_uuid,
+                                                 uint64_t mismatched_words, int times) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  const MigInstanceInfo* mig = nullptr;
+  if (state_->FindDevice(device_uuid, &mig) == nullptr) {
+    return absl::NotFoundError(StrCat("no GPU or MIG instance ", Quote(device_uuid)));
+  }
+  auto& inj = state_->injections[std::string(device_uuid)];
+  inj.mismatched_words = mismatched_words;
+  inj.mismatch_times = times;
+  return absl::OkStatus();
+}
+
+absl::Status SimGpuBackend::InjectScrubError(std::string_view device_uuid, int times) {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  const MigInstanceInfo* mig = nullptr;
+  if (state_->FindDevice(device_uuid, &mig) == nullptr) {
+    return absl::NotFoundError(StrCat("no GPU or MIG instance ", Quote(device_uuid)));
+  }
+  state_->injections[std::string(device_uuid)].error_times = times;
+  return absl::OkStatus();
+}
+
+int SimGpuBackend::scrub_count(std::string_view device_uuid) const {
+  std::lock_guard<std::mutex> lock(state_->mu);
+  auto it = state_->scrubs.find(device_uuid);
+  return it == state_->scrubs.end() ? 0 : it->second;
+}
+
+namespace {
+
+// The simulated scrub: no memory to write, so it reports what a scrub of `fraction` of the
+// device's memory would, with the injected failures. Its numbers are labelled as simulated by
+// the device name; they are never benchmark results.
+class SimScrubber final : public MemoryScrubber {
+ public:
+  SimScrubber(std::function<absl::StatusOr<ScrubReport>(std::string_view, const ScrubOptions&)> f)
+      : f_(std::move(f)) {}
+  absl::StatusOr<ScrubReport> Scrub(std::string_view device_uuid,
+                                    const ScrubOptions& options) override {
+    return f_(device_uuid, options);
+  }
+
+ private:
+  std::function<absl::StatusOr<ScrubReport>(std::string_view, const ScrubOptions&)> f_;
+};
+
+}  // namespace
+
+std::unique_ptr<MemoryScrubber> SimGpuBackend::NewScrubber(double fraction) {
+  State* st = state_.get();
+  return std::make_unique<SimScrubber>(
+      [st, fraction](std::string_view uuid,
+                     const ScrubOptions& options) -> absl::StatusOr<ScrubReport> {
+        std::lock_guard<std::mutex> lock(st->mu);
+        const MigInstanceInfo* mig = nullptr;
+        State::Gpu* g = st->FindDevice(uuid, &mig);
+        if (g == nullptr) {
+          return absl::NotFoundError(StrCat("no simulated GPU or MIG instance ", Quote(uuid)));
+        }
+        ++st->scrubs[std::string(uuid)];
+        auto& inj = st->injections[std::string(uuid)];
+        if (inj.error_times > 0) {
+          --inj.error_times;
+          return absl::UnavailableError(StrCat("simulated driver error scrubbing ", uuid));
+        }
+        ScrubReport r;
+        r.device_uuid = std::string(uuid);
+        r.device_name = StrCat("simulated ", g->device.product_name,
+                               mig != nullptr ? StrCat(" MIG ", mig->profile_name) : "");
+        const uint64_t mib = mig != nullptr ? mig->memory_mib : g->device.memory_mib;
+        r.total_bytes = mib << 20;
+        r.free_bytes = r.total_bytes;
+        r.scrubbed_bytes = static_cast<uint64_t>(static_cast<double>(r.free_bytes) * fraction);
+        r.chunks = 1;
+        r.fraction_of_free = r.free_bytes ? static_cast<double>(r.scrubbed_bytes) /
+                                                static_cast<double>(r.free_bytes)
+                                          : 0;
+        if (inj.mismatch_times > 0) {
+          --inj.mismatch_times;
+          r.zero_mismatches = inj.mismatched_words;
+        }
+        if (r.zero_mismatches > 0) {
+          r.failure = StrCat(r.zero_mismatches, " words did not read back as written");
+        } else if (r.fraction_of_free < options.min_fraction) {
+          r.failure = StrCat("covered ", r.fraction_of_free, " of free memory, less than ",
+                             options.min_fraction);
+        }
+        r.passed = r.failure.empty();
+        return r;
+      });
 }
 
 }  // namespace warden::gpu

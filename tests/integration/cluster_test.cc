@@ -348,5 +348,43 @@ TEST_F(ClusterRenewIT, AgentRenewsItsCertificateAtTwoThirdsOfItsLife) {
   EXPECT_NE(audit.find("nodes:renew"), std::string::npos);
 }
 
+// Issue 7: the agent runs the GPU handoff on its simulated GPUs (never verified at first: all
+// quarantined, then scrubbed) and reports each device's status in its inventory; the state
+// survives an agent restart.
+TEST_F(ClusterIT, AgentReportsGpuHandoffStatusAndKeepsItAcrossRestarts) {
+  JoinOne("node-h", "sim:2xH100-80GB");
+  auto all_available = [&]() {
+    RunResult r = server_.Cli("admin", "node show node-h -o json");
+    auto j = Json::parse(r.out, nullptr, false);
+    if (!j.is_object() || !j.contains("inventory")) return false;
+    const Json& gpus = j["inventory"]["gpus"];
+    if (!gpus.is_array() || gpus.size() != 2) return false;
+    for (const Json& g : gpus) {
+      if (!g.contains("handoff") || g["handoff"].value("state", "") != "available") return false;
+    }
+    return true;
+  };
+  auto deadline = Clock::now() + std::chrono::seconds(20);
+  while (!all_available() && Clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(all_available()) << server_.Cli("admin", "node show node-h -o json").out
+                               << ReadFile(Dir() + "/agent-node-h.log");
+  const std::string state_file = Dir() + "/agent-node-h/gpu-handoff.json";
+  auto state = Json::parse(ReadFile(state_file), nullptr, false);
+  ASSERT_TRUE(state.is_object()) << ReadFile(state_file);
+  EXPECT_EQ(state["devices"].size(), 2u);
+  struct stat st {};
+  ASSERT_EQ(::stat(state_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_NE(ReadFile(Dir() + "/agent-node-h.log").find("GPU handoff GPU-"), std::string::npos);
+  // Restart: the devices stay available (no re-scrub needed), the state is read back.
+  kill(agents_["node-h"], SIGTERM);
+  waitpid(agents_["node-h"], nullptr, 0);
+  StartAgent("node-h", "sim:2xH100-80GB", "/nonexistent-token");
+  ASSERT_TRUE(WaitNode("node-h", [](const Json& n) { return n.value("status", "") == "ready"; }));
+  EXPECT_TRUE(all_available());
+}
+
 }  // namespace
 }  // namespace warden::testing
