@@ -46,6 +46,7 @@ struct ApiResponse {
 };
 
 class ApiService;
+class JobService;  // job_service.h
 
 // How a route's permission is scoped.
 enum class Scope {
@@ -101,6 +102,8 @@ struct ApiServiceOptions {
   // Nodes and join (issue 6; handlers in node_routes.cc). Null: those routes answer 503.
   cluster::Cluster* cluster = nullptr;
   std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
+  // Jobs (issue 6; handlers in job_routes.cc). Null: those routes answer 503.
+  JobService* jobs = nullptr;
 };
 
 class ApiService {
@@ -191,6 +194,12 @@ class ApiService {
   absl::StatusOr<common::Json> TaintNode(Call& c);
   absl::StatusOr<common::Json> DeleteNode(Call& c);
   absl::StatusOr<common::Json> SetNodeSchedule(Call& c, const char* schedule);
+  // job_routes.cc
+  absl::StatusOr<common::Json> SubmitJob(Call& c);
+  absl::StatusOr<common::Json> ListJobs(Call& c);
+  absl::StatusOr<common::Json> GetJob(Call& c);
+  absl::StatusOr<common::Json> CancelJob(Call& c);
+  absl::StatusOr<common::Json> JobLogs(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,

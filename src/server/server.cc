@@ -27,6 +27,7 @@
 #include "pki/pki.h"
 #include "server/agent_api.h"
 #include "server/api_service.h"
+#include "server/job_service.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -103,6 +104,8 @@ class ServerImpl final : public Server {
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_RETURN_IF_ERROR(InitCluster(pki_dir, clock, rng));
     api_opts.cluster = cluster_.get();
+    WARDEN_RETURN_IF_ERROR(InitJobs(clock, rng));
+    api_opts.jobs = jobs_.get();
     api_opts.agent_port = [this] { return agent_https_ ? agent_https_->port() : 0; };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
@@ -146,6 +149,8 @@ class ServerImpl final : public Server {
     // (argon2 at login and user creation, store writes with fsync) runs on the blocking pool so
     // it cannot stall the other connections of its loop.
     hopts.runs_inline = [](const http::Request& req) {
+      // Job log reads may long-poll (`job logs -f`): never on an event loop.
+      if (req.path.ends_with("/logs")) return false;
       return req.method == "GET" || req.method == "HEAD";
     };
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
@@ -161,6 +166,7 @@ class ServerImpl final : public Server {
     WARDEN_ASSIGN_OR_RETURN(https_, http::HttpsServer::Create(
                                         hopts, [this](http::Request& req) { return Serve(req); }));
     WARDEN_RETURN_IF_ERROR(https_->Start());
+    WARDEN_RETURN_IF_ERROR(jobs_->Start());
     WARDEN_RETURN_IF_ERROR(StartAgentListener(hopts));
     housekeeping_ = std::thread([this] { Housekeeping(); });
     // Tests and scripts find an ephemeral port here.
@@ -179,6 +185,7 @@ class ServerImpl final : public Server {
     }
     cv_.notify_all();
     if (agent_https_) agent_https_->Stop();
+    if (jobs_) jobs_->Stop();
     if (cluster_) cluster_->Stop();
     if (https_) https_->Stop();
     if (housekeeping_.joinable()) housekeeping_.join();
@@ -197,6 +204,18 @@ class ServerImpl final : public Server {
     copts.ca_fingerprint = pki_.ca_fingerprint;
     WARDEN_ASSIGN_OR_RETURN(cluster_, cluster::Cluster::Create(*store_, *node_ca_, clock, rng, copts));
     agent_api_ = std::make_unique<AgentApi>(*cluster_, *audit_);
+    return absl::OkStatus();
+  }
+
+  // Jobs (issue 6): the scheduler, placements handed to agents, job logs under data_dir/jobs.
+  absl::Status InitJobs(common::Clock& clock, common::Rng& rng) {
+    JobServiceOptions jopts;
+    jopts.data_dir = config_.data_dir;
+    // Tests and the demo run the scheduler's independent invariant checker on every placement.
+    const char* check = std::getenv("GPUWARDEN_SCHED_CHECK");
+    jopts.check_invariants = check != nullptr && std::string(check) == "1";
+    WARDEN_ASSIGN_OR_RETURN(jobs_, JobService::Create(*store_, clock, rng, jopts));
+    agent_api_->SetJobService(jobs_.get());
     return absl::OkStatus();
   }
 
@@ -301,6 +320,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<pki::NodeCertificateAuthority> node_ca_;
   std::unique_ptr<cluster::Cluster> cluster_;
   std::unique_ptr<AgentApi> agent_api_;
+  std::unique_ptr<JobService> jobs_;
   std::unique_ptr<http::HttpsServer> agent_https_;
   std::thread housekeeping_;
   std::mutex mu_;

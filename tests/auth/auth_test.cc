@@ -452,6 +452,16 @@ class CountingStore final : public store::Store {
   absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node, int64_t now) override {
     return real_->RevokeNodeCerts(node, now);
   }
+  absl::StatusOr<store::Job> CreateJob(const store::Job& j) override {
+    return real_->CreateJob(j);
+  }
+  absl::StatusOr<store::Job> GetJob(const std::string& id) override { return real_->GetJob(id); }
+  absl::StatusOr<std::vector<store::Job>> ListJobs(std::optional<std::string> tenant,
+                                                   std::optional<std::string> state,
+                                                   bool active_only) override {
+    return real_->ListJobs(tenant, state, active_only);
+  }
+  absl::Status UpdateJob(const store::Job& j) override { return real_->UpdateJob(j); }
 
  private:
   void Note(const char* method) {
