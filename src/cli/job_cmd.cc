@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <thread>
 
 #include "cli/node_cmd.h"
 #include "common/strings.h"
@@ -221,6 +222,8 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
       const bool more = !j.value("data", "").empty();
       if (j.value("ended", false) && !more) break;
       if (!s.follow && !more) break;
+      // The server answers at once (without waiting) when too many follows wait already.
+      if (!more) std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
 }

@@ -525,9 +525,11 @@ absl::StatusOr<JobLogRead> JobService::ReadLog(const std::string& tenant_id, con
     out.ended = ended && out.next_offset >= size;
     if (!out.data.empty() || ended || absl::Now() >= deadline) return out;
     std::unique_lock lock(mu_);
-    if (stopping_) return out;
+    if (stopping_ || log_waiters_ >= options_.max_log_waiters) return out;
+    ++log_waiters_;
     log_cv_.wait_for(lock, std::chrono::milliseconds(
                                std::max<int64_t>(1, absl::ToInt64Milliseconds(deadline - absl::Now()))));
+    --log_waiters_;
   }
 }
 

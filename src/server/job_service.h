@@ -43,6 +43,10 @@ struct JobServiceOptions {
   // violation (tests; DESIGN.md "tests check them on every placement").
   bool check_invariants = false;
   absl::Duration pass_interval = absl::Milliseconds(200);
+  // Log reads that may wait at once (`job logs -f` long-polls hold one of the HTTP server's
+  // blocking threads each); beyond it a read answers at once and the client polls. Keeps the
+  // pool free for logins and writes however many people follow logs.
+  int max_log_waiters = 2;
 };
 
 // One job state transition reported by a node's agent.
@@ -170,6 +174,7 @@ class JobService {
   std::map<std::string, int64_t> log_received_;           // "id/stream" -> next offset
   sched::InvariantChecker checker_;
   size_t placements_ = 0;
+  int log_waiters_ = 0;  // ReadLog calls waiting now; guarded by mu_
   bool kicked_ = false;
   bool stopping_ = false;
   std::thread loop_;

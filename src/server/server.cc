@@ -144,6 +144,9 @@ class ServerImpl final : public Server {
     hopts.chain_pem = pki_.ca_cert_pem;
     hopts.limits = config_.http;
     hopts.threads = config_.threads;
+    // Two more than the default 2: job log follows may hold up to two (JobServiceOptions::
+    // max_log_waiters) while logins and writes keep theirs.
+    hopts.blocking_threads = 4;
     hopts.metrics = &common::metrics::Registry::Default();
     // Reads are answered from caches and run on the event loops; anything that changes state
     // (argon2 at login and user creation, store writes with fsync) runs on the blocking pool so

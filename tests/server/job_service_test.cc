@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <set>
+#include <thread>
 
 #include "cluster/cluster.h"
 #include "common/clock.h"
@@ -40,6 +41,7 @@ class JobServiceTest : public ::testing::Test {
     o.data_dir = dir_;
     o.check_invariants = true;
     o.max_log_bytes = 4096;
+    o.max_log_waiters = max_log_waiters_;
     auto j = JobService::Create(*store_, clock_, rng_, o);
     ASSERT_TRUE(j.ok()) << j.status();
     jobs_ = std::move(*j);
@@ -91,6 +93,7 @@ class JobServiceTest : public ::testing::Test {
     return r.ok() ? *r : Json::array();
   }
 
+  int max_log_waiters_ = 2;
   std::string dir_;
   common::FakeClock clock_;
   common::Rng& rng_ = common::SecureRng::Get();
@@ -292,6 +295,33 @@ TEST_F(JobServiceTest, LogsAreStoredOnceAndTruncatedWithAMarker) {
   auto tail = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 1, absl::ZeroDuration());
   ASSERT_TRUE(tail.ok());
   EXPECT_EQ(tail->data.rfind("[gpuwarden: output truncated", 0), 0u) << tail->data;
+}
+
+TEST_F(JobServiceTest, AFollowWaitsForOutputButNeverHoldsMoreThanItsShareOfThreads) {
+  AddNode("nod_1", "n1", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"a","command":["yes"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{j.id, "running"}});
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(jobs_->AppendLog("nod_1", j.id, "stdout", 0, "late\n").ok());
+  });
+  auto t0 = absl::Now();
+  auto r = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 0, absl::Seconds(10));
+  writer.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, "late\n");
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+  // With no waiter slot left, a follow answers at once (the client polls) instead of holding a
+  // thread of the HTTP server's blocking pool.
+  max_log_waiters_ = 0;
+  Restart();
+  t0 = absl::Now();
+  r = jobs_->ReadLog("ten_a", j.id, "stdout", 5, 0, absl::Seconds(10));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, "");
+  EXPECT_FALSE(r->ended);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
 }
 
 }  // namespace
