@@ -102,8 +102,9 @@ start_agent() {  # name pool gpu-spec
     "$BIN" node join-token create --pool "$2" --ttl 10m -o json |
       sed -n 's/.*"token": "\([^"]*\)".*/\1/p' > "$dir/join-token"
   fi
+  # --executor=process: jobs run as plain processes (NOT a security boundary; the demo only).
   "$BIN" agent --server "$URL" --join-token "$dir/join-token" --data-dir "$dir" --gpus "$3" \
-    --name "$1" >"$DATA/agent-$1.log" 2>&1 &
+    --name "$1" --executor process >"$DATA/agent-$1.log" 2>&1 &
   AGENT_PIDS+=($!)
 }
 start_agent gpu-node-1 h100 "sim:4xH100-80GB,2xH100-80GB:mig"
@@ -112,6 +113,26 @@ for _ in $(seq 1 50); do
   [ "$("$BIN" node ls -o json | grep -c '"status": "ready"')" -ge 2 ] && break
   sleep 0.2
 done
+
+# Sample jobs of two tenants, side by side (issue 6/7): each tenant's developer submits through
+# the real CLI with its own login; the scheduler gives them different GPUs.
+JOBS_NOTE="$DATA/jobs.txt"
+if [ ! -s "$JOBS_NOTE" ]; then
+  : > "$JOBS_NOTE"
+  for t in acme globex; do
+    pw="$(awk -v u="$t-dev" '$1 == u {print $2}' "$LOGINS")"
+    export GPUWARDEN_CONFIG_DIR="$DATA/cli-$t-dev"
+    echo "$pw" | "$BIN" login --server "$URL" --user "$t-dev" --password-stdin --ca-fingerprint "$FP" >/dev/null
+    for n in 1 2; do
+      id="$("$BIN" job submit -o json --name "$t-train-$n" --gpus 1 -- sh -c \
+        'echo "tenant job $GPUWARDEN_JOB_NAME on GPU $CUDA_VISIBLE_DEVICES"; for i in 1 2 3 4 5; do echo "step $i"; sleep 1; done' |
+        sed -n 's/^  "id": "\([^"]*\)".*/\1/p')"
+      echo "$t-dev $id" >> "$JOBS_NOTE"
+    done
+  done
+  export GPUWARDEN_CONFIG_DIR="$SEED_CLI"
+  sleep 2
+fi
 
 cat <<MSG
 
@@ -140,6 +161,14 @@ $(sed 's/^/    /' "$LOGINS")
     $BIN user ls --tenant globex        # refused: acme-dev has no rights in globex
     $BIN token create ci --role viewer  # an API token, shown once
     (as admin) $BIN node ls; $BIN node show gpu-node-1; $BIN node cordon gpu-node-2
+
+  sample jobs of two tenants (acme-dev and globex-dev, logged in under $DATA/cli-*-dev):
+$(sed 's/^/    /' "$JOBS_NOTE")
+    GPUWARDEN_CONFIG_DIR=$DATA/cli-acme-dev $BIN job ls
+    GPUWARDEN_CONFIG_DIR=$DATA/cli-acme-dev $BIN job logs -f $(awk '$1 == "acme-dev" {print $2; exit}' "$JOBS_NOTE")
+    GPUWARDEN_CONFIG_DIR=$DATA/cli-globex-dev $BIN job ls     # globex sees only its own jobs
+    $BIN job submit --gpus 1 -- nvidia-smi -L        # as a developer: --mig 1g.10gb, --fraction 0.5, -f spec.json
+  (jobs run with the agents' process executor: plain processes, NOT a sandbox; issue 7 adds it)
 
   Ctrl-C stops the server.
 MSG

@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/job_runner.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -238,11 +239,12 @@ absl::StatusOr<NodeState> Join(const Paths& p, const std::string& server_url,
 class Session {
  public:
   Session(Paths paths, NodeState state, std::unique_ptr<gpu::GpuBackend> backend,
-          std::string backend_name)
+          std::string backend_name, JobRunner* runner)
       : paths_(std::move(paths)),
         state_(std::move(state)),
         backend_(std::move(backend)),
-        backend_name_(std::move(backend_name)) {}
+        backend_name_(std::move(backend_name)),
+        runner_(runner) {}
 
   // Runs until stopped (0) or the node is removed (4).
   int Run() {
@@ -259,7 +261,7 @@ class Session {
                      state_.node_id, ")"));
         connected = true;
         backoff = absl::ZeroDuration();
-        if (!SleepOrStop(interval)) break;
+        if (!SleepOrStop(runner_->NextBeat(interval))) break;
         continue;
       }
       std::string msg(s.message());
@@ -319,10 +321,14 @@ class Session {
       if (absl::Status hs = handoff_->Annotate(*inv); !hs.ok()) Log(StrCat("GPU handoff: ", hs.message()));
     }
     std::string text = cluster::EncodeInventory(*inv).dump();
-    Json body = Json::object();
+    Json body = runner_->BuildReport(
+        [this](const std::string& job, const std::string& stream, int64_t offset,
+               std::string_view data) { return ShipLog(job, stream, offset, data); },
+        inv->gpus);
     if (text != sent_inventory_) body["inventory"] = cluster::EncodeInventory(*inv);
     WARDEN_ASSIGN_OR_RETURN(Json reply, Post("heartbeat", body));
     sent_inventory_ = text;
+    runner_->Apply(reply.value("jobs", Json::array()));
     int64_t ms = reply.value("heartbeat_interval_ms", int64_t{5000});
     *interval = absl::Milliseconds(std::clamp<int64_t>(ms, 50, 600000));
     std::string schedule = reply.value("schedule", "active");
@@ -331,6 +337,23 @@ class Session {
       schedule_ = schedule;
     }
     return absl::OkStatus();
+  }
+
+  // One chunk of a job's output to the server (job_runner.h).
+  absl::StatusOr<int64_t> ShipLog(const std::string& job, const std::string& stream,
+                                  int64_t offset, std::string_view data) {
+    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    auto resp = client_->Do("POST",
+                            StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job,
+                                   "/logs?stream=", stream, "&offset=", offset),
+                            std::string(data), {{"Content-Type", "application/octet-stream"}});
+    if (!resp.ok()) {
+      client_.reset();
+      return resp.status();
+    }
+    if (resp->status != 200) return absl::UnavailableError(ErrorText(*resp));
+    WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(resp->body));
+    return j.value("next_offset", offset);
   }
 
   // Renews at two thirds of the certificate's life, with a fresh key.
@@ -368,6 +391,7 @@ class Session {
   std::unique_ptr<http::HttpsClient> client_;
   std::string sent_inventory_;
   std::string schedule_;
+  JobRunner* runner_;
 
  public:
   std::unique_ptr<GpuHandoffService> handoff_;  // GPU handoff (issue 7); null without GPUs
@@ -384,12 +408,18 @@ int RunAgentCommand(int argc, char** argv) {
   }
   std::string server, token_file, data_dir, gpus = "nvml", name;
   bool inventory_only = false;
+  std::string executor_name = "none";
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
   app.add_option("--join-token", token_file, "file holding the one-time join token (first start)");
   app.add_option("--data-dir", data_dir, "agent state: key, certificate, pinned CA");
   app.add_option("--gpus", gpus, "GPU backend: nvml (default) or sim:SPEC, e.g. sim:4xH100-80GB");
   app.add_option("--name", name, "node name (default: the host name)");
   app.add_flag("--inventory", inventory_only, "print this node's inventory as JSON and exit");
+  app.add_option("--executor", executor_name,
+                 "how placed jobs run: none (default: jobs are refused until the sandbox runtime "
+                 "is built) or process (plain processes, NOT a security boundary: development "
+                 "and the demo only)")
+      ->check(CLI::IsMember({"none", "process"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -465,8 +495,27 @@ int RunAgentCommand(int argc, char** argv) {
       backoff = std::min(backoff * 2, absl::Seconds(30));
     }
   }
+  // Jobs (issue 6): the executor seam (executor.h). The sandbox runtime replaces "process".
+  std::unique_ptr<JobExecutor> executor;
+  if (executor_name == "process") {
+    auto created = CreateProcessExecutor(data_dir + "/jobs");
+    if (!created.ok()) {
+      std::cerr << "gpuwarden agent: " << created.status().message() << "\n";
+      return 1;
+    }
+    executor = std::move(*created);
+    Log("job executor: process (plain processes, NOT a security boundary; development only)");
+  }
+  JobRunner runner(executor.get(),
+                   "this agent runs no jobs: start it with --executor=process (development "
+                   "only; the sandbox runtime is not built yet)");
+  if (absl::Status s = runner.Recover(); !s.ok()) {
+    std::cerr << "gpuwarden agent: recovering jobs: " << s.message() << "\n";
+    return 1;
+  }
+  if (runner.size() > 0) Log(StrCat("re-attached to ", runner.size(), " job(s) from before the restart"));
   gpu::GpuBackend* gpu_backend = backend->get();
-  Session session(paths, std::move(state), std::move(*backend), backend_name);
+  Session session(paths, std::move(state), std::move(*backend), backend_name, &runner);
   if (gpu_backend != nullptr) {  // issue 7: the verified GPU handoff
     auto handoff = GpuHandoffService::Create({.data_dir = data_dir}, gpu_backend, backend_name);
     if (!handoff.ok()) {

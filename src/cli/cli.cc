@@ -16,6 +16,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/job_cmd.h"
 #include "cli/node_cmd.h"
 #include "cli/audit_cmd.h"
 #include "common/json.h"
@@ -424,6 +425,7 @@ int RunCli(int argc, char** argv) {
   NodeCommands node_cmds = AddNodeCommands(app);  // node_cmd.cc
   SsoCommands sso;
   AddSsoCommands(app, *login, sso);
+  JobCommands job_cmds = AddJobCommands(app);     // job_cmd.cc
 
   try {
     app.parse(argc, argv);
@@ -534,6 +536,14 @@ int RunCli(int argc, char** argv) {
       }
       Request(s, "POST", "/api/v1/password", {{"current_password", current}, {"new_password", next}});
       std::cout << "password changed; your other sessions have ended\n";
+      return 0;
+    }
+    if (job_cmds.Parsed()) {
+      RunJobCommand(job_cmds, {[&](const std::string& m, const std::string& p, const Json& b) {
+                                 return Request(s, m, p, b);
+                               },
+                               [](const std::string& msg, int code) { Fail(msg, code); }, output,
+                               s.tenant});
       return 0;
     }
     if (node_cmds.Parsed()) {

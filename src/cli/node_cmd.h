@@ -35,6 +35,10 @@ struct NodeCommands {
   bool Parsed() const;
 };
 
+// Prints rows as aligned columns (two spaces apart); the first row is the header. Shared by the
+// verb files (node_cmd.cc, job_cmd.cc).
+void PrintRows(const std::vector<std::vector<std::string>>& rows);
+
 NodeCommands AddNodeCommands(CLI::App& app);
 void RunNodeCommand(const NodeCommands& commands, const NodeCommandContext& ctx);
 

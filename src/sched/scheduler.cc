@@ -1274,6 +1274,75 @@ absl::Status Scheduler::Cancel(JobId job) {
   return absl::OkStatus();
 }
 
+absl::Status Scheduler::Restore(JobId job, NodeId node, const std::vector<GpuAssignment>& gpus,
+                               bool running) {
+  Impl& m = *impl_;
+  auto it = m.st.jobs.find(job);
+  if (it == m.st.jobs.end()) return absl::NotFoundError(StrCat("no job ", job));
+  JobRecord& j = it->second;
+  if (j.state != JobState::kQueued) {
+    return absl::FailedPreconditionError(
+        StrCat("job ", job, " is ", JobStateName(j.state), ", not queued"));
+  }
+  WARDEN_RETURN_IF_ERROR(m.CheckNodeId(node));
+  NodeState& n = m.st.nodes[node];
+  if (n.removed) return absl::FailedPreconditionError(StrCat("node ", n.spec.name, " is removed"));
+  const bool want_gpus = j.spec.gpu_request != GpuRequest::kNone;
+  if (want_gpus == gpus.empty()) {
+    return absl::InvalidArgumentError(StrCat("job ", job, ": the assignment does not match the spec"));
+  }
+  for (const GpuAssignment& a : gpus) {
+    if (a.gpu < 0 || a.gpu >= static_cast<int>(n.gpus.size())) {
+      return absl::InvalidArgumentError(StrCat("job ", job, ": node ", n.spec.name, " has no GPU ", a.gpu));
+    }
+    // Holder conflicts are refused before anything is touched (the undo below only removes
+    // this job's own holdings).
+    const GpuState& g = n.gpus[a.gpu];
+    int64_t shared = 0;
+    for (const auto& [id, millis] : g.shares) shared += millis;
+    const bool whole = a.mig_profile_id < 0 && a.millis >= 1000;
+    const bool fraction = a.mig_profile_id < 0 && a.millis < 1000;
+    const bool conflict =
+        g.whole_job != 0 || g.quarantined ||
+        (whole && (!g.shares.empty() || !g.instances.empty() || g.mig_enabled)) ||
+        (fraction && (!g.instances.empty() || g.mig_enabled ||
+                      (g.share_tenant != 0 && g.share_tenant != j.tenant) ||
+                      shared + a.millis > 1000 || a.millis < 1)) ||
+        (a.mig_profile_id >= 0 && (!g.mig_enabled || !g.shares.empty()));
+    if (conflict) {
+      return absl::FailedPreconditionError(StrCat("job ", job, " cannot be restored on GPU ", a.gpu,
+                                                  " of node ", n.spec.name,
+                                                  ": the GPU is held or in the wrong mode"));
+    }
+  }
+  if (!m.FitsNode(node, j.spec.cpu_millis, j.spec.memory_mib)) {
+    return absl::ResourceExhaustedError(StrCat("node ", n.spec.name, " lacks the CPU or memory"));
+  }
+  // Commit, then let the independent checker judge the node; on any violation undo exactly
+  // (the GPUs' verification state is put back as it was, so a refused restore changes nothing).
+  std::vector<uint8_t> unverified;
+  for (const GpuState& g : n.gpus) unverified.push_back(g.unverified);
+  m.Commit(j, node, gpus);
+  std::vector<JobId> on;
+  for (const auto& [id, rec] : m.st.jobs) {
+    if (rec.node == node && (rec.state == JobState::kPlaced || rec.state == JobState::kRunning)) {
+      on.push_back(id);
+    }
+  }
+  std::vector<Violation> v = CheckNode(m.st, node, on);
+  if (!v.empty()) {
+    m.Release(j);
+    for (size_t i = 0; i < n.gpus.size(); ++i) n.gpus[i].unverified = unverified[i];
+    m.Enqueue(j, "waiting for the next scheduling pass");
+    m.Reindex(node);
+    return absl::FailedPreconditionError(
+        StrCat("job ", job, " cannot be restored on node ", n.spec.name, ": ", FormatViolations(v)));
+  }
+  if (running) j.state = JobState::kRunning;
+  m.SelfCheck("Restore");
+  return absl::OkStatus();
+}
+
 absl::Status Scheduler::MarkRunning(JobId job) {
   Impl& m = *impl_;
   auto it = m.st.jobs.find(job);

@@ -112,6 +112,13 @@ class Scheduler {
   absl::StatusOr<JobId> Submit(const JobSpec& spec);
   // queued/placed/running -> cancelled (resources released). FailedPrecondition once ended.
   absl::Status Cancel(JobId job);
+  // A control plane restarting from its store: puts a queued job back exactly where it was
+  // placed (node, GPUs, MIG instances), as placed or running. The placement must keep every
+  // invariant (CheckNode judges it); otherwise FailedPrecondition and nothing changes (the job
+  // stays queued). InvalidArgument: a GPU index the node lacks, or GPUs for a CPU-only job;
+  // ResourceExhausted: the node lacks the CPU/memory.
+  absl::Status Restore(JobId job, NodeId node, const std::vector<GpuAssignment>& gpus,
+                       bool running);
   // placed -> running (the agent acknowledged it).
   absl::Status MarkRunning(JobId job);
   // placed/running -> done or failed (resources released; the GPUs await verification).

@@ -12,6 +12,7 @@ AgentApi::AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit)
     : cluster_(cluster), audit_(audit) {
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/heartbeat", nullptr, 0);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/renew", nullptr, 1);
+  (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/logs", nullptr, 2);
 }
 
 void AgentApi::Audit(const http::Request& req, const std::string& node, const char* action,
@@ -35,7 +36,9 @@ http::Response AgentApi::Serve(http::Request& req) {
   const auto* route = router_.Match(req, &err);
   if (route == nullptr) return err;
   std::string node(req.Param("node"));
-  const char* action = route->payload == 0 ? "nodes:heartbeat" : "nodes:renew";
+  const char* action = route->payload == 0   ? "nodes:heartbeat"
+                       : route->payload == 1 ? "nodes:renew"
+                                             : "jobs:logs-ship";
   auto peer = cluster_.AuthenticateAgent(req.peer_certificate_der, node);
   if (!peer.ok()) {
     http::Response r = http::Response::Error(peer.status());
@@ -46,11 +49,14 @@ http::Response AgentApi::Serve(http::Request& req) {
   if (!audit_.Healthy()) {
     return http::Response::Error(absl::UnavailableError("audit log unavailable; request refused"));
   }
+  if (route->payload == 2) return JobLogs(req, *peer);
   return route->payload == 0 ? Heartbeat(req, *peer) : Renew(req, *peer);
 }
 
 http::Response AgentApi::Heartbeat(http::Request& req, const cluster::AgentPeer& peer) {
   std::optional<cluster::NodeInventory> inventory;
+  std::vector<AgentJobReport> reports;
+  AgentGpuReport gpu_report;
   if (!req.body.empty()) {
     auto j = common::ParseJsonStrict(req.body,
                                      {.max_depth = 8, .max_bytes = cluster::kMaxInventoryBytes});
@@ -59,7 +65,7 @@ http::Response AgentApi::Heartbeat(http::Request& req, const cluster::AgentPeer&
       return http::Response::Error(absl::InvalidArgumentError("body must be a JSON object"));
     }
     for (const auto& [k, v] : j->items()) {
-      if (k != "inventory") {
+      if (k != "inventory" && k != "jobs" && k != "gpus") {
         return http::Response::Error(
             absl::InvalidArgumentError(StrCat("unknown field \"", k, "\"")));
       }
@@ -69,12 +75,20 @@ http::Response AgentApi::Heartbeat(http::Request& req, const cluster::AgentPeer&
       if (!inv.ok()) return http::Response::Error(inv.status());
       inventory = std::move(*inv);
     }
+    if (auto s = DecodeAgentJobReports(*j, reports, gpu_report); !s.ok()) {
+      return http::Response::Error(s);
+    }
   }
   auto reply = cluster_.Heartbeat(peer, inventory);
   if (!reply.ok()) return http::Response::Error(reply.status());
-  return http::Response::Json(
-      200, Json{{"schedule", reply->schedule},
-                {"heartbeat_interval_ms", absl::ToInt64Milliseconds(reply->heartbeat_interval)}});
+  Json out{{"schedule", reply->schedule},
+           {"heartbeat_interval_ms", absl::ToInt64Milliseconds(reply->heartbeat_interval)}};
+  if (jobs_ != nullptr) {
+    auto assigned = jobs_->AgentSync(peer.node_id, reports, gpu_report);
+    if (!assigned.ok()) return http::Response::Error(assigned.status());
+    out["jobs"] = std::move(*assigned);
+  }
+  return http::Response::Json(200, out);
 }
 
 http::Response AgentApi::Renew(http::Request& req, const cluster::AgentPeer& peer) {

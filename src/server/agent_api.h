@@ -9,23 +9,36 @@
 #include "audit/audit.h"
 #include "cluster/cluster.h"
 #include "http/router.h"
+#include "server/job_service.h"
 
 namespace warden::server {
+
+// Decodes the job half of a heartbeat body (strict): "jobs": [{"id","state","exit_code"?,
+// "reason"?}] (at most 1024; state one of running, exited, failed_to_start, cancelled, oom,
+// lost) and "gpus": {"clean": [uuid...], "dirty": [uuid...]}. Absent keys leave the outputs
+// empty. InvalidArgument naming the field otherwise. (agent_jobs.cc)
+absl::Status DecodeAgentJobReports(const common::Json& body, std::vector<AgentJobReport>& reports,
+                                   AgentGpuReport& gpus);
 
 class AgentApi {
  public:
   AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit);
   http::Response Serve(http::Request& req);
+  // The job path (job_service.h): heartbeats then carry job reports and assignments, and the
+  // log route is served. Null: heartbeats carry no jobs, the log route answers 503.
+  void SetJobService(JobService* jobs) { jobs_ = jobs; }
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
   http::Response Renew(http::Request& req, const cluster::AgentPeer& peer);
+  http::Response JobLogs(http::Request& req, const cluster::AgentPeer& peer);  // agent_jobs.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew
+  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs
+  JobService* jobs_ = nullptr;
 };
 
 }  // namespace warden::server

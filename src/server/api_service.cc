@@ -193,6 +193,18 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::SsoDeviceStart},
       {"POST", "/api/v1/oidc/{provider}/device/poll", "public", Scope::kCluster, "sso:device-login",
        &ApiService::SsoDevicePoll},
+      // Jobs (issue 6; job_routes.cc). Tenant-scoped: RBAC checks the URL's tenant, and the
+      // handlers refuse a job id of another tenant with 404.
+      {"POST", "/api/v1/tenants/{tenant}/jobs", "jobs:create", Scope::kTenant, "jobs:submit",
+       &ApiService::SubmitJob, 201},
+      {"GET", "/api/v1/tenants/{tenant}/jobs", "jobs:read", Scope::kTenant, "jobs:list",
+       &ApiService::ListJobs},
+      {"GET", "/api/v1/tenants/{tenant}/jobs/{job}", "jobs:read", Scope::kTenant, "jobs:show",
+       &ApiService::GetJob},
+      {"POST", "/api/v1/tenants/{tenant}/jobs/{job}/cancel", "jobs:update", Scope::kTenant,
+       "jobs:cancel", &ApiService::CancelJob},
+      {"GET", "/api/v1/tenants/{tenant}/jobs/{job}/logs", "logs:read", Scope::kTenant,
+       "jobs:logs", &ApiService::JobLogs},
   };
   return kRoutes;
 }

@@ -50,6 +50,7 @@ struct ApiResponse {
 };
 
 class ApiService;
+class JobService;  // job_service.h
 
 // How a route's permission is scoped.
 enum class Scope {
@@ -112,6 +113,8 @@ struct ApiServiceOptions {
   cluster::Cluster* cluster = nullptr;
   std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
   class SsoService* sso = nullptr;  // OIDC single sign-on (sso_service.h); null: none configured
+  // Jobs (issue 6; handlers in job_routes.cc). Null: those routes answer 503.
+  JobService* jobs = nullptr;
 };
 
 class ApiService {
@@ -220,6 +223,12 @@ class ApiService {
   absl::StatusOr<common::Json> SsoCallback(Call& c);
   absl::StatusOr<common::Json> SsoDeviceStart(Call& c);
   absl::StatusOr<common::Json> SsoDevicePoll(Call& c);
+  // job_routes.cc
+  absl::StatusOr<common::Json> SubmitJob(Call& c);
+  absl::StatusOr<common::Json> ListJobs(Call& c);
+  absl::StatusOr<common::Json> GetJob(Call& c);
+  absl::StatusOr<common::Json> CancelJob(Call& c);
+  absl::StatusOr<common::Json> JobLogs(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,

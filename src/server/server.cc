@@ -30,6 +30,7 @@
 #include "server/agent_api.h"
 #include "server/api_service.h"
 #include "server/sso_service.h"
+#include "server/job_service.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -118,6 +119,8 @@ class ServerImpl final : public Server {
     api_opts.render_metrics = [] { return common::metrics::Registry::Default().RenderText(); };
     WARDEN_RETURN_IF_ERROR(InitCluster(pki_dir, clock, rng));
     api_opts.cluster = cluster_.get();
+    WARDEN_RETURN_IF_ERROR(InitJobs(clock, rng));
+    api_opts.jobs = jobs_.get();
     api_opts.agent_port = [this] { return agent_https_ ? agent_https_->port() : 0; };
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
@@ -156,17 +159,22 @@ class ServerImpl final : public Server {
     hopts.chain_pem = pki_.ca_cert_pem;
     hopts.limits = config_.http;
     hopts.threads = config_.threads;
+    // Two more than the default 2: job log follows may hold up to two (JobServiceOptions::
+    // max_log_waiters) while logins and writes keep theirs.
+    hopts.blocking_threads = 4;
     hopts.metrics = &common::metrics::Registry::Default();
     // Requests whose audit event waits for fdatasync (group commit, issue 4) run on the blocking
     // pool, which is large: its threads mostly wait on the audit log's sync, and the more wait
     // together the more share one sync. GETs whose events are queued without waiting
     // (ApiService::AuditsWithoutWaiting) and /healthz run on the event loops, except single
     // sign-on (it talks to the IdP and writes the store) and GETs carrying an IdP JWT (a JWKS
-    // refresh may fetch over the network).
+    // refresh may fetch over the network), and job log reads (they may long-poll).
     hopts.runs_inline = [this](const http::Request& req) {
       if (req.method != "GET") return false;
       if (req.raw_path == "/healthz") return true;
       if (req.raw_path.starts_with("/api/v1/oidc/")) return false;
+      // Job log reads may long-poll (`job logs -f`): never on an event loop.
+      if (req.path.ends_with("/logs")) return false;
       std::string_view authz = req.headers.Get("Authorization");
       if (std::count(authz.begin(), authz.end(), '.') == 2) return false;  // an IdP JWT
       const auto* route = router_.Find(req.method, req.raw_path);
@@ -186,6 +194,7 @@ class ServerImpl final : public Server {
     WARDEN_ASSIGN_OR_RETURN(https_, http::HttpsServer::Create(
                                         hopts, [this](http::Request& req) { return Serve(req); }));
     WARDEN_RETURN_IF_ERROR(https_->Start());
+    WARDEN_RETURN_IF_ERROR(jobs_->Start());
     WARDEN_RETURN_IF_ERROR(StartAgentListener(hopts));
     housekeeping_ = std::thread([this] { Housekeeping(); });
     // Tests and scripts find an ephemeral port here.
@@ -204,6 +213,7 @@ class ServerImpl final : public Server {
     }
     cv_.notify_all();
     if (agent_https_) agent_https_->Stop();
+    if (jobs_) jobs_->Stop();
     if (cluster_) cluster_->Stop();
     if (https_) https_->Stop();
     if (housekeeping_.joinable()) housekeeping_.join();
@@ -222,6 +232,18 @@ class ServerImpl final : public Server {
     copts.ca_fingerprint = pki_.ca_fingerprint;
     WARDEN_ASSIGN_OR_RETURN(cluster_, cluster::Cluster::Create(*store_, *node_ca_, clock, rng, copts));
     agent_api_ = std::make_unique<AgentApi>(*cluster_, *audit_);
+    return absl::OkStatus();
+  }
+
+  // Jobs (issue 6): the scheduler, placements handed to agents, job logs under data_dir/jobs.
+  absl::Status InitJobs(common::Clock& clock, common::Rng& rng) {
+    JobServiceOptions jopts;
+    jopts.data_dir = config_.data_dir;
+    // Tests and the demo run the scheduler's independent invariant checker on every placement.
+    const char* check = std::getenv("GPUWARDEN_SCHED_CHECK");
+    jopts.check_invariants = check != nullptr && std::string(check) == "1";
+    WARDEN_ASSIGN_OR_RETURN(jobs_, JobService::Create(*store_, clock, rng, jopts));
+    agent_api_->SetJobService(jobs_.get());
     return absl::OkStatus();
   }
 
@@ -332,6 +354,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<pki::NodeCertificateAuthority> node_ca_;
   std::unique_ptr<cluster::Cluster> cluster_;
   std::unique_ptr<AgentApi> agent_api_;
+  std::unique_ptr<JobService> jobs_;
   std::unique_ptr<http::HttpsServer> agent_https_;
   std::thread housekeeping_;
   std::mutex mu_;

@@ -152,6 +152,31 @@ const std::vector<Migration>& Migrations() {
            " revoked_at BIGINT)",
            "CREATE INDEX node_certs_by_node ON node_certs (node_id)",
        }},
+      // 4: jobs (issue 6, the job path). node_id is not a foreign key: a finished job keeps
+      // naming the node it ran on after that node is removed.
+      {4,
+       {
+           "CREATE TABLE jobs ("
+           " id TEXT PRIMARY KEY,"
+           " tenant_id TEXT NOT NULL REFERENCES tenants (id),"
+           " name TEXT NOT NULL,"
+           " spec TEXT NOT NULL,"
+           " state TEXT NOT NULL CHECK (state IN"
+           " ('queued', 'placed', 'running', 'done', 'failed', 'cancelled')),"
+           " node_id TEXT,"
+           " assignment TEXT NOT NULL,"
+           " seq BIGINT NOT NULL UNIQUE,"
+           " submitted_at BIGINT NOT NULL,"
+           " started_at BIGINT NOT NULL DEFAULT 0,"
+           " finished_at BIGINT NOT NULL DEFAULT 0,"
+           " exit_code BIGINT,"
+           " reason TEXT NOT NULL,"
+           " submitted_by TEXT NOT NULL,"
+           " cancel_requested_at BIGINT NOT NULL DEFAULT 0,"
+           " cancel_grace_ms BIGINT NOT NULL DEFAULT 0)",
+           "CREATE INDEX jobs_by_tenant ON jobs (tenant_id, seq)",
+           "CREATE INDEX jobs_by_state ON jobs (state)",
+       }},
       // 5: external (OIDC) identities linked to just-in-time users (issue 3, SSO).
       {5,
        {

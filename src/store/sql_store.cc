@@ -178,6 +178,32 @@ constexpr std::string_view kNodeCols =
     "id, name, pool, labels, taints, schedule, status, inventory, joined_at, last_heartbeat";
 constexpr std::string_view kNodeCertCols = "serial, node_id, issued_at, not_after, revoked_at";
 
+constexpr std::string_view kJobCols =
+    "id, tenant_id, name, spec, state, node_id, assignment, seq, submitted_at, started_at,"
+    " finished_at, exit_code, reason, submitted_by, cancel_requested_at, cancel_grace_ms";
+
+absl::StatusOr<Job> ToJob(const Row& r) {
+  Job j;
+  j.id = r.String(0);
+  j.tenant_id = r.String(1);
+  j.name = r.String(2);
+  j.spec_json = r.String(3);
+  j.state = r.String(4);
+  j.node_id = r.String(5);
+  j.assignment_json = r.String(6);
+  WARDEN_ASSIGN_OR_RETURN(j.seq, r.Int(7));
+  WARDEN_ASSIGN_OR_RETURN(j.submitted_at, r.Int(8));
+  WARDEN_ASSIGN_OR_RETURN(j.started_at, r.Int(9));
+  WARDEN_ASSIGN_OR_RETURN(j.finished_at, r.Int(10));
+  j.has_exit_code = !r.IsNull(11);
+  WARDEN_ASSIGN_OR_RETURN(j.exit_code, r.Int(11));
+  j.reason = r.String(12);
+  j.submitted_by = r.String(13);
+  WARDEN_ASSIGN_OR_RETURN(j.cancel_requested_at, r.Int(14));
+  WARDEN_ASSIGN_OR_RETURN(j.cancel_grace_ms, r.Int(15));
+  return j;
+}
+
 absl::StatusOr<JoinToken> ToJoinToken(const Row& r) {
   JoinToken t;
   t.id = r.String(0);
@@ -783,6 +809,68 @@ class SqlStore final : public Store {
                      {email, at, provider, subject},
                      StrCat("identity \"", subject, "\" of provider \"", provider,
                             "\" is not linked"));
+  }
+
+  absl::StatusOr<Job> CreateJob(const Job& in) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("job id", in.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("job tenant", in.tenant_id));
+    Job j = in;
+    absl::Status s = Write(/*policy=*/false, [&]() -> absl::Status {
+      if (j.seq == 0) {
+        WARDEN_ASSIGN_OR_RETURN(int64_t max, Count("SELECT COALESCE(MAX(seq), 0) FROM jobs", {}));
+        j.seq = max + 1;
+      }
+      return db_->Exec(StrCat("INSERT INTO jobs (", kJobCols,
+                              ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                       {j.id, j.tenant_id, j.name, j.spec_json, j.state, NullIfEmpty(j.node_id),
+                        j.assignment_json, j.seq, j.submitted_at, j.started_at, j.finished_at,
+                        j.has_exit_code ? Param{j.exit_code} : Param{}, j.reason, j.submitted_by,
+                        j.cancel_requested_at, j.cancel_grace_ms})
+          .status();
+    });
+    if (s.code() == absl::StatusCode::kAlreadyExists) {
+      return absl::AlreadyExistsError(StrCat("job id \"", j.id, "\" or sequence ", j.seq, " is taken"));
+    }
+    if (s.code() == absl::StatusCode::kFailedPrecondition) {
+      return absl::FailedPreconditionError(StrCat("tenant \"", j.tenant_id, "\" does not exist"));
+    }
+    WARDEN_RETURN_IF_ERROR(s);
+    return j;
+  }
+
+  absl::StatusOr<Job> GetJob(const std::string& id) override {
+    return One<Job>(StrCat("SELECT ", kJobCols, " FROM jobs WHERE id = ?"), {id}, ToJob,
+                    StrCat("job \"", id, "\" not found"));
+  }
+
+  absl::StatusOr<std::vector<Job>> ListJobs(std::optional<std::string> tenant_id,
+                                            std::optional<std::string> state,
+                                            bool active_only) override {
+    std::string sql = StrCat("SELECT ", kJobCols, " FROM jobs WHERE 1 = 1");
+    Params params;
+    if (tenant_id) {
+      sql += " AND tenant_id = ?";
+      params.emplace_back(*tenant_id);
+    }
+    if (state) {
+      sql += " AND state = ?";
+      params.emplace_back(*state);
+    }
+    if (active_only) sql += " AND state IN ('queued', 'placed', 'running')";
+    sql += " ORDER BY seq";
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query(sql, params));
+    return ToList<Job>(rows, ToJob);
+  }
+
+  absl::Status UpdateJob(const Job& j) override {
+    return UpdateOne(/*policy=*/false,
+                     "UPDATE jobs SET state = ?, node_id = ?, assignment = ?, started_at = ?,"
+                     " finished_at = ?, exit_code = ?, reason = ?, cancel_requested_at = ?,"
+                     " cancel_grace_ms = ? WHERE id = ?",
+                     {j.state, NullIfEmpty(j.node_id), j.assignment_json, j.started_at,
+                      j.finished_at, j.has_exit_code ? Param{j.exit_code} : Param{}, j.reason,
+                      j.cancel_requested_at, j.cancel_grace_ms, j.id},
+                     StrCat("job \"", j.id, "\" not found"));
   }
 
   absl::StatusOr<int64_t> PolicyGeneration() override {

@@ -136,6 +136,32 @@ struct ExternalIdentity {
   int64_t last_login_at = 0;
 };
 
+// Jobs (issue 6, migration 4). `spec_json` is the whole submitted spec (placement and run parts,
+// canonical JSON); `assignment_json` the GPUs the scheduler gave it on `node_id` (a JSON array,
+// "[]" when none). state: queued | placed | running | done | failed | cancelled. `seq` is the
+// submission order (unique, assigned by CreateJob when 0). exit_code is meaningful only when
+// has_exit_code. cancel_requested_at/cancel_grace_ms: a cancel asked for while the job was
+// running (0: none).
+struct Job {
+  std::string id;
+  std::string tenant_id;
+  std::string name;
+  std::string spec_json = "{}";
+  std::string state = "queued";
+  std::string node_id;
+  std::string assignment_json = "[]";
+  int64_t seq = 0;
+  int64_t submitted_at = 0;
+  int64_t started_at = 0;
+  int64_t finished_at = 0;
+  bool has_exit_code = false;
+  int64_t exit_code = 0;
+  std::string reason;
+  std::string submitted_by;  // user id
+  int64_t cancel_requested_at = 0;
+  int64_t cancel_grace_ms = 0;
+};
+
 struct StoreOptions {
   std::string url;  // sqlite:///path or postgres://...
 };
@@ -263,6 +289,18 @@ class Store {
   virtual absl::StatusOr<NodeCert> GetNodeCert(const std::string& serial) = 0;
   // Revokes every not yet revoked certificate of the node; returns how many.
   virtual absl::StatusOr<int64_t> RevokeNodeCerts(const std::string& node_id, int64_t now) = 0;
+
+  // Jobs (schema version 4). CreateJob assigns `seq` (max + 1) when it is 0 and returns the job
+  // as stored; FailedPrecondition for an unknown tenant. UpdateJob replaces every column but id,
+  // tenant_id, name, spec_json, seq, submitted_at and submitted_by. ListJobs filters are ANDed
+  // (nullopt: any) and the result is in submission order. `active_only` keeps queued, placed and
+  // running jobs.
+  virtual absl::StatusOr<Job> CreateJob(const Job& j) = 0;
+  virtual absl::StatusOr<Job> GetJob(const std::string& id) = 0;
+  virtual absl::StatusOr<std::vector<Job>> ListJobs(std::optional<std::string> tenant_id,
+                                                    std::optional<std::string> state,
+                                                    bool active_only = false) = 0;
+  virtual absl::Status UpdateJob(const Job& j) = 0;
 };
 
 // Opens (creating if needed) and migrates the store at options.url.

@@ -463,6 +463,16 @@ class CountingStore final : public store::Store {
                                      const std::string& e, int64_t at) override {
     return Note("TouchExternalIdentity"), real_->TouchExternalIdentity(p, s, e, at);
   }
+  absl::StatusOr<store::Job> CreateJob(const store::Job& j) override {
+    return real_->CreateJob(j);
+  }
+  absl::StatusOr<store::Job> GetJob(const std::string& id) override { return real_->GetJob(id); }
+  absl::StatusOr<std::vector<store::Job>> ListJobs(std::optional<std::string> tenant,
+                                                   std::optional<std::string> state,
+                                                   bool active_only) override {
+    return real_->ListJobs(tenant, state, active_only);
+  }
+  absl::Status UpdateJob(const store::Job& j) override { return real_->UpdateJob(j); }
 
  private:
   void Note(const char* method) {

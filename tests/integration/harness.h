@@ -123,41 +123,26 @@ class WardenServer {
       std::filesystem::permissions(dir_ + "/data", std::filesystem::perms::owner_all);
       prepare(dir_ + "/data");
     }
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      std::string log = dir_ + "/server.log";
-      FILE* f = std::freopen(log.c_str(), "w", stdout);
-      (void)f;
-      dup2(fileno(stdout), 2);
-      std::string bin = WardenBin();
-      std::string data = dir_ + "/data";
-      std::string cfg = dir_ + "/config.yaml";
-      std::string pwf = dir_ + "/admin.pw";
-      execl(bin.c_str(), bin.c_str(), "server", "--config", cfg.c_str(), "--data-dir", data.c_str(),
-            "--admin-password-file", pwf.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    pid_ = pid;
-    // Wait until the server has written server.json (it does so after listening).
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::string info = ReadFile(dir_ + "/data/server.json");
-      auto j = common::Json::parse(info, nullptr, false);
-      if (!j.is_discarded() && j.is_object()) {
-        port_ = j["port"].get<int>();
-        url_ = j["url"].get<std::string>();
-        fingerprint_ = j["ca_fingerprint"].get<std::string>();
-        return;
-      }
-      int status = 0;
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        FAIL() << "server exited early: " << ReadFile(dir_ + "/server.log");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    FAIL() << "server did not start: " << ReadFile(dir_ + "/server.log");
+    Launch(/*first=*/true);
+  }
+
+  // Stops (if running) and starts the server again on the same data dir, store and ports (so
+  // agents and CLI sessions find it where they left it). Fails the test if it does not come up.
+  void Restart() {
+    Stop();
+    auto info = common::Json::parse(ReadFile(dir_ + "/data/server.json"), nullptr, false);
+    ASSERT_TRUE(info.is_object());
+    std::string config = ReadFile(dir_ + "/config.yaml");
+    auto pin = [&](const std::string& from, const std::string& to) {
+      size_t at = config.find(from);
+      if (at != std::string::npos) config.replace(at, from.size(), to);
+    };
+    pin("listen: 127.0.0.1:0\n", "listen: 127.0.0.1:" + std::to_string(port_) + "\n");
+    pin("  listen: 127.0.0.1:0\n",
+        "  listen: 127.0.0.1:" + std::to_string(info.value("agent_port", 0)) + "\n");
+    std::ofstream(dir_ + "/config.yaml") << config;
+    std::filesystem::remove(dir_ + "/data/server.json");
+    Launch(/*first=*/false);
   }
 
   // Starts the server expecting it to refuse; returns its exit code and log.
@@ -252,6 +237,47 @@ class WardenServer {
   const std::string& dir() const { return dir_; }
   const std::string& admin_password() const { return admin_password_; }
   const std::string& fingerprint() const { return fingerprint_; }
+
+  // Forks the server on dir_ (with the admin password file on the first start; its log appended
+  // on a restart) and waits until it has written server.json. Fails the test otherwise.
+  void Launch(bool first) {
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::string log = dir_ + "/server.log";
+      FILE* f = std::freopen(log.c_str(), first ? "w" : "a", stdout);
+      (void)f;
+      dup2(fileno(stdout), 2);
+      std::string bin = WardenBin(), data = dir_ + "/data", cfg = dir_ + "/config.yaml";
+      std::string pwf = dir_ + "/admin.pw";
+      if (first) {
+        execl(bin.c_str(), bin.c_str(), "server", "--config", cfg.c_str(), "--data-dir",
+              data.c_str(), "--admin-password-file", pwf.c_str(), static_cast<char*>(nullptr));
+      } else {
+        execl(bin.c_str(), bin.c_str(), "server", "--config", cfg.c_str(), "--data-dir",
+              data.c_str(), static_cast<char*>(nullptr));
+      }
+      _exit(127);
+    }
+    pid_ = pid;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto j = common::Json::parse(ReadFile(dir_ + "/data/server.json"), nullptr, false);
+      if (!j.is_discarded() && j.is_object()) {
+        port_ = j["port"].get<int>();
+        url_ = j["url"].get<std::string>();
+        fingerprint_ = j["ca_fingerprint"].get<std::string>();
+        return;
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        FAIL() << "server exited early: " << ReadFile(dir_ + "/server.log");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    FAIL() << "server did not start: " << ReadFile(dir_ + "/server.log");
+  }
 
  private:
   std::string dir_, url_, fingerprint_, admin_password_;

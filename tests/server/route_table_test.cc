@@ -73,5 +73,22 @@ TEST(RouteTableTest, AnMfaExemptRouteMayNotNeedAPermission) {
   EXPECT_NE(std::string(compiled.status().message()).find("MFA-exempt"), std::string::npos);
 }
 
+TEST(RouteTableTest, JobRoutesAreTenantScopedWithTheirPermissions) {
+  std::set<std::string> jobs;
+  for (const RouteSpec& r : ApiService::Routes()) {
+    std::string pattern = r.pattern;
+    if (pattern.find("/jobs") == std::string::npos) continue;
+    EXPECT_EQ(r.scope, Scope::kTenant) << pattern;
+    jobs.insert(std::string(r.method) + " " + pattern + " " + r.permission + " " + r.action);
+  }
+  EXPECT_EQ(jobs, (std::set<std::string>{
+                      "POST /api/v1/tenants/{tenant}/jobs jobs:create jobs:submit",
+                      "GET /api/v1/tenants/{tenant}/jobs jobs:read jobs:list",
+                      "GET /api/v1/tenants/{tenant}/jobs/{job} jobs:read jobs:show",
+                      "POST /api/v1/tenants/{tenant}/jobs/{job}/cancel jobs:update jobs:cancel",
+                      "GET /api/v1/tenants/{tenant}/jobs/{job}/logs logs:read jobs:logs",
+                  }));
+}
+
 }  // namespace
 }  // namespace warden::server

@@ -1,0 +1,76 @@
+// The agent's job executor seam: how a placed job becomes a running process, and how the agent
+// finds it again after its own restart. The OCI sandbox runtime (src/runtime, issue 7) plugs in
+// here; until then the only implementation is ProcessExecutor.
+//
+// ProcessExecutor runs the job's argv as a plain child process in its own process group, with
+// its own working directory, a clean environment and stdout/stderr in files. It is NOT a
+// security boundary: no namespaces, no cgroups, no seccomp, the job runs as the agent's user and
+// sees the whole host. It exists for development and the demo with simulated GPUs; the agent
+// refuses it unless started with --executor=process.
+//
+// Re-attach: each job is supervised by a small double-forked process (not the agent's child)
+// that waits for it and writes its exit status to the job's state dir, so an agent that restarts
+// (or crashes) finds running jobs and their results on disk (Recover).
+// Implementations are used from the agent's one session thread; not thread-safe.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace warden::agent {
+
+struct ExecSpec {
+  std::string job_id;  // "job_..." (validated by the runner: safe as a directory name)
+  std::vector<std::string> argv;
+  // The whole environment of the job (nothing is inherited from the agent).
+  std::vector<std::pair<std::string, std::string>> env;
+  std::vector<std::string> gpu_uuids;  // what CUDA_/NVIDIA_VISIBLE_DEVICES name
+};
+
+enum class ExecState {
+  kRunning,
+  kExited,         // exit_code set (128 + signal for a signal death; reason says which)
+  kFailedToStart,  // reason says why (e.g. the program was not found)
+  kCancelled,      // ended after Cancel
+  kOom,            // killed for memory (executors that can tell; ProcessExecutor cannot)
+  kLost,           // the supervisor vanished without a result
+};
+
+struct ExecStatus {
+  ExecState state = ExecState::kRunning;
+  int exit_code = 0;
+  std::string reason;
+};
+
+class JobExecutor {
+ public:
+  virtual ~JobExecutor() = default;
+  virtual std::string_view name() const = 0;
+  // Starts the job. AlreadyExists when the id is known; any other error means it did not start
+  // (the runner reports failed_to_start with the message).
+  virtual absl::Status Start(const ExecSpec& spec) = 0;
+  // The job's state now. NotFound for an unknown id.
+  virtual absl::StatusOr<ExecStatus> Poll(const std::string& job_id) = 0;
+  // SIGTERM to the job's process group now, SIGKILL once `grace` has passed (enforced by later
+  // Polls). Idempotent; OK for an ended job.
+  virtual absl::Status Cancel(const std::string& job_id, absl::Duration grace) = 0;
+  // Where the job's stdout and stderr are written (they keep growing while it runs).
+  virtual std::pair<std::string, std::string> LogPaths(const std::string& job_id) const = 0;
+  // After an agent restart: the specs of every job still on disk (running or ended, not yet
+  // forgotten).
+  virtual absl::StatusOr<std::vector<ExecSpec>> Recover() = 0;
+  // Deletes an ended job's state (after the server has its result and logs).
+  virtual absl::Status Forget(const std::string& job_id) = 0;
+};
+
+// The development executor described above. `state_dir` (created 0700) holds one directory per
+// job: spec.json, work/, stdout.log, stderr.log, supervisor, pid, exit, cancel.
+absl::StatusOr<std::unique_ptr<JobExecutor>> CreateProcessExecutor(const std::string& state_dir);
+
+}  // namespace warden::agent

@@ -1,0 +1,229 @@
+#include "agent/job_runner.h"
+
+#include <algorithm>
+#include <fstream>
+
+#include "common/strings.h"
+
+namespace warden::agent {
+namespace {
+
+using common::Json;
+using common::StrCat;
+
+constexpr int64_t kChunk = 256 * 1024;
+constexpr int kMaxChunksPerBeat = 16;  // 4 MiB per job and heartbeat, so one job cannot stall it
+
+std::string ReadAt(const std::string& path, int64_t offset, int64_t max) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return "";
+  in.seekg(0, std::ios::end);
+  int64_t size = in.tellg();
+  if (size <= offset) return "";
+  in.seekg(offset);
+  std::string out(static_cast<size_t>(std::min(max, size - offset)), '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
+}  // namespace
+
+JobRunner::JobRunner(JobExecutor* executor, std::string no_executor_reason)
+    : executor_(executor), no_executor_reason_(std::move(no_executor_reason)) {}
+
+const char* JobRunner::StateName(ExecState s) {
+  switch (s) {
+    case ExecState::kRunning: return "running";
+    case ExecState::kExited: return "exited";
+    case ExecState::kFailedToStart: return "failed_to_start";
+    case ExecState::kCancelled: return "cancelled";
+    case ExecState::kOom: return "oom";
+    case ExecState::kLost: return "lost";
+  }
+  return "lost";
+}
+
+absl::Status JobRunner::Recover() {
+  if (executor_ == nullptr) return absl::OkStatus();
+  auto specs = executor_->Recover();
+  if (!specs.ok()) return specs.status();
+  for (ExecSpec& s : *specs) {
+    Local l;
+    l.started = true;
+    l.spec = std::move(s);
+    std::string id = l.spec.job_id;
+    jobs_.emplace(id, std::move(l));
+  }
+  changed_ = !jobs_.empty();
+  return absl::OkStatus();
+}
+
+bool JobRunner::ShipLogs(Local& job, const LogShipper& ship) {
+  if (!job.started || executor_ == nullptr) return true;
+  auto [out, err] = executor_->LogPaths(job.spec.job_id);
+  const std::string paths[2] = {out, err};
+  const char* names[2] = {"stdout", "stderr"};
+  for (int i = 0; i < 2; ++i) {
+    for (int n = 0; n < kMaxChunksPerBeat; ++n) {
+      std::string data = ReadAt(paths[i], job.shipped[i], kChunk);
+      if (data.empty()) break;
+      auto next = ship(job.spec.job_id, names[i], job.shipped[i], data);
+      if (!next.ok()) return false;
+      // The server may ask to resend from an earlier offset (a gap), never a later one.
+      job.shipped[i] = std::min<int64_t>(*next, job.shipped[i] + static_cast<int64_t>(data.size()));
+    }
+    if (!ReadAt(paths[i], job.shipped[i], 1).empty()) return false;  // more next time
+  }
+  return true;
+}
+
+Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDevice>& gpus) {
+  final_in_flight_.clear();
+  Json reports = Json::array();
+  std::set<std::string> held;
+  for (auto& [id, job] : jobs_) {
+    if (!job.ended && job.started && executor_ != nullptr) {
+      auto st = executor_->Poll(id);
+      if (st.ok()) {
+        job.status = *st;
+      } else {
+        job.status = {ExecState::kLost, 0, std::string(st.status().message())};
+      }
+      if (job.status.state != ExecState::kRunning) {
+        job.ended = true;
+        changed_ = true;
+      }
+    }
+    if (!job.ended) {
+      for (const auto& u : job.spec.gpu_uuids) held.insert(u);
+    }
+    const bool logs_done = ShipLogs(job, ship);
+    if (!job.assigned) continue;
+    if (!job.ended) {
+      reports.push_back(Json{{"id", id}, {"state", "running"}});
+      continue;
+    }
+    if (!logs_done) continue;  // the terminal report waits for the last bytes of output
+    Json r{{"id", id}, {"state", StateName(job.status.state)}, {"reason", job.status.reason}};
+    if (job.status.state == ExecState::kExited || job.status.state == ExecState::kCancelled) {
+      r["exit_code"] = job.status.exit_code;
+    }
+    reports.push_back(std::move(r));
+    final_in_flight_.insert(id);
+  }
+  Json clean = Json::array(), dirty = Json::array();
+  for (const gpu::GpuDevice& g : gpus) {
+    if (held.count(g.uuid)) continue;
+    // A process on a GPU no job of ours holds is someone's leftover: not clean for handoff.
+    (g.processes.empty() ? clean : dirty).push_back(g.uuid);
+  }
+  return Json{{"jobs", reports}, {"gpus", Json{{"clean", clean}, {"dirty", dirty}}}};
+}
+
+void JobRunner::Apply(const Json& assignments) {
+  for (const std::string& id : final_in_flight_) {
+    if (executor_ != nullptr && jobs_[id].started) (void)executor_->Forget(id);
+    jobs_.erase(id);
+    changed_ = true;
+  }
+  final_in_flight_.clear();
+  std::set<std::string> assigned;
+  for (const Json& a : assignments.is_array() ? assignments : Json::array()) {
+    if (!a.is_object() || !a.contains("id") || !a["id"].is_string()) continue;
+    const std::string id = a["id"].get<std::string>();
+    assigned.insert(id);
+    const bool cancel = a.contains("cancel_grace_ms");
+    const int64_t grace_ms = cancel ? a.value("cancel_grace_ms", int64_t{0}) : 0;
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) {
+      changed_ = true;
+      Local l;
+      l.spec.job_id = id;
+      if (cancel) {  // cancelled before it ever started here
+        l.ended = true;
+        l.status = {ExecState::kCancelled, 0, "cancelled before it started"};
+        jobs_.emplace(id, std::move(l));
+        continue;
+      }
+      const Json run = a.value("run", Json::object());
+      for (const auto& arg : run.value("command", Json::array())) {
+        if (arg.is_string()) l.spec.argv.push_back(arg.get<std::string>());
+      }
+      l.spec.env = {{"PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                    {"HOME", "/tmp"},
+                    {"LANG", "C.UTF-8"},
+                    {"GPUWARDEN_JOB_ID", id},
+                    {"GPUWARDEN_JOB_NAME", a.value("name", "")}};
+      const Json env = run.value("env", Json::object());
+      for (const auto& [k, v] : env.items()) {
+        // The server refuses these at submit; checked again here (defence in depth, DESIGN 6).
+        if (k.rfind("LD_", 0) == 0 || k == "CUDA_VISIBLE_DEVICES" || k == "NVIDIA_VISIBLE_DEVICES") {
+          continue;
+        }
+        if (v.is_string()) l.spec.env.emplace_back(k, v.get<std::string>());
+      }
+      std::string visible;
+      for (const auto& g : a.value("gpus", Json::array())) {
+        std::string uuid = g.value("uuid", "");
+        if (uuid.empty()) continue;
+        l.spec.gpu_uuids.push_back(uuid);
+        visible += StrCat(visible.empty() ? "" : ",", uuid);
+      }
+      // DESIGN invariant 6: both variables name exactly the assigned GPUs; none means none.
+      l.spec.env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
+      l.spec.env.emplace_back("NVIDIA_VISIBLE_DEVICES", visible.empty() ? "void" : visible);
+      if (executor_ == nullptr) {
+        l.ended = true;
+        l.status = {ExecState::kFailedToStart, 127, no_executor_reason_};
+      } else if (absl::Status s = executor_->Start(l.spec); !s.ok()) {
+        l.ended = true;
+        l.status = {ExecState::kFailedToStart, 127, std::string(s.message())};
+      } else {
+        l.started = true;
+      }
+      jobs_.emplace(id, std::move(l));
+      continue;
+    }
+    Local& job = it->second;
+    job.assigned = true;
+    if (cancel && !job.cancel_sent && !job.ended && job.started) {
+      (void)executor_->Cancel(id, absl::Milliseconds(grace_ms));
+      job.cancel_sent = true;
+      changed_ = true;
+    }
+  }
+  // What the server no longer places here is stopped (a requeued job's old copy, a job removed
+  // while this agent was away) and forgotten once it has ended.
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    Local& job = it->second;
+    if (assigned.count(it->first)) {
+      ++it;
+      continue;
+    }
+    job.assigned = false;
+    if (!job.ended && job.started && !job.cancel_sent) {
+      (void)executor_->Cancel(it->first, absl::Seconds(5));
+      job.cancel_sent = true;
+    }
+    if (job.ended || !job.started) {
+      if (executor_ != nullptr && job.started) (void)executor_->Forget(it->first);
+      it = jobs_.erase(it);
+      continue;
+    }
+    ++it;
+  }
+}
+
+absl::Duration JobRunner::NextBeat(absl::Duration interval) {
+  if (changed_) {
+    changed_ = false;
+    return std::min(interval, absl::Milliseconds(50));
+  }
+  for (const auto& [id, job] : jobs_) {
+    if (!job.ended) return std::min(interval, absl::Seconds(1));
+  }
+  return interval;
+}
+
+}  // namespace warden::agent

@@ -1,0 +1,73 @@
+// JobRunner: the agent's half of the job path. Each heartbeat it polls the executor, ships new
+// stdout/stderr bytes to the server, and reports job states (running, then one terminal report
+// once every byte of output has been shipped); the heartbeat reply's assignments then tell it
+// what to start, what to cancel (with its grace period) and, by omission, what to stop: a job
+// runs only where the server currently places it (a requeued job's old node kills its copy).
+// GPU handoff: GPUs no running job holds are reported clean unless the backend shows processes
+// on them (dirty: the server quarantines them). The memory scrub of issue 7 plugs in there.
+// Used from the agent's session thread only; not thread-safe.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "agent/executor.h"
+#include "common/json.h"
+#include "gpu/gpu.h"
+
+namespace warden::agent {
+
+// Sends `data` (read at `offset` of the job's `stream`) to the server; returns the offset to
+// continue from.
+using LogShipper = std::function<absl::StatusOr<int64_t>(
+    const std::string& job_id, const std::string& stream, int64_t offset, std::string_view data)>;
+
+class JobRunner {
+ public:
+  // `executor` may be null (no executor configured): assigned jobs are then reported as failed to
+  // start with `no_executor_reason`.
+  JobRunner(JobExecutor* executor, std::string no_executor_reason);
+
+  // After an agent restart: re-attaches to every job the executor still has on disk.
+  absl::Status Recover();
+
+  // Polls, ships logs, and returns the heartbeat's {"jobs": [...], "gpus": {...}} members.
+  common::Json BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDevice>& gpus);
+
+  // After a heartbeat that carried BuildReport's result was answered: forgets the jobs whose
+  // terminal report the server now has, then applies the reply's assignments.
+  void Apply(const common::Json& assignments);
+
+  // When to heartbeat next: soon (50 ms) after jobs started or ended, at most every second
+  // while jobs run (their output and exits reach the server promptly), else `interval`.
+  absl::Duration NextBeat(absl::Duration interval);
+  size_t size() const { return jobs_.size(); }
+
+ private:
+  struct Local {
+    ExecSpec spec;
+    ExecStatus status;
+    bool ended = false;
+    bool started = false;       // the executor has it (false: refused before it started)
+    bool assigned = true;       // false: the server no longer places it here
+    bool cancel_sent = false;
+    bool running_reported = false;
+    int64_t shipped[2] = {0, 0};  // stdout, stderr
+  };
+  static const char* StateName(ExecState s);
+  bool ShipLogs(Local& job, const LogShipper& ship);
+
+  JobExecutor* executor_;
+  std::string no_executor_reason_;
+  std::map<std::string, Local> jobs_;
+  std::set<std::string> final_in_flight_;
+  bool changed_ = false;
+};
+
+}  // namespace warden::agent

@@ -1,0 +1,59 @@
+// The run half of a job submission (POST /api/v1/tenants/{tenant}/jobs) and of the cancel body.
+// A submission is one JSON object: the scheduler's job-spec fields (decoded by
+// sched::ParseJobSpec, which this decoder does not duplicate) plus the run fields below:
+//   {"name":"train","gpus":1,"command":["python3","train.py"],"image":"host",
+//    "env":{"EPOCHS":"3"}}
+// ParseJobSubmit takes the run fields out, checks them, and hands back the rest as canonical JSON
+// text with "tenant" set from the URL. Pure functions, thread-safe; fuzzed by fuzz_job_submit.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "common/json.h"
+
+namespace warden::api {
+
+inline constexpr size_t kMaxJobSubmitBytes = 64 * 1024;
+inline constexpr size_t kMaxCommandArgs = 256;
+inline constexpr size_t kMaxArgBytes = 4096;
+inline constexpr size_t kMaxEnvEntries = 64;
+inline constexpr size_t kMaxEnvValueBytes = 4096;
+
+struct JobRun {
+  std::vector<std::string> command;  // argv; command[0] is looked up on PATH
+  std::string image = "host";        // "host" (the host root, read-only in a sandbox) for now
+  std::vector<std::pair<std::string, std::string>> env;  // sorted by name, unique names
+  bool operator==(const JobRun&) const = default;
+};
+
+struct JobSubmit {
+  JobRun run;
+  std::string placement_json;  // the scheduler's part, "tenant" filled in
+};
+
+// InvalidArgument naming the field when: the body is not one strict JSON object (duplicate keys,
+// depth > 4, > 64 KiB); "command" is missing, empty, longer than 256 arguments, or has an argument
+// that is empty in first place, longer than 4 KiB or holds a NUL; "image" is not "host"; "env"
+// is not an object of strings, has more than 64 entries, a name that is not [A-Za-z_][A-Za-z0-9_]*
+// (at most 128 bytes), a value with a NUL or over 4 KiB, or names a variable the job may not set:
+// the dynamic loader's (LD_*: an LD_PRELOAD in a job's environment is how CVE-2025-23266 escaped
+// the NVIDIA Container Toolkit) or the GPU visibility variables (CUDA_VISIBLE_DEVICES,
+// NVIDIA_VISIBLE_DEVICES: the agent sets them to the assigned GPUs, DESIGN invariant 6). A
+// "tenant" field that names another tenant than the URL is refused too.
+absl::StatusOr<JobSubmit> ParseJobSubmit(std::string_view body, std::string_view url_tenant);
+
+// The run part as JSON ({"command":[...],"image":"host","env":{...}}) and back (same checks as
+// ParseJobSubmit; used by the agent on what the server sends).
+common::Json JobRunToJson(const JobRun& run);
+absl::StatusOr<JobRun> JobRunFromJson(const common::Json& json);
+
+// The cancel body {"grace":"10s"} (empty body: the default). Grace 0s..1h.
+inline constexpr absl::Duration kDefaultCancelGrace = absl::Seconds(10);
+absl::StatusOr<absl::Duration> ParseCancelRequest(std::string_view body);
+
+}  // namespace warden::api

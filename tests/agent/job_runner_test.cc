@@ -1,0 +1,179 @@
+// JobRunner with a fake executor: what it starts, with which environment, what it stops, and
+// when it reports.
+#include "agent/job_runner.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+
+namespace warden::agent {
+namespace {
+
+using common::Json;
+
+class FakeExecutor final : public JobExecutor {
+ public:
+  std::string_view name() const override { return "fake"; }
+  absl::Status Start(const ExecSpec& spec) override {
+    if (fail_start) return absl::InternalError("boom");
+    started[spec.job_id] = spec;
+    status[spec.job_id] = {ExecState::kRunning, 0, ""};
+    return absl::OkStatus();
+  }
+  absl::StatusOr<ExecStatus> Poll(const std::string& id) override {
+    if (!status.count(id)) return absl::NotFoundError("unknown");
+    return status[id];
+  }
+  absl::Status Cancel(const std::string& id, absl::Duration grace) override {
+    cancelled[id] = grace;
+    return absl::OkStatus();
+  }
+  std::pair<std::string, std::string> LogPaths(const std::string& id) const override {
+    return {logs_dir + "/" + id + ".out", logs_dir + "/" + id + ".err"};
+  }
+  absl::StatusOr<std::vector<ExecSpec>> Recover() override {
+    std::vector<ExecSpec> out;
+    for (auto& [id, s] : started) out.push_back(s);
+    return out;
+  }
+  absl::Status Forget(const std::string& id) override {
+    forgotten.push_back(id);
+    status.erase(id);
+    return absl::OkStatus();
+  }
+  std::map<std::string, ExecSpec> started;
+  std::map<std::string, ExecStatus> status;
+  std::map<std::string, absl::Duration> cancelled;
+  std::vector<std::string> forgotten;
+  std::string logs_dir = ::testing::TempDir();
+  bool fail_start = false;
+};
+
+Json Assignment(const std::string& id, std::vector<std::string> gpus, Json env = Json::object()) {
+  Json g = Json::array();
+  for (const auto& u : gpus) g.push_back(Json{{"uuid", u}});
+  return Json{{"id", id}, {"name", "n"}, {"run", {{"command", {"python3", "x.py"}}, {"env", env}}},
+              {"gpus", g}};
+}
+
+std::string EnvOf(const ExecSpec& s, const std::string& k) {
+  for (const auto& [key, v] : s.env) {
+    if (key == k) return v;
+  }
+  return "<unset>";
+}
+
+LogShipper NoLogs() {
+  return [](const std::string&, const std::string&, int64_t offset, std::string_view data) {
+    return absl::StatusOr<int64_t>(offset + static_cast<int64_t>(data.size()));
+  };
+}
+
+TEST(JobRunnerTest, StartsAssignedJobsWithExactlyTheirGpusVisible) {
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.Apply(Json::array({Assignment("job_1", {"GPU-a", "GPU-b"},
+                                       Json{{"LD_PRELOAD", "/tmp/evil.so"}, {"EPOCHS", "3"}}),
+                            Assignment("job_2", {})}));
+  ASSERT_EQ(fake.started.size(), 2u);
+  const ExecSpec& one = fake.started["job_1"];
+  EXPECT_EQ(one.argv, (std::vector<std::string>{"python3", "x.py"}));
+  EXPECT_EQ(EnvOf(one, "CUDA_VISIBLE_DEVICES"), "GPU-a,GPU-b");
+  EXPECT_EQ(EnvOf(one, "NVIDIA_VISIBLE_DEVICES"), "GPU-a,GPU-b");
+  EXPECT_EQ(EnvOf(one, "EPOCHS"), "3");
+  EXPECT_EQ(EnvOf(one, "LD_PRELOAD"), "<unset>");  // defence in depth behind the API's refusal
+  const ExecSpec& two = fake.started["job_2"];
+  EXPECT_EQ(EnvOf(two, "CUDA_VISIBLE_DEVICES"), "");
+  EXPECT_EQ(EnvOf(two, "NVIDIA_VISIBLE_DEVICES"), "void");
+}
+
+TEST(JobRunnerTest, ReportsRunningThenOneTerminalReportThenForgets) {
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.Apply(Json::array({Assignment("job_1", {"GPU-a"})}));
+  std::vector<gpu::GpuDevice> gpus(2);
+  gpus[0].uuid = "GPU-a";
+  gpus[1].uuid = "GPU-b";
+  gpus[1].processes.push_back({});
+  Json r = runner.BuildReport(NoLogs(), gpus);
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(r["jobs"][0]["state"], "running");
+  // GPU-a is held; GPU-b has a process nobody of ours runs: dirty.
+  EXPECT_EQ(r["gpus"]["clean"], Json::array());
+  EXPECT_EQ(r["gpus"]["dirty"], Json::array({"GPU-b"}));
+  fake.status["job_1"] = {ExecState::kExited, 2, "exited with code 2"};
+  r = runner.BuildReport(NoLogs(), gpus);
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(r["jobs"][0]["state"], "exited");
+  EXPECT_EQ(r["jobs"][0]["exit_code"], 2);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({"GPU-a"}));
+  runner.Apply(Json::array());  // the server got it
+  EXPECT_EQ(fake.forgotten, std::vector<std::string>{"job_1"});
+  EXPECT_EQ(runner.size(), 0u);
+}
+
+TEST(JobRunnerTest, TheTerminalReportWaitsUntilTheOutputIsShipped) {
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.Apply(Json::array({Assignment("job_1", {})}));
+  std::ofstream(fake.LogPaths("job_1").first) << "last words\n";
+  fake.status["job_1"] = {ExecState::kExited, 0, ""};
+  bool up = false;
+  std::string shipped;
+  LogShipper ship = [&](const std::string&, const std::string&, int64_t offset,
+                        std::string_view data) -> absl::StatusOr<int64_t> {
+    if (!up) return absl::UnavailableError("server away");
+    shipped += std::string(data);
+    return offset + static_cast<int64_t>(data.size());
+  };
+  Json r = runner.BuildReport(ship, {});
+  EXPECT_TRUE(r["jobs"].empty());
+  up = true;
+  r = runner.BuildReport(ship, {});
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(shipped, "last words\n");
+}
+
+TEST(JobRunnerTest, StopsJobsNoLongerAssignedAndHonoursCancelGrace) {
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.Apply(Json::array({Assignment("job_1", {}), Assignment("job_2", {})}));
+  Json cancel = Assignment("job_2", {});
+  cancel["cancel_grace_ms"] = 2500;
+  runner.Apply(Json::array({cancel}));
+  EXPECT_EQ(fake.cancelled["job_2"], absl::Milliseconds(2500));
+  EXPECT_TRUE(fake.cancelled.count("job_1"));  // requeued elsewhere: this copy must stop
+  fake.status["job_1"] = {ExecState::kCancelled, 143, ""};
+  Json r = runner.BuildReport(NoLogs(), {});
+  for (const auto& j : r["jobs"]) EXPECT_NE(j["id"], "job_1");  // not ours to report any more
+}
+
+TEST(JobRunnerTest, WithoutAnExecutorAssignedJobsFailToStartWithTheReason) {
+  JobRunner runner(nullptr, "no executor configured");
+  runner.Apply(Json::array({Assignment("job_1", {})}));
+  Json r = runner.BuildReport(NoLogs(), {});
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(r["jobs"][0]["state"], "failed_to_start");
+  EXPECT_EQ(r["jobs"][0]["reason"], "no executor configured");
+}
+
+TEST(JobRunnerTest, ReattachesToRecoveredJobs) {
+  FakeExecutor fake;
+  {
+    JobRunner first(&fake, "");
+    first.Apply(Json::array({Assignment("job_1", {"GPU-a"})}));
+  }
+  JobRunner second(&fake, "");
+  ASSERT_TRUE(second.Recover().ok());
+  EXPECT_EQ(second.size(), 1u);
+  std::vector<gpu::GpuDevice> gpus(1);
+  gpus[0].uuid = "GPU-a";
+  Json r = second.BuildReport(NoLogs(), gpus);
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(r["jobs"][0]["state"], "running");
+  EXPECT_TRUE(r["gpus"]["clean"].empty());  // still held by the re-attached job
+}
+
+}  // namespace
+}  // namespace warden::agent

@@ -1,0 +1,328 @@
+// JobService against a real SQLite store and the real scheduler (with its independent invariant
+// checker after every placement): placement, the agent protocol, tenant scope, node loss,
+// restart, cancel and log storage.
+#include "server/job_service.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "cluster/cluster.h"
+#include "common/clock.h"
+#include "common/rng.h"
+#include "gpu/gpu.h"
+
+namespace warden::server {
+namespace {
+
+using common::Json;
+
+class JobServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "job_service_" + std::to_string(::getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto st = store::OpenStore({"sqlite://" + dir_ + "/state.db"});
+    ASSERT_TRUE(st.ok()) << st.status();
+    store_ = std::move(*st);
+    ASSERT_TRUE(store_->CreateTenant({"ten_a", "acme", 1}).ok());
+    ASSERT_TRUE(store_->CreateTenant({"ten_b", "beta", 1}).ok());
+    Restart();
+  }
+
+  void Restart() {
+    if (jobs_) jobs_->Stop();
+    jobs_.reset();
+    JobServiceOptions o;
+    o.data_dir = dir_;
+    o.check_invariants = true;
+    o.max_log_bytes = 4096;
+    o.max_log_waiters = max_log_waiters_;
+    auto j = JobService::Create(*store_, clock_, rng_, o);
+    ASSERT_TRUE(j.ok()) << j.status();
+    jobs_ = std::move(*j);
+    ASSERT_TRUE(jobs_->Start(/*loop=*/false).ok());
+  }
+
+  // A node with `gpus` simulated H100s, ready and active.
+  void AddNode(const std::string& id, const std::string& name, int gpus) {
+    cluster::NodeInventory inv;
+    inv.hostname = name;
+    inv.os = "Debian GNU/Linux 12 (bookworm)";
+    inv.kernel = "6.1.0";
+    inv.arch = "x86_64";
+    inv.cpus = 16;
+    inv.memory_mib = 65536;
+    inv.agent_version = "test";
+    inv.gpu_backend = "sim";
+    auto spec = gpu::ParseSimSpec(std::to_string(gpus) + "xH100-80GB");
+    gpu::SimOptions so;
+    so.seed = name;
+    inv.gpus = gpu::ExpandSimSpec(*spec, so);
+    store::Node n;
+    n.id = id;
+    n.name = name;
+    n.pool = "default";
+    n.inventory_json = cluster::EncodeInventory(inv).dump();
+    ASSERT_TRUE(store_->CreateNode(n).ok());
+  }
+
+  void SetNodeStatus(const std::string& id, const std::string& status) {
+    auto n = store_->GetNode(id);
+    ASSERT_TRUE(n.ok());
+    n->status = status;
+    ASSERT_TRUE(store_->UpdateNode(*n).ok());
+  }
+
+  store::Job Submit(const std::string& tenant_id, const std::string& tenant, const std::string& body) {
+    auto j = jobs_->Submit(tenant_id, tenant, body, "usr_1");
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? *j : store::Job{};
+  }
+
+  store::Job Stored(const std::string& id) { return *store_->GetJob(id); }
+
+  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {},
+            AgentGpuReport gpus = {}) {
+    auto r = jobs_->AgentSync(node, reports, gpus);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Json::array();
+  }
+
+  int max_log_waiters_ = 2;
+  std::string dir_;
+  common::FakeClock clock_;
+  common::Rng& rng_ = common::SecureRng::Get();
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<JobService> jobs_;
+};
+
+TEST_F(JobServiceTest, SubmittedJobIsPlacedHandedToItsAgentAndFinishes) {
+  AddNode("nod_1", "n1", 2);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"train","gpus":1,"command":["echo","hi"]})");
+  EXPECT_EQ(j.state, "queued");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  store::Job placed = Stored(j.id);
+  EXPECT_EQ(placed.state, "placed");
+  EXPECT_EQ(placed.node_id, "nod_1");
+
+  Json assigned = Sync("nod_1");
+  ASSERT_EQ(assigned.size(), 1u);
+  EXPECT_EQ(assigned[0]["id"], j.id);
+  EXPECT_EQ(assigned[0]["run"]["command"], Json::array({"echo", "hi"}));
+  ASSERT_EQ(assigned[0]["gpus"].size(), 1u);
+  EXPECT_EQ(assigned[0]["gpus"][0]["uuid"].get<std::string>().rfind("GPU-", 0), 0u);
+
+  Sync("nod_1", {{j.id, "running"}});
+  EXPECT_EQ(Stored(j.id).state, "running");
+  ASSERT_TRUE(jobs_->AppendLog("nod_1", j.id, "stdout", 0, "hi\n").ok());
+  AgentJobReport done{j.id, "exited", true, 0, ""};
+  EXPECT_TRUE(Sync("nod_1", {done}).empty());
+  store::Job end = Stored(j.id);
+  EXPECT_EQ(end.state, "done");
+  EXPECT_TRUE(end.has_exit_code);
+  EXPECT_EQ(end.exit_code, 0);
+  auto log = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 0, absl::ZeroDuration());
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(log->data, "hi\n");
+  EXPECT_TRUE(log->ended);
+}
+
+TEST_F(JobServiceTest, TwoTenantsNeverShareAGpuAndFreedGpusWaitForACleanReport) {
+  AddNode("nod_1", "n1", 2);
+  AddNode("nod_2", "n2", 2);
+  std::vector<store::Job> js;
+  for (int i = 0; i < 2; ++i) {
+    js.push_back(Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["true"]})"));
+    js.push_back(Submit("ten_b", "beta", R"({"name":"b","gpus":1,"command":["true"]})"));
+  }
+  ASSERT_TRUE(jobs_->Tick().ok());
+  std::set<std::string> uuids;
+  for (const auto& j : js) {
+    store::Job s = Stored(j.id);
+    ASSERT_EQ(s.state, "placed") << s.reason;
+    auto a = Json::parse(s.assignment_json);
+    ASSERT_EQ(a.size(), 1u);
+    EXPECT_TRUE(uuids.insert(a[0]["uuid"].get<std::string>()).second) << "GPU given twice";
+  }
+  // A fifth job waits: every GPU is taken.
+  store::Job extra = Submit("ten_b", "beta", R"({"name":"c","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(extra.id).state, "queued");
+  // Tenant A's job on n1 ends: its GPU is not handed to tenant B before the agent reports it clean.
+  store::Job a_on_n1;
+  for (const auto& j : js) {
+    store::Job s = Stored(j.id);
+    if (s.node_id == "nod_1" && s.tenant_id == "ten_a") a_on_n1 = s;
+  }
+  ASSERT_FALSE(a_on_n1.id.empty());
+  std::string freed = Json::parse(a_on_n1.assignment_json)[0]["uuid"];
+  Sync("nod_1", {{a_on_n1.id, "exited", true, 0, ""}});
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(extra.id).state, "queued") << "placed on an unverified GPU";
+  AgentGpuReport clean;
+  clean.clean = {freed};
+  Sync("nod_1", {}, clean);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  store::Job now = Stored(extra.id);
+  EXPECT_EQ(now.state, "placed");
+  EXPECT_EQ(Json::parse(now.assignment_json)[0]["uuid"], freed);
+}
+
+TEST_F(JobServiceTest, AnotherTenantsJobIsNotFoundEverywhere) {
+  AddNode("nod_1", "n1", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"secret","command":["true"]})");
+  EXPECT_EQ(jobs_->Get("ten_b", j.id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs_->Cancel("ten_b", j.id, absl::Seconds(1)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs_->ReadLog("ten_b", j.id, "stdout", 0, 0, absl::ZeroDuration()).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(jobs_->List("ten_b", std::nullopt)->empty());
+  EXPECT_EQ(jobs_->List("ten_a", std::nullopt)->size(), 1u);
+  // The same message for a job that does not exist at all: no existence oracle.
+  EXPECT_EQ(std::string(jobs_->Get("ten_b", j.id).status().message()),
+            std::string(jobs_->Get("ten_a", "job_nosuch").status().message()).replace(
+                5, std::string("job_nosuch").size(), j.id));
+  EXPECT_EQ(Stored(j.id).state, "queued");  // untouched by the refused cancel
+}
+
+TEST_F(JobServiceTest, SubmitRefusesBadSpecsAndAnotherTenantInTheBody) {
+  auto bad = jobs_->Submit("ten_a", "acme", R"({"name":"x","gpus":0,"command":["true"]})", "u");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  auto other = jobs_->Submit("ten_a", "acme", R"({"name":"x","tenant":"beta","command":["true"]})", "u");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  auto weak = jobs_->Submit("ten_a", "acme",
+                            R"({"name":"x","gpu_fraction":0.5,"command":["true"]})", "u");
+  EXPECT_FALSE(weak.ok());  // a fraction needs isolation shared; acme's policy is mig
+  EXPECT_TRUE(jobs_->List("ten_a", std::nullopt)->empty());
+}
+
+TEST_F(JobServiceTest, OnlyTheAssignedNodeMaySpeakForAJob) {
+  AddNode("nod_1", "n1", 1);
+  AddNode("nod_2", "n2", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  std::string owner = Stored(j.id).node_id, other = owner == "nod_1" ? "nod_2" : "nod_1";
+  Sync(other, {{j.id, "exited", true, 1, "forged"}});
+  EXPECT_EQ(Stored(j.id).state, "placed");
+  EXPECT_EQ(jobs_->AppendLog(other, j.id, "stdout", 0, "forged").status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(Sync(other).empty());  // nothing of it is handed to the other node
+}
+
+TEST_F(JobServiceTest, UnreachableNodesJobsAreRequeuedOntoAnotherNode) {
+  AddNode("nod_1", "n1", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["sleep","100"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  ASSERT_EQ(Stored(j.id).node_id, "nod_1");
+  Sync("nod_1", {{j.id, "running"}});
+  AddNode("nod_2", "n2", 1);
+  SetNodeStatus("nod_1", "unreachable");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  store::Job moved = Stored(j.id);
+  EXPECT_EQ(moved.state, "placed");
+  EXPECT_EQ(moved.node_id, "nod_2");
+  // The old node, back, is told nothing of it (its agent stops its copy) and cannot end it.
+  SetNodeStatus("nod_1", "ready");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_TRUE(Sync("nod_1", {{j.id, "exited", true, 0, ""}}).empty());
+  EXPECT_EQ(Stored(j.id).state, "placed");
+}
+
+TEST_F(JobServiceTest, RestartKeepsRunningJobsWhereTheyAre) {
+  AddNode("nod_1", "n1", 2);
+  store::Job a = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["sleep","100"]})");
+  store::Job b = Submit("ten_b", "beta", R"({"name":"b","gpus":1,"command":["sleep","100"]})");
+  store::Job q = Submit("ten_b", "beta", R"({"name":"q","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{a.id, "running"}});
+  std::string a_gpu = Stored(a.id).assignment_json, b_gpu = Stored(b.id).assignment_json;
+  Restart();
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(a.id).state, "running");
+  EXPECT_EQ(Stored(a.id).assignment_json, a_gpu);
+  EXPECT_EQ(Stored(b.id).state, "placed");
+  EXPECT_EQ(Stored(b.id).assignment_json, b_gpu);
+  EXPECT_EQ(Stored(q.id).state, "queued");  // still no free GPU: the restored ones hold them
+  EXPECT_EQ(Sync("nod_1").size(), 2u);
+  // And the restored job can finish normally.
+  Sync("nod_1", {{a.id, "exited", true, 3, ""}});
+  EXPECT_EQ(Stored(a.id).state, "failed");
+  EXPECT_EQ(Stored(a.id).exit_code, 3);
+}
+
+TEST_F(JobServiceTest, CancelQueuedAtOnceAndRunningThroughTheAgentWithGrace) {
+  AddNode("nod_1", "n1", 1);
+  store::Job run = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["sleep","100"]})");
+  store::Job wait = Submit("ten_a", "acme", R"({"name":"b","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  auto c = jobs_->Cancel("ten_a", wait.id, absl::Seconds(3));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->state, "cancelled");
+  Sync("nod_1", {{run.id, "running"}});
+  c = jobs_->Cancel("ten_a", run.id, absl::Seconds(3));
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state, "running");
+  Json a = Sync("nod_1");
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_EQ(a[0]["cancel_grace_ms"], 3000);
+  Sync("nod_1", {{run.id, "cancelled", true, 143, "cancelled; killed by signal 15"}});
+  EXPECT_EQ(Stored(run.id).state, "cancelled");
+  EXPECT_EQ(jobs_->Cancel("ten_a", run.id, absl::Seconds(1)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(JobServiceTest, LogsAreStoredOnceAndTruncatedWithAMarker) {
+  AddNode("nod_1", "n1", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"a","command":["yes"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  ASSERT_EQ(*jobs_->AppendLog("nod_1", j.id, "stdout", 0, "abc"), 3);
+  ASSERT_EQ(*jobs_->AppendLog("nod_1", j.id, "stdout", 1, "bcdef"), 6);  // overlap resent
+  ASSERT_EQ(*jobs_->AppendLog("nod_1", j.id, "stdout", 10, "zz"), 6);    // a gap: resend from 6
+  std::string big(5000, 'x');
+  ASSERT_EQ(*jobs_->AppendLog("nod_1", j.id, "stdout", 6, big), 5006);
+  ASSERT_EQ(*jobs_->AppendLog("nod_1", j.id, "stdout", 5006, "more"), 5010);
+  auto r = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 0, absl::ZeroDuration());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->data.substr(0, 6), "abcdef");
+  EXPECT_TRUE(r->truncated);
+  EXPECT_NE(r->data.find("output truncated"), std::string::npos);
+  EXPECT_EQ(r->data.find("more"), std::string::npos);
+  auto tail = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 1, absl::ZeroDuration());
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->data.rfind("[gpuwarden: output truncated", 0), 0u) << tail->data;
+}
+
+TEST_F(JobServiceTest, AFollowWaitsForOutputButNeverHoldsMoreThanItsShareOfThreads) {
+  AddNode("nod_1", "n1", 1);
+  store::Job j = Submit("ten_a", "acme", R"({"name":"a","command":["yes"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{j.id, "running"}});
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    ASSERT_TRUE(jobs_->AppendLog("nod_1", j.id, "stdout", 0, "late\n").ok());
+  });
+  auto t0 = absl::Now();
+  auto r = jobs_->ReadLog("ten_a", j.id, "stdout", 0, 0, absl::Seconds(10));
+  writer.join();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, "late\n");
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+  // With no waiter slot left, a follow answers at once (the client polls) instead of holding a
+  // thread of the HTTP server's blocking pool.
+  max_log_waiters_ = 0;
+  Restart();
+  t0 = absl::Now();
+  r = jobs_->ReadLog("ten_a", j.id, "stdout", 5, 0, absl::Seconds(10));
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->data, "");
+  EXPECT_FALSE(r->ended);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+}
+
+}  // namespace
+}  // namespace warden::server
