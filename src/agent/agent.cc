@@ -509,20 +509,27 @@ int RunAgentCommand(int argc, char** argv) {
   JobRunner runner(executor.get(),
                    "this agent runs no jobs: start it with --executor=process (development "
                    "only; the sandbox runtime is not built yet)");
+  // Issue 7: the verified GPU handoff. Created before the runner re-attaches, so re-attached jobs
+  // keep their GPUs assigned and release them into the handoff when they end.
+  gpu::GpuBackend* gpu_backend = backend->get();
+  std::unique_ptr<GpuHandoffService> handoff;
+  if (gpu_backend != nullptr) {
+    auto created = GpuHandoffService::Create({.data_dir = data_dir}, gpu_backend, backend_name);
+    if (!created.ok()) {
+      std::cerr << "gpuwarden agent: GPU handoff: " << created.status().message() << "\n";
+      return 1;
+    }
+    handoff = std::move(*created);
+    runner.SetHandoff(handoff.get());
+  }
   if (absl::Status s = runner.Recover(); !s.ok()) {
     std::cerr << "gpuwarden agent: recovering jobs: " << s.message() << "\n";
     return 1;
   }
   if (runner.size() > 0) Log(StrCat("re-attached to ", runner.size(), " job(s) from before the restart"));
-  gpu::GpuBackend* gpu_backend = backend->get();
   Session session(paths, std::move(state), std::move(*backend), backend_name, &runner);
-  if (gpu_backend != nullptr) {  // issue 7: the verified GPU handoff
-    auto handoff = GpuHandoffService::Create({.data_dir = data_dir}, gpu_backend, backend_name);
-    if (!handoff.ok()) {
-      std::cerr << "gpuwarden agent: GPU handoff: " << handoff.status().message() << "\n";
-      return 1;
-    }
-    session.handoff_ = std::move(*handoff);
+  if (handoff != nullptr) {
+    session.handoff_ = std::move(handoff);
     session.handoff_->Start();
   }
   return session.Run();

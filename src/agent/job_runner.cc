@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <fstream>
 
+#include "agent/gpu_handoff.h"
 #include "common/strings.h"
 
 namespace warden::agent {
@@ -52,6 +53,8 @@ absl::Status JobRunner::Recover() {
     Local l;
     l.started = true;
     l.spec = std::move(s);
+    // The handoff state file still has its GPUs assigned; released when the job ends.
+    l.gpus_held = handoff_ != nullptr && !l.spec.gpu_uuids.empty();
     std::string id = l.spec.job_id;
     jobs_.emplace(id, std::move(l));
   }
@@ -83,6 +86,7 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
   Json reports = Json::array();
   std::set<std::string> held;
   for (auto& [id, job] : jobs_) {
+    if (job.waiting) TryStart(job);
     if (!job.ended && job.started && executor_ != nullptr) {
       auto st = executor_->Poll(id);
       if (st.ok()) {
@@ -95,9 +99,11 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
         changed_ = true;
       }
     }
+    if (job.ended) ReleaseGpus(job);
     if (!job.ended) {
       for (const auto& u : job.spec.gpu_uuids) held.insert(u);
     }
+    if (job.waiting) continue;  // still placed, as far as the server is concerned
     const bool logs_done = ShipLogs(job, ship);
     if (!job.assigned) continue;
     if (!job.ended) {
@@ -115,10 +121,58 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
   Json clean = Json::array(), dirty = Json::array();
   for (const gpu::GpuDevice& g : gpus) {
     if (held.count(g.uuid)) continue;
+    if (handoff_ != nullptr) {
+      // Clean only once scrubbed and verified; dirty once a handoff failed; else not yet known.
+      auto d = handoff_->controller().Get(g.uuid);
+      if (!d) continue;
+      if (d->state == gpu::HandoffState::kAvailable) {
+        clean.push_back(g.uuid);
+      } else if (d->state == gpu::HandoffState::kQuarantined && d->failures > 0) {
+        dirty.push_back(g.uuid);
+      }
+      continue;
+    }
     // A process on a GPU no job of ours holds is someone's leftover: not clean for handoff.
     (g.processes.empty() ? clean : dirty).push_back(g.uuid);
   }
   return Json{{"jobs", reports}, {"gpus", Json{{"clean", clean}, {"dirty", dirty}}}};
+}
+
+void JobRunner::TryStart(Local& job) {
+  job.waiting = false;
+  if (executor_ == nullptr) {
+    job.ended = true;
+    job.status = {ExecState::kFailedToStart, 127, no_executor_reason_};
+    return;
+  }
+  if (handoff_ != nullptr && !job.spec.gpu_uuids.empty() && !job.gpus_held) {
+    absl::Status a = handoff_->Assign(job.tenant, job.spec.gpu_uuids);
+    if (!a.ok()) {
+      if (absl::Now() < job.wait_until) {
+        job.waiting = true;  // e.g. the previous tenant's scrub is still running
+        return;
+      }
+      job.ended = true;
+      job.status = {ExecState::kFailedToStart, 127,
+                    StrCat("its GPUs were not handed off clean in time: ", a.message())};
+      changed_ = true;
+      return;
+    }
+    job.gpus_held = true;
+  }
+  if (absl::Status s = executor_->Start(job.spec); !s.ok()) {
+    job.ended = true;
+    job.status = {ExecState::kFailedToStart, 127, std::string(s.message())};
+  } else {
+    job.started = true;
+  }
+  changed_ = true;
+}
+
+void JobRunner::ReleaseGpus(Local& job) {
+  if (!job.gpus_held || handoff_ == nullptr) return;
+  job.gpus_held = false;
+  (void)handoff_->Release(job.spec.gpu_uuids);  // an error leaves the device quarantined
 }
 
 void JobRunner::Apply(const Json& assignments) {
@@ -173,20 +227,21 @@ void JobRunner::Apply(const Json& assignments) {
       // DESIGN invariant 6: both variables name exactly the assigned GPUs; none means none.
       l.spec.env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
       l.spec.env.emplace_back("NVIDIA_VISIBLE_DEVICES", visible.empty() ? "void" : visible);
-      if (executor_ == nullptr) {
-        l.ended = true;
-        l.status = {ExecState::kFailedToStart, 127, no_executor_reason_};
-      } else if (absl::Status s = executor_->Start(l.spec); !s.ok()) {
-        l.ended = true;
-        l.status = {ExecState::kFailedToStart, 127, std::string(s.message())};
-      } else {
-        l.started = true;
-      }
+      l.tenant = a.value("tenant", "");
+      l.waiting = true;
+      l.wait_until = absl::Now() + kHandoffWait;
+      TryStart(l);
       jobs_.emplace(id, std::move(l));
       continue;
     }
     Local& job = it->second;
     job.assigned = true;
+    if (cancel && job.waiting) {  // cancelled while waiting for its GPUs' handoff
+      job.waiting = false;
+      job.ended = true;
+      job.status = {ExecState::kCancelled, 0, "cancelled before it started"};
+      changed_ = true;
+    }
     if (cancel && !job.cancel_sent && !job.ended && job.started) {
       (void)executor_->Cancel(id, absl::Milliseconds(grace_ms));
       job.cancel_sent = true;
@@ -207,6 +262,7 @@ void JobRunner::Apply(const Json& assignments) {
       job.cancel_sent = true;
     }
     if (job.ended || !job.started) {
+      ReleaseGpus(job);
       if (executor_ != nullptr && job.started) (void)executor_->Forget(it->first);
       it = jobs_.erase(it);
       continue;

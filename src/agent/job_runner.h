@@ -3,8 +3,11 @@
 // once every byte of output has been shipped); the heartbeat reply's assignments then tell it
 // what to start, what to cancel (with its grace period) and, by omission, what to stop: a job
 // runs only where the server currently places it (a requeued job's old node kills its copy).
-// GPU handoff: GPUs no running job holds are reported clean unless the backend shows processes
-// on them (dirty: the server quarantines them). The memory scrub of issue 7 plugs in there.
+// GPU handoff (issue 7, DESIGN invariant 3): with a GpuHandoffService set, a job's GPUs are
+// assigned to its tenant before it starts (a device that is not verified clean yet makes the job
+// wait for it, up to kHandoffWait, then fail to start) and released when it ends, which starts
+// their scrub; a GPU no job holds is reported clean only once the handoff made it available, and
+// dirty once a handoff failed. Without one (unit tests): clean unless the backend shows processes.
 // Used from the agent's session thread only; not thread-safe.
 #pragma once
 
@@ -23,6 +26,8 @@
 
 namespace warden::agent {
 
+class GpuHandoffService;
+
 // Sends `data` (read at `offset` of the job's `stream`) to the server; returns the offset to
 // continue from.
 using LogShipper = std::function<absl::StatusOr<int64_t>(
@@ -33,6 +38,11 @@ class JobRunner {
   // `executor` may be null (no executor configured): assigned jobs are then reported as failed to
   // start with `no_executor_reason`.
   JobRunner(JobExecutor* executor, std::string no_executor_reason);
+
+  // The verified GPU handoff; call before Recover. Not owned; may be null.
+  void SetHandoff(GpuHandoffService* handoff) { handoff_ = handoff; }
+  // How long a placed job waits for its GPUs' handoff before it fails to start.
+  static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
   // After an agent restart: re-attaches to every job the executor still has on disk.
   absl::Status Recover();
@@ -59,11 +69,21 @@ class JobRunner {
     bool cancel_sent = false;
     bool running_reported = false;
     int64_t shipped[2] = {0, 0};  // stdout, stderr
+    std::string tenant;             // for the GPU handoff
+    bool gpus_held = false;         // Assign succeeded; Release when the job ends
+    absl::Time wait_until;          // waiting for the handoff (not started, not ended) until then
+    bool waiting = false;
   };
   static const char* StateName(ExecState s);
   bool ShipLogs(Local& job, const LogShipper& ship);
+  // Assigns the job's GPUs and starts it; while its GPUs are not handed off yet it waits (until
+  // wait_until), then fails to start.
+  void TryStart(Local& job);
+  // Releases the GPUs of a job that ended (their handoff starts).
+  void ReleaseGpus(Local& job);
 
   JobExecutor* executor_;
+  GpuHandoffService* handoff_ = nullptr;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;
   std::set<std::string> final_in_flight_;

@@ -608,7 +608,12 @@ absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,
     if (t.rec.node_id != node_id || (t.rec.state != "placed" && t.rec.state != "running")) continue;
     auto as = common::ParseJsonStrict(t.rec.assignment_json);
     Json assignment = as.ok() ? *as : Json::array();
-    Json e{{"id", id}, {"name", t.rec.name}, {"run", api::JobRunToJson(t.run)}, {"gpus", assignment}};
+    // tenant: the agent assigns the GPUs to it in its handoff state (issue 7).
+    Json e{{"id", id},
+           {"name", t.rec.name},
+           {"tenant", t.rec.tenant_id},
+           {"run", api::JobRunToJson(t.run)},
+           {"gpus", assignment}};
     if (t.rec.cancel_requested_at != 0) e["cancel_grace_ms"] = t.rec.cancel_grace_ms;
     out.push_back(std::move(e));
   }

@@ -2,9 +2,12 @@
 // when it reports.
 #include "agent/job_runner.h"
 
+#include "agent/gpu_handoff.h"
+
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <filesystem>
 #include <map>
 
 namespace warden::agent {
@@ -173,6 +176,49 @@ TEST(JobRunnerTest, ReattachesToRecoveredJobs) {
   ASSERT_EQ(r["jobs"].size(), 1u);
   EXPECT_EQ(r["jobs"][0]["state"], "running");
   EXPECT_TRUE(r["gpus"]["clean"].empty());  // still held by the re-attached job
+}
+
+// Issue 7 with the real handoff service over simulated GPUs: a job waits for its GPU's handoff,
+// and its end sends the GPU back through quarantine and the scrub before it is reported clean.
+// Fails if the runner started jobs on unverified GPUs or reported released GPUs clean at once.
+TEST(JobRunnerHandoffTest, AJobWaitsForItsGpusHandoffAndItsEndStartsTheScrub) {
+  auto backend = gpu::SimGpuBackend::Create("1xH100-80GB");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  auto devices = (*backend)->Discover();
+  ASSERT_TRUE(devices.ok());
+  ASSERT_EQ(devices->size(), 1u);
+  const std::string uuid = (*devices)[0].uuid;
+  std::string dir = ::testing::TempDir() + "/runner_handoff";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto handoff = GpuHandoffService::Create({.data_dir = dir}, backend->get(), "sim");
+  ASSERT_TRUE(handoff.ok()) << handoff.status();
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.SetHandoff(handoff->get());
+  Json a = Assignment("job_1", {uuid});
+  a["tenant"] = "t-acme";
+  runner.Apply(Json::array({a}));
+  // A new device is quarantined until its first handoff: the job waits, nothing is reported.
+  Json r = runner.BuildReport(NoLogs(), *devices);
+  EXPECT_TRUE(fake.started.empty());
+  EXPECT_EQ(r["jobs"], Json::array());
+  EXPECT_EQ(r["gpus"]["clean"], Json::array());
+  (*handoff)->RunOnce();
+  r = runner.BuildReport(NoLogs(), *devices);
+  ASSERT_EQ(fake.started.count("job_1"), 1u) << r.dump();
+  EXPECT_EQ(r["jobs"][0]["state"], "running");
+  EXPECT_EQ((*handoff)->controller().Get(uuid)->state, gpu::HandoffState::kAssigned);
+  // The job ends: its GPU is released into quarantine, not reported clean yet.
+  fake.status["job_1"] = {ExecState::kExited, 0, "exited with code 0"};
+  r = runner.BuildReport(NoLogs(), *devices);
+  EXPECT_EQ(r["jobs"][0]["state"], "exited");
+  EXPECT_EQ(r["gpus"]["clean"], Json::array());
+  EXPECT_EQ((*handoff)->controller().Get(uuid)->state, gpu::HandoffState::kQuarantined);
+  runner.Apply(Json::array());
+  (*handoff)->RunOnce();  // process check, scrub, verify
+  r = runner.BuildReport(NoLogs(), *devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({uuid}));
 }
 
 }  // namespace
