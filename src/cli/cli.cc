@@ -401,6 +401,8 @@ int RunCli(int argc, char** argv) {
   MfaCommands mfa;
   AddMfaCommands(app, mfa);
   NodeCommands node_cmds = AddNodeCommands(app);  // node_cmd.cc
+  DatasetCommands dataset_cmds;
+  AddDatasetCommands(app, dataset_cmds);  // dataset_cmd.cc
 
   try {
     app.parse(argc, argv);
@@ -500,6 +502,7 @@ int RunCli(int argc, char** argv) {
     Session s = CurrentSession(server_flag);
     s.otp = otp_flag;
     if (RunMfaCommand(mfa, s, output)) return 0;
+    if (RunDatasetCommand(dataset_cmds, s, output)) return 0;
     if (whoami->parsed()) {
       Json j = Request(s, "GET", "/api/v1/whoami");
       if (output == "json") {

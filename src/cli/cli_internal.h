@@ -63,4 +63,19 @@ bool RunMfaCommand(MfaCommands& cmds, const Session& s, const std::string& outpu
 // failures (text too long for a QR code) come back as an empty string.
 std::string TerminalQr(const std::string& text);
 
+
+// The `gpuwarden dataset ...` and `gpuwarden key ...` verbs (dataset_cmd.cc).
+struct DatasetCommands {
+  CLI::App *put = nullptr, *get = nullptr, *ls = nullptr, *show = nullptr, *rm = nullptr,
+           *verify = nullptr, *policy_get = nullptr, *policy_set = nullptr, *policy_rm = nullptr,
+           *key_status = nullptr, *key_rotate = nullptr;
+  std::string tenant, name, file, out, output;
+  uint64_t version = 0;
+  bool progress = false;
+  bool reencrypt = false;
+};
+void AddDatasetCommands(CLI::App& app, DatasetCommands& cmds);
+// Runs the parsed dataset/key verb, if any; returns false when none was parsed.
+bool RunDatasetCommand(DatasetCommands& cmds, const Session& s, const std::string& output);
+
 }  // namespace warden::cli::internal

@@ -6,6 +6,7 @@
 // Thread-safe; owns nothing but caches (compiled RBAC policy, tenant names).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,7 +26,13 @@
 #include "rbac/rbac.h"
 #include "store/store.h"
 
+namespace warden::vault {
+enum class DataAction : uint8_t;
+}  // namespace warden::vault
+
 namespace warden::server {
+
+class VaultService;  // vault_routes.h
 
 struct ApiRequest {
   std::string method;
@@ -94,6 +101,10 @@ struct Call {
   std::string actor_name;
   std::optional<std::string> raw_body;
   std::string content_type;
+  // Data access (vault_routes.cc): bytes read or written, and the data policy decision(s)
+  // (document and statement), recorded in the audit event.
+  int64_t bytes = 0;
+  std::string data_decision;
 };
 
 struct ApiServiceOptions {
@@ -106,6 +117,8 @@ struct ApiServiceOptions {
   // Nodes and join (issue 6; handlers in node_routes.cc). Null: those routes answer 503.
   cluster::Cluster* cluster = nullptr;
   std::function<int()> agent_port;  // the agents' mTLS port, told to joining agents
+  // The encrypted vault (issue 5; handlers in vault_routes.cc). Null: those routes answer 503.
+  VaultService* vault = nullptr;
 };
 
 class ApiService {
@@ -208,6 +221,22 @@ class ApiService {
   absl::StatusOr<common::Json> GetAuditPublicKey(Call& c);
   absl::StatusOr<common::Json> AuditInclusionProof(Call& c);
   absl::StatusOr<common::Json> AuditConsistencyProof(Call& c);
+  // vault_routes.cc
+  absl::StatusOr<common::Json> ListDatasets(Call& c);
+  absl::StatusOr<common::Json> ShowDataset(Call& c);
+  absl::StatusOr<common::Json> DeleteDataset(Call& c);
+  absl::StatusOr<common::Json> ReadDataset(Call& c);
+  absl::StatusOr<common::Json> VerifyDataset(Call& c);
+  absl::StatusOr<common::Json> CreateUpload(Call& c);
+  absl::StatusOr<common::Json> AppendUpload(Call& c);
+  absl::StatusOr<common::Json> GetUpload(Call& c);
+  absl::StatusOr<common::Json> CommitUpload(Call& c);
+  absl::StatusOr<common::Json> AbortUpload(Call& c);
+  absl::StatusOr<common::Json> GetDataPolicies(Call& c);
+  absl::StatusOr<common::Json> PutDataPolicy(Call& c);
+  absl::StatusOr<common::Json> DeleteDataPolicy(Call& c);
+  absl::StatusOr<common::Json> KeyStatus(Call& c);
+  absl::StatusOr<common::Json> RotateKey(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -231,6 +260,12 @@ class ApiService {
   bool NeedsMfa(const rbac::Grants& grants, const std::string& home_tenant_id);
   absl::Status CheckMfaPolicy(const RouteSpec& route, Call& c);
   absl::Status CheckStepUp(Call& c);
+  // vault_routes.cc: the data policy decision for one access (records it in c.data_decision;
+  // PermissionDenied naming the policy and statement when refused); crypto-shredding on tenant
+  // deletion (audited as "keys:shred").
+  absl::Status AuthorizeData(Call& c, vault::DataAction action, const std::string& name,
+                             const std::string& object_id);
+  absl::Status ShredTenantData(Call& c, const std::string& tenant_id);
 
   store::Store& store_;
   auth::Authenticator& auth_;
