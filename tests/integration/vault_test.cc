@@ -228,6 +228,35 @@ TEST_P(VaultTest, DeletingTheTenantShredsItsKeys) {
   EXPECT_EQ(get.code, 404) << get.out;
 }
 
+// Someone who can write the vault's files flips one bit of a stored chunk: the download fails
+// (the chunk's tag), the CLI leaves neither OUT nor OUT.part, and verify reports it.
+TEST_P(VaultTest, TamperedContentFailsDownloadAndVerifyAndLeavesNoPlaintext) {
+  std::string in = MakeFile("in.bin", 2);
+  ASSERT_EQ(server_.Cli("alice", "dataset put t " + in).code, 0);
+  AllowExport();
+  std::string content;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(server_.dir() + "/data/vault")) {
+    if (f.path().extension() == ".gwv") content = f.path().string();
+  }
+  ASSERT_FALSE(content.empty());
+  {
+    std::fstream io(content, std::ios::in | std::ios::out | std::ios::binary);
+    io.seekg(1048576 + 4096);
+    char b = 0;
+    io.read(&b, 1);
+    io.seekp(1048576 + 4096);
+    b = static_cast<char>(b ^ 0x10);
+    io.write(&b, 1);
+  }
+  RunResult get = server_.Cli("alice", "dataset get t " + dir_ + "/out.bin");
+  EXPECT_NE(get.code, 0);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/out.bin"));
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/out.bin.part"));
+  RunResult verify = server_.Cli("alice", "dataset verify t");
+  EXPECT_NE(verify.code, 0);
+  EXPECT_NE(verify.err.find("FAILED"), std::string::npos) << verify.err << verify.out;
+}
+
 TEST_P(VaultTest, KeyRotationKeepsObjectsReadable) {
   std::string in = MakeFile("in.bin", 1);
   ASSERT_EQ(server_.Cli("alice", "dataset put a " + in).code, 0);
