@@ -253,6 +253,22 @@ absl::Status ApiService::AuthorizeData(Call& c, vault::DataAction action,
   r.token_id = c.identity->token_id;
   r.object_id = object_id;
   r.name = name;
+  // `role:` principals: the roles bound to the caller (to the token itself when a token acts) at
+  // cluster scope or at this tenant. Looked up only when the tenant has policy documents; a
+  // store error refuses the access (fail closed).
+  std::vector<std::string> role_ids;
+  if (!policies->empty()) {
+    WARDEN_ASSIGN_OR_RETURN(auto bindings, store_.ListBindings());
+    const bool token = !c.identity->token_id.empty();
+    for (const auto& b : bindings) {
+      const bool mine = token ? (b.subject_kind == "token" && b.subject_id == c.identity->token_id)
+                              : (b.subject_kind == "user" && b.subject_id == c.identity->user_id);
+      if (mine && (b.scope_tenant_id.empty() || b.scope_tenant_id == c.tenant_id)) {
+        role_ids.push_back(b.role_id);
+      }
+    }
+    for (const auto& id : role_ids) r.roles.push_back(id);
+  }
   std::optional<absl::Duration> mfa_age;
   if (action == vault::DataAction::kCopy) {
     // Export needs the same step-up as every kRouteStepUp route (a session that passed a second

@@ -152,6 +152,22 @@ TEST_P(VaultTest, DownloadWithoutCopyGrantIsRefused) {
   EXPECT_NE(server_.Cli("alice", "dataset policy rm lockdown").code, 0);
 }
 
+// Statements name roles: a deny on the caller's role (developer) refuses alice's write, while the
+// tenant-admin (another role) still writes.
+TEST_P(VaultTest, PolicyStatementsMatchTheCallersRoles) {
+  std::string in = MakeFile("in.bin", 0, 1000);
+  std::ofstream(dir_ + "/roles.json") << R"({"version": 1, "statements": [
+      {"id": "devs-read-only", "effect": "deny", "actions": ["write"],
+       "principals": ["role:developer"], "resources": ["prefix:prod/"]}]})";
+  ASSERT_EQ(server_.Cli("acme-admin", "dataset policy set roles " + dir_ + "/roles.json").code, 0);
+  RunResult dev = server_.Cli("alice", "dataset put prod/model " + in);
+  EXPECT_NE(dev.code, 0);
+  EXPECT_NE(dev.err.find("devs-read-only"), std::string::npos) << dev.err;
+  RunResult admin = server_.Cli("acme-admin", "dataset put prod/model " + in);
+  EXPECT_EQ(admin.code, 0) << admin.err;
+  EXPECT_EQ(server_.Cli("alice", "dataset put dev/model " + in).code, 0);
+}
+
 TEST_P(VaultTest, AnotherTenantCannotReadByNameOrId) {
   std::string in = MakeFile("in.bin", 1);
   RunResult put = server_.Cli("alice", "dataset put secret/weights " + in + " -o json");
