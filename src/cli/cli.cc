@@ -426,6 +426,8 @@ int RunCli(int argc, char** argv) {
   SsoCommands sso;
   AddSsoCommands(app, *login, sso);
   JobCommands job_cmds = AddJobCommands(app);     // job_cmd.cc
+  DatasetCommands dataset_cmds;
+  AddDatasetCommands(app, dataset_cmds);  // dataset_cmd.cc
 
   try {
     app.parse(argc, argv);
@@ -511,6 +513,7 @@ int RunCli(int argc, char** argv) {
     Session s = CurrentSession(server_flag);
     s.otp = otp_flag;
     if (RunMfaCommand(mfa, s, output)) return 0;
+    if (RunDatasetCommand(dataset_cmds, s, output)) return 0;
     if (whoami->parsed()) {
       Json j = Request(s, "GET", "/api/v1/whoami");
       if (output == "json") {

@@ -80,4 +80,18 @@ void AddSsoCommands(CLI::App& app, CLI::App& login, SsoCommands& cmds);
 bool RunSsoCommand(SsoCommands& cmds, const std::string& server_flag, const std::string& expect_fp,
                    const std::string& output);
 
+// The `gpuwarden dataset ...` and `gpuwarden key ...` verbs (dataset_cmd.cc).
+struct DatasetCommands {
+  CLI::App *put = nullptr, *get = nullptr, *ls = nullptr, *show = nullptr, *rm = nullptr,
+           *verify = nullptr, *policy_get = nullptr, *policy_set = nullptr, *policy_rm = nullptr,
+           *key_status = nullptr, *key_rotate = nullptr;
+  std::string tenant, name, file, out, output;
+  uint64_t version = 0;
+  bool progress = false;
+  bool reencrypt = false;
+};
+void AddDatasetCommands(CLI::App& app, DatasetCommands& cmds);
+// Runs the parsed dataset/key verb, if any; returns false when none was parsed.
+bool RunDatasetCommand(DatasetCommands& cmds, const Session& s, const std::string& output);
+
 }  // namespace warden::cli::internal

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/status.h"
 #include "common/strings.h"
 
 namespace warden::common {
@@ -149,6 +150,11 @@ absl::StatusOr<MasterKey> MasterKey::LoadOrCreate(const std::string& path, Rng& 
 }
 
 absl::StatusOr<AeadKey> MasterKey::DeriveKey(std::string_view purpose) const {
+  WARDEN_ASSIGN_OR_RETURN(std::string secret, DeriveSecret(purpose));
+  return AeadKey::FromBytes(secret);
+}
+
+absl::StatusOr<std::string> MasterKey::DeriveSecret(std::string_view purpose) const {
   std::unique_ptr<EVP_PKEY_CTX, decltype(&EVP_PKEY_CTX_free)> ctx(
       EVP_PKEY_CTX_new_id(EVP_PKEY_HKDF, nullptr), EVP_PKEY_CTX_free);
   static constexpr std::string_view kSalt = "gpuwarden";
@@ -162,7 +168,7 @@ absl::StatusOr<AeadKey> MasterKey::DeriveKey(std::string_view purpose) const {
             EVP_PKEY_derive(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &out_len) == 1 &&
             out_len == out.size();
   if (!ok) return absl::InternalError("HKDF-SHA256 key derivation failed (OpenSSL)");
-  return AeadKey::FromBytes(out);
+  return out;
 }
 
 }  // namespace warden::common

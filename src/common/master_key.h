@@ -56,6 +56,9 @@ class MasterKey {
   // HKDF-SHA256(master, salt = "gpuwarden", info = purpose) -> 32-byte AeadKey. Purposes in use:
   // "totp-seed/v1" (auth). Internal only if OpenSSL fails.
   absl::StatusOr<AeadKey> DeriveKey(std::string_view purpose) const;
+  // The same derivation as raw 32 bytes, for a module that keeps its own key hierarchy under the
+  // master key (the vault: purpose "vault-kek-wrap/v1" wraps the tenant key-encryption keys).
+  absl::StatusOr<std::string> DeriveSecret(std::string_view purpose) const;
 
  private:
   explicit MasterKey(std::string key) : key_(std::move(key)) {}

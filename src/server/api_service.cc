@@ -205,6 +205,37 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        "jobs:cancel", &ApiService::CancelJob},
       {"GET", "/api/v1/tenants/{tenant}/jobs/{job}/logs", "logs:read", Scope::kTenant,
        "jobs:logs", &ApiService::JobLogs},
+      // Encrypted vault (vault_routes.cc): object names travel in ?name=.
+      {"GET", "/api/v1/tenants/{tenant}/datasets", "datasets:read", Scope::kTenant,
+       "datasets:list", &ApiService::ListDatasets},
+      {"GET", "/api/v1/tenants/{tenant}/datasets/object", "datasets:read", Scope::kTenant,
+       "datasets:show", &ApiService::ShowDataset},
+      {"DELETE", "/api/v1/tenants/{tenant}/datasets/object", "datasets:delete", Scope::kTenant,
+       nullptr, &ApiService::DeleteDataset},
+      {"GET", "/api/v1/tenants/{tenant}/datasets/content", "data:read", Scope::kTenant,
+       "data:download", &ApiService::ReadDataset, 200, kRouteDurableRead},
+      {"POST", "/api/v1/tenants/{tenant}/datasets/verify", "data:read", Scope::kTenant,
+       "data:verify", &ApiService::VerifyDataset},
+      {"POST", "/api/v1/tenants/{tenant}/datasets/uploads", "data:create", Scope::kTenant,
+       "data:upload-begin", &ApiService::CreateUpload, 201},
+      {"GET", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create", Scope::kTenant,
+       "data:upload-status", &ApiService::GetUpload},
+      {"PUT", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create", Scope::kTenant,
+       "data:upload", &ApiService::AppendUpload},
+      {"POST", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}/commit", "data:create",
+       Scope::kTenant, "data:upload-commit", &ApiService::CommitUpload, 201},
+      {"DELETE", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create",
+       Scope::kTenant, "data:upload-abort", &ApiService::AbortUpload},
+      {"GET", "/api/v1/tenants/{tenant}/datasets/policies", "datasets:read", Scope::kTenant,
+       "datasets:policy-read", &ApiService::GetDataPolicies},
+      {"PUT", "/api/v1/tenants/{tenant}/datasets/policies/{policy}", "datasets:manage",
+       Scope::kTenant, "datasets:policy-set", &ApiService::PutDataPolicy, 200, kRouteStepUp},
+      {"DELETE", "/api/v1/tenants/{tenant}/datasets/policies/{policy}", "datasets:manage",
+       Scope::kTenant, "datasets:policy-delete", &ApiService::DeleteDataPolicy, 200, kRouteStepUp},
+      {"GET", "/api/v1/tenants/{tenant}/keys", "keys:read", Scope::kTenant, "keys:status",
+       &ApiService::KeyStatus},
+      {"POST", "/api/v1/tenants/{tenant}/keys/rotate", "keys:manage", Scope::kTenant,
+       "keys:rotate", &ApiService::RotateKey, 200, kRouteStepUp},
   };
   return kRoutes;
 }
@@ -505,6 +536,11 @@ void ApiService::Audit(const Call& c, const char* action, int status, const std:
   // Refused at the HTTP layer counts as denied too: the request was not served.
   e.decision = (status == 401 || status == 403 || e.action == "http:rejected") ? "deny" : "allow";
   e.reason = reason.substr(0, 256);
+  // Data access: what the data policies decided (document and statement), and the bytes moved.
+  if (!c.data_decision.empty()) {
+    e.reason = (reason.empty() ? c.data_decision : StrCat(reason, " | ", c.data_decision)).substr(0, 512);
+  }
+  e.bytes = c.bytes;
   e.status = status;
   e.source = c.req.source;
   // A failure flips Healthy(); Handle turns the response into 503. Events that need not wait
@@ -640,6 +676,7 @@ absl::StatusOr<Json> ApiService::GetTenant(Call& c) {
 
 absl::StatusOr<Json> ApiService::DeleteTenant(Call& c) {
   WARDEN_RETURN_IF_ERROR(store_.DeleteTenant(c.tenant_id));
+  WARDEN_RETURN_IF_ERROR(ShredTenantData(c, c.tenant_id));  // vault_routes.cc
   {
     std::lock_guard lock(mu_);
     tenants_.erase(c.tenant_id);

@@ -6,6 +6,7 @@
 // Thread-safe; owns nothing but caches (compiled RBAC policy, tenant names).
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -26,7 +27,13 @@
 #include "rbac/rbac.h"
 #include "store/store.h"
 
+namespace warden::vault {
+enum class DataAction : uint8_t;
+}  // namespace warden::vault
+
 namespace warden::server {
+
+class VaultService;  // vault_routes.h
 
 struct ApiRequest {
   std::string method;
@@ -100,6 +107,10 @@ struct Call {
   std::optional<std::string> raw_body;
   std::string content_type;
   std::vector<std::pair<std::string, std::string>> response_headers;  // sent whatever the outcome
+  // Data access (vault_routes.cc): bytes read or written, and the data policy decision(s)
+  // (document and statement), recorded in the audit event.
+  int64_t bytes = 0;
+  std::string data_decision;
 };
 
 struct ApiServiceOptions {
@@ -115,6 +126,8 @@ struct ApiServiceOptions {
   class SsoService* sso = nullptr;  // OIDC single sign-on (sso_service.h); null: none configured
   // Jobs (issue 6; handlers in job_routes.cc). Null: those routes answer 503.
   JobService* jobs = nullptr;
+  // The encrypted vault (issue 5; handlers in vault_routes.cc). Null: those routes answer 503.
+  VaultService* vault = nullptr;
 };
 
 class ApiService {
@@ -229,6 +242,22 @@ class ApiService {
   absl::StatusOr<common::Json> GetJob(Call& c);
   absl::StatusOr<common::Json> CancelJob(Call& c);
   absl::StatusOr<common::Json> JobLogs(Call& c);
+  // vault_routes.cc
+  absl::StatusOr<common::Json> ListDatasets(Call& c);
+  absl::StatusOr<common::Json> ShowDataset(Call& c);
+  absl::StatusOr<common::Json> DeleteDataset(Call& c);
+  absl::StatusOr<common::Json> ReadDataset(Call& c);
+  absl::StatusOr<common::Json> VerifyDataset(Call& c);
+  absl::StatusOr<common::Json> CreateUpload(Call& c);
+  absl::StatusOr<common::Json> AppendUpload(Call& c);
+  absl::StatusOr<common::Json> GetUpload(Call& c);
+  absl::StatusOr<common::Json> CommitUpload(Call& c);
+  absl::StatusOr<common::Json> AbortUpload(Call& c);
+  absl::StatusOr<common::Json> GetDataPolicies(Call& c);
+  absl::StatusOr<common::Json> PutDataPolicy(Call& c);
+  absl::StatusOr<common::Json> DeleteDataPolicy(Call& c);
+  absl::StatusOr<common::Json> KeyStatus(Call& c);
+  absl::StatusOr<common::Json> RotateKey(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -258,6 +287,12 @@ class ApiService {
   // The session answer of an SSO login (shaped like Login's) for `principal`.
   absl::StatusOr<common::Json> SsoSession(Call& c, const struct SsoPrincipal& principal,
                                           const char* flow);
+  // vault_routes.cc: the data policy decision for one access (records it in c.data_decision;
+  // PermissionDenied naming the policy and statement when refused); crypto-shredding on tenant
+  // deletion (audited as "keys:shred").
+  absl::Status AuthorizeData(Call& c, vault::DataAction action, const std::string& name,
+                             const std::string& object_id);
+  absl::Status ShredTenantData(Call& c, const std::string& tenant_id);
 
   store::Store& store_;
   auth::Authenticator& auth_;

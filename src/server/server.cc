@@ -31,6 +31,7 @@
 #include "server/api_service.h"
 #include "server/sso_service.h"
 #include "server/job_service.h"
+#include "server/vault_routes.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -122,6 +123,10 @@ class ServerImpl final : public Server {
     WARDEN_RETURN_IF_ERROR(InitJobs(clock, rng));
     api_opts.jobs = jobs_.get();
     api_opts.agent_port = [this] { return agent_https_ ? agent_https_->port() : 0; };
+    // The encrypted vault (issue 5): tenant keys wrapped under the master key.
+    WARDEN_ASSIGN_OR_RETURN(
+        vault_, VaultService::Open(StrCat(config_.data_dir, "/vault"), master_key, clock, rng));
+    api_opts.vault = vault_.get();
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
     // The admin password file matters only on the first start, before any user exists.
@@ -347,6 +352,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<auth::LoginThrottle> login_throttle_;
   std::unique_ptr<auth::Authenticator> auth_;
   std::unique_ptr<audit::AuditLog> audit_;
+  std::unique_ptr<VaultService> vault_;  // before api_, which points to it
   std::unique_ptr<SsoService> sso_;
   std::unique_ptr<ApiService> api_;
   http::Router<const RouteSpec*> router_;

@@ -92,6 +92,26 @@ TEST(AeadKeyTest, TamperingWrongContextOrWrongPurposeFailAuthentication) {
   EXPECT_NE(*again, *sealed);
 }
 
+// The vault keeps its own key hierarchy under the master key (server/vault_routes.cc): the raw
+// derived secret must be the key DeriveKey would build for the same purpose, differ between
+// purposes, and differ from the master key itself.
+TEST(MasterKeyTest, DeriveSecretIsThePurposeBoundKey) {
+  SeededRng rng(5);
+  auto master = MasterKey::FromBytes(std::string(32, 'k'));
+  ASSERT_TRUE(master.ok());
+  auto vault = master->DeriveSecret("vault-kek-wrap/v1");
+  auto totp = master->DeriveSecret("totp-seed/v1");
+  ASSERT_TRUE(vault.ok() && totp.ok());
+  EXPECT_EQ(vault->size(), 32u);
+  EXPECT_NE(*vault, *totp);
+  EXPECT_NE(*vault, std::string(32, 'k'));
+  EXPECT_EQ(*master->DeriveSecret("vault-kek-wrap/v1"), *vault);  // deterministic
+  auto sealed = master->DeriveKey("vault-kek-wrap/v1")->Seal("kek", "ctx", rng);
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_TRUE(AeadKey::FromBytes(*vault)->Open(*sealed, "ctx").ok());
+  EXPECT_FALSE(AeadKey::FromBytes(*totp)->Open(*sealed, "ctx").ok());
+}
+
 TEST(AeadKeyTest, KeysMustBe32Bytes) {
   EXPECT_FALSE(AeadKey::FromBytes("short").ok());
   EXPECT_FALSE(MasterKey::FromBytes(std::string(31, 'x')).ok());

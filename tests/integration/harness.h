@@ -235,6 +235,7 @@ class WardenServer {
   const std::string& url() const { return url_; }
   int port() const { return port_; }
   const std::string& dir() const { return dir_; }
+  pid_t pid() const { return pid_; }  // the server process (peak RSS from /proc)
   const std::string& admin_password() const { return admin_password_; }
   const std::string& fingerprint() const { return fingerprint_; }
 

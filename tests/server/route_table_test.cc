@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "server/api_service.h"
@@ -63,6 +64,33 @@ TEST(RouteTableTest, SensitiveRoutesNeedStepUpAndOnlyEnrollmentRoutesAreMfaExemp
                                            "GET /api/v1/whoami", "GET /api/v1/mfa",
                                            "POST /api/v1/mfa/enroll", "POST /api/v1/mfa/confirm",
                                            "POST /api/v1/mfa/step-up"}));
+}
+
+// The vault's routes (vault_routes.cc): every data route is checked at the object's tenant, a
+// download's audit event is durable before the bytes leave, and changing who may export (data
+// policies) or the keys needs step-up.
+TEST(RouteTableTest, VaultRoutesAreTenantScopedDurableAndStepUpWhereSensitive) {
+  std::map<std::string, const RouteSpec*> vault;
+  for (const RouteSpec& r : ApiService::Routes()) {
+    std::string p = r.pattern;
+    if (p.find("/datasets") != std::string::npos || p.find("/keys") != std::string::npos) {
+      vault[std::string(r.method) + " " + p] = &r;
+    }
+  }
+  const std::string t = "/api/v1/tenants/{tenant}";
+  EXPECT_EQ(vault.size(), 15u);
+  for (const auto& [name, r] : vault) EXPECT_EQ(r->scope, Scope::kTenant) << name;
+  ASSERT_TRUE(vault.count("GET " + t + "/datasets/content"));
+  EXPECT_NE(vault["GET " + t + "/datasets/content"]->flags & kRouteDurableRead, 0u);
+  EXPECT_STREQ(vault["GET " + t + "/datasets/content"]->permission, "data:read");
+  EXPECT_STREQ(vault["PUT " + t + "/datasets/uploads/{upload}"]->permission, "data:create");
+  for (const char* sensitive : {"PUT /datasets/policies/{policy}",
+                                "DELETE /datasets/policies/{policy}", "POST /keys/rotate"}) {
+    std::string s = sensitive;
+    std::string key = s.substr(0, s.find(' ')) + " " + t + s.substr(s.find(' ') + 1);
+    ASSERT_TRUE(vault.count(key)) << key;
+    EXPECT_NE(vault[key]->flags & kRouteStepUp, 0u) << key;
+  }
 }
 
 TEST(RouteTableTest, AnMfaExemptRouteMayNotNeedAPermission) {

@@ -1,0 +1,442 @@
+// `gpuwarden dataset ...` and `gpuwarden key ...`: the encrypted vault over
+// /api/v1/tenants/{tenant}/datasets and /keys (issue 5).
+//
+// Transfers keep memory constant whatever the size: `put` reads the file in 1 MiB pieces and
+// appends each to a resumable upload (the server's body limit is 1 MiB); `get` fetches ranges of
+// 16 verified chunks into OUT.part, checks size and SHA-256 at the end and only then renames it
+// to OUT (a failed or tampered download leaves no plaintext file behind). An interrupted `put`
+// is resumed by running the same command again: the upload id is remembered in
+// the CLI config dir (uploads/) keyed by server, tenant, name and file, and the server says which
+// offset it holds durably.
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdlib>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "cli/cli_internal.h"
+#include "common/encoding.h"
+#include "common/strings.h"
+#include "http/client.h"
+
+namespace warden::cli::internal {
+namespace {
+
+using common::Json;
+using common::StrCat;
+
+constexpr size_t kPiece = 1 << 20;        // upload body size (the server's body limit)
+constexpr uint64_t kChunksPerRange = 16;  // download range (16 x 64 KiB)
+
+std::string QueryEscape(std::string_view s) {
+  static const char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char ch : s) {
+    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~' || ch == '/') {
+      out.push_back(static_cast<char>(ch));
+    } else {
+      out += {'%', kHex[ch >> 4], kHex[ch & 15]};
+    }
+  }
+  return out;
+}
+
+// Streaming SHA-256 (OpenSSL EVP).
+class Sha256 {
+ public:
+  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) { EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr); }
+  void Update(std::string_view d) { EVP_DigestUpdate(ctx_.get(), d.data(), d.size()); }
+  std::string Hex() {
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_DigestFinal_ex(ctx_.get(), md, &n);
+    return common::HexEncode(std::string_view(reinterpret_cast<char*>(md), n));
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
+};
+
+std::string HumanBytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) {
+    b /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
+  return buf;
+}
+
+// Progress on stderr: bytes, rate, ETA. Redrawn at most 5 times a second.
+class Progress {
+ public:
+  Progress(bool on, uint64_t total, uint64_t start)
+      : on_(on), total_(total), start_bytes_(start), t0_(std::chrono::steady_clock::now()) {}
+  void Update(uint64_t done, bool final = false) {
+    if (!on_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (!final && now - last_ < std::chrono::milliseconds(200)) return;
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - t0_).count();
+    double rate = secs > 0 ? static_cast<double>(done - start_bytes_) / secs : 0;
+    std::string eta = "-";
+    if (rate > 0 && total_ >= done) {
+      auto left = static_cast<int64_t>(static_cast<double>(total_ - done) / rate);
+      eta = StrCat(left / 60, ":", left % 60 < 10 ? "0" : "", left % 60);
+    }
+    int pct = total_ ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_)) : 100;
+    std::cerr << "\r" << HumanBytes(static_cast<double>(done)) << " / "
+              << HumanBytes(static_cast<double>(total_)) << " (" << pct << "%)  "
+              << HumanBytes(rate) << "/s  ETA " << eta << "    " << (final ? "\n" : "")
+              << std::flush;
+  }
+
+ private:
+  bool on_;
+  uint64_t total_, start_bytes_;
+  std::chrono::steady_clock::time_point t0_, last_{};
+};
+
+// One connection for a whole transfer (keep-alive).
+class Transfer {
+ public:
+  explicit Transfer(const Session& s) : s_(s) {
+    http::ClientOptions opts;
+    opts.base_url = s.url;
+    opts.ca_pem = s.ca_pem;
+    opts.timeout = absl::Minutes(5);
+    auto c = http::HttpsClient::Create(opts);
+    if (!c.ok()) Fail(std::string(c.status().message()), 3);
+    client_ = std::move(*c);
+  }
+  http::ClientResponse Do(const std::string& method, const std::string& path,
+                          std::string_view body, const char* content_type) {
+    std::vector<std::pair<std::string, std::string>> headers = {
+        {"Authorization", "Bearer " + s_.token}};
+    if (!s_.otp.empty()) headers.emplace_back("X-Warden-OTP", s_.otp);
+    if (content_type != nullptr) headers.emplace_back("Content-Type", content_type);
+    auto r = client_->Do(method, path, body, headers);
+    if (!r.ok()) Fail(std::string(r.status().message()), 3);
+    return std::move(*r);
+  }
+  Json DoJson(const std::string& method, const std::string& path, const Json& body) {
+    auto r = Do(method, path, body.is_null() ? "" : body.dump(),
+                body.is_null() ? nullptr : "application/json");
+    if (r.status >= 400) Fail(ErrorOf(r));
+    auto j = common::ParseJsonStrict(r.body);
+    if (!j.ok()) Fail("server sent a malformed reply");
+    return *j;
+  }
+  static std::string ErrorOf(const http::ClientResponse& r) {
+    auto j = common::ParseJsonStrict(r.body);
+    if (j.ok() && j->is_object() && j->contains("error") && (*j)["error"].is_object()) {
+      return (*j)["error"].value("message", StrCat("HTTP ", r.status));
+    }
+    return StrCat("HTTP ", r.status);
+  }
+
+ private:
+  Session s_;
+  std::unique_ptr<http::HttpsClient> client_;
+};
+
+// Where interrupted uploads are remembered (next to the CLI's credentials).
+std::string UploadStateDir() {
+  if (const char* d = std::getenv("GPUWARDEN_CONFIG_DIR"); d && *d) return StrCat(d, "/uploads");
+  if (const char* x = std::getenv("XDG_CONFIG_HOME"); x && *x) return StrCat(x, "/gpuwarden/uploads");
+  const char* home = std::getenv("HOME");
+  return StrCat(home ? home : ".", "/.config/gpuwarden/uploads");
+}
+
+std::string ResumeFile(const Session& s, const std::string& tenant, const std::string& name,
+                       const std::string& file) {
+  std::string abs = std::filesystem::absolute(file).string();
+  return StrCat(UploadStateDir(), "/", common::Sha256Hex(StrCat(s.url, "\n", tenant, "\n", name, "\n", abs)).substr(0, 32),
+                ".json");
+}
+
+void Put(const DatasetCommands& c, const Session& s) {
+  std::string tenant = c.tenant.empty() ? s.tenant : c.tenant;
+  if (tenant.empty()) Fail("--tenant is required (your account has no home tenant)", 2);
+  std::string prefix = StrCat("/api/v1/tenants/", tenant, "/datasets");
+  std::ifstream in(c.file, std::ios::binary);
+  if (!in) Fail(StrCat("cannot read ", c.file), 2);
+  struct stat st {};
+  if (::stat(c.file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) Fail(StrCat(c.file, " is not a regular file"), 2);
+  const auto size = static_cast<uint64_t>(st.st_size);
+  Transfer t(s);
+
+  // Resume an earlier upload of the same file when its state says so and the server still has it.
+  std::string state_path = ResumeFile(s, tenant, c.name, c.file);
+  std::string upload_id;
+  uint64_t offset = 0;
+  {
+    std::ifstream sf(state_path);
+    if (sf) {
+      std::string text((std::istreambuf_iterator<char>(sf)), std::istreambuf_iterator<char>());
+      auto j = common::ParseJsonStrict(text);
+      if (j.ok() && j->is_object() && j->value("size", uint64_t{0}) == size &&
+          j->value("mtime", int64_t{0}) == static_cast<int64_t>(st.st_mtime)) {
+        std::string id = j->value("upload_id", "");
+        auto r = t.Do("GET", StrCat(prefix, "/uploads/", id), "", nullptr);
+        if (r.status == 200) {
+          auto u = common::ParseJsonStrict(r.body);
+          if (u.ok()) {
+            upload_id = id;
+            offset = u->value("received", uint64_t{0});
+            std::cerr << "resuming upload " << id << " at " << HumanBytes(static_cast<double>(offset))
+                      << "\n";
+          }
+        }
+      }
+    }
+  }
+  if (upload_id.empty()) {
+    Json body{{"name", c.name}};
+    Json u = t.DoJson("POST", StrCat(prefix, "/uploads"), body);
+    upload_id = u.value("upload_id", "");
+    std::filesystem::create_directories(UploadStateDir());
+    std::ofstream sf(state_path, std::ios::trunc);
+    sf << Json{{"upload_id", upload_id}, {"size", size}, {"mtime", static_cast<int64_t>(st.st_mtime)}}.dump();
+  }
+
+  Sha256 sha;
+  std::string buf(kPiece, '\0');
+  // The prefix the server already holds still goes into the hash (read locally, not re-sent).
+  uint64_t hashed = 0;
+  while (hashed < offset) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, offset - hashed));
+    in.read(buf.data(), static_cast<std::streamsize>(want));
+    if (static_cast<size_t>(in.gcount()) != want) Fail(StrCat(c.file, " changed while uploading"));
+    sha.Update(std::string_view(buf.data(), want));
+    hashed += want;
+  }
+  Progress bar(c.progress || ::isatty(STDERR_FILENO), size, offset);
+  while (offset < size) {
+    in.read(buf.data(), static_cast<std::streamsize>(kPiece));
+    auto n = static_cast<size_t>(in.gcount());
+    if (n == 0) Fail(StrCat(c.file, " changed while uploading"));
+    std::string_view piece(buf.data(), n);
+    sha.Update(piece);
+    auto r = t.Do("PUT", StrCat(prefix, "/uploads/", upload_id, "?offset=", offset), piece,
+                  "application/octet-stream");
+    if (r.status >= 400) Fail(Transfer::ErrorOf(r));
+    offset += n;
+    bar.Update(offset);
+  }
+  bar.Update(offset, true);
+  Json info = t.DoJson("POST", StrCat(prefix, "/uploads/", upload_id, "/commit"),
+                       Json{{"sha256", sha.Hex()}});
+  std::filesystem::remove(state_path);
+  if (c.output == "json") {
+    std::cout << info.dump(2) << "\n";
+  } else {
+    std::cout << "stored " << info.value("name", "") << " version " << info.value("version", 0)
+              << " (" << info.value("size", uint64_t{0}) << " bytes, sha256 "
+              << info.value("sha256", "") << ")\n";
+  }
+}
+
+void Get(const DatasetCommands& c, const Session& s) {
+  std::string tenant = c.tenant.empty() ? s.tenant : c.tenant;
+  if (tenant.empty()) Fail("--tenant is required (your account has no home tenant)", 2);
+  std::string prefix = StrCat("/api/v1/tenants/", tenant, "/datasets");
+  Transfer t(s);
+  Json info = t.DoJson("GET",
+                       StrCat(prefix, "/object?name=", QueryEscape(c.name),
+                              c.version ? StrCat("&version=", c.version) : std::string()),
+                       nullptr);
+  const uint64_t size = info.value("size", uint64_t{0});
+  const uint64_t version = info.value("version", uint64_t{0});
+  const std::string expect = info.value("sha256", "");
+  std::string part = StrCat(c.out, ".part");
+  std::ofstream out(part, std::ios::binary | std::ios::trunc);
+  if (!out) Fail(StrCat("cannot write ", part), 2);
+  auto fail = [&](const std::string& msg) {
+    out.close();
+    std::filesystem::remove(part);
+    Fail(msg);
+  };
+  Sha256 sha;
+  uint64_t done = 0;
+  uint64_t chunk = 0;
+  Progress bar(c.progress || ::isatty(STDERR_FILENO), size, 0);
+  // An empty object is one empty final chunk: one request, like any other.
+  do {
+    auto r = t.Do("GET",
+                  StrCat(prefix, "/content?name=", QueryEscape(c.name), "&version=", version,
+                         "&chunk=", chunk, "&count=", kChunksPerRange),
+                  "", nullptr);
+    if (r.status >= 400) fail(Transfer::ErrorOf(r));
+    if (r.body.empty() && size != 0) fail("server sent an empty range");
+    sha.Update(r.body);
+    out.write(r.body.data(), static_cast<std::streamsize>(r.body.size()));
+    if (!out) fail(StrCat("cannot write ", part));
+    done += r.body.size();
+    chunk += kChunksPerRange;
+    bar.Update(done);
+    if (done > size) fail("server sent more bytes than the object holds");
+  } while (done < size);
+  bar.Update(done, true);
+  out.close();
+  if (done != size || sha.Hex() != expect) {
+    fail(StrCat("integrity check failed: got ", done, " bytes with sha256 ", sha.Hex(),
+                ", expected ", size, " bytes with sha256 ", expect));
+  }
+  std::filesystem::rename(part, c.out);
+  if (c.output == "json") {
+    std::cout << info.dump(2) << "\n";
+  } else {
+    std::cout << "wrote " << c.out << " (" << size << " bytes, sha256 " << expect << ")\n";
+  }
+}
+
+void PrintObjects(const Json& items) {
+  std::printf("%-40s %8s %14s %-12s %s\n", "NAME", "VERSION", "SIZE", "KEY", "SHA256");
+  for (const auto& o : items) {
+    std::printf("%-40s %8llu %14llu v%-11u %s\n", o.value("name", "").c_str(),
+                static_cast<unsigned long long>(o.value("version", uint64_t{0})),
+                static_cast<unsigned long long>(o.value("size", uint64_t{0})),
+                o.value("kek_version", 0u), o.value("sha256", "").substr(0, 16).c_str());
+  }
+}
+
+std::string ReadDocument(const std::string& file) {
+  std::string text;
+  if (file == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else {
+    std::ifstream in(file, std::ios::binary);
+    if (!in) Fail(StrCat("cannot read ", file), 2);
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  return text;
+}
+
+}  // namespace
+
+void AddDatasetCommands(CLI::App& app, DatasetCommands& c) {
+  auto* ds = app.add_subcommand("dataset", "encrypted datasets and checkpoints (the vault)")
+                 ->require_subcommand(1);
+  auto tenant = [&](CLI::App* cmd) {
+    cmd->add_option("--tenant", c.tenant, "tenant (default: your own tenant)");
+  };
+  c.put = ds->add_subcommand("put", "upload FILE as a new version of NAME (resumable: rerun)");
+  c.put->add_option("name", c.name, "object name, e.g. run1/ckpt/shard-0")->required();
+  c.put->add_option("file", c.file, "file to upload")->required();
+  c.put->add_flag("--progress", c.progress, "show progress even when stderr is not a terminal");
+  tenant(c.put);
+  c.get = ds->add_subcommand("get", "download NAME to OUT (verified before OUT appears)");
+  c.get->add_option("name", c.name, "object name")->required();
+  c.get->add_option("out", c.out, "output file")->required();
+  c.get->add_option("--object-version", c.version, "object version (default: latest)");
+  c.get->add_flag("--progress", c.progress, "show progress even when stderr is not a terminal");
+  tenant(c.get);
+  c.ls = ds->add_subcommand("ls", "list objects (latest versions)");
+  c.ls->add_option("prefix", c.name, "name prefix");
+  tenant(c.ls);
+  c.show = ds->add_subcommand("show", "show an object and its versions");
+  c.show->add_option("name", c.name, "object name")->required();
+  tenant(c.show);
+  c.rm = ds->add_subcommand("rm", "delete every version of an object");
+  c.rm->add_option("name", c.name, "object name")->required();
+  tenant(c.rm);
+  c.verify = ds->add_subcommand("verify", "decrypt and check an object on the server");
+  c.verify->add_option("name", c.name, "object name")->required();
+  c.verify->add_option("--object-version", c.version, "object version (default: latest)");
+  tenant(c.verify);
+  auto* policy = ds->add_subcommand("policy", "data access policies")->require_subcommand(1);
+  c.policy_get = policy->add_subcommand("get", "show the tenant's data access policies");
+  tenant(c.policy_get);
+  c.policy_set = policy->add_subcommand("set", "store policy document NAME from FILE (- = stdin)");
+  c.policy_set->add_option("name", c.name, "policy name")->required();
+  c.policy_set->add_option("file", c.file, "policy document (JSON)")->required();
+  tenant(c.policy_set);
+  c.policy_rm = policy->add_subcommand("rm", "delete policy document NAME");
+  c.policy_rm->add_option("name", c.name, "policy name")->required();
+  tenant(c.policy_rm);
+
+  auto* key = app.add_subcommand("key", "tenant encryption keys")->require_subcommand(1);
+  c.key_status = key->add_subcommand("status", "key versions, minimum version, usage counters");
+  tenant(c.key_status);
+  c.key_rotate = key->add_subcommand("rotate", "new key version; rewraps every data key");
+  c.key_rotate->add_flag("--reencrypt", c.reencrypt, "also re-encrypt content under new data keys");
+  tenant(c.key_rotate);
+}
+
+bool RunDatasetCommand(DatasetCommands& c, const Session& s, const std::string& output) {
+  c.output = output;
+  auto prefix = [&] {
+    std::string tenant = c.tenant.empty() ? s.tenant : c.tenant;
+    if (tenant.empty()) Fail("--tenant is required (your account has no home tenant)", 2);
+    return StrCat("/api/v1/tenants/", tenant);
+  };
+  auto print = [&](const Json& j) { std::cout << j.dump(2) << "\n"; };
+  if (c.put->parsed()) {
+    Put(c, s);
+  } else if (c.get->parsed()) {
+    Get(c, s);
+  } else if (c.ls->parsed()) {
+    Json j = Request(s, "GET", StrCat(prefix(), "/datasets?prefix=", QueryEscape(c.name)));
+    if (output == "json") {
+      print(j);
+    } else {
+      PrintObjects(j["items"]);
+    }
+  } else if (c.show->parsed()) {
+    print(Request(s, "GET", StrCat(prefix(), "/datasets/object?name=", QueryEscape(c.name))));
+  } else if (c.rm->parsed()) {
+    Request(s, "DELETE", StrCat(prefix(), "/datasets/object?name=", QueryEscape(c.name)));
+    std::cout << "deleted " << c.name << "\n";
+  } else if (c.verify->parsed()) {
+    Json j = Request(s, "POST",
+                     StrCat(prefix(), "/datasets/verify?name=", QueryEscape(c.name),
+                            c.version ? StrCat("&version=", c.version) : std::string()));
+    if (output == "json") {
+      print(j);
+    } else if (j.value("verified", false)) {
+      std::cout << "ok: " << c.name << " version " << j.value("version", 0) << " ("
+                << j.value("bytes_checked", uint64_t{0}) << " bytes) authenticates and matches sha256 "
+                << j.value("sha256", "") << "\n";
+    } else {
+      Fail(StrCat("FAILED: ", c.name, ": ", j.value("error", "integrity check failed")), 1);
+    }
+  } else if (c.policy_get->parsed()) {
+    print(Request(s, "GET", StrCat(prefix(), "/datasets/policies")));
+  } else if (c.policy_set->parsed()) {
+    std::string doc = ReadDocument(c.file);
+    auto j = common::ParseJsonStrict(doc);
+    if (!j.ok()) Fail(StrCat(c.file, ": ", std::string(j.status().message())), 2);
+    Request(s, "PUT", StrCat(prefix(), "/datasets/policies/", c.name), *j);
+    std::cout << "stored data policy " << c.name << "\n";
+  } else if (c.policy_rm->parsed()) {
+    Request(s, "DELETE", StrCat(prefix(), "/datasets/policies/", c.name));
+    std::cout << "deleted data policy " << c.name << "\n";
+  } else if (c.key_status->parsed()) {
+    print(Request(s, "GET", StrCat(prefix(), "/keys")));
+  } else if (c.key_rotate->parsed()) {
+    Json j = Request(s, "POST", StrCat(prefix(), "/keys/rotate"), Json{{"reencrypt", c.reencrypt}});
+    if (output == "json") {
+      print(j);
+    } else {
+      std::cout << "key version " << j.value("new_version", 0) << ": rewrapped "
+                << j.value("rewrapped", uint64_t{0}) << " object versions, re-encrypted "
+                << j.value("reencrypted", uint64_t{0}) << "\n";
+    }
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace warden::cli::internal
