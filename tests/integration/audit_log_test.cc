@@ -187,11 +187,17 @@ TEST_F(AuditApiTest, TenantAdminReadsOnlyTheirTenantsEventsAndProofs) {
   Json b_items = Json::parse(admin_all.out)["items"];
   ASSERT_FALSE(b_items.empty());
   int64_t b_seq = b_items[0]["seq"].get<int64_t>();
-  ASSERT_EQ(server_.Cli("admin", "audit checkpoint").code, 0);  // make sure one covers it
+  // Wait until a signed checkpoint covers both events (the server signs at least every second).
+  int64_t a_seq = items[0]["seq"].get<int64_t>();
+  for (int i = 0; i < 50; ++i) {
+    RunResult cp = server_.Cli("admin", "audit checkpoint -o json");
+    ASSERT_EQ(cp.code, 0) << cp.err;
+    if (Json::parse(cp.out)["tree_size"].get<int64_t>() > std::max(a_seq, b_seq)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   RunResult other = server_.Curl(
       "GET", "/api/v1/tenants/a/audit/proof/inclusion?seq=" + std::to_string(b_seq), a_token);
   EXPECT_EQ(other.code, 404) << other.out;
-  int64_t a_seq = items[0]["seq"].get<int64_t>();
   RunResult own = server_.Cli("a-adm", "audit proof " + std::to_string(a_seq) + " --tenant a");
   EXPECT_EQ(own.code, 0) << own.out << own.err;
 }

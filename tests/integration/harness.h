@@ -98,9 +98,10 @@ class WardenServer {
     // Servers require MFA of admins by default; tests that are not about MFA run without that
     // policy (those that are say "mfa: ..." in extra_config).
     // An extra_config with its own "listen:" (SSO tests need the port in redirect URIs) wins.
-    std::string config = extra_config.find("listen:") == std::string::npos
-                             ? "listen: 127.0.0.1:0\n" + extra_config
-                             : extra_config;
+    // Only a top-level key counts: "agent:\n  listen: ..." is the agents' port, not the API's.
+    const bool own_listen = extra_config.rfind("listen:", 0) == 0 ||
+                            extra_config.find("\nlisten:") != std::string::npos;
+    std::string config = own_listen ? extra_config : "listen: 127.0.0.1:0\n" + extra_config;
     if (extra_config.find("mfa:") == std::string::npos) config += "mfa: {required_for: none}\n";
     if (backend == "postgres") {
       std::string base = Env("WARDEN_TEST_PG_URL");

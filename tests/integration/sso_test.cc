@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -146,11 +148,21 @@ class SsoIntegrationTest : public ::testing::Test {
     return server_.Curl(method, path, token).code;
   }
 
+  // Every event of the audit log's segment files (data/audit/seg-*.jsonl), once every event
+  // queued so far is on disk.
   std::vector<common::Json> AuditEvents() {
+    server_.AuditCountSynced();
+    std::vector<std::filesystem::path> segments;
+    for (const auto& f : std::filesystem::directory_iterator(server_.dir() + "/data/audit")) {
+      if (f.path().extension() == ".jsonl") segments.push_back(f.path());
+    }
+    std::sort(segments.begin(), segments.end());
     std::vector<common::Json> out;
-    std::ifstream in(server_.dir() + "/data/audit/events.jsonl");
-    std::string line;
-    while (std::getline(in, line)) out.push_back(ParseBody(line));
+    for (const auto& seg : segments) {
+      std::ifstream in(seg);
+      std::string line;
+      while (std::getline(in, line)) out.push_back(ParseBody(line));
+    }
     return out;
   }
 
