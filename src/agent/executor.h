@@ -25,12 +25,24 @@
 
 namespace warden::agent {
 
+// A dataset already decrypted by the agent into a memory-backed directory on this node (never the
+// node's disk); the executor mounts it at `container_path` and the agent wipes it when the job ends.
+struct ExecDataset {
+  std::string name;            // the vault object's name (for logs and errors)
+  std::string host_dir;        // absolute, on tmpfs/ramfs
+  std::string container_path;  // absolute, e.g. "/data/train"
+  bool writable = false;
+};
+
 struct ExecSpec {
   std::string job_id;  // "job_..." (validated by the runner: safe as a directory name)
+  std::string tenant;  // the job's tenant (sandbox uid range, image store)
   std::vector<std::string> argv;
   // The whole environment of the job (nothing is inherited from the agent).
   std::vector<std::pair<std::string, std::string>> env;
   std::vector<std::string> gpu_uuids;  // what CUDA_/NVIDIA_VISIBLE_DEVICES name
+  std::string image = "host";          // "host" or "sha256:<manifest digest>" (tenant's store)
+  std::vector<ExecDataset> datasets;   // empty unless the job asked for vault datasets
 };
 
 enum class ExecState {

@@ -53,6 +53,7 @@ absl::Status JobRunner::Recover() {
     Local l;
     l.started = true;
     l.spec = std::move(s);
+    l.tenant = l.spec.tenant;
     // The handoff state file still has its GPUs assigned; released when the job ends.
     l.gpus_held = handoff_ != nullptr && !l.spec.gpu_uuids.empty();
     std::string id = l.spec.job_id;
@@ -228,6 +229,8 @@ void JobRunner::Apply(const Json& assignments) {
       l.spec.env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
       l.spec.env.emplace_back("NVIDIA_VISIBLE_DEVICES", visible.empty() ? "void" : visible);
       l.tenant = a.value("tenant", "");
+      l.spec.tenant = l.tenant;
+      l.spec.image = run.value("image", "host");
       l.waiting = true;
       l.wait_until = absl::Now() + kHandoffWait;
       TryStart(l);

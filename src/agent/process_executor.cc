@@ -135,7 +135,8 @@ class ProcessExecutor final : public JobExecutor {
     }
     Json env = Json::array();
     for (const auto& [k, v] : spec.env) env.push_back(Json::array({k, v}));
-    Json sj{{"job_id", spec.job_id}, {"argv", spec.argv}, {"env", env}, {"gpus", spec.gpu_uuids}};
+    Json sj{{"job_id", spec.job_id}, {"tenant", spec.tenant}, {"argv", spec.argv},
+            {"env", env},          {"gpus", spec.gpu_uuids}};
     {
       std::ofstream out(d + "/spec.json");
       out << sj.dump();
@@ -319,6 +320,7 @@ class ProcessExecutor final : public JobExecutor {
       if (!j.ok() || !j->is_object()) continue;
       ExecSpec s;
       s.job_id = id;
+      s.tenant = j->value("tenant", "");
       for (const auto& a : j->value("argv", Json::array())) s.argv.push_back(a.get<std::string>());
       for (const auto& kv : j->value("env", Json::array())) {
         s.env.emplace_back(kv[0].get<std::string>(), kv[1].get<std::string>());
