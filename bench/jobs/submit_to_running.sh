@@ -19,7 +19,12 @@ cleanup() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$DIR"
 }
-trap cleanup EXIT
+# KEEP=DIR: copy the server's and agents' logs and curl's timings there before cleaning up.
+if [ -n "${KEEP:-}" ]; then
+  trap 'mkdir -p "$KEEP"; cp "$DIR"/*.log "$DIR/curl-times" "$KEEP/"; cleanup' EXIT
+else
+  trap cleanup EXIT
+fi
 mkdir -p "$DIR/data" && chmod 700 "$DIR/data"
 echo "bench-admin-password-0123" > "$DIR/admin.pw"
 printf 'listen: 127.0.0.1:0\nmfa: {required_for: none}\nagent:\n  listen: 127.0.0.1:0\n  heartbeat_interval: %s\n' "$HB" > "$DIR/config.yaml"
@@ -48,10 +53,10 @@ CA="$DIR/data/pki/ca.crt"
 : > "$DIR/submitted"
 for i in $(seq 1 "$N"); do
   t0="$(date +%s%N)"
-  id="$(curl -sS --cacert "$CA" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+  id="$(curl -sS -w '\n%{time_appconnect} %{time_starttransfer}\n' --cacert "$CA" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
     --data-binary "{\"name\":\"b$i\",\"cpu_millis\":10,\"memory_mib\":16,\"command\":[\"sh\",\"-c\",\"date +%s%N\"]}" \
-    "$URL/api/v1/tenants/bench/jobs" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')"
-  echo "$id $t0" >> "$DIR/submitted"
+    "$URL/api/v1/tenants/bench/jobs" | tee -a "$DIR/curl-times" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')"
+  echo "$id $t0 $(date +%s%N)" >> "$DIR/submitted"
 done
 # Wait until every job has ended, then read each one's start time from its output.
 for _ in $(seq 1 600); do
@@ -60,12 +65,16 @@ for _ in $(seq 1 600); do
   sleep 0.2
 done
 : > "$DIR/latencies"
-while read -r id t0; do
+: > "$DIR/submit-ms"
+while read -r id t0 t1; do
   out="$("$BIN" job logs "$id" | head -1)"
   [ -n "$out" ] && echo $(( (out - t0) / 1000000 )) >> "$DIR/latencies"
+  echo $(( (t1 - t0) / 1000000 )) >> "$DIR/submit-ms"
 done < "$DIR/submitted"
 sort -n "$DIR/latencies" > "$DIR/sorted"
 COUNT="$(wc -l < "$DIR/sorted")"
 pct() { sed -n "$(( ($1 * COUNT + 99) / 100 ))p" "$DIR/sorted"; }
 echo "jobs: $COUNT of $N ran (heartbeat interval $HB)"
 echo "submit-to-running ms: p50 $(pct 50)  p90 $(pct 90)  p99 $(pct 99)  max $(tail -1 "$DIR/sorted")"
+sort -n "$DIR/submit-ms" > "$DIR/sorted"
+echo "of which the submit request (curl start to response) ms: p50 $(pct 50)  p99 $(pct 99)"

@@ -19,9 +19,11 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <mutex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -41,6 +43,7 @@ using common::StrCat;
 
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
+std::atomic<bool> g_exit_now{false};  // a push request is still in flight at exit (WorkWaiter)
 
 void Log(const std::string& line) {
   auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -51,15 +54,127 @@ void Log(const std::string& line) {
   std::cerr << ts << " agent: " << line << std::endl;
 }
 
-// Sleeps up to `d`, returning early (false) when asked to stop.
-bool SleepOrStop(absl::Duration d) {
-  auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(d);
-  while (std::chrono::steady_clock::now() < until) {
-    if (g_stop.load()) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+// Wakes the session loop early: the server pushed a change (WorkWaiter below).
+std::mutex g_wake_mu;
+std::condition_variable g_wake_cv;
+bool g_woken = false;  // guarded by g_wake_mu
+
+void WakeSession() {
+  {
+    std::lock_guard lock(g_wake_mu);
+    g_woken = true;
   }
+  g_wake_cv.notify_all();
+}
+
+// Sleeps up to `d`, returning early when woken (true; *woken set) or asked to stop (false). The
+// stop flag is set from a signal handler, which cannot notify: it is checked every 20 ms.
+bool SleepOrStop(absl::Duration d, bool* woken = nullptr) {
+  auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(d);
+  std::unique_lock lock(g_wake_mu);
+  while (!g_woken && std::chrono::steady_clock::now() < until) {
+    if (g_stop.load()) return false;
+    g_wake_cv.wait_until(lock, std::min(until, std::chrono::steady_clock::now() +
+                                                   std::chrono::milliseconds(20)));
+  }
+  if (woken != nullptr) *woken = g_woken;
+  g_woken = false;
   return !g_stop.load();
 }
+
+// Push from the server: long-polls /agent/v1/nodes/{id}/wait on its own connection and wakes the
+// session loop the moment the node's assignments change, so a placed job starts now instead of
+// at the next heartbeat (server/job_service.h WaitNodeChange). Heartbeats stay the source of
+// truth: a lost wake only costs latency. The identity (certificate and key) is replaced after a
+// renewal through SetClient.
+class WorkWaiter {
+ public:
+  ~WorkWaiter() { Stop(); }
+
+  void SetClient(http::ClientOptions opts, std::string path) {
+    std::lock_guard lock(sh_->mu);
+    opts.timeout = absl::Seconds(40);  // the server answers within 20 s
+    sh_->opts = std::move(opts);
+    sh_->path = std::move(path);
+    ++sh_->version;
+    if (!thread_.joinable()) thread_ = std::thread([sh = sh_] { Loop(*sh); });
+  }
+
+  // Asks the thread to stop and joins it once its request returns. A request in flight can last
+  // up to the server's 20 s wait, so Stop gives it `grace` and otherwise detaches it (it owns its
+  // state through a shared_ptr); g_exit_now then tells RunAgentCommand to end the process without
+  // exit-time destructors (OpenSSL's among them) running under that thread.
+  void Stop(absl::Duration grace = absl::Milliseconds(300)) {
+    sh_->stop.store(true);
+    if (!thread_.joinable()) return;
+    auto until = std::chrono::steady_clock::now() + absl::ToChronoMilliseconds(grace);
+    while (!sh_->done.load() && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (sh_->done.load()) {
+      thread_.join();
+    } else {
+      thread_.detach();
+      g_exit_now.store(true);
+    }
+  }
+
+ private:
+  struct Shared {
+    std::mutex mu;
+    http::ClientOptions opts;  // guarded by mu
+    std::string path;          // guarded by mu
+    uint64_t version = 0;      // guarded by mu
+    std::atomic<bool> stop{false}, done{false};
+  };
+
+  static void Loop(Shared& sh) {
+    std::unique_ptr<http::HttpsClient> client;
+    uint64_t have_version = 0, generation = 0;
+    while (!sh.stop.load() && !g_stop.load()) {
+      std::string path;
+      {
+        std::lock_guard lock(sh.mu);
+        if (have_version != sh.version || !client) {
+          auto c = http::HttpsClient::Create(sh.opts);
+          if (c.ok()) client = std::move(*c);
+          have_version = sh.version;
+        }
+        path = sh.path;
+      }
+      absl::Duration pause = absl::Seconds(1);
+      if (client) {
+        const absl::Time asked = absl::Now();
+        auto resp = client->Do("POST", path, Json{{"generation", generation}}.dump(),
+                               {{"Content-Type", "application/json"}});
+        if (resp.ok() && resp->status == 200) {
+          auto j = common::ParseJsonStrict(resp->body);
+          uint64_t g = j.ok() && j->is_object() ? j->value("generation", generation) : generation;
+          // An unchanged answer that came at once (a server shutting down) is not asked again
+          // in a tight loop.
+          pause = absl::Now() - asked < absl::Seconds(1) && g == generation ? absl::Seconds(1)
+                                                                              : absl::ZeroDuration();
+          if (g != generation) {
+            generation = g;
+            WakeSession();
+          }
+        } else if (resp.ok() && resp->status == 429) {
+          pause = absl::Seconds(30);  // too many agents wait already: heartbeats only for now
+        } else if (!resp.ok()) {
+          client.reset();
+        }
+      }
+      for (auto until = absl::Now() + pause;
+           absl::Now() < until && !sh.stop.load() && !g_stop.load();) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+    }
+    sh.done.store(true);
+  }
+
+  std::shared_ptr<Shared> sh_ = std::make_shared<Shared>();
+  std::thread thread_;
+};
 
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -252,16 +367,17 @@ class Session {
     absl::Duration backoff = absl::ZeroDuration();
     std::mt19937 jitter(std::random_device{}());
     bool connected = false;
+    bool woken = false;  // the server pushed work: beat now, without shipping output first
     while (!g_stop.load()) {
       absl::Status s = MaybeRenew();
-      if (s.ok()) s = Beat(&interval);
+      if (s.ok()) s = Beat(&interval, /*quick=*/woken);
       if (s.ok()) {
         if (!connected)
           Log(StrCat("connected to ", state_.agent_url, " as node ", state_.name, " (",
                      state_.node_id, ")"));
         connected = true;
         backoff = absl::ZeroDuration();
-        if (!SleepOrStop(runner_->NextBeat(interval))) break;
+        if (!SleepOrStop(runner_->NextBeat(interval), &woken)) break;
         continue;
       }
       std::string msg(s.message());
@@ -298,6 +414,7 @@ class Session {
     opts.timeout = absl::Seconds(10);
     opts.connect_timeout = absl::Seconds(5);
     WARDEN_ASSIGN_OR_RETURN(client_, http::HttpsClient::Create(opts));
+    waiter_.SetClient(opts, StrCat("/agent/v1/nodes/", state_.node_id, "/wait"));
     return absl::OkStatus();
   }
 
@@ -314,7 +431,7 @@ class Session {
     return common::ParseJsonStrict(resp->body);
   }
 
-  absl::Status Beat(absl::Duration* interval) {
+  absl::Status Beat(absl::Duration* interval, bool quick) {
     auto inv = CollectInventory(backend_.get(), backend_name_);
     if (!inv.ok()) return inv.status();
     if (handoff_ != nullptr) {  // issue 7: devices stay quarantined if the state cannot be saved
@@ -324,7 +441,7 @@ class Session {
     Json body = runner_->BuildReport(
         [this](const std::string& job, const std::string& stream, int64_t offset,
                std::string_view data) { return ShipLog(job, stream, offset, data); },
-        inv->gpus);
+        inv->gpus, /*ship_logs=*/!quick);
     if (text != sent_inventory_) body["inventory"] = cluster::EncodeInventory(*inv);
     WARDEN_ASSIGN_OR_RETURN(Json reply, Post("heartbeat", body));
     sent_inventory_ = text;
@@ -392,6 +509,7 @@ class Session {
   std::string sent_inventory_;
   std::string schedule_;
   JobRunner* runner_;
+  WorkWaiter waiter_;
 
  public:
   std::unique_ptr<GpuHandoffService> handoff_;  // GPU handoff (issue 7); null without GPUs
@@ -399,7 +517,7 @@ class Session {
 
 }  // namespace
 
-int RunAgentCommand(int argc, char** argv) {
+static int RunAgentMain(int argc, char** argv) {
   CLI::App app{"gpuwarden agent: the node agent (joins over a one-time token, then mTLS only)",
                "gpuwarden agent"};
   if (argc > 1 && std::string_view(argv[1]) == "scrub") return RunScrubCommand(argc - 1, argv + 1);
@@ -533,6 +651,17 @@ int RunAgentCommand(int argc, char** argv) {
     session.handoff_->Start();
   }
   return session.Run();
+}
+
+int RunAgentCommand(int argc, char** argv) {
+  int rc = RunAgentMain(argc, argv);
+  if (g_exit_now.load()) {  // every local is destroyed; only exit-time destructors are skipped
+    std::cout.flush();
+    std::cerr.flush();
+    std::fflush(nullptr);
+    std::_Exit(rc);
+  }
+  return rc;
 }
 
 }  // namespace warden::agent

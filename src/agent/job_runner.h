@@ -48,7 +48,10 @@ class JobRunner {
   absl::Status Recover();
 
   // Polls, ships logs, and returns the heartbeat's {"jobs": [...], "gpus": {...}} members.
-  common::Json BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDevice>& gpus);
+  // `ship_logs` false: a quick beat after the server pushed work (agent.cc WorkWaiter): no output
+  // is shipped, so terminal reports wait for the next full beat.
+  common::Json BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDevice>& gpus,
+                           bool ship_logs = true);
 
   // After a heartbeat that carried BuildReport's result was answered: forgets the jobs whose
   // terminal report the server now has, then applies the reply's assignments.

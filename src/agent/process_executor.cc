@@ -89,8 +89,11 @@ size_t FormatInt(long long v, char* buf) {
 }
 
 // Writes "<word> <a>[ <b>]\n" to tmp then renames it over path.
+// `durable`: fsync before the rename. The supervisor and pid records describe live processes,
+// which a reboot ends anyway, and the page cache outlives an agent crash: they are not synced, so
+// the job's fork does not wait for the disk. Exit records are.
 void WriteRecord(const char* tmp, const char* path, const char* word, long long a, long long b,
-                 bool with_b) {
+                 bool with_b, bool durable = true) {
   char buf[96];
   size_t len = 0;
   for (const char* p = word; *p != '\0' && len < 40; ++p) buf[len++] = *p;
@@ -105,12 +108,13 @@ void WriteRecord(const char* tmp, const char* path, const char* word, long long 
   if (fd < 0) return;
   ssize_t w = ::write(fd, buf, len);
   (void)w;
-  ::fsync(fd);
+  if (durable) ::fsync(fd);
   ::close(fd);
   ::rename(tmp, path);
 }
 
 void CloseFrom(int lowest, int keep) {
+  if (keep < 0 && ::close_range(static_cast<unsigned>(lowest), ~0u, 0) == 0) return;
   for (int fd = lowest; fd < 4096; ++fd) {
     if (fd != keep) ::close(fd);
   }
@@ -189,7 +193,8 @@ class ProcessExecutor final : public JobExecutor {
           while (p != nullptr && *p >= '0' && *p <= '9') start = start * 10 + (*p++ - '0');
         }
       }
-      WriteRecord(sup_tmp.c_str(), sup.c_str(), "supervisor", ::getpid(), start, true);
+      WriteRecord(sup_tmp.c_str(), sup.c_str(), "supervisor", ::getpid(), start, true,
+                  /*durable=*/false);
       int errpipe[2];
       if (::pipe2(errpipe, O_CLOEXEC) != 0) {
         WriteRecord(exit_tmp.c_str(), exit_path.c_str(), "failed_to_start", errno, 0, false);
@@ -231,7 +236,7 @@ class ProcessExecutor final : public JobExecutor {
         ::_exit(1);
       }
       ::setpgid(b, b);
-      WriteRecord(pid_tmp.c_str(), pid.c_str(), "pgid", b, 0, false);
+      WriteRecord(pid_tmp.c_str(), pid.c_str(), "pgid", b, 0, false, /*durable=*/false);
       int e = 0;
       ssize_t n;
       do {

@@ -32,12 +32,15 @@ class AgentApi {
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
   http::Response Renew(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobLogs(http::Request& req, const cluster::AgentPeer& peer);  // agent_jobs.cc
+  // Long-poll: {"generation":N} -> {"generation":M} once the node's assignments change (or after
+  // kMaxNodeWait); 429 when too many agents wait already (agent_jobs.cc).
+  http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs
+  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait
   JobService* jobs_ = nullptr;
 };
 

@@ -107,4 +107,21 @@ http::Response AgentApi::JobLogs(http::Request& req, const cluster::AgentPeer& p
   return http::Response::Json(200, Json{{"next_offset", *next}});
 }
 
+http::Response AgentApi::WaitForWork(http::Request& req, const cluster::AgentPeer& peer) {
+  if (jobs_ == nullptr) {
+    return http::Response::Error(absl::UnavailableError("the job service is not running"));
+  }
+  auto j = common::ParseJsonStrict(req.body, {.max_depth = 2, .max_bytes = 256});
+  if (!j.ok() || !j->is_object() || j->size() != 1 || !j->contains("generation") ||
+      !(*j)["generation"].is_number_unsigned()) {
+    return http::Response::Error(
+        absl::InvalidArgumentError("body must be {\"generation\": <non-negative integer>}"));
+  }
+  // Shorter than the agent's client timeout, long enough that idle agents cost little.
+  constexpr absl::Duration kMaxNodeWait = absl::Seconds(20);
+  auto gen = jobs_->WaitNodeChange(peer.node_id, (*j)["generation"].get<uint64_t>(), kMaxNodeWait);
+  if (!gen.ok()) return http::Response::Error(gen.status());
+  return http::Response::Json(200, Json{{"generation", *gen}});
+}
+
 }  // namespace warden::server

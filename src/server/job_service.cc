@@ -198,6 +198,7 @@ void JobService::Stop() {
   }
   cv_.notify_all();
   log_cv_.notify_all();
+  node_cv_.notify_all();
   if (loop_.joinable()) loop_.join();
 }
 
@@ -365,6 +366,10 @@ absl::Status JobService::PersistLocked() {
       default:
         continue;  // ended jobs are written by EndLocked
     }
+    if (next.node_id != t.rec.node_id || next.assignment_json != t.rec.assignment_json) {
+      if (!t.rec.node_id.empty()) BumpNodeLocked(t.rec.node_id);
+      if (!next.node_id.empty()) BumpNodeLocked(next.node_id);
+    }
     if (next.state != t.rec.state || next.node_id != t.rec.node_id ||
         next.assignment_json != t.rec.assignment_json || next.reason != t.rec.reason) {
       WARDEN_RETURN_IF_ERROR(store_.UpdateJob(next));
@@ -479,6 +484,7 @@ absl::StatusOr<store::Job> JobService::Cancel(const std::string& tenant_id, cons
       t.rec.cancel_requested_at = clock_.NowUnix();
       t.rec.cancel_grace_ms = absl::ToInt64Milliseconds(grace);
       WARDEN_RETURN_IF_ERROR(store_.UpdateJob(t.rec));
+      if (!t.rec.node_id.empty()) BumpNodeLocked(t.rec.node_id);
     }
   }
   return store_.GetJob(id);
@@ -534,6 +540,38 @@ absl::StatusOr<JobLogRead> JobService::ReadLog(const std::string& tenant_id, con
 }
 
 // ---- agents --------------------------------------------------------------------------------
+
+void JobService::BumpNodeLocked(const std::string& node_id) {
+  node_gen_[node_id] = ++gen_seq_;
+  node_cv_.notify_all();
+}
+
+absl::StatusOr<uint64_t> JobService::WaitNodeChange(const std::string& node_id, uint64_t seen,
+                                                    absl::Duration timeout) {
+  std::unique_lock lock(mu_);
+  auto current = [&] {
+    auto it = node_gen_.find(node_id);
+    return it == node_gen_.end() ? uint64_t{0} : it->second;
+  };
+  if (current() != seen || stopping_ || waiters_released_) return current();
+  if (node_waiters_ >= options_.max_node_waiters) {
+    return absl::ResourceExhaustedError(
+        StrCat("more than ", options_.max_node_waiters, " agents are waiting already"));
+  }
+  ++node_waiters_;
+  node_cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
+                    [&] { return stopping_ || waiters_released_ || current() != seen; });
+  --node_waiters_;
+  return current();
+}
+
+void JobService::ReleaseWaiters() {
+  {
+    std::lock_guard lock(mu_);
+    waiters_released_ = true;
+  }
+  node_cv_.notify_all();
+}
 
 absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,
                                            const std::vector<AgentJobReport>& reports,

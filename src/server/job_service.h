@@ -47,6 +47,9 @@ struct JobServiceOptions {
   // blocking threads each); beyond it a read answers at once and the client polls. Keeps the
   // pool free for logins and writes however many people follow logs.
   int max_log_waiters = 2;
+  // Agents blocked in WaitNodeChange at once (each holds one of the agent listener's blocking
+  // threads); beyond it a wait answers at once and that agent relies on its heartbeat.
+  int max_node_waiters = 48;
 };
 
 // One job state transition reported by a node's agent.
@@ -116,6 +119,16 @@ class JobService {
   absl::StatusOr<common::Json> AgentSync(const std::string& node_id,
                                          const std::vector<AgentJobReport>& reports,
                                          const AgentGpuReport& gpus);
+  // Push to agents: a node's assignment generation changes whenever a job is placed on it, moved
+  // off it or asked to stop there. Blocks until the generation differs from `seen` (or `timeout`
+  // passes, or the service stops) and returns it; the agent then heartbeats at once instead of at
+  // its next interval. ResourceExhausted when max_node_waiters calls are waiting already.
+  absl::StatusOr<uint64_t> WaitNodeChange(const std::string& node_id, uint64_t seen,
+                                          absl::Duration timeout);
+  // Ends every WaitNodeChange now and makes later ones answer at once: the server calls it first
+  // when it shuts down, so the agents' listener does not wait out their long-polls.
+  void ReleaseWaiters();
+
   // Appends a chunk the agent read at byte `offset` of the job's stream; returns the offset the
   // agent continues from (less than offset + size after a gap: the agent resends from there).
   // NotFound unless the job is active and assigned to this node.
@@ -156,6 +169,7 @@ class JobService {
   std::string JobDir(const std::string& id) const;
   std::string LogPath(const std::string& id, const std::string& stream) const;
   void Loop();
+  void BumpNodeLocked(const std::string& node_id);
 
   store::Store& store_;
   common::Clock& clock_;
@@ -165,6 +179,7 @@ class JobService {
   mutable std::mutex mu_;
   std::condition_variable cv_;       // loop wake-ups; guarded by mu_
   std::condition_variable log_cv_;   // new log data or a job ended; guarded by mu_
+  std::condition_variable node_cv_;  // a node's assignment generation changed; guarded by mu_
   std::unique_ptr<sched::Scheduler> sched_;
   std::map<std::string, Tracked> active_;                 // job id -> queued/placed/running
   std::map<sched::JobId, std::string> by_sid_;
@@ -175,6 +190,10 @@ class JobService {
   sched::InvariantChecker checker_;
   size_t placements_ = 0;
   int log_waiters_ = 0;  // ReadLog calls waiting now; guarded by mu_
+  std::map<std::string, uint64_t> node_gen_;  // store node id -> assignment generation
+  uint64_t gen_seq_ = 0;                      // source of generations (never reused)
+  int node_waiters_ = 0;                      // WaitNodeChange calls waiting now
+  bool waiters_released_ = false;
   bool kicked_ = false;
   bool stopping_ = false;
   std::thread loop_;

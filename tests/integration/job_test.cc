@@ -38,9 +38,10 @@ class JobIT : public ::testing::TestWithParam<std::string> {
     JoinAgent("node-b");
   }
 
-  void StartServer() {
+  virtual void StartServer() { StartServer(kHeartbeatMs); }
+  void StartServer(int heartbeat_ms) {
     server_.Start(GetParam(), "agent:\n  listen: 127.0.0.1:0\n  heartbeat_interval: " +
-                                  std::to_string(kHeartbeatMs) + "ms\n");
+                                  std::to_string(heartbeat_ms) + "ms\n");
   }
 
   void TearDown() override {
@@ -298,6 +299,29 @@ TEST_P(JobIT, ARestartedServerStillListsAndRunsItsJobs) {
   EXPECT_EQ(Show("bob", running).value("node", ""), node);
   EXPECT_EQ(server_.Cli("bob", "job logs " + running).out, "survived\n");
 }
+
+// Push: with heartbeats a minute apart, an idle agent still starts a placed job at once, because
+// it long-polls the server for changes to its node (agent.cc WorkWaiter, JobService::
+// WaitNodeChange). Without the push the job would wait for the next heartbeat, up to 60 s.
+class JobPushIT : public JobIT {
+ protected:
+  void StartServer() override { JobIT::StartServer(60000); }
+};
+
+TEST_P(JobPushIT, AnIdleAgentStartsAPlacedJobWithoutWaitingForItsHeartbeat) {
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // both agents idle, a minute to go
+  for (int i = 0; i < 3; ++i) {
+    auto t0 = Clock::now();
+    std::string id = Submit("alice", "-- echo pushed");
+    ASSERT_FALSE(id.empty());
+    ASSERT_TRUE(WaitState("alice", id, "done", std::chrono::seconds(10))) << Explain("alice", id);
+    EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5)) << Explain("alice", id);
+    EXPECT_EQ(server_.Cli("alice", "job logs " + id).out, "pushed\n");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, JobPushIT, ::testing::Values("sqlite"),
+                         [](const auto& info) { return info.param; });
 
 INSTANTIATE_TEST_SUITE_P(Backends, JobIT, ::testing::Values("sqlite", "postgres"),
                          [](const auto& info) { return info.param; });

@@ -42,6 +42,7 @@ class JobServiceTest : public ::testing::Test {
     o.check_invariants = true;
     o.max_log_bytes = 4096;
     o.max_log_waiters = max_log_waiters_;
+    o.max_node_waiters = max_node_waiters_;
     auto j = JobService::Create(*store_, clock_, rng_, o);
     ASSERT_TRUE(j.ok()) << j.status();
     jobs_ = std::move(*j);
@@ -94,6 +95,7 @@ class JobServiceTest : public ::testing::Test {
   }
 
   int max_log_waiters_ = 2;
+  int max_node_waiters_ = 48;
   std::string dir_;
   common::FakeClock clock_;
   common::Rng& rng_ = common::SecureRng::Get();
@@ -322,6 +324,64 @@ TEST_F(JobServiceTest, AFollowWaitsForOutputButNeverHoldsMoreThanItsShareOfThrea
   EXPECT_EQ(r->data, "");
   EXPECT_FALSE(r->ended);
   EXPECT_LT(absl::Now() - t0, absl::Seconds(2));
+}
+
+// Push to agents: an agent waiting on its node wakes when a job is placed there or asked to stop
+// there, not at its next heartbeat; another node's waiter does not wake; waiters are capped.
+TEST_F(JobServiceTest, AWaitingAgentWakesWhenItsNodeGetsWorkAndOnlyThen) {
+  AddNode("nod_1", "n1", 1);
+  AddNode("nod_2", "n2", 1);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  const uint64_t g1 = *jobs_->WaitNodeChange("nod_1", 12345, absl::ZeroDuration());  // differs: now
+  const uint64_t g2 = *jobs_->WaitNodeChange("nod_2", 12345, absl::ZeroDuration());
+  // Nothing changes: the wait runs out and returns the same generation.
+  auto t0 = absl::Now();
+  EXPECT_EQ(*jobs_->WaitNodeChange("nod_1", g1, absl::Milliseconds(150)), g1);
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(140));
+
+  std::string placed_on;
+  std::thread submitter([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    store::Job j = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["true"]})");
+    ASSERT_TRUE(jobs_->Tick().ok());
+    placed_on = Stored(j.id).node_id;
+  });
+  // Both nodes wait; exactly the one that got the job wakes early.
+  uint64_t w1 = 0, w2 = 0;
+  absl::Duration d1, d2;
+  std::thread other([&] {
+    auto t = absl::Now();
+    w2 = *jobs_->WaitNodeChange("nod_2", g2, absl::Seconds(3));
+    d2 = absl::Now() - t;
+  });
+  t0 = absl::Now();
+  w1 = *jobs_->WaitNodeChange("nod_1", g1, absl::Seconds(3));
+  d1 = absl::Now() - t0;
+  submitter.join();
+  other.join();
+  const bool on1 = placed_on == "nod_1";
+  ASSERT_TRUE(on1 || placed_on == "nod_2") << placed_on;
+  EXPECT_EQ(on1 ? w1 != g1 : w2 != g2, true);
+  EXPECT_EQ(on1 ? w2 : w1, on1 ? g2 : g1);  // the other node's generation did not move
+  EXPECT_LT(on1 ? d1 : d2, absl::Seconds(2));
+  EXPECT_GE(on1 ? d2 : d1, absl::Milliseconds(2900));
+
+  // Cancelling the running job wakes its node too.
+  const std::string node = placed_on;
+  const uint64_t before = *jobs_->WaitNodeChange(node, 0, absl::ZeroDuration());
+  auto list = jobs_->List("ten_a", std::nullopt);
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  ASSERT_TRUE(jobs_->Cancel("ten_a", (*list)[0].id, absl::Seconds(1)).ok());
+  EXPECT_NE(*jobs_->WaitNodeChange(node, before, absl::ZeroDuration()), before);
+
+  // Beyond max_node_waiters a wait is refused at once (the agent falls back to heartbeats).
+  max_node_waiters_ = 0;
+  Restart();
+  AddNode("nod_3", "n3", 1);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  auto refused = jobs_->WaitNodeChange("nod_3", 0, absl::Seconds(5));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 }  // namespace

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Submit-to-running latency, gpuwarden against `srun` on a local Slurm (issue 7, must-show 4):
+# same command (`sh -c 'date +%s%N'`), same machine, same run. Slurm is started by
+# tools/slurm-start.sh (its own munged, slurmctld and slurmd, default scheduling settings).
+#   bash bench/jobs/vs_srun.sh build/release/gpuwarden [N]
+# srun: one job at a time (srun waits for the job), latency = the job's printed start time minus
+# the time just before `srun` was exec'd. gpuwarden: bench/jobs/submit_to_running.sh (jobs
+# submitted back to back with curl, several in flight: harsher on us than srun's one at a time).
+# Slurm runs twice, before and after ours, so a load change during the run shows.
+set -euo pipefail
+BIN="$1"
+N="${2:-100}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+SDIR="$(mktemp -d /tmp/gw-slurm.XXXXXX)"
+trap 'bash "$ROOT/tools/slurm-stop.sh" "$SDIR"' EXIT
+export SLURM_CONF
+SLURM_CONF="$(bash "$ROOT/tools/slurm-start.sh" "$SDIR" | sed -n 's/^SLURM_CONF=//p')"
+pctl() {  # FILE P -> the P-th percentile of the numbers in FILE
+  local n; n="$(wc -l < "$1")"
+  sort -n "$1" | sed -n "$(( ($2 * n + 99) / 100 ))p"
+}
+srun_batch() {
+  : > "$SDIR/srun-$1"
+  for _ in $(seq 1 "$N"); do
+    t0="$(date +%s%N)"
+    out="$(srun -n1 sh -c 'date +%s%N')"
+    echo $(( (out - t0) / 1000000 )) >> "$SDIR/srun-$1"
+  done
+  echo "srun ($1): p50 $(pctl "$SDIR/srun-$1" 50) ms  p99 $(pctl "$SDIR/srun-$1" 99) ms"
+}
+srun -n1 true  # warm up: first job after start pays for slurmd's first contact
+srun_batch before
+OURS="$(bash "$HERE/submit_to_running.sh" "$BIN" "$N" 5s)"
+echo "$OURS"
+srun_batch after
+cat "$SDIR/srun-before" "$SDIR/srun-after" > "$SDIR/srun-all"
+P50="$(echo "$OURS" | sed -n 's/^submit-to-running ms: p50 \([0-9]*\).*/\1/p')"
+P99="$(echo "$OURS" | sed -n 's/^submit-to-running ms:.* p99 \([0-9]*\).*/\1/p')"
+S50="$(pctl "$SDIR/srun-all" 50)"
+S99="$(pctl "$SDIR/srun-all" 99)"
+echo "gpuwarden / srun: p50 $P50 / $S50 ms = $(awk -v a="$P50" -v b="$S50" 'BEGIN{printf "%.2fx", a/b}')," \
+  "p99 $P99 / $S99 ms = $(awk -v a="$P99" -v b="$S99" 'BEGIN{printf "%.2fx", a/b}') (target <= 1x)"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
