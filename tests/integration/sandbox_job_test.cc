@@ -1,7 +1,7 @@
 // Jobs through the API into the agent's sandbox (issue 7): the real server and two real agents
 // started with --executor=sandbox (runc on the host image), two tenants. Proves the agent path
 // uses src/runtime's sandbox (a new pid namespace, the job's user cannot read the host's
-// /etc/shadow, no network to the server) and its lifecycle: logs, cancel with grace, wall time,
+// /etc/shadow, no network to the server's API or agent port) and its lifecycle: logs, cancel with grace, wall time,
 // OOM, re-attach after the agent is killed. The escape tests themselves live in
 // tests/runtime (runtime_runc_test); these only show the agent runs jobs in that sandbox.
 // Skips when runc cannot run here (not root, no runc); fails instead under CI=true.
@@ -200,6 +200,9 @@ TEST_F(SandboxJobIT, AttackJobCannotReadShadowSeeOtherPidsOrReachTheServerWhileA
   std::string victim = Submit("bob", "--name victim -- sh -c 'echo victim up; sleep 20; echo victim done'");
   ASSERT_TRUE(WaitState("bob", victim, "running")) << Explain("bob", victim);
   const std::string port = server_.url().substr(server_.url().rfind(':') + 1);
+  const std::string agent_port = std::to_string(
+      Json::parse(ReadFile(server_.dir() + "/data/server.json")).value("agent_port", 0));
+  ASSERT_NE(agent_port, "0");
   // Positive controls in the same job: a world-readable host file is readable (the host image),
   // and /proc lists this job's own processes.
   const std::string attack =
@@ -208,7 +211,9 @@ TEST_F(SandboxJobIT, AttackJobCannotReadShadowSeeOtherPidsOrReachTheServerWhileA
       "echo procs=$(ls /proc | grep -c \"^[0-9]\"); "
       "(kill -0 1 && echo self=visible); "
       "if bash -c \"echo x > /dev/tcp/127.0.0.1/" + port + "\" 2>/dev/null; then echo server=reached; "
-      "else echo server=unreachable; fi";
+      "else echo server=unreachable; fi; "
+      "if bash -c \"echo x > /dev/tcp/127.0.0.1/" + agent_port + "\" 2>/dev/null; then echo agents=reached; "
+      "else echo agents=unreachable; fi";
   std::string id = SubmitJson("alice", "acme", Json{{"name", "attacker"}, {"command", {"sh", "-c", attack}}});
   ASSERT_TRUE(WaitState("alice", id, "done")) << Explain("alice", id);
   const std::string out = Logs("alice", id);
@@ -216,6 +221,7 @@ TEST_F(SandboxJobIT, AttackJobCannotReadShadowSeeOtherPidsOrReachTheServerWhileA
   EXPECT_NE(out.find("hostname=read"), std::string::npos) << out;
   EXPECT_NE(out.find("self=visible"), std::string::npos) << out;
   EXPECT_NE(out.find("server=unreachable"), std::string::npos) << out;
+  EXPECT_NE(out.find("agents=unreachable"), std::string::npos) << out;
   // sh, ls, grep (and the subshell) at most: never the victim's or the host's processes.
   size_t p = out.find("procs=");
   ASSERT_NE(p, std::string::npos) << out;
