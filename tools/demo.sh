@@ -10,7 +10,7 @@ DATA="${DEMO_DIR:-$ROOT/demo-data}"
 PORT="${DEMO_PORT:-8443}"
 AGENT_PORT="${DEMO_AGENT_PORT:-$((PORT + 1))}"
 mkdir -p "$DATA"
-chmod 700 "$DATA"
+chmod 711 "$DATA"  # traverse only: the sandbox's per-tenant users must reach the agents' job bundles
 LOGINS="$DATA/logins.txt"
 SEED_CLI="$DATA/cli-seed"
 export GPUWARDEN_CONFIG_DIR="$SEED_CLI"
@@ -102,11 +102,21 @@ start_agent() {  # name pool gpu-spec
     "$BIN" node join-token create --pool "$2" --ttl 10m -o json |
       sed -n 's/.*"token": "\([^"]*\)".*/\1/p' > "$dir/join-token"
   fi
-  # --executor=process: jobs run as plain processes (NOT a security boundary; the demo only).
   "$BIN" agent --server "$URL" --join-token "$dir/join-token" --data-dir "$dir" --gpus "$3" \
-    --name "$1" --executor process >"$DATA/agent-$1.log" 2>&1 &
+    --name "$1" --executor "$EXECUTOR" >"$DATA/agent-$1.log" 2>&1 &
   AGENT_PIDS+=($!)
 }
+# Jobs run in the sandbox (issue 7: runc on the read-only host image, a user namespace per
+# tenant, cgroup limits, seccomp, only the assigned GPU's node). It needs root and runc
+# (tools/install-deps.sh installs runc and bubblewrap); without them the demo falls back to the
+# process executor (plain processes, NOT a security boundary) and says so.
+EXECUTOR=sandbox
+EXECUTOR_NOTE="jobs run sandboxed (runc, host image read-only, one user namespace per tenant)"
+if [ "$(id -u)" != 0 ] || ! command -v runc >/dev/null; then
+  EXECUTOR=process
+  EXECUTOR_NOTE="jobs run as plain processes, NOT sandboxed: the sandbox needs root and runc (tools/install-deps.sh)"
+  echo "demo: $EXECUTOR_NOTE" >&2
+fi
 start_agent gpu-node-1 h100 "sim:4xH100-80GB,2xH100-80GB:mig"
 start_agent gpu-node-2 h200 "sim:4xH200-141GB"
 for _ in $(seq 1 50); do
@@ -125,7 +135,7 @@ if [ ! -s "$JOBS_NOTE" ]; then
     echo "$pw" | "$BIN" login --server "$URL" --user "$t-dev" --password-stdin --ca-fingerprint "$FP" >/dev/null
     for n in 1 2; do
       id="$("$BIN" job submit -o json --name "$t-train-$n" --gpus 1 -- sh -c \
-        'echo "tenant job $GPUWARDEN_JOB_NAME on GPU $CUDA_VISIBLE_DEVICES"; for i in 1 2 3 4 5; do echo "step $i"; sleep 1; done' |
+        'echo "tenant job $GPUWARDEN_JOB_NAME on GPU $CUDA_VISIBLE_DEVICES (pid $$, uid $(id -u), devices: $(ls /dev | grep nvidia | tr "\n" " "))"; for i in 1 2 3 4 5; do echo "step $i"; sleep 1; done' |
         sed -n 's/^  "id": "\([^"]*\)".*/\1/p')"
       echo "$t-dev $id" >> "$JOBS_NOTE"
     done
@@ -168,7 +178,7 @@ $(sed 's/^/    /' "$JOBS_NOTE")
     GPUWARDEN_CONFIG_DIR=$DATA/cli-acme-dev $BIN job logs -f $(awk '$1 == "acme-dev" {print $2; exit}' "$JOBS_NOTE")
     GPUWARDEN_CONFIG_DIR=$DATA/cli-globex-dev $BIN job ls     # globex sees only its own jobs
     $BIN job submit --gpus 1 -- nvidia-smi -L        # as a developer: --mig 1g.10gb, --fraction 0.5, -f spec.json
-  (jobs run with the agents' process executor: plain processes, NOT a sandbox; issue 7 adds it)
+  ($EXECUTOR_NOTE)
 
   Ctrl-C stops the server.
 MSG

@@ -29,11 +29,13 @@
 #include <thread>
 
 #include "agent/job_runner.h"
+#include "agent/sandbox_setup.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "http/client.h"
 #include "pki/pki.h"
+#include "runtime/runtime.h"
 
 namespace warden::agent {
 namespace {
@@ -524,9 +526,12 @@ static int RunAgentMain(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "handoff") {
     return RunHandoffCommand(argc - 1, argv + 1);
   }
+  // Hidden: the sandbox's per-job shim (runtime::ShimMain) where warden-sandbox-shim is not
+  // installed next to this binary (sandbox_setup.h).
+  if (argc > 1 && std::string_view(argv[1]) == "shim") return runtime::ShimMain(argc - 1, argv + 1);
   std::string server, token_file, data_dir, gpus = "nvml", name;
   bool inventory_only = false;
-  std::string executor_name = "none";
+  std::string executor_name = "auto", oci_runtime = "auto";
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
   app.add_option("--join-token", token_file, "file holding the one-time join token (first start)");
   app.add_option("--data-dir", data_dir, "agent state: key, certificate, pinned CA");
@@ -534,10 +539,14 @@ static int RunAgentMain(int argc, char** argv) {
   app.add_option("--name", name, "node name (default: the host name)");
   app.add_flag("--inventory", inventory_only, "print this node's inventory as JSON and exit");
   app.add_option("--executor", executor_name,
-                 "how placed jobs run: none (default: jobs are refused until the sandbox runtime "
-                 "is built) or process (plain processes, NOT a security boundary: development "
-                 "and the demo only)")
-      ->check(CLI::IsMember({"none", "process"}));
+                 "how placed jobs run: sandbox (OCI runtime or bubblewrap; the default where one "
+                 "works), process (plain processes, NOT a security boundary: development only) "
+                 "or none (jobs are refused)")
+      ->check(CLI::IsMember({"auto", "sandbox", "none", "process"}));
+  app.add_option("--oci-runtime", oci_runtime,
+                 "the sandbox's runtime: runc, crun, bwrap or auto (default: the first that works "
+                 "of runc, crun, bwrap)")
+      ->check(CLI::IsMember({"auto", "runc", "crun", "bwrap"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -613,8 +622,28 @@ static int RunAgentMain(int argc, char** argv) {
       backoff = std::min(backoff * 2, absl::Seconds(30));
     }
   }
-  // Jobs (issue 6): the executor seam (executor.h). The sandbox runtime replaces "process".
+  // Jobs (issues 6, 7): the executor seam (executor.h). The sandbox unless told otherwise.
   std::unique_ptr<JobExecutor> executor;
+  std::string no_executor_reason = "this agent runs no jobs (started with --executor=none)";
+  if (executor_name == "sandbox" || executor_name == "auto") {
+    std::string chosen;
+    auto created = CreateAgentSandbox({.data_dir = data_dir,
+                                       .oci_runtime = oci_runtime,
+                                       .backend = backend->get(),
+                                       .simulated_gpus = backend_name == "sim"},
+                                      &chosen);
+    if (created.ok()) {
+      executor = std::move(*created);
+      Log(StrCat("job executor: sandbox, runtime ", chosen));
+    } else if (executor_name == "sandbox") {
+      std::cerr << "gpuwarden agent: --executor=sandbox: " << created.status().message() << "\n";
+      return 1;
+    } else {
+      no_executor_reason = StrCat("this agent runs no jobs: its sandbox cannot run here (",
+                                  created.status().message(), ")");
+      Log(StrCat("job executor: none; ", no_executor_reason));
+    }
+  }
   if (executor_name == "process") {
     auto created = CreateProcessExecutor(data_dir + "/jobs");
     if (!created.ok()) {
@@ -624,9 +653,7 @@ static int RunAgentMain(int argc, char** argv) {
     executor = std::move(*created);
     Log("job executor: process (plain processes, NOT a security boundary; development only)");
   }
-  JobRunner runner(executor.get(),
-                   "this agent runs no jobs: start it with --executor=process (development "
-                   "only; the sandbox runtime is not built yet)");
+  JobRunner runner(executor.get(), no_executor_reason);
   // Issue 7: the verified GPU handoff. Created before the runner re-attaches, so re-attached jobs
   // keep their GPUs assigned and release them into the handoff when they end.
   gpu::GpuBackend* gpu_backend = backend->get();

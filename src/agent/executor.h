@@ -1,6 +1,7 @@
 // The agent's job executor seam: how a placed job becomes a running process, and how the agent
-// finds it again after its own restart. The OCI sandbox runtime (src/runtime, issue 7) plugs in
-// here; until then the only implementation is ProcessExecutor.
+// finds it again after its own restart. Two implementations: the sandbox (RuntimeExecutor, over
+// src/runtime's Runner: OCI runtime or bubblewrap, issue 7; the agent's default where a working
+// runtime is found) and ProcessExecutor (development only).
 //
 // ProcessExecutor runs the job's argv as a plain child process in its own process group, with
 // its own working directory, a clean environment and stdout/stderr in files. It is NOT a
@@ -14,6 +15,7 @@
 // Implementations are used from the agent's one session thread; not thread-safe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -22,6 +24,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "runtime/runtime.h"
 
 namespace warden::agent {
 
@@ -43,6 +46,11 @@ struct ExecSpec {
   std::vector<std::string> gpu_uuids;  // what CUDA_/NVIDIA_VISIBLE_DEVICES name
   std::string image = "host";          // "host" or "sha256:<manifest digest>" (tenant's store)
   std::vector<ExecDataset> datasets;   // empty unless the job asked for vault datasets
+  // Resource limits the scheduler reserved for the job; 0 means the executor's default.
+  // Enforced by the sandbox (cgroups, the shim's wall clock); ProcessExecutor ignores them.
+  int64_t memory_bytes = 0;
+  int64_t cpu_millis = 0;
+  absl::Duration wall_time = absl::ZeroDuration();
 };
 
 enum class ExecState {
@@ -84,5 +92,25 @@ class JobExecutor {
 // The development executor described above. `state_dir` (created 0700) holds one directory per
 // job: spec.json, work/, stdout.log, stderr.log, supervisor, pid, exit, cancel.
 absl::StatusOr<std::unique_ptr<JobExecutor>> CreateProcessExecutor(const std::string& state_dir);
+
+// The sandbox executor: every job runs through runtime::Runner (src/runtime: its own OCI spec,
+// per-tenant user namespace, cgroup limits, seccomp, only the assigned GPU device nodes), watched
+// by a per-job shim that outlives the agent. ExecSpec maps onto runtime::SandboxSpec; the GPU
+// visibility variables come from the resolved GPUs, never from the job's env.
+struct RuntimeExecutorOptions {
+  // The runner's options (state_dir, runtime, shim_command, image_root, host_dev_dir, ...).
+  // cancel_grace is the longest grace a Cancel may ask for; shorter ones are enforced by Poll.
+  runtime::RunnerOptions runner;
+  // UUID ("GPU-..." or "MIG-...") -> its device node (and MIG capability nodes). NotFound for a
+  // GPU this node does not have.
+  std::function<absl::StatusOr<runtime::GpuDevice>(const std::string& uuid)> resolve_gpu;
+  // Defaults for what ExecSpec leaves at 0, and the per-job limits the agent adds.
+  uint64_t default_memory_bytes = 4ull << 30;
+  int64_t default_cpu_millis = 1000;
+  absl::Duration default_wall_time = absl::Hours(24);
+  int64_t pids_max = 4096;
+  uint64_t scratch_bytes = 1ull << 30;
+};
+absl::StatusOr<std::unique_ptr<JobExecutor>> CreateRuntimeExecutor(RuntimeExecutorOptions options);
 
 }  // namespace warden::agent

@@ -232,6 +232,19 @@ void JobRunner::Apply(const Json& assignments) {
       l.tenant = a.value("tenant", "");
       l.spec.tenant = l.tenant;
       l.spec.image = run.value("image", "host");
+      // Limits the scheduler reserved (enforced by the sandbox executor).
+      const Json limits = a.value("limits", Json::object());
+      if (limits.is_object()) {
+        const int64_t mib = limits.value("memory_mib", int64_t{0});
+        if (mib > 0 && mib <= (int64_t{1} << 24)) l.spec.memory_bytes = mib << 20;
+        const int64_t cpu = limits.value("cpu_millis", int64_t{0});
+        if (cpu > 0) l.spec.cpu_millis = cpu;
+      }
+      absl::Duration wall;
+      if (run.contains("time_limit") && run["time_limit"].is_string() &&
+          absl::ParseDuration(run["time_limit"].get<std::string>(), &wall) && wall > absl::ZeroDuration()) {
+        l.spec.wall_time = wall;
+      }
       l.waiting = true;
       l.wait_until = absl::Now() + kHandoffWait;
       TryStart(l);

@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent/exec_files.h"
 #include "agent/executor.h"
 #include "common/json.h"
 #include "common/status.h"
@@ -39,25 +40,10 @@ namespace {
 using common::Json;
 using common::StrCat;
 
-bool SafeId(const std::string& id) {
-  if (id.empty() || id.size() > 64) return false;
-  for (char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
-  }
-  return true;
-}
-
-std::string ReadSmall(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return "";
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Field 22 of /proc/PID/stat (start time in clock ticks since boot); 0 when the process is gone.
 unsigned long long ProcStartTime(pid_t pid) {
-  std::string stat = ReadSmall(StrCat("/proc/", pid, "/stat"));
+  std::string stat = ReadSmallFile(StrCat("/proc/", pid, "/stat"));
   size_t rp = stat.rfind(')');
   if (rp == std::string::npos) return 0;
   std::istringstream in(stat.substr(rp + 2));
@@ -126,7 +112,7 @@ class ProcessExecutor final : public JobExecutor {
   std::string_view name() const override { return "process"; }
 
   absl::Status Start(const ExecSpec& spec) override {
-    if (!SafeId(spec.job_id)) return absl::InvalidArgumentError(StrCat("bad job id \"", spec.job_id, "\""));
+    if (!SafeJobId(spec.job_id)) return absl::InvalidArgumentError(StrCat("bad job id \"", spec.job_id, "\""));
     if (spec.argv.empty()) return absl::InvalidArgumentError("empty command");
     const std::string d = Dir(spec.job_id);
     if (::mkdir(d.c_str(), 0700) != 0) {
@@ -270,18 +256,18 @@ class ProcessExecutor final : public JobExecutor {
 
   absl::StatusOr<ExecStatus> Poll(const std::string& job_id) override {
     const std::string d = Dir(job_id);
-    if (!SafeId(job_id) || ::access(d.c_str(), F_OK) != 0) {
+    if (!SafeJobId(job_id) || ::access(d.c_str(), F_OK) != 0) {
       return absl::NotFoundError(StrCat("job ", job_id, " is unknown to this executor"));
     }
     if (auto done = Result(job_id); done.has_value()) return *done;
-    std::istringstream sup(ReadSmall(d + "/supervisor"));
+    std::istringstream sup(ReadSmallFile(d + "/supervisor"));
     std::string word;
     long long spid = 0;
     unsigned long long start = 0;
     sup >> word >> spid >> start;
     const bool alive = spid > 0 && start != 0 && ProcStartTime(static_cast<pid_t>(spid)) == start;
     if (alive) {
-      std::string cancel = ReadSmall(d + "/cancel");
+      std::string cancel = ReadSmallFile(d + "/cancel");
       if (!cancel.empty()) {
         int64_t deadline_ms = std::strtoll(cancel.c_str(), nullptr, 10);
         if (NowMs() >= deadline_ms) Signal(job_id, SIGKILL);
@@ -299,7 +285,7 @@ class ProcessExecutor final : public JobExecutor {
 
   absl::Status Cancel(const std::string& job_id, absl::Duration grace) override {
     const std::string d = Dir(job_id);
-    if (!SafeId(job_id) || ::access(d.c_str(), F_OK) != 0) {
+    if (!SafeJobId(job_id) || ::access(d.c_str(), F_OK) != 0) {
       return absl::NotFoundError(StrCat("job ", job_id, " is unknown to this executor"));
     }
     if (::access((d + "/exit").c_str(), F_OK) == 0) return absl::OkStatus();
@@ -320,8 +306,8 @@ class ProcessExecutor final : public JobExecutor {
     if (dir == nullptr) return absl::InternalError(StrCat("cannot list ", dir_));
     while (dirent* e = ::readdir(dir)) {
       std::string id = e->d_name;
-      if (!SafeId(id)) continue;
-      auto j = common::ParseJsonStrict(ReadSmall(Dir(id) + "/spec.json"));
+      if (!SafeJobId(id)) continue;
+      auto j = common::ParseJsonStrict(ReadSmallFile(Dir(id) + "/spec.json"));
       if (!j.ok() || !j->is_object()) continue;
       ExecSpec s;
       s.job_id = id;
@@ -338,7 +324,7 @@ class ProcessExecutor final : public JobExecutor {
   }
 
   absl::Status Forget(const std::string& job_id) override {
-    if (!SafeId(job_id)) return absl::InvalidArgumentError("bad job id");
+    if (!SafeJobId(job_id)) return absl::InvalidArgumentError("bad job id");
     auto st = Poll(job_id);
     if (st.ok() && st->state == ExecState::kRunning) {
       return absl::FailedPreconditionError(StrCat("job ", job_id, " is still running"));
@@ -358,7 +344,7 @@ class ProcessExecutor final : public JobExecutor {
   }
 
   void Signal(const std::string& job_id, int sig) {
-    std::istringstream in(ReadSmall(Dir(job_id) + "/pid"));
+    std::istringstream in(ReadSmallFile(Dir(job_id) + "/pid"));
     std::string word;
     long long pgid = 0;
     in >> word >> pgid;
@@ -367,7 +353,7 @@ class ProcessExecutor final : public JobExecutor {
 
   std::optional<ExecStatus> Result(const std::string& job_id) {
     const std::string d = Dir(job_id);
-    std::istringstream in(ReadSmall(d + "/exit"));
+    std::istringstream in(ReadSmallFile(d + "/exit"));
     std::string word;
     long long v = 0;
     if (!(in >> word >> v)) return std::nullopt;

@@ -65,6 +65,16 @@ absl::StatusOr<JobRun> DecodeRun(const Json& j) {
                                                "\" is not available; only \"host\" is supported so far"));
     }
   }
+  if (j.contains("time_limit")) {
+    const Json& t = j["time_limit"];
+    absl::Duration d;
+    if (!t.is_string() || !absl::ParseDuration(t.get<std::string>(), &d) || d < absl::Seconds(1) ||
+        d > absl::Hours(24 * 30)) {
+      return absl::InvalidArgumentError(
+          "field \"time_limit\": expected a duration from 1s to 720h like \"90s\" or \"2h\"");
+    }
+    run.time_limit = d;
+  }
   if (j.contains("env")) {
     const Json& env = j["env"];
     if (!env.is_object()) return absl::InvalidArgumentError("field \"env\": expected an object of strings");
@@ -100,6 +110,7 @@ absl::StatusOr<JobSubmit> ParseJobSubmit(std::string_view body, std::string_view
   j.erase("command");
   j.erase("image");
   j.erase("env");
+  j.erase("time_limit");
   if (j.contains("tenant")) {
     if (!j["tenant"].is_string() || j["tenant"].get<std::string>() != url_tenant) {
       return absl::InvalidArgumentError(StrCat("field \"tenant\": the job is submitted to tenant \"",
@@ -115,13 +126,15 @@ absl::StatusOr<JobSubmit> ParseJobSubmit(std::string_view body, std::string_view
 Json JobRunToJson(const JobRun& run) {
   Json env = Json::object();
   for (const auto& [k, v] : run.env) env[k] = v;
-  return Json{{"command", run.command}, {"image", run.image}, {"env", env}};
+  Json out{{"command", run.command}, {"image", run.image}, {"env", env}};
+  if (run.time_limit > absl::ZeroDuration()) out["time_limit"] = absl::FormatDuration(run.time_limit);
+  return out;
 }
 
 absl::StatusOr<JobRun> JobRunFromJson(const Json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("job run spec must be a JSON object");
   WARDEN_ASSIGN_OR_RETURN(auto f, common::JsonFields::Of(j));
-  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"command", "image", "env"}));
+  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"command", "image", "env", "time_limit"}));
   return DecodeRun(j);
 }
 

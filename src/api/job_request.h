@@ -28,6 +28,8 @@ struct JobRun {
   std::vector<std::string> command;  // argv; command[0] is looked up on PATH
   std::string image = "host";        // "host" (the host root, read-only in a sandbox) for now
   std::vector<std::pair<std::string, std::string>> env;  // sorted by name, unique names
+  // "time_limit": the job's wall-time limit, 1s..30d; zero (absent) means the agent's default.
+  absl::Duration time_limit = absl::ZeroDuration();
   bool operator==(const JobRun&) const = default;
 };
 
@@ -47,6 +49,7 @@ struct JobSubmit {
 // "tenant" field that names another tenant than the URL is refused too.
 absl::StatusOr<JobSubmit> ParseJobSubmit(std::string_view body, std::string_view url_tenant);
 
+// "time_limit" (optional) is a duration such as "90s" or "2h", from 1s to 30 days.
 // The run part as JSON ({"command":[...],"image":"host","env":{...}}) and back (same checks as
 // ParseJobSubmit; used by the agent on what the server sends).
 common::Json JobRunToJson(const JobRun& run);

@@ -96,6 +96,8 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--gpu-model", st->gpu_model, "GPU model, e.g. H100-80GB");
   c.submit->add_option("--image", st->image, "image (default and only one so far: host)");
   c.submit->add_option("--env", st->env, "KEY=VALUE for the job's environment (repeatable)");
+  c.submit->add_option("--time-limit", st->time_limit,
+                       "wall-time limit, e.g. 90s or 2h (1s..720h; default: the agent's, 24h)");
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
   c.ls->add_option("--state", st->state, "only jobs in this state: queued, placed, running, done, failed, cancelled");
@@ -156,6 +158,7 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
       if (!s.isolation.empty()) body["isolation"] = s.isolation;
       if (!s.pool.empty()) body["pool"] = s.pool;
       if (!s.gpu_model.empty()) body["gpu_model"] = s.gpu_model;
+      if (!s.time_limit.empty()) body["time_limit"] = s.time_limit;
       Json env = Json::object();
       for (const auto& kv : s.env) {
         size_t eq = kv.find('=');

@@ -24,7 +24,7 @@ struct JobCommandContext {
 struct JobCommands {
   struct State {
     std::string tenant, id, file, name, mig, image = "host", state, grace = "10s", isolation,
-        pool, gpu_model;
+        pool, gpu_model, time_limit;
     int gpus = 0, priority = 0, tail = 0;
     double fraction = 0;
     int64_t cpu_millis = 0, memory_mib = 0;

@@ -137,18 +137,28 @@ class OciRunner final : public Runner {
       info.result = r;
       return info;
     }
-    auto [pid, start] = ShimPid(dir);
-    if (pid > 0 && ProcessStartTime(pid) == start) {
-      info.state = JobState::kRunning;
-      return info;
-    }
     {
-      // Being started by this runner: the shim may not have recorded itself yet.
+      // Being started by this runner: the shim may not have recorded itself yet. Checked before
+      // shim.pid: once Start has returned, the shim has recorded itself (or the job's result is
+      // out), so reading shim.pid after this check cannot see a job that is still starting; in
+      // the other order a Start finishing between the two reads looked like a dead shim.
       std::lock_guard<std::mutex> slock(starting_mu_);
       if (starting_.count(job_id) > 0) {
         info.state = JobState::kRunning;
         return info;
       }
+    }
+    auto [pid, start] = ShimPid(dir);
+    if (pid > 0 && ProcessStartTime(pid) == start) {
+      info.state = JobState::kRunning;
+      return info;
+    }
+    if (auto again = ReadFileToString(dir + "/result.json"); again.ok()) {
+      // It ended (and its shim exited) after the first look for a result.
+      WARDEN_ASSIGN_OR_RETURN(JobResult r, DecodeJobResult(*again));
+      info.state = JobState::kExited;
+      info.result = r;
+      return info;
     }
     // The shim is gone without a result (killed, node trouble): the exit status is lost; make
     // sure nothing of the job keeps running and record that.

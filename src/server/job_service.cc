@@ -653,6 +653,12 @@ absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,
            {"run", api::JobRunToJson(t.run)},
            {"gpus", assignment}};
     if (t.rec.cancel_requested_at != 0) e["cancel_grace_ms"] = t.rec.cancel_grace_ms;
+    // What the scheduler reserved is what the agent's sandbox enforces (issue 7).
+    if (auto spec = common::ParseJsonStrict(t.rec.spec_json); spec.ok() && spec->is_object()) {
+      const Json placement = spec->value("placement", Json::object());
+      e["limits"] = Json{{"memory_mib", placement.value("memory_mib", int64_t{1024})},
+                         {"cpu_millis", placement.value("cpu_millis", int64_t{1000})}};
+    }
     out.push_back(std::move(e));
   }
   return out;

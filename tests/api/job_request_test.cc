@@ -57,11 +57,29 @@ TEST(JobSubmitTest, RefusesBadCommandsImagesAndBodies) {
 }
 
 TEST(JobSubmitTest, RunSpecRoundTripsThroughJson) {
-  JobRun r{{"sh", "-c", "echo hi"}, "host", {{"A", "1"}}};
+  JobRun r{{"sh", "-c", "echo hi"}, "host", {{"A", "1"}}, absl::Minutes(5)};
   auto again = JobRunFromJson(JobRunToJson(r));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(*again, r);
   EXPECT_FALSE(JobRunFromJson(common::Json{{"command", {"x"}}, {"extra", 1}}).ok());
+}
+
+TEST(JobSubmitTest, TimeLimitIsARunFieldWithBounds) {
+  auto s = ParseJobSubmit(R"({"name":"x","command":["true"],"time_limit":"90s"})", "acme");
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->run.time_limit, absl::Seconds(90));
+  EXPECT_FALSE(common::Json::parse(s->placement_json).contains("time_limit"));
+  auto again = JobRunFromJson(JobRunToJson(s->run));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, s->run);
+  // Absent: no limit of the job's own (the agent's default), and none in the run JSON.
+  auto none = ParseJobSubmit(R"({"name":"x","command":["true"]})", "acme");
+  EXPECT_FALSE(JobRunToJson(none->run).contains("time_limit"));
+  for (const char* bad : {R"("soon")", R"("0s")", R"("-5s")", R"("721h")", "30"}) {
+    auto b = ParseJobSubmit(std::string(R"({"name":"x","command":["true"],"time_limit":)") + bad + "}", "acme");
+    EXPECT_EQ(b.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(std::string(b.status().message()).find("time_limit"), std::string::npos) << b.status();
+  }
 }
 
 TEST(CancelRequestTest, ParsesGraceWithDefaultAndBounds) {

@@ -1,0 +1,154 @@
+#include "agent/sandbox_setup.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <climits>
+#include <cstring>
+
+#include "common/status.h"
+#include "common/strings.h"
+
+namespace warden::agent {
+namespace {
+
+using common::StrCat;
+
+std::string SelfExe() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  buf[n] = '\0';
+  return buf;
+}
+
+bool Executable(const std::string& p) { return ::access(p.c_str(), X_OK) == 0; }
+
+// GPU UUID (or MIG UUID) -> the parent GPU's device node. The node's number is the backend's
+// index (NVML's enumeration order, which is the minor number on ordinary single-driver hosts).
+absl::StatusOr<runtime::GpuDevice> ResolveGpu(gpu::GpuBackend* backend, const std::string& uuid) {
+  WARDEN_ASSIGN_OR_RETURN(auto devices, backend->Discover());
+  for (const gpu::GpuDevice& g : devices) {
+    bool match = g.uuid == uuid;
+    for (const gpu::MigInstanceInfo& m : g.mig_instances) match = match || m.uuid == uuid;
+    if (!match) continue;
+    runtime::GpuDevice d;
+    d.uuid = uuid;
+    d.node = StrCat("/dev/nvidia", g.index);
+    return d;
+  }
+  return absl::NotFoundError(StrCat("GPU ", uuid, " is not on this node"));
+}
+
+// Stand-in device nodes for simulated GPUs: nvidiaN with the numbers of /dev/null (1:3), so a job
+// sees exactly its assigned nodes but can never reach a real GPU through them (195:N would be a
+// real GPU on a machine with the NVIDIA driver).
+absl::Status MakeSimDevNodes(const std::string& dir, gpu::GpuBackend* backend) {
+  if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return absl::InternalError(StrCat("cannot create ", dir, ": ", std::strerror(errno)));
+  }
+  ::chmod(dir.c_str(), 0755);
+  WARDEN_ASSIGN_OR_RETURN(auto devices, backend->Discover());
+  for (const gpu::GpuDevice& g : devices) {
+    const std::string node = StrCat(dir, "/nvidia", g.index);
+    struct stat st;
+    if (::lstat(node.c_str(), &st) == 0) {
+      if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(1, 3)) continue;
+      ::unlink(node.c_str());
+    }
+    if (::mknod(node.c_str(), S_IFCHR | 0666, makedev(1, 3)) != 0) {
+      return absl::InternalError(StrCat("cannot create the simulated GPU node ", node, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::vector<std::string> FindShimCommand() {
+  const std::string exe = SelfExe();
+  const std::string dir = exe.substr(0, exe.rfind('/'));
+  for (const std::string& cand : {dir + "/warden-sandbox-shim", dir + "/../libexec/gpuwarden/warden-sandbox-shim",
+                                  dir + "/src/runtime/warden-sandbox-shim"}) {
+    if (Executable(cand)) return {cand};
+  }
+  // The same entry point as a hidden verb of this binary (slower to start: shared libraries).
+  return {exe, "agent", "shim"};
+}
+
+absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSetup& setup,
+                                                                std::string* chosen) {
+  if (::geteuid() != 0) {
+    return absl::FailedPreconditionError(
+        "the sandbox needs root (per-tenant uid ranges, cgroups, the host image's bind mount)");
+  }
+  RuntimeExecutorOptions o;
+  o.runner.state_dir = setup.data_dir + "/sandbox";
+  o.runner.image_root = setup.data_dir + "/images";
+  o.runner.shim_command = FindShimCommand();
+  o.runner.cancel_grace = setup.max_cancel_grace;
+  // The tenant's mapped root inside the job must traverse (never list) the data dir down to the
+  // bundle, the image store and the stand-in device nodes; the files in it keep their modes.
+  ::chmod(setup.data_dir.c_str(), 0711);
+  {
+    char real[PATH_MAX];
+    if (::realpath(setup.data_dir.c_str(), real) == nullptr) {
+      return absl::InternalError(StrCat("cannot resolve ", setup.data_dir, ": ", std::strerror(errno)));
+    }
+    std::string p = real;
+    while (p.size() > 1) {
+      p = p.substr(0, std::max<size_t>(1, p.rfind('/')));
+      struct stat st;
+      if (::stat(p.c_str(), &st) == 0 && (st.st_mode & S_IXOTH) == 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        return absl::FailedPreconditionError(
+            StrCat(p, " (above the data dir) is not traversable by other users (mode ",
+                   mode,
+                   "): the sandbox's per-tenant users must reach DATA_DIR/sandbox; chmod o+x it or "
+                   "use another --data-dir"));
+      }
+    }
+  }
+  for (const std::string& d : {o.runner.state_dir, o.runner.image_root}) {
+    if (::mkdir(d.c_str(), 0711) != 0 && errno != EEXIST) {
+      return absl::InternalError(StrCat("cannot create ", d, ": ", std::strerror(errno)));
+    }
+    ::chmod(d.c_str(), 0711);
+  }
+  if (setup.backend != nullptr) {
+    gpu::GpuBackend* backend = setup.backend;
+    if (setup.simulated_gpus) {
+      o.runner.host_dev_dir = o.runner.state_dir + "/sim-dev";
+      WARDEN_RETURN_IF_ERROR(MakeSimDevNodes(o.runner.host_dev_dir, backend));
+    }
+    o.resolve_gpu = [backend](const std::string& uuid) { return ResolveGpu(backend, uuid); };
+  }
+  std::vector<std::pair<std::string, runtime::RuntimeKind>> candidates;
+  if (setup.oci_runtime == "runc" || setup.oci_runtime == "auto") candidates.emplace_back("runc", runtime::RuntimeKind::kRunc);
+  if (setup.oci_runtime == "crun" || setup.oci_runtime == "auto") candidates.emplace_back("crun", runtime::RuntimeKind::kCrun);
+  if (setup.oci_runtime == "bwrap" || setup.oci_runtime == "auto") candidates.emplace_back("bwrap", runtime::RuntimeKind::kBwrap);
+  if (candidates.empty()) {
+    return absl::InvalidArgumentError(StrCat("--oci-runtime ", setup.oci_runtime, ": expected runc, crun, bwrap or auto"));
+  }
+  std::string why;
+  for (const auto& [name, kind] : candidates) {
+    RuntimeExecutorOptions attempt = o;
+    attempt.runner.runtime = kind;
+    // bwrap's runner cannot signal a job, so Poll cannot cut a grace short: use the default grace.
+    if (kind == runtime::RuntimeKind::kBwrap) attempt.runner.cancel_grace = absl::Seconds(10);
+    auto created = CreateRuntimeExecutor(std::move(attempt));
+    if (created.ok()) {
+      if (chosen != nullptr) *chosen = StrCat(name, " (shim: ", o.runner.shim_command[0], ")");
+      return std::move(*created);
+    }
+    why += StrCat(why.empty() ? "" : "; ", name, ": ", created.status().message());
+  }
+  return absl::FailedPreconditionError(StrCat("no container runtime works here (", why, ")"));
+}
+
+}  // namespace warden::agent

@@ -1,0 +1,32 @@
+// Private to agent: builds the sandbox executor (RuntimeExecutor) for `gpuwarden agent`: picks the
+// OCI runtime (--oci-runtime), finds the per-job shim, and maps the backend's GPU UUIDs to device
+// nodes (simulated GPUs get stand-in nodes in the agent's data dir).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "agent/executor.h"
+#include "gpu/gpu.h"
+
+namespace warden::agent {
+
+struct SandboxSetup {
+  std::string data_dir;            // the agent's; the sandbox state goes to <data_dir>/sandbox
+  std::string oci_runtime = "auto";  // runc | crun | bwrap | auto (runc, then crun, then bwrap)
+  gpu::GpuBackend* backend = nullptr;  // may be null (no GPUs)
+  bool simulated_gpus = false;
+  absl::Duration max_cancel_grace = absl::Hours(1);
+};
+
+// FailedPrecondition naming what is missing (not root, no runtime found, ...) when the sandbox
+// cannot run here; `chosen` says which runtime and shim were picked.
+absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSetup& setup,
+                                                                std::string* chosen);
+
+// The shim program: warden-sandbox-shim next to this executable (or in ../libexec/gpuwarden or
+// the build tree's src/runtime), else this executable's hidden `agent shim` verb.
+std::vector<std::string> FindShimCommand();
+
+}  // namespace warden::agent

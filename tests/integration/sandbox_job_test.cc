@@ -1,0 +1,293 @@
+// Jobs through the API into the agent's sandbox (issue 7): the real server and two real agents
+// started with --executor=sandbox (runc on the host image), two tenants. Proves the agent path
+// uses src/runtime's sandbox (a new pid namespace, the job's user cannot read the host's
+// /etc/shadow, no network to the server's API or agent port) and its lifecycle: logs, cancel with grace, wall time,
+// OOM, re-attach after the agent is killed. The escape tests themselves live in
+// tests/runtime (runtime_runc_test); these only show the agent runs jobs in that sandbox.
+// Skips when runc cannot run here (not root, no runc); fails instead under CI=true.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <thread>
+
+#include "harness.h"
+
+namespace warden::testing {
+namespace {
+
+using common::Json;
+using Clock = std::chrono::steady_clock;
+
+bool RuncWorks(std::string* why) {
+  if (geteuid() != 0) {
+    *why = "the sandbox needs root";
+    return false;
+  }
+  if (RunShell("command -v runc >/dev/null").code != 0) {
+    *why = "runc is not installed (tools/install-deps.sh installs it)";
+    return false;
+  }
+  return true;
+}
+
+class SandboxJobIT : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why;
+    if (!RuncWorks(&why)) {
+      if (std::getenv("CI") != nullptr && std::string(std::getenv("CI")) == "true") FAIL() << why;
+      GTEST_SKIP() << why;
+    }
+    server_.Start("sqlite", "agent:\n  listen: 127.0.0.1:0\n  heartbeat_interval: 500ms\n");
+    if (HasFatalFailure() || IsSkipped()) return;
+    // The agents' data dirs live in here: the sandbox's per-tenant users must traverse it.
+    chmod(server_.dir().c_str(), 0711);
+    server_.Login("admin", "admin", server_.admin_password());
+    ASSERT_EQ(server_.Cli("admin", "tenant create acme").code, 0);
+    ASSERT_EQ(server_.Cli("admin", "tenant create beta").code, 0);
+    for (auto [user, tenant] : {std::pair{"alice", "acme"}, std::pair{"bob", "beta"}}) {
+      RunResult r = server_.Cli("admin",
+                                std::string("user create ") + user + " --tenant " + tenant +
+                                    " --role developer --password-stdin",
+                                std::string("pw-") + user + "-0123456789\n");
+      ASSERT_EQ(r.code, 0) << r.err;
+      server_.Login(user, user, std::string("pw-") + user + "-0123456789");
+    }
+    JoinAgent("node-a");
+  }
+
+  void TearDown() override {
+    for (auto& [name, pid] : agents_) StopAgent(name, SIGKILL);
+    // Jobs outlive killed agents (their shims): end them through runc.
+    for (const auto& [name, pid] : agents_) {
+      const std::string root = server_.dir() + "/agent-" + name + "/sandbox/runtime";
+      (void)RunShell("for c in $(runc --root " + root + " list -q 2>/dev/null); do runc --root " + root +
+                     " kill $c KILL 2>/dev/null; done; true");
+    }
+  }
+
+  std::string TokenFile() {
+    RunResult r = server_.Cli("admin", "node join-token create -o json");
+    EXPECT_EQ(r.code, 0) << r.err;
+    static int n = 0;
+    std::string path = server_.dir() + "/token-" + std::to_string(n++);
+    std::ofstream(path) << Json::parse(r.out).value("token", "") << "\n";
+    return path;
+  }
+
+  void StartAgent(const std::string& name, const std::string& token_file) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      std::string log = server_.dir() + "/agent-" + name + ".log";
+      FILE* f = std::freopen(log.c_str(), "a", stdout);
+      (void)f;
+      dup2(fileno(stdout), 2);
+      std::string bin = WardenBin(), data = server_.dir() + "/agent-" + name;
+      execl(bin.c_str(), bin.c_str(), "agent", "--server", server_.url().c_str(), "--join-token",
+            token_file.c_str(), "--data-dir", data.c_str(), "--gpus", "sim:2xH100-80GB", "--name",
+            name.c_str(), "--executor", "sandbox", "--oci-runtime", "runc", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    agents_[name] = pid;
+  }
+
+  void StopAgent(const std::string& name, int sig) {
+    pid_t& pid = agents_[name];
+    if (pid > 0) {
+      kill(pid, sig);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+  }
+
+  void JoinAgent(const std::string& name) {
+    StartAgent(name, TokenFile());
+    ASSERT_TRUE(Wait([&] { return NodeStatus(name) == "ready"; })) << AgentLog(name);
+  }
+
+  std::string AgentLog(const std::string& name) { return ReadFile(server_.dir() + "/agent-" + name + ".log"); }
+
+  std::string NodeStatus(const std::string& name) {
+    RunResult r = server_.Cli("admin", "node ls -o json");
+    auto j = Json::parse(r.out, nullptr, false);
+    if (!j.is_object()) return "";
+    for (const auto& n : j["items"]) {
+      if (n.value("name", "") == name) return n.value("status", "");
+    }
+    return "";
+  }
+
+  bool Wait(const std::function<bool()>& pred, std::chrono::seconds limit = std::chrono::seconds(30)) {
+    auto deadline = Clock::now() + limit;
+    while (Clock::now() < deadline) {
+      if (pred()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return false;
+  }
+
+  std::string Submit(const std::string& who, const std::string& args) {
+    RunResult r = server_.Cli(who, "job submit -o json " + args);
+    EXPECT_EQ(r.code, 0) << r.err << r.out;
+    auto j = Json::parse(r.out, nullptr, false);
+    return j.is_object() ? j.value("id", "") : "";
+  }
+
+  // Submits a JSON body through the API (fields the CLI has no flag for: time_limit, memory_mib).
+  std::string SubmitJson(const std::string& who, const std::string& tenant, const Json& body) {
+    RunResult r = server_.Curl("POST", "/api/v1/tenants/" + tenant + "/jobs", server_.Token(who), body.dump());
+    EXPECT_EQ(r.code, 201) << r.out;
+    auto j = Json::parse(r.out, nullptr, false);
+    return j.is_object() ? j.value("id", "") : "";
+  }
+
+  Json Show(const std::string& who, const std::string& id) {
+    RunResult r = server_.Cli(who, "job show -o json " + id);
+    auto j = Json::parse(r.out, nullptr, false);
+    return j.is_object() ? j : Json::object();
+  }
+
+  bool WaitState(const std::string& who, const std::string& id, const std::string& state,
+                 std::chrono::seconds limit = std::chrono::seconds(30)) {
+    return Wait([&] { return Show(who, id).value("state", "") == state; }, limit);
+  }
+
+  std::string Logs(const std::string& who, const std::string& id, const std::string& flags = "") {
+    return server_.Cli(who, "job logs " + flags + " " + id).out;
+  }
+
+  std::string Explain(const std::string& who, const std::string& id) {
+    return Show(who, id).dump() + "\nserver: " + ReadFile(server_.dir() + "/server.log") +
+           "\nnode-a: " + AgentLog("node-a");
+  }
+
+  WardenServer server_;
+  std::map<std::string, pid_t> agents_;
+};
+
+TEST_F(SandboxJobIT, TwoTenantsJobsRunSandboxedAndJobLogsShowTheirOutput) {
+  // sh is the init of a new pid namespace ($$ = 1) and sees exactly its one GPU's node.
+  const std::string probe =
+      "-- sh -c 'echo hello from $GPUWARDEN_JOB_NAME; echo pid=$$; echo uid=$(id -u); "
+      "echo gpus=$CUDA_VISIBLE_DEVICES; ls /dev | grep nvidia; sleep 2'";
+  std::string a = Submit("alice", "--name a1 --gpus 1 " + probe);
+  std::string b = Submit("bob", "--name b1 --gpus 1 " + probe);
+  ASSERT_FALSE(a.empty());
+  ASSERT_FALSE(b.empty());
+  // Side by side: both running at once.
+  ASSERT_TRUE(Wait([&] {
+    return Show("alice", a).value("state", "") == "running" && Show("bob", b).value("state", "") == "running";
+  })) << Explain("alice", a);
+  ASSERT_TRUE(WaitState("alice", a, "done")) << Explain("alice", a);
+  ASSERT_TRUE(WaitState("bob", b, "done")) << Explain("bob", b);
+  for (const auto& [who, id, name] : {std::tuple{"alice", a, "a1"}, std::tuple{"bob", b, "b1"}}) {
+    Json j = Show(who, id);
+    ASSERT_EQ(j["gpus"].size(), 1u) << j.dump();
+    const std::string uuid = j["gpus"][0].get<std::string>();
+    const std::string out = Logs(who, id);
+    EXPECT_EQ(out.rfind(std::string("hello from ") + name + "\npid=1\nuid=1000\ngpus=" + uuid + "\nnvidia", 0), 0u)
+        << out;
+    // Exactly one GPU node.
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 5) << out;
+  }
+  EXPECT_NE(AgentLog("node-a").find("job executor: sandbox, runtime runc"), std::string::npos) << AgentLog("node-a");
+}
+
+TEST_F(SandboxJobIT, AttackJobCannotReadShadowSeeOtherPidsOrReachTheServerWhileAVictimRuns) {
+  std::string victim = Submit("bob", "--name victim -- sh -c 'echo victim up; sleep 20; echo victim done'");
+  ASSERT_TRUE(WaitState("bob", victim, "running")) << Explain("bob", victim);
+  const std::string port = server_.url().substr(server_.url().rfind(':') + 1);
+  const std::string agent_port = std::to_string(
+      Json::parse(ReadFile(server_.dir() + "/data/server.json")).value("agent_port", 0));
+  ASSERT_NE(agent_port, "0");
+  // Positive controls in the same job: a world-readable host file is readable (the host image),
+  // and /proc lists this job's own processes.
+  const std::string attack =
+      "cat /etc/shadow >/dev/null 2>&1 && echo shadow=read || echo shadow=denied; "
+      "head -c 0 /etc/hostname && echo hostname=read; "
+      "echo procs=$(ls /proc | grep -c \"^[0-9]\"); "
+      "(kill -0 1 && echo self=visible); "
+      "if bash -c \"echo x > /dev/tcp/127.0.0.1/" + port + "\" 2>/dev/null; then echo server=reached; "
+      "else echo server=unreachable; fi; "
+      "if bash -c \"echo x > /dev/tcp/127.0.0.1/" + agent_port + "\" 2>/dev/null; then echo agents=reached; "
+      "else echo agents=unreachable; fi";
+  std::string id = SubmitJson("alice", "acme", Json{{"name", "attacker"}, {"command", {"sh", "-c", attack}}});
+  ASSERT_TRUE(WaitState("alice", id, "done")) << Explain("alice", id);
+  const std::string out = Logs("alice", id);
+  EXPECT_NE(out.find("shadow=denied"), std::string::npos) << out;
+  EXPECT_NE(out.find("hostname=read"), std::string::npos) << out;
+  EXPECT_NE(out.find("self=visible"), std::string::npos) << out;
+  EXPECT_NE(out.find("server=unreachable"), std::string::npos) << out;
+  EXPECT_NE(out.find("agents=unreachable"), std::string::npos) << out;
+  // sh, ls, grep (and the subshell) at most: never the victim's or the host's processes.
+  size_t p = out.find("procs=");
+  ASSERT_NE(p, std::string::npos) << out;
+  EXPECT_LE(std::atoi(out.c_str() + p + 6), 4) << out;
+  // The victim (another tenant) kept running and the agent stayed healthy.
+  EXPECT_EQ(Show("bob", victim).value("state", ""), "running");
+  EXPECT_EQ(NodeStatus("node-a"), "ready");
+  EXPECT_EQ(Logs("bob", victim), "victim up\n");
+}
+
+TEST_F(SandboxJobIT, CancelGivesGraceAndKillsAJobThatIgnoresIt) {
+  std::string id = Submit("alice", "-- sh -c \"trap 'echo cleaning up; exit 0' TERM; "
+                                   "echo started; while :; do sleep 0.1; done\"");
+  ASSERT_TRUE(WaitState("alice", id, "running")) << Explain("alice", id);
+  ASSERT_TRUE(Wait([&] { return Logs("alice", id) == "started\n"; })) << Explain("alice", id);
+  ASSERT_EQ(server_.Cli("alice", "job cancel --grace 5s " + id).code, 0);
+  ASSERT_TRUE(WaitState("alice", id, "cancelled")) << Explain("alice", id);
+  EXPECT_EQ(Logs("alice", id), "started\ncleaning up\n");
+  // One that ignores SIGTERM dies when its (short) grace ends, not after the agent's maximum.
+  std::string stubborn = Submit("alice", "-- sh -c \"trap '' TERM; echo up; while :; do sleep 0.1; done\"");
+  ASSERT_TRUE(WaitState("alice", stubborn, "running"));
+  ASSERT_TRUE(Wait([&] { return Logs("alice", stubborn) == "up\n"; }));
+  auto t0 = Clock::now();
+  ASSERT_EQ(server_.Cli("alice", "job cancel --grace 1s " + stubborn).code, 0);
+  ASSERT_TRUE(WaitState("alice", stubborn, "cancelled", std::chrono::seconds(20))) << Explain("alice", stubborn);
+  EXPECT_GE(Clock::now() - t0, std::chrono::seconds(1));
+  EXPECT_EQ(Show("alice", stubborn)["exit_code"], 137);
+}
+
+TEST_F(SandboxJobIT, WallTimeLimitEndsTheJob) {
+  std::string id = Submit("alice", "--name forever --time-limit 2s -- sh -c 'echo up; sleep 60'");
+  auto t0 = Clock::now();
+  ASSERT_TRUE(WaitState("alice", id, "failed", std::chrono::seconds(30))) << Explain("alice", id);
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(25));
+  EXPECT_NE(Show("alice", id).value("reason", "").find("wall-time limit"), std::string::npos)
+      << Show("alice", id).dump();
+  // The limit is checked at submit.
+  RunResult bad = server_.Curl("POST", "/api/v1/tenants/acme/jobs", server_.Token("alice"),
+                               R"({"name":"x","time_limit":"soon","command":["true"]})");
+  EXPECT_EQ(bad.code, 400) << bad.out;
+  EXPECT_NE(bad.out.find("time_limit"), std::string::npos) << bad.out;
+}
+
+TEST_F(SandboxJobIT, AMemoryHogIsKilledForMemoryInsideItsJobOnly) {
+  std::string victim = Submit("bob", "--name victim -- sh -c 'sleep 15; echo victim done'");
+  ASSERT_TRUE(WaitState("bob", victim, "running")) << Explain("bob", victim);
+  // tail keeps the "line" of /dev/zero in memory until the cgroup's 64 MiB limit stops it.
+  std::string id = Submit("alice", "--name hog --memory-mib 64 -- tail /dev/zero");
+  ASSERT_TRUE(WaitState("alice", id, "failed", std::chrono::seconds(60))) << Explain("alice", id);
+  EXPECT_NE(Show("alice", id).value("reason", "").find("killed for memory"), std::string::npos)
+      << Show("alice", id).dump();
+  EXPECT_EQ(Show("bob", victim).value("state", ""), "running");
+  ASSERT_TRUE(WaitState("bob", victim, "done")) << Explain("bob", victim);
+  EXPECT_EQ(Logs("bob", victim), "victim done\n");
+}
+
+TEST_F(SandboxJobIT, AnAgentKilledMidJobReattachesToItsSandboxedJob) {
+  std::string id = Submit("alice", "-- sh -c 'echo before; sleep 4; echo after'");
+  ASSERT_TRUE(WaitState("alice", id, "running")) << Explain("alice", id);
+  ASSERT_TRUE(Wait([&] { return Logs("alice", id) == "before\n"; })) << Explain("alice", id);
+  StopAgent("node-a", SIGKILL);
+  StartAgent("node-a", "/nonexistent-token");  // already joined: the token is not read
+  ASSERT_TRUE(WaitState("alice", id, "done", std::chrono::seconds(40))) << Explain("alice", id);
+  EXPECT_EQ(Logs("alice", id), "before\nafter\n");
+  EXPECT_NE(AgentLog("node-a").find("re-attached to 1 job"), std::string::npos) << AgentLog("node-a");
+}
+
+}  // namespace
+}  // namespace warden::testing
