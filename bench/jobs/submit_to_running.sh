@@ -4,7 +4,7 @@
 # just before its HTTPS submit, and the job's first act is to print the time it started; the
 # latency is the difference (one machine, one clock). Jobs are submitted one after another and
 # run side by side (CPU-only, tiny requests, so none waits for capacity).
-#   bash bench/jobs/submit_to_running.sh build/release/gpuwarden [N] [HEARTBEAT]
+#   [EXECUTOR=process|sandbox] bash bench/jobs/submit_to_running.sh build/release/gpuwarden [N] [HEARTBEAT]
 # Prints p50/p90/p99/max in milliseconds. HEARTBEAT is the agents' heartbeat interval (the
 # server's agent.heartbeat_interval; default 500ms): an idle agent learns of a placement at its
 # next heartbeat, so the interval bounds the latency.
@@ -12,7 +12,12 @@ set -euo pipefail
 BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 N="${2:-100}"
 HB="${3:-500ms}"
+EXECUTOR="${EXECUTOR:-process}"
+# What each job reserves. The sandbox enforces it as CPU bandwidth (1000 = one CPU, srun's default
+# of one CPU per task); the process executor does not limit.
+CPU_MILLIS="${CPU_MILLIS:-1000}"
 DIR="$(mktemp -d /tmp/gw-bench-jobs.XXXXXX)"
+chmod 711 "$DIR"  # the sandbox's per-tenant uids must traverse to their job dirs
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -39,7 +44,7 @@ echo "bench-dev-password-0123" | "$BIN" user create dev --tenant bench --role de
 for a in 1 2; do
   "$BIN" node join-token create -o json | sed -n 's/.*"token": "\([^"]*\)".*/\1/p' > "$DIR/token-$a"
   "$BIN" agent --server "$URL" --join-token "$DIR/token-$a" --data-dir "$DIR/agent-$a" \
-    --gpus sim:2xH100-80GB --name "bench-$a" --executor process > "$DIR/agent-$a.log" 2>&1 &
+    --gpus sim:2xH100-80GB --name "bench-$a" --executor "$EXECUTOR" > "$DIR/agent-$a.log" 2>&1 &
   PIDS+=($!)
 done
 for _ in $(seq 1 100); do
@@ -54,9 +59,10 @@ CA="$DIR/data/pki/ca.crt"
 for i in $(seq 1 "$N"); do
   t0="$(date +%s%N)"
   id="$(curl -sS -w '\n%{time_appconnect} %{time_starttransfer}\n' --cacert "$CA" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
-    --data-binary "{\"name\":\"b$i\",\"cpu_millis\":10,\"memory_mib\":16,\"command\":[\"sh\",\"-c\",\"date +%s%N\"]}" \
+    --data-binary "{\"name\":\"b$i\",\"cpu_millis\":$CPU_MILLIS,\"memory_mib\":64,\"command\":[\"sh\",\"-c\",\"date +%s%N\"]}" \
     "$URL/api/v1/tenants/bench/jobs" | tee -a "$DIR/curl-times" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')"
   echo "$id $t0 $(date +%s%N)" >> "$DIR/submitted"
+  [ -n "${GAP:-}" ] && sleep "$GAP"  # GAP=SECONDS: one job at a time, like srun
 done
 # Wait until every job has ended, then read each one's start time from its output.
 for _ in $(seq 1 600); do
@@ -74,7 +80,7 @@ done < "$DIR/submitted"
 sort -n "$DIR/latencies" > "$DIR/sorted"
 COUNT="$(wc -l < "$DIR/sorted")"
 pct() { sed -n "$(( ($1 * COUNT + 99) / 100 ))p" "$DIR/sorted"; }
-echo "jobs: $COUNT of $N ran (heartbeat interval $HB)"
+echo "jobs: $COUNT of $N ran (heartbeat interval $HB, executor $EXECUTOR)"
 echo "submit-to-running ms: p50 $(pct 50)  p90 $(pct 90)  p99 $(pct 99)  max $(tail -1 "$DIR/sorted")"
 sort -n "$DIR/submit-ms" > "$DIR/sorted"
 echo "of which the submit request (curl start to response) ms: p50 $(pct 50)  p99 $(pct 99)"

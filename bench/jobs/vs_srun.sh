@@ -2,10 +2,11 @@
 # Submit-to-running latency, gpuwarden against `srun` on a local Slurm (issue 7, must-show 4):
 # same command (`sh -c 'date +%s%N'`), same machine, same run. Slurm is started by
 # tools/slurm-start.sh (its own munged, slurmctld and slurmd, default scheduling settings).
-#   bash bench/jobs/vs_srun.sh build/release/gpuwarden [N]
+#   [EXECUTOR=process|sandbox] bash bench/jobs/vs_srun.sh build/release/gpuwarden [N]
 # srun: one job at a time (srun waits for the job), latency = the job's printed start time minus
-# the time just before `srun` was exec'd. gpuwarden: bench/jobs/submit_to_running.sh (jobs
-# submitted back to back with curl, several in flight: harsher on us than srun's one at a time).
+# the time just before `srun` was exec'd. gpuwarden: bench/jobs/submit_to_running.sh with one job
+# at a time too (GAP seconds apart, default 0.5), each job reserving one CPU (srun's default), with
+# the process executor and, as root with runc, the sandbox executor.
 # Slurm runs twice, before and after ours, so a load change during the run shows.
 set -euo pipefail
 BIN="$1"
@@ -31,14 +32,23 @@ srun_batch() {
 }
 srun -n1 true  # warm up: first job after start pays for slurmd's first contact
 srun_batch before
-OURS="$(bash "$HERE/submit_to_running.sh" "$BIN" "$N" 5s)"
-echo "$OURS"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}'; }
+declare -A P50 P99
+EXECUTORS="process"
+if [ "$(id -u)" = 0 ] && command -v runc > /dev/null; then EXECUTORS="process sandbox"; fi
+for ex in $EXECUTORS; do
+  # One job at a time (GAP), as srun runs them.
+  OURS="$(EXECUTOR=$ex GAP="${GAP:-0.5}" bash "$HERE/submit_to_running.sh" "$BIN" "$N" 5s)"
+  echo "$OURS"
+  P50[$ex]="$(echo "$OURS" | sed -n 's/^submit-to-running ms: p50 \([0-9]*\).*/\1/p')"
+  P99[$ex]="$(echo "$OURS" | sed -n 's/^submit-to-running ms:.* p99 \([0-9]*\).*/\1/p')"
+done
 srun_batch after
 cat "$SDIR/srun-before" "$SDIR/srun-after" > "$SDIR/srun-all"
-P50="$(echo "$OURS" | sed -n 's/^submit-to-running ms: p50 \([0-9]*\).*/\1/p')"
-P99="$(echo "$OURS" | sed -n 's/^submit-to-running ms:.* p99 \([0-9]*\).*/\1/p')"
 S50="$(pctl "$SDIR/srun-all" 50)"
 S99="$(pctl "$SDIR/srun-all" 99)"
-echo "gpuwarden / srun: p50 $P50 / $S50 ms = $(awk -v a="$P50" -v b="$S50" 'BEGIN{printf "%.2fx", a/b}')," \
-  "p99 $P99 / $S99 ms = $(awk -v a="$P99" -v b="$S99" 'BEGIN{printf "%.2fx", a/b}') (target <= 1x)"
+for ex in $EXECUTORS; do
+  echo "gpuwarden ($ex executor) / srun: p50 ${P50[$ex]} / $S50 ms = $(ratio "${P50[$ex]}" "$S50")," \
+    "p99 ${P99[$ex]} / $S99 ms = $(ratio "${P99[$ex]}" "$S99") (target <= 1x)"
+done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
