@@ -29,6 +29,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::abort();
   }
 
+  // Segment framing (preallocated zero tails): the zero tail is all NULs and the rest does not
+  // end in one; a complete line holds no NUL.
+  const size_t end = internal::ZeroTailStart(text);
+  if (end > text.size() || (end > 0 && text[end - 1] == '\0') ||
+      text.substr(end).find_first_not_of('\0') != std::string_view::npos) {
+    std::abort();
+  }
+  for (size_t pos = 0; pos < end;) {
+    size_t nl = internal::LineEnd(text.substr(0, end), pos);
+    if (nl == std::string_view::npos) break;
+    if (nl >= end || text[nl] != '\n' || text.substr(pos, nl - pos).find('\0') != std::string_view::npos ||
+        text.substr(pos, nl - pos).find('\n') != std::string_view::npos) {
+      std::abort();
+    }
+    pos = nl + 1;
+  }
+
   static const std::string dir = [] {
     // Memory-backed when available: the scan, not the disk, is what is fuzzed.
     std::string base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";

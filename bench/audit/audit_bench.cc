@@ -10,10 +10,18 @@
 //     VerifyAuditLog timed alone.
 //
 //   audit_bench DIR [--writers 8] [--seconds 5] [--verify-events 1000000]
+//               [--preallocation zero|fallocate|none]
+//
+// --preallocation picks how the log reserves segment space (AuditPreallocation; zero is the
+// default). Where the kernel shows the file system's journal (/proc/fs/jbd2/DEV-8/info: ext4 on
+// a device this container can see, e.g. a loop device), the journal commits during each side's
+// rounds are printed too: a data-only fdatasync commits none.
 //
 // DIR must be on the disk to measure (not tmpfs: fdatasync is free there). Prints one line per
 // measure and the ratios; exit 0 whatever the numbers (run.sh judges).
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -58,6 +66,26 @@ AuditEvent MakeEvent(int writer, long i) {
   return e;
 }
 
+// Transactions committed so far by the ext4 journal of the device holding `dir`; -1 when the
+// kernel does not show it here.
+long JournalCommits(const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return -1;
+  std::ifstream uevent("/sys/dev/block/" + std::to_string(major(st.st_dev)) + ":" +
+                       std::to_string(minor(st.st_dev)) + "/uevent");
+  std::string line, dev;
+  while (std::getline(uevent, line)) {
+    if (line.rfind("DEVNAME=", 0) == 0) dev = line.substr(8);
+  }
+  if (dev.empty()) return -1;
+  std::ifstream info("/proc/fs/jbd2/" + dev + "-8/info");
+  long n = -1;
+  if (!(info >> n)) return -1;  // "N transactions (M requested), each up to ..."
+  return n;
+}
+
+warden::audit::AuditPreallocation g_preallocation = warden::audit::AuditPreallocation::kZeroFill;
+
 struct Result {
   long events = 0;
   double seconds = 0;
@@ -101,6 +129,7 @@ struct AuditSide {
     std::filesystem::remove_all(dir);
     warden::audit::AuditOptions opts;
     opts.dir = dir;
+    opts.preallocation = g_preallocation;
     auto l = warden::audit::OpenAuditLog(opts, warden::common::RealClock::Get());
     if (!l.ok()) {
       std::fprintf(stderr, "audit_bench: %s\n", std::string(l.status().message()).c_str());
@@ -275,16 +304,35 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--writers")) writers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--verify-events")) verify_events = std::atol(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--preallocation")) {
+      std::string m = argv[i + 1];
+      using P = warden::audit::AuditPreallocation;
+      g_preallocation = m == "none" ? P::kNone : m == "fallocate" ? P::kFallocate : P::kZeroFill;
+      if (m != "none" && m != "fallocate" && m != "zero") {
+        std::fprintf(stderr, "audit_bench: --preallocation zero|fallocate|none\n");
+        return 2;
+      }
+    }
   }
   Result mine, peer;
+  long journal_ours = 0, journal_sqlite = 0;
   {
     AuditSide ours(dir + "/gpuwarden-audit");
     SqliteSide sqlite(dir + "/sqlite", writers);
     long n_ours = 0, n_sqlite = 0;
     int rounds = std::max(1, static_cast<int>(seconds));
     for (int round = 0; round < rounds; ++round) {
+      long j0 = JournalCommits(dir);
       Result a = ours.Round(writers, seconds / rounds, n_ours);
+      long j1 = JournalCommits(dir);
       Result b = sqlite.Round(writers, seconds / rounds, n_sqlite);
+      long j2 = JournalCommits(dir);
+      if (j0 >= 0 && j1 >= 0 && j2 >= 0) {
+        journal_ours += j1 - j0;
+        journal_sqlite += j2 - j1;
+      } else {
+        journal_ours = journal_sqlite = -1;
+      }
       mine.events += a.events;
       mine.seconds += a.seconds;
       peer.events += b.events;
@@ -304,6 +352,16 @@ int main(int argc, char** argv) {
     double syncs = value("audit_syncs_total");
     std::printf("gpuwarden events per fdatasync: %.2f\n",
                 syncs > 0 ? value("audit_events_total") / syncs : 0.0);
+    if (journal_ours >= 0) {
+      std::printf("journal commits: gpuwarden %ld (%.3f per fdatasync, %.0f checkpoints, %.0f "
+                  "preallocated chunks), sqlite %ld (%.3f per insert)\n",
+                  journal_ours, syncs > 0 ? journal_ours / syncs : 0.0,
+                  value("audit_checkpoints_total"), value("audit_preallocations_total"),
+                  journal_sqlite,
+                  peer.events > 0 ? static_cast<double>(journal_sqlite) / peer.events : 0.0);
+    } else {
+      std::printf("journal commits: not visible here (no /proc/fs/jbd2 for this device)\n");
+    }
   }
   std::printf("sqlite WAL synchronous=FULL: %ld durable inserts in %.2f s = %.0f/s (%d writers)\n",
               peer.events, peer.seconds, peer.rate(), writers);

@@ -6,6 +6,7 @@
 #   bench/audit/run.sh PATH/TO/audit_bench [DIR] [SECONDS] [VERIFY_EVENTS]
 #
 # DIR (default: a fresh directory under /var/tmp) must be on the disk to measure, not tmpfs.
+# AUDIT_PREALLOCATION=zero|fallocate|none picks how segments reserve space (default zero).
 # Prints the rates, the ratio and PASS/FAIL for the issue's targets: >= 10x SQLite and
 # >= 500,000 verified events/s.
 set -euo pipefail
@@ -17,7 +18,9 @@ trap 'rm -rf "$dir"' EXIT
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "== disk: $(df -T "$dir" | tail -1 | awk '{print $1, $2}')"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-out=$("$bin" "$dir" --writers 8 --seconds "$seconds" --verify-events "$events" | tee /dev/stderr)
+echo "== preallocation: ${AUDIT_PREALLOCATION:-zero}"
+out=$("$bin" "$dir" --writers 8 --seconds "$seconds" --verify-events "$events" \
+  --preallocation "${AUDIT_PREALLOCATION:-zero}" | tee /dev/stderr)
 ratio=$(echo "$out" | sed -n 's/^ratio: \([0-9.]*\)x/\1/p')
 rate=$(echo "$out" | sed -n 's/^audit verify: .* = \([0-9]*\) events.*/\1/p')
 status=0

@@ -413,6 +413,27 @@ uint64_t HashPrefix(const MerkleHash& h) {
   return v;
 }
 
+size_t ZeroTailStart(std::string_view data) {
+  // Word-at-a-time from the back: the zero tail of a preallocated segment may be megabytes.
+  size_t end = data.size();
+  while (end >= 8) {
+    uint64_t w;
+    std::memcpy(&w, data.data() + end - 8, 8);
+    if (w != 0) break;
+    end -= 8;
+  }
+  while (end > 0 && data[end - 1] == '\0') --end;
+  return end;
+}
+
+size_t LineEnd(std::string_view data, size_t pos) {
+  const char* begin = data.data() + pos;
+  const char* nl = static_cast<const char*>(std::memchr(begin, '\n', data.size() - pos));
+  size_t len = nl != nullptr ? static_cast<size_t>(nl - begin) : data.size() - pos;
+  if (std::memchr(begin, '\0', len) != nullptr || nl == nullptr) return std::string_view::npos;
+  return pos + len;
+}
+
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return absl::ErrnoToStatus(errno, StrCat("open ", path));
@@ -487,8 +508,9 @@ absl::StatusOr<std::vector<AuditEvent>> ReadAuditEvents(const std::string& dir) 
     std::string path = StrCat(dir, "/", seg.name);
     WARDEN_ASSIGN_OR_RETURN(std::string data, internal::ReadWholeFile(path));
     size_t pos = 0;
+    data.resize(internal::ZeroTailStart(data));  // preallocated, not yet written
     while (pos < data.size()) {
-      size_t nl = data.find('\n', pos);
+      size_t nl = internal::LineEnd(data, pos);
       if (nl == std::string::npos) break;  // an incomplete last line is not an event (yet)
       auto e = DecodeEvent(std::string_view(data).substr(pos, nl - pos));
       if (!e.ok()) {

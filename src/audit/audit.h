@@ -55,11 +55,23 @@ class AuditFileIo {
   static AuditFileIo& Posix();
 };
 
+// How segment files get their space ahead of the events (see src/audit/README.md, "Preallocation").
+enum class AuditPreallocation {
+  kNone,       // each batch extends the file: every fdatasync also commits the size change
+  kZeroFill,   // space is allocated and written with zeros ahead (synced by the next batch), so a
+               // batch overwrites written blocks and its fdatasync flushes data only (default)
+  kFallocate,  // fallocate() only: unwritten extents, whose first overwrite is a metadata change
+               // (kept to measure the difference; see bench/RESULTS.md)
+};
+
 struct AuditOptions {
   std::string dir;                       // DATA_DIR/audit; created 0700 if missing
   uint64_t checkpoint_every = 1000;      // sign a checkpoint after this many new events...
   absl::Duration checkpoint_interval = absl::Seconds(1);  // ...or this long after the last one
   uint64_t segment_bytes = 64 << 20;     // start a new segment file beyond this size
+  AuditPreallocation preallocation = AuditPreallocation::kZeroFill;
+  uint64_t preallocate_bytes = 4 << 20;  // space is reserved this much at a time (best effort:
+                                         // on a disk without room the log writes as it goes)
   absl::Duration append_timeout = absl::Seconds(5);  // Append fails (503) when slower
   AuditFileIo* io = nullptr;             // nullptr: AuditFileIo::Posix()
 };

@@ -9,6 +9,7 @@
 // batch leaves no gap: its events are cut back and never acknowledged.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -19,8 +20,10 @@
 #include <cstring>
 #include <deque>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <thread>
+#include <vector>
 
 #include "audit/audit.h"
 #include "audit/segment.h"
@@ -41,6 +44,8 @@ struct Metrics {
   common::metrics::Counter& syncs;
   common::metrics::Counter& checkpoints;
   common::metrics::CounterFamily& failures;
+  common::metrics::Counter& preallocations;
+  common::metrics::Counter& preallocation_failures;
 
   static Metrics& Get() {
     auto& r = common::metrics::Registry::Default();
@@ -56,6 +61,13 @@ struct Metrics {
         r.AddCounter("audit_checkpoints_total", "Signed audit checkpoints written.").WithLabels({}),
         r.AddCounter("audit_append_failures_total",
                      "Audit appends that failed (the request got 503), by reason.", {"reason"}),
+        r.AddCounter("audit_preallocations_total",
+                     "Chunks of zero-filled space reserved ahead in audit segments.")
+            .WithLabels({}),
+        r.AddCounter("audit_preallocation_failures_total",
+                     "Audit segment preallocations that found no room (the log then extends "
+                     "the file per batch).")
+            .WithLabels({}),
     };
     return m;
   }
@@ -177,6 +189,7 @@ class MerkleAuditLog final : public AuditLog {
   void WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch);
   absl::Status WriteAll(int fd, std::string_view data, const std::string& path);
   absl::Status OpenSegmentForAppend(uint64_t first_seq, bool create);
+  void Preallocate(uint64_t need);
   absl::Status CutBack();
   // Lines [begin, begin + count) from the segment files (durable events only).
   absl::StatusOr<std::vector<std::string>> ReadLines(uint64_t begin, uint64_t count) const;
@@ -200,9 +213,12 @@ class MerkleAuditLog final : public AuditLog {
   // Owned by the writer thread (and Recover before it starts).
   int seg_fd_ = -1, idx_fd_ = -1, cp_fd_ = -1;
   uint64_t idx_bytes_ = 0;   // durable size of the current index file
+  uint64_t allocated_ = 0;   // size of the current segment file (>= its durable bytes: zeros)
+  uint64_t prealloc_retry_at_ = 0;  // after a failed preallocation: segment bytes to retry at
   uint64_t cp_bytes_ = 0;    // size of checkpoints.log
   int64_t last_time_ms_ = 0;
   bool needs_cut_ = false;   // a failed write may have left bytes past the durable end
+  std::optional<uint64_t> cut_at_;  // recovery: where the last segment's torn tail starts
   size_t last_batch_size_ = 0;                  // read under mu_ by the writer only
   std::chrono::nanoseconds last_sync_{0};       // how long the last batch took to write + sync
   // When the last checkpoint was signed (or last found unnecessary); read by the writer's wait.
@@ -236,9 +252,16 @@ absl::Status MerkleAuditLog::WriteAll(int fd, std::string_view data, const std::
 absl::Status MerkleAuditLog::OpenSegmentForAppend(uint64_t first_seq, bool create) {
   std::string seg_path = Path(internal::SegmentName(first_seq));
   std::string idx_path = Path(internal::IndexName(first_seq));
-  int flags = O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0);
+  // Not O_APPEND: batches overwrite the preallocated zeros in place (see Preallocate).
+  int flags = O_WRONLY | O_CLOEXEC | O_NOFOLLOW | (create ? O_CREAT | O_EXCL : 0);
   int seg = ::open(seg_path.c_str(), flags, 0600);
   if (seg < 0) return ErrnoError(errno, "cannot open audit segment", seg_path);
+  struct stat st {};
+  if (::fstat(seg, &st) != 0) {
+    int err = errno;
+    ::close(seg);
+    return ErrnoError(err, "cannot stat audit segment", seg_path);
+  }
   // A new segment's index starts empty (a stale one from a failed attempt is cut).
   int idx = ::open(idx_path.c_str(),
                    O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (create ? O_TRUNC : 0),
@@ -262,13 +285,70 @@ absl::Status MerkleAuditLog::OpenSegmentForAppend(uint64_t first_seq, bool creat
   if (idx_fd_ >= 0) ::close(idx_fd_);
   seg_fd_ = seg;
   idx_fd_ = idx;
+  allocated_ = static_cast<uint64_t>(st.st_size);
+  prealloc_retry_at_ = 0;
   return absl::OkStatus();
+}
+
+// Why preallocate: a batch that extends the file changes its size, so its fdatasync must also
+// commit the file system's journal (ext4: a second ordered write and cache flush per batch).
+// With the space allocated and written with zeros ahead, a batch overwrites blocks that are
+// already there and its fdatasync flushes the data alone. fallocate() alone is not enough: it
+// leaves unwritten extents, and the first write into each one is again a metadata change.
+// The cost is one journal commit per chunk, carried by the first batch written into it.
+// Best effort: on a disk without room for a chunk the chunk is given back and batches extend the
+// file as before (a full disk then fails the batch's own write: fail-closed as ever). The zeros
+// are never mistaken for events: readers end a segment at its zero tail (segment.h).
+void MerkleAuditLog::Preallocate(uint64_t need) {
+  if (options_.preallocation == AuditPreallocation::kNone || need <= allocated_) return;
+  const Segment& seg = segments_.back();
+  if (seg.bytes < prealloc_retry_at_) return;
+  struct statvfs fs {};
+  constexpr uint64_t kBlock = 4096;
+  const uint64_t chunk = std::max<uint64_t>(options_.preallocate_bytes, kBlock);
+  // Never far past segment_bytes: the batch that crosses it is the segment's last.
+  const uint64_t cap = (std::max<uint64_t>(options_.segment_bytes, 1) + kBlock - 1) / kBlock * kBlock;
+  const uint64_t target = std::min((need + chunk - 1) / chunk * chunk, cap);
+  if (target < need) return;  // this batch ends the segment: it just writes past the end
+  const uint64_t from = allocated_;
+  // Room for the chunk at all? (Where fallocate is unsupported the zeros below would otherwise
+  // write until the disk is full.)
+  bool ok = ::fstatvfs(seg_fd_, &fs) == 0 &&
+            static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize > target - from;
+  ok = ok && (::fallocate(seg_fd_, 0, static_cast<off_t>(from), static_cast<off_t>(target - from)) == 0 ||
+              errno == EOPNOTSUPP);  // (then the zero writes below allocate)
+  if (ok && options_.preallocation == AuditPreallocation::kZeroFill) {
+    static const std::vector<char> zeros(1 << 20, '\0');
+    for (uint64_t off = from; ok && off < target;) {
+      ssize_t n = ::pwrite(seg_fd_, zeros.data(), std::min<uint64_t>(zeros.size(), target - off),
+                           static_cast<off_t>(off));
+      if (n < 0 && errno == EINTR) continue;
+      ok = n > 0;
+      if (ok) off += static_cast<uint64_t>(n);
+    }
+  }
+  // No fdatasync here: the batch about to be written syncs the new size and extents with its own
+  // data (one journal commit per chunk, not one per batch), and a crash before that leaves a
+  // zero tail or nothing.
+  if (!ok) {
+    // Give the space back (it may be all the disk has left for the events themselves).
+    if (::ftruncate(seg_fd_, static_cast<off_t>(from)) != 0) {
+      // The file keeps a zero tail past `from`: harmless, it is overwritten or ignored.
+    }
+    prealloc_retry_at_ = seg.bytes + chunk;
+    metrics_.preallocation_failures.Inc();
+    return;
+  }
+  allocated_ = target;
+  metrics_.preallocations.Inc();
 }
 
 absl::Status MerkleAuditLog::CutBack() {
   // Bytes of a failed batch must not stay: the next batch would follow them and a partial line
   // in the middle of a segment is corruption. Until the cut succeeds nothing more is written.
+  // This also drops the preallocated zeros past the cut; the next batch allocates again.
   const Segment& seg = segments_.back();
+  allocated_ = std::min(allocated_, seg.bytes);
   if (::ftruncate(seg_fd_, static_cast<off_t>(seg.bytes)) != 0 ||
       ::ftruncate(idx_fd_, static_cast<off_t>(idx_bytes_)) != 0) {
     needs_cut_ = true;
@@ -286,6 +366,11 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   if (status.ok() && segments_.back().bytes >= options_.segment_bytes &&
       !segments_.back().offsets.empty()) {
     uint64_t first = static_cast<uint64_t>(size_.load());
+    // The full segment keeps no zero tail (readers would accept one: this only tidies; a crash
+    // before the cut is durable leaves one).
+    if (allocated_ > segments_.back().bytes) {
+      (void)::ftruncate(seg_fd_, static_cast<off_t>(segments_.back().bytes));
+    }
     status = OpenSegmentForAppend(first, /*create=*/true);
     if (status.ok()) {
       std::unique_lock lock(tree_mu_);
@@ -315,7 +400,11 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
       internal::AppendIndexEntry(index, IndexEntry{seg.bytes + start, now_ms,
                                                    internal::HashPrefix(leaf)});
     }
-    status = WriteAll(seg_fd_, data, Path(seg.name));
+    Preallocate(seg.bytes + data.size());
+    if (::lseek(seg_fd_, static_cast<off_t>(seg.bytes), SEEK_SET) < 0) {
+      status = ErrnoError(errno, "audit log seek failed on", Path(seg.name));
+    }
+    if (status.ok()) status = WriteAll(seg_fd_, data, Path(seg.name));
     if (status.ok()) status = WriteAll(idx_fd_, index, Path(internal::IndexName(seg.first_seq)));
     if (status.ok()) {
       metrics_.syncs.Inc();
@@ -325,7 +414,10 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
       }
     }
     if (!status.ok()) (void)CutBack();
-    if (status.ok()) last_time_ms_ = now_ms;
+    if (status.ok()) {
+      last_time_ms_ = now_ms;
+      allocated_ = std::max(allocated_, seg.bytes + data.size());
+    }
   }
   if (status.ok()) {
     std::unique_lock lock(tree_mu_);
@@ -575,22 +667,27 @@ absl::Status MerkleAuditLog::RecoverSegment(Segment& seg, bool last) {
   }
   std::string index;
   size_t pos = 0;
-  while (pos < data.size()) {
-    const char* nl = static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
-    if (nl == nullptr) {
+  // The zero tail is preallocated space, not events (segment.h).
+  const std::string_view events(data.data(), internal::ZeroTailStart(data));
+  size_t end = events.size();
+  while (pos < events.size()) {
+    const size_t nl = internal::LineEnd(events, pos);
+    if (nl == std::string_view::npos) {
       if (!last) {
         return absl::DataLossError(StrCat("audit segment ", path, " offset ", pos,
                                           ": incomplete event in a segment that is not the last"));
       }
-      // A torn tail from a crash mid-write: never acknowledged (the sync comes after the whole
-      // write), so cutting it loses nothing that was promised.
-      if (::truncate(path.c_str(), static_cast<off_t>(pos)) != 0) {
-        return ErrnoError(errno, "cannot cut the torn tail of", path);
-      }
-      data.resize(pos);
+      // A torn tail from a crash mid-write (possibly followed by preallocated zeros, or with
+      // zeros inside where pages did not reach the disk): never acknowledged (the sync comes
+      // after the whole write, and acknowledged batches are contiguous from the start), so
+      // cutting it loses nothing that was promised. The writer preallocates again. The cut
+      // waits until the checkpoints vouch for everything before it (Recover): a changed byte
+      // in a signed event looks like a torn line too, and that evidence must stay as it is.
+      cut_at_ = pos;
+      end = pos;
       break;
     }
-    std::string_view line(data.data() + pos, static_cast<size_t>(nl - (data.data() + pos)));
+    std::string_view line = events.substr(pos, nl - pos);
     auto h = internal::ParseEventHeader(line);
     if (!h) {
       return absl::DataLossError(
@@ -611,9 +708,9 @@ absl::Status MerkleAuditLog::RecoverSegment(Segment& seg, bool last) {
     internal::AppendIndexEntry(index, IndexEntry{pos, h->time_ms, internal::HashPrefix(leaf)});
     last_time_ms_ = h->time_ms;
     ++expected;
-    pos = static_cast<size_t>(nl - data.data()) + 1;
+    pos = nl + 1;
   }
-  seg.bytes = data.size();
+  seg.bytes = end;
   // The index is derived from the segment: rewrite it when it does not match (after a crash it
   // may lack the last entries; it is not synced). Archived files are never written.
   std::string idx_path = Path(seg.index);
@@ -684,6 +781,14 @@ absl::Status MerkleAuditLog::Recover() {
   }
   size_ = static_cast<int64_t>(tree_.size());
   WARDEN_RETURN_IF_ERROR(RecoverCheckpoints());
+  if (cut_at_) {
+    // Every checkpoint is within the whole events before the cut (the chain just verified), so
+    // what is cut was never signed, and never acknowledged.
+    std::string path = Path(segments_.back().name);
+    if (::truncate(path.c_str(), static_cast<off_t>(*cut_at_)) != 0) {
+      return ErrnoError(errno, "cannot cut the torn tail of", path);
+    }
+  }
   if (segments_.empty() || segments_.back().name.find('/') != std::string::npos) {
     // A new log, or every segment archived: appends go to a new segment in the log dir.
     uint64_t first = tree_.size();

@@ -64,6 +64,18 @@ void AppendIndexEntry(std::string& out, const IndexEntry& e);
 IndexEntry ReadIndexEntry(const char* p);  // kIndexEntrySize bytes
 uint64_t HashPrefix(const MerkleHash& h);
 
+// Segments are preallocated with zeros and overwritten in place (log.cc), so a segment file may
+// end with zero bytes that are not events yet. No event contains a NUL byte (the encoding
+// escapes every control character), and no event is empty, so the framing is unambiguous: the
+// events of a segment are the whole lines before its zero tail, and a line that meets a NUL
+// before its '\n' was cut short by a crash.
+//
+// Length of `data` without its zero tail (the trailing run of NUL bytes).
+size_t ZeroTailStart(std::string_view data);
+// The offset of the '\n' ending the line that starts at `pos`; npos when that line is incomplete:
+// `data` ends, or a NUL byte comes before the '\n'.
+size_t LineEnd(std::string_view data, size_t pos);
+
 // Whole-file read; the errno's status naming the file on failure.
 absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 // fsync of the directory holding `path` (so a created or renamed file survives a crash).

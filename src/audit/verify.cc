@@ -211,7 +211,9 @@ void Verifier::VerifySegment(const internal::SegmentFile& seg, bool last) {
     Problem(seg.name, -1, -1, std::string(data_or.status().message()));
     return;
   }
-  const std::string& data = *data_or;
+  // The zero tail is preallocated space, not events (segment.h); it may end any segment (the
+  // writer cuts a full segment's tail, but a crash can come first).
+  const std::string_view data(data_or->data(), internal::ZeroTailStart(*data_or));
   std::string idx_name = seg.index;
   auto index = internal::ReadWholeFile(StrCat(opts_.dir, "/", idx_name));
   if (!index.ok()) Problem(idx_name, -1, -1, std::string(index.status().message()));
@@ -220,9 +222,8 @@ void Verifier::VerifySegment(const internal::SegmentFile& seg, bool last) {
   size_t pos = 0;
   while (pos < data.size()) {
     const uint64_t seq = tree_.size();
-    const char* nl =
-        static_cast<const char*>(std::memchr(data.data() + pos, '\n', data.size() - pos));
-    if (nl == nullptr) {
+    const size_t nl = internal::LineEnd(data, pos);
+    if (nl == std::string_view::npos) {
       // A copy of a live log may end mid-write; with --allow-unsigned-tail that is accepted
       // when it is past every checkpoint (it is not covered by a signature anyway).
       if (last && opts_.allow_unsigned_tail && seq >= max_checkpoint_size_) break;
@@ -231,7 +232,7 @@ void Verifier::VerifySegment(const internal::SegmentFile& seg, bool last) {
                    : "incomplete event at the end of a segment that is not the last");
       break;
     }
-    std::string_view line(data.data() + pos, static_cast<size_t>(nl - (data.data() + pos)));
+    std::string_view line = data.substr(pos, nl - pos);
     auto h = internal::ParseEventHeader(line);
     if (!h) {
       Problem(seg.name, static_cast<int64_t>(seq), static_cast<int64_t>(pos),
@@ -279,7 +280,7 @@ void Verifier::VerifySegment(const internal::SegmentFile& seg, bool last) {
     tree_.Append(leaf);
     ++in_segment;
     CheckRootsAt(tree_.size());
-    pos = static_cast<size_t>(nl - data.data()) + 1;
+    pos = nl + 1;
   }
   const uint64_t entries = index.ok() ? index->size() / internal::kIndexEntrySize : 0;
   const bool lagging_live_index = index.ok() && last && opts_.allow_unsigned_tail &&

@@ -207,7 +207,14 @@ TEST_F(AuditLogTest, ReadAuditEventsNamesTheCorruptEventsFileAndOffset) {
     ASSERT_TRUE(log.ok());
     ASSERT_TRUE((*log)->Append(Event("/a")).ok());
   }
-  std::ofstream(Seg0(dir_), std::ios::app) << "not json\n";
+  {
+    // Right after the last event, over the preallocated zeros (bytes appended after the zero
+    // tail would be past the end: a reader stops at the first line that is not whole).
+    std::string seg = Slurp(Seg0(dir_));
+    std::fstream f(Seg0(dir_), std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(internal::ZeroTailStart(seg)));
+    f << "not json\n";
+  }
   auto events = ReadAuditEvents(dir_);
   ASSERT_FALSE(events.ok());
   EXPECT_EQ(events.status().code(), absl::StatusCode::kDataLoss);
@@ -512,6 +519,229 @@ TEST_F(AuditLogTest, ConsistencyProofBetweenCheckpointsVerifies) {
   ASSERT_TRUE(proof.ok());
   EXPECT_TRUE(VerifyConsistency(a.tree_size, b.tree_size, a.root, b.root, *proof).ok());
   EXPECT_FALSE(VerifyConsistency(a.tree_size, b.tree_size, b.root, a.root, *proof).ok());
+}
+
+// ---- Preallocated segments (zero tail) ----
+
+uint64_t FileSize(const std::string& path) {
+  struct stat st {};
+  EXPECT_EQ(::stat(path.c_str(), &st), 0) << path;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+// Overwrites `bytes` at `offset` of `path` without changing the rest (a crash's partial page).
+void WriteAt(const std::string& path, uint64_t offset, const std::string& bytes) {
+  std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.is_open()) << path;
+  f.seekp(static_cast<std::streamoff>(offset));
+  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Copies the log directory of a running log: what a crash (kill -9) would leave on disk.
+std::string CrashCopy(const std::string& dir) {
+  std::string copy = dir + "-crash";
+  std::filesystem::remove_all(copy);
+  std::filesystem::copy(dir, copy, std::filesystem::copy_options::recursive);
+  return copy;
+}
+
+TEST_F(AuditLogTest, SegmentsArePreallocatedWithWrittenZerosAndOverwrittenInPlace) {
+  AuditOptions o = Opts();
+  o.preallocate_bytes = 1 << 20;
+  auto log = OpenAuditLog(o, clock_);
+  ASSERT_TRUE(log.ok());
+  ASSERT_TRUE((*log)->Append(Event("/a")).ok());
+  std::string seg = Slurp(Seg0(dir_));
+  ASSERT_EQ(seg.size(), 1u << 20) << "the segment is reserved ahead, not grown per batch";
+  size_t end = seg.find('\n') + 1;
+  EXPECT_EQ(internal::ZeroTailStart(seg), end);
+  struct stat st {};
+  ASSERT_EQ(::stat(Seg0(dir_).c_str(), &st), 0);
+  EXPECT_GE(static_cast<uint64_t>(st.st_blocks) * 512, 1u << 20) << "zeros really written";
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE((*log)->Append(Event("/b" + std::to_string(i))).ok());
+  EXPECT_EQ(FileSize(Seg0(dir_)), 1u << 20) << "batches overwrite the zeros in place";
+  log->reset();  // a clean stop keeps the zero tail
+  auto reopened = OpenAuditLog(o, clock_);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ((*reopened)->Size(), 21);
+  auto seq = (*reopened)->AppendForSeq(Event("/c"));
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 21);
+  reopened->reset();
+  auto events = ReadAuditEvents(dir_);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_EQ(events->size(), 22u);
+  EXPECT_EQ(events->back().resource, "/c");
+  VerifyReport r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+}
+
+TEST_F(AuditLogTest, CrashLeavesAZeroTailThatRecoveryVerifyAndProofsAccept) {
+  auto log = OpenAuditLog(Opts(), clock_);
+  ASSERT_TRUE(log.ok());
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+  ASSERT_TRUE((*log)->CheckpointNow().ok());
+  std::string copy = CrashCopy(dir_);
+  log->reset();
+  std::string seg = Slurp(Seg0(copy));
+  ASSERT_GT(seg.size(), internal::ZeroTailStart(seg)) << "the crash copy must end in zeros";
+  VerifyReport r = Verify(copy);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  EXPECT_EQ(r.events, 10u);
+  std::filesystem::remove_all(dir_);
+  std::filesystem::rename(copy, dir_);
+  auto recovered = OpenAuditLog(Opts(), clock_);
+  ASSERT_TRUE(recovered.ok()) << recovered.status();
+  EXPECT_EQ((*recovered)->Size(), 10);
+  auto inc = (*recovered)->InclusionProof(9, 0);
+  ASSERT_TRUE(inc.ok()) << inc.status();
+  EXPECT_NE(inc->line.find("\"/e9\""), std::string::npos);
+  EXPECT_TRUE(VerifyInclusion(LeafHash(inc->line), 9, inc->tree_size, inc->proof, inc->root).ok());
+  auto seq = (*recovered)->AppendForSeq(Event("/after"));
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 10);
+  recovered->reset();
+  r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  EXPECT_EQ(r.events, 11u);
+}
+
+TEST_F(AuditLogTest, TornRecordFollowedByZerosIsCutAndNeverCountsAsAnEvent) {
+  uint64_t end = 0;
+  std::string copy;
+  {
+    auto log = OpenAuditLog(Opts(), clock_);
+    ASSERT_TRUE(log.ok());
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+    ASSERT_TRUE((*log)->CheckpointNow().ok());
+    copy = CrashCopy(dir_);
+  }
+  std::string seg = Slurp(Seg0(copy));
+  end = internal::ZeroTailStart(seg);
+  // A crash mid-write: the first part of the next batch reached the file, then zeros, then (as
+  // pages can reach a disk out of order on power loss) a later part that even ends in '\n'.
+  WriteAt(Seg0(copy), end, "{\"v\":1,\"seq\":3,\"time_ms\":0,\"request_id\":\"");
+  WriteAt(Seg0(copy), end + 4096, "{\"v\":1,\"seq\":4,\"x\"}\n");
+  VerifyReport strict = Verify(copy);
+  ASSERT_FALSE(strict.ok());
+  EXPECT_NE(Problems(strict).find("incomplete event at the end of the log"), std::string::npos)
+      << Problems(strict);
+  EXPECT_NE(Problems(strict).find("offset " + std::to_string(end)), std::string::npos)
+      << Problems(strict);
+  VerifyReport live = Verify(copy, /*allow_tail=*/true);  // past the last checkpoint
+  EXPECT_TRUE(live.ok()) << Problems(live);
+  EXPECT_EQ(live.events, 3u);
+  auto read = ReadAuditEvents(copy);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->size(), 3u);
+
+  std::filesystem::remove_all(dir_);
+  std::filesystem::rename(copy, dir_);
+  auto log = OpenAuditLog(Opts(), clock_);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ((*log)->Size(), 3);
+  EXPECT_EQ(FileSize(Seg0(dir_)), end) << "the torn record and everything after it are cut";
+  auto seq = (*log)->AppendForSeq(Event("/next"));
+  ASSERT_TRUE(seq.ok());
+  EXPECT_EQ(*seq, 3);
+  log->reset();
+  VerifyReport r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  auto events = ReadAuditEvents(dir_);
+  ASSERT_TRUE(events.ok());
+  ASSERT_EQ(events->size(), 4u);
+  EXPECT_EQ(events->back().resource, "/next");
+}
+
+TEST_F(AuditLogTest, ZeroingSignedEventsIsDetectedAsTruncationNotTakenAsTheEnd) {
+  {
+    auto log = OpenAuditLog(Opts(), clock_);
+    ASSERT_TRUE(log.ok());
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+  }
+  // An attacker overwrites the last two (signed) events with zeros, as if never written.
+  std::string seg = Slurp(Seg0(dir_));
+  size_t end = internal::ZeroTailStart(seg);
+  size_t third = 0;
+  for (int i = 0; i < 3; ++i) third = seg.find('\n', third) + 1;
+  WriteAt(Seg0(dir_), third, std::string(end - third, '\0'));
+  VerifyReport r = Verify(dir_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(Problems(r).find("are missing (log truncated)"), std::string::npos) << Problems(r);
+  auto log = OpenAuditLog(Opts(), clock_);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss) << log.status();
+}
+
+TEST_F(AuditLogTest, ZeroTailOfAnEarlierSegmentIsItsEndButANulInsideAnEventIsCorruption) {
+  AuditOptions o = Opts();
+  o.segment_bytes = 2000;
+  {
+    auto log = OpenAuditLog(o, clock_);
+    ASSERT_TRUE(log.ok());
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+  }
+  auto segs = internal::ListSegments(dir_);
+  ASSERT_TRUE(segs.ok());
+  ASSERT_GE(segs->size(), 2u);
+  std::string first = dir_ + "/" + (*segs)[0].name;
+  uint64_t size = FileSize(first);
+  EXPECT_EQ(internal::ZeroTailStart(Slurp(first)), size) << "a full segment's tail is cut";
+  // A crash before that cut reached the disk: the full segment still ends in zeros.
+  WriteAt(first, size, std::string(3000, '\0'));
+  VerifyReport r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  {
+    auto log = OpenAuditLog(o, clock_);
+    ASSERT_TRUE(log.ok()) << log.status();
+    EXPECT_EQ((*log)->Size(), 20);
+  }
+  // A NUL inside an event of that segment is not an end: it is a changed event.
+  WriteAt(first, 10, std::string(1, '\0'));
+  r = Verify(dir_);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(Problems(r).find((*segs)[0].name), std::string::npos) << Problems(r);
+  auto log = OpenAuditLog(o, clock_);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss) << log.status();
+}
+
+TEST_F(AuditLogTest, PreallocationWithoutRoomFallsBackToExtendingWrites) {
+  AuditOptions o = Opts();
+  o.segment_bytes = uint64_t{1} << 50;  // no disk here has room for a chunk this size
+  o.preallocate_bytes = uint64_t{1} << 49;
+  auto log = OpenAuditLog(o, clock_);
+  ASSERT_TRUE(log.ok());
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+  EXPECT_TRUE((*log)->Healthy());
+  std::string seg = Slurp(Seg0(dir_));
+  EXPECT_EQ(internal::ZeroTailStart(seg), seg.size()) << "the failed chunk was given back";
+  log->reset();
+  VerifyReport r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  EXPECT_EQ(r.events, 5u);
+}
+
+TEST_F(AuditLogTest, EveryPreallocationModeRecoversAndVerifies) {
+  for (AuditPreallocation mode : {AuditPreallocation::kNone, AuditPreallocation::kZeroFill,
+                                  AuditPreallocation::kFallocate}) {
+    std::filesystem::remove_all(dir_);
+    AuditOptions o = Opts();
+    o.preallocation = mode;
+    o.preallocate_bytes = 64 << 10;
+    o.segment_bytes = 100 << 10;
+    for (int round = 0; round < 2; ++round) {
+      auto log = OpenAuditLog(o, clock_);
+      ASSERT_TRUE(log.ok()) << log.status();
+      for (int i = 0; i < 400; ++i) ASSERT_TRUE((*log)->Append(Event("/e" + std::to_string(i))).ok());
+    }
+    auto events = ReadAuditEvents(dir_);
+    ASSERT_TRUE(events.ok()) << events.status();
+    ASSERT_EQ(events->size(), 800u);
+    for (size_t i = 0; i < events->size(); ++i) ASSERT_EQ((*events)[i].seq, static_cast<int64_t>(i));
+    VerifyReport r = Verify(dir_);
+    EXPECT_TRUE(r.ok()) << static_cast<int>(mode) << ": " << Problems(r);
+  }
 }
 
 TEST(AuditEncodeTest, InvalidUtf8IsReplacedNotThrown) {

@@ -219,7 +219,8 @@ class WardenServer {
       if (f.path().extension() != ".jsonl") continue;
       std::ifstream in(f.path());
       std::string line;
-      while (std::getline(in, line)) ++n;
+      // A segment ends at its preallocated zero tail (no event holds a NUL byte).
+      while (std::getline(in, line) && line.find('\0') == std::string::npos) ++n;
     }
     return n;
   }
