@@ -139,6 +139,18 @@ absl::StatusOr<ListenAddress> ParseListen(std::string_view listen) {
   return out;
 }
 
+// Status line and the header fields every response carries (buffered or streamed).
+template <typename Message>
+void SetResponseHeader(Message& res, const Response& response, const std::string& request_id) {
+  res.version(11);
+  res.result(static_cast<unsigned>(response.status));
+  res.set(bhttp::field::content_type, response.content_type);
+  res.set("X-Request-Id", request_id);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set(bhttp::field::cache_control, "no-store");
+  for (const auto& [k, v] : response.headers) res.insert(k, v);
+}
+
 class ServerImpl;
 
 // Size of one piece of a streamed response (one buffer per streaming connection).
@@ -989,13 +1001,7 @@ void Connection::Send(Response response, bool keep_alive) {
     return;
   }
   res_ = {};
-  res_.version(11);
-  res_.result(static_cast<unsigned>(response.status));
-  res_.set(bhttp::field::content_type, response.content_type);
-  res_.set("X-Request-Id", req_.request_id);
-  res_.set("X-Content-Type-Options", "nosniff");
-  res_.set(bhttp::field::cache_control, "no-store");
-  for (auto& [k, v] : response.headers) res_.insert(k, v);
+  SetResponseHeader(res_, response, req_.request_id);
   res_.body() = std::move(response.body);
   res_.keep_alive(keep_alive);
   res_.prepare_payload();
@@ -1009,13 +1015,7 @@ void Connection::Send(Response response, bool keep_alive) {
 void Connection::SendStreamed(Response response, bool keep_alive) {
   stream_res_.emplace();
   auto& res = *stream_res_;
-  res.version(11);
-  res.result(static_cast<unsigned>(response.status));
-  res.set(bhttp::field::content_type, response.content_type);
-  res.set("X-Request-Id", req_.request_id);
-  res.set("X-Content-Type-Options", "nosniff");
-  res.set(bhttp::field::cache_control, "no-store");
-  for (auto& [k, v] : response.headers) res.insert(k, v);
+  SetResponseHeader(res, response, req_.request_id);
   res.keep_alive(keep_alive);
   if (response.content_length >= 0) {
     res.content_length(static_cast<uint64_t>(response.content_length));

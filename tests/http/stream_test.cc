@@ -45,24 +45,19 @@ uint64_t StreamBytes() {
   return (mib == 0 ? 256 : mib) << 20;
 }
 
-// Peak resident set since the last ResetPeakRss (VmHWM), in MiB.
+// /proc/self/status `field` ("VmHWM:", "VmRSS:") in MiB; VmHWM is the peak resident set since
+// the last ResetPeakRss.
 void ResetPeakRss() { std::ofstream("/proc/self/clear_refs") << "5"; }
-double PeakRssMib() {
+double StatusMib(const std::string& field) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("VmHWM:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+    if (line.rfind(field, 0) == 0) return std::strtod(line.c_str() + field.size(), nullptr) / 1024.0;
   }
   return -1;
 }
-double RssMib() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
-  }
-  return -1;
-}
+double PeakRssMib() { return StatusMib("VmHWM:"); }
+double RssMib() { return StatusMib("VmRSS:"); }
 
 // Deterministic synthetic content: byte i of a stream is a function of i, so any loss,
 // duplication or reordering changes the receiver's digest.
