@@ -1,10 +1,11 @@
 // `gpuwarden dataset ...` and `gpuwarden key ...`: the encrypted vault over
 // /api/v1/tenants/{tenant}/datasets and /keys (issue 5).
 //
-// Transfers keep memory constant whatever the size: `put` reads the file in 1 MiB pieces and
-// appends each to a resumable upload (the server's body limit is 1 MiB); `get` fetches ranges of
-// 16 verified chunks into OUT.part, checks size and SHA-256 at the end and only then renames it
-// to OUT (a failed or tampered download leaves no plaintext file behind). An interrupted `put`
+// Transfers keep memory constant whatever the size: `put` streams the file (from the offset the
+// server holds) as one PUT body into a resumable upload, through libcurl's read callback; `get`
+// streams the whole object (one GET) into OUT.part through the write callback, checks size and
+// SHA-256 at the end and only then renames it to OUT (a failed or tampered download leaves no
+// plaintext file behind). An interrupted `put`
 // is resumed by running the same command again: the upload id is remembered in
 // the CLI config dir (uploads/) keyed by server, tenant, name and file, and the server says which
 // offset it holds durably.
@@ -33,8 +34,7 @@ namespace {
 using common::Json;
 using common::StrCat;
 
-constexpr size_t kPiece = 1 << 20;        // upload body size (the server's body limit)
-constexpr uint64_t kChunksPerRange = 16;  // download range (16 x 64 KiB)
+constexpr size_t kPiece = 1 << 20;  // local read size while hashing a resumed upload's prefix
 
 std::string QueryEscape(std::string_view s) {
   static const char kHex[] = "0123456789ABCDEF";
@@ -121,13 +121,16 @@ class Transfer {
   }
   http::ClientResponse Do(const std::string& method, const std::string& path,
                           std::string_view body, const char* content_type) {
-    std::vector<std::pair<std::string, std::string>> headers = {
-        {"Authorization", "Bearer " + s_.token}};
-    if (!s_.otp.empty()) headers.emplace_back("X-Warden-OTP", s_.otp);
-    if (content_type != nullptr) headers.emplace_back("Content-Type", content_type);
-    auto r = client_->Do(method, path, body, headers);
+    auto r = client_->Do(method, path, body, Headers(content_type));
     if (!r.ok()) Fail(std::string(r.status().message()), 3);
     return std::move(*r);
+  }
+  // A streamed transfer; the error (source, sink or network) is returned, not fatal, so that
+  // the caller can clean up first.
+  absl::StatusOr<http::ClientResponse> Stream(const std::string& method, const std::string& path,
+                                              const http::StreamTransfer& transfer,
+                                              const char* content_type) {
+    return client_->Stream(method, path, transfer, Headers(content_type));
   }
   Json DoJson(const std::string& method, const std::string& path, const Json& body) {
     auto r = Do(method, path, body.is_null() ? "" : body.dump(),
@@ -136,6 +139,13 @@ class Transfer {
     auto j = common::ParseJsonStrict(r.body);
     if (!j.ok()) Fail("server sent a malformed reply");
     return *j;
+  }
+  std::vector<std::pair<std::string, std::string>> Headers(const char* content_type) const {
+    std::vector<std::pair<std::string, std::string>> headers = {
+        {"Authorization", "Bearer " + s_.token}};
+    if (!s_.otp.empty()) headers.emplace_back("X-Warden-OTP", s_.otp);
+    if (content_type != nullptr) headers.emplace_back("Content-Type", content_type);
+    return headers;
   }
   static std::string ErrorOf(const http::ClientResponse& r) {
     auto j = common::ParseJsonStrict(r.body);
@@ -222,17 +232,29 @@ void Put(const DatasetCommands& c, const Session& s) {
     hashed += want;
   }
   Progress bar(c.progress || ::isatty(STDERR_FILENO), size, offset);
-  while (offset < size) {
-    in.read(buf.data(), static_cast<std::streamsize>(kPiece));
-    auto n = static_cast<size_t>(in.gcount());
-    if (n == 0) Fail(StrCat(c.file, " changed while uploading"));
-    std::string_view piece(buf.data(), n);
-    sha.Update(piece);
-    auto r = t.Do("PUT", StrCat(prefix, "/uploads/", upload_id, "?offset=", offset), piece,
-                  "application/octet-stream");
-    if (r.status >= 400) Fail(Transfer::ErrorOf(r));
-    offset += n;
-    bar.Update(offset);
+  if (offset < size) {
+    // The rest of the file as one streamed body: curl pulls it from here as the server takes it.
+    uint64_t sent = offset;
+    http::StreamTransfer tr;
+    tr.size = static_cast<int64_t>(size - offset);
+    tr.source = [&](char* out, size_t n) -> absl::StatusOr<size_t> {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(n, size - sent));
+      if (want == 0) return size_t{0};
+      in.read(out, static_cast<std::streamsize>(want));
+      auto got = static_cast<size_t>(in.gcount());
+      if (got == 0) return absl::DataLossError(StrCat(c.file, " changed while uploading"));
+      sha.Update(std::string_view(out, got));
+      sent += got;
+      bar.Update(sent);
+      return got;
+    };
+    auto r = t.Stream("PUT", StrCat(prefix, "/uploads/", upload_id, "?offset=", offset), tr,
+                      "application/octet-stream");
+    if (!r.ok()) {
+      Fail(StrCat(r.status().message(), " (run the same command again to resume the upload)"), 3);
+    }
+    if (r->status >= 400) Fail(Transfer::ErrorOf(*r));
+    offset = sent;
   }
   bar.Update(offset, true);
   Json info = t.DoJson("POST", StrCat(prefix, "/uploads/", upload_id, "/commit"),
@@ -269,24 +291,25 @@ void Get(const DatasetCommands& c, const Session& s) {
   };
   Sha256 sha;
   uint64_t done = 0;
-  uint64_t chunk = 0;
   Progress bar(c.progress || ::isatty(STDERR_FILENO), size, 0);
-  // An empty object is one empty final chunk: one request, like any other.
-  do {
-    auto r = t.Do("GET",
-                  StrCat(prefix, "/content?name=", QueryEscape(c.name), "&version=", version,
-                         "&chunk=", chunk, "&count=", kChunksPerRange),
-                  "", nullptr);
-    if (r.status >= 400) fail(Transfer::ErrorOf(r));
-    if (r.body.empty() && size != 0) fail("server sent an empty range");
-    sha.Update(r.body);
-    out.write(r.body.data(), static_cast<std::streamsize>(r.body.size()));
-    if (!out) fail(StrCat("cannot write ", part));
-    done += r.body.size();
-    chunk += kChunksPerRange;
+  // The whole version as one streamed body, written to OUT.part as it arrives.
+  http::StreamTransfer tr;
+  tr.sink = [&](std::string_view piece) -> absl::Status {
+    if (done + piece.size() > size) {
+      return absl::DataLossError("server sent more bytes than the object holds");
+    }
+    sha.Update(piece);
+    out.write(piece.data(), static_cast<std::streamsize>(piece.size()));
+    if (!out) return absl::UnavailableError(StrCat("cannot write ", part));
+    done += piece.size();
     bar.Update(done);
-    if (done > size) fail("server sent more bytes than the object holds");
-  } while (done < size);
+    return absl::OkStatus();
+  };
+  auto r = t.Stream("GET",
+                    StrCat(prefix, "/content?name=", QueryEscape(c.name), "&version=", version),
+                    tr, nullptr);
+  if (!r.ok()) fail(StrCat("download failed: ", r.status().message()));
+  if (r->status >= 400) fail(Transfer::ErrorOf(*r));
   bar.Update(done, true);
   out.close();
   if (done != size || sha.Hex() != expect) {

@@ -2,6 +2,8 @@
 #include "http/client.h"
 
 #include <curl/curl.h>
+
+#include <algorithm>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -145,9 +147,67 @@ absl::StatusOr<std::unique_ptr<HttpsClient>> HttpsClient::Create(ClientOptions o
   return client;
 }
 
+namespace {
+
+// State of one streamed transfer, shared with curl's callbacks.
+struct StreamState {
+  CURL* curl = nullptr;
+  const StreamTransfer* transfer = nullptr;
+  ClientResponse* out = nullptr;
+  absl::Status error;  // first callback error: the transfer was aborted for it
+};
+
+constexpr size_t kMaxErrorBody = 1 << 20;
+
+size_t ReadStream(char* buf, size_t size, size_t nitems, void* userdata) {
+  auto* st = static_cast<StreamState*>(userdata);
+  absl::StatusOr<size_t> n = st->transfer->source(buf, size * nitems);
+  if (!n.ok()) {
+    st->error = n.status();
+    return CURL_READFUNC_ABORT;
+  }
+  return std::min(*n, size * nitems);
+}
+
+size_t WriteStream(char* ptr, size_t size, size_t nmemb, void* userdata) {
+  auto* st = static_cast<StreamState*>(userdata);
+  size_t n = size * nmemb;
+  long status = 0;
+  curl_easy_getinfo(st->curl, CURLINFO_RESPONSE_CODE, &status);
+  if (status >= 200 && status < 300 && st->transfer->sink) {
+    absl::Status s = st->transfer->sink(std::string_view(ptr, n));
+    if (!s.ok()) {
+      st->error = s;
+      return 0;  // aborts the transfer
+    }
+    return n;
+  }
+  if (st->out->body.size() + n > kMaxErrorBody) {
+    st->error = absl::ResourceExhaustedError("error response body over 1 MiB");
+    return 0;
+  }
+  st->out->body.append(ptr, n);
+  return n;
+}
+
+}  // namespace
+
 absl::StatusOr<ClientResponse> HttpsClient::Do(
     std::string_view method, std::string_view path, std::string_view body,
     const std::vector<std::pair<std::string, std::string>>& headers) {
+  return Perform(method, path, body, headers, nullptr);
+}
+
+absl::StatusOr<ClientResponse> HttpsClient::Stream(
+    std::string_view method, std::string_view path, const StreamTransfer& transfer,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  return Perform(method, path, {}, headers, &transfer);
+}
+
+absl::StatusOr<ClientResponse> HttpsClient::Perform(
+    std::string_view method, std::string_view path, std::string_view body,
+    const std::vector<std::pair<std::string, std::string>>& headers,
+    const StreamTransfer* transfer) {
   std::lock_guard lock(mu_);
   CURL* curl = static_cast<CURL*>(curl_);
   curl_easy_reset(curl);  // keeps the connection cache: keep-alive survives
@@ -180,7 +240,21 @@ absl::StatusOr<ClientResponse> HttpsClient::Do(
     curl_easy_setopt(curl, CURLOPT_SSLKEY_BLOB, &key);
     curl_easy_setopt(curl, CURLOPT_SSLKEYTYPE, "PEM");
   }
-  if (method == "GET" && body.empty()) {
+  StreamState stream{curl, transfer, &out, absl::OkStatus()};
+  if (transfer != nullptr) {
+    // Large transfers: no total deadline, but a stalled one is cut.
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 0L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
+                     static_cast<long>(std::max<int64_t>(1, absl::ToInt64Seconds(transfer->stall_timeout))));
+  }
+  if (transfer != nullptr && transfer->source) {
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);  // PUT unless overridden below
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, ReadStream);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &stream);
+    curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(transfer->size));
+    if (method != "PUT") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method_str.c_str());
+  } else if (method == "GET" && body.empty()) {
     curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
   } else if (method == "HEAD") {
     curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
@@ -203,12 +277,18 @@ absl::StatusOr<ClientResponse> HttpsClient::Do(
   }
   list.reset(raw);
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list.get());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  if (transfer != nullptr) {
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteStream);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &stream);
+  } else {
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &out.body);
+  }
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
   curl_easy_setopt(curl, CURLOPT_HEADERDATA, &out.headers);
 
   CURLcode rc = curl_easy_perform(curl);
+  if (!stream.error.ok()) return stream.error;
   if (rc != CURLE_OK) return CurlError(rc, errbuf, pinned, url);
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);

@@ -5,6 +5,8 @@
 // Only https:// URLs are accepted: credentials never travel in clear text.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -38,6 +40,21 @@ struct ClientResponse {
   std::string_view Header(std::string_view name) const;
 };
 
+// A transfer whose bodies do not fit in memory (dataset put/get): HttpsClient::Stream.
+struct StreamTransfer {
+  // Request body pulled from `source` (bytes written into buf, 0 at the end); `size` >= 0 is
+  // sent as Content-Length, -1 as chunked. An error from the source aborts the transfer and is
+  // what Stream returns. Empty: no request body.
+  std::function<absl::StatusOr<size_t>(char* buf, size_t n)> source;
+  int64_t size = -1;
+  // Response body of a 2xx response, handed over as it arrives; an error aborts the transfer
+  // and is what Stream returns. Other statuses collect their (error) body in ClientResponse::body
+  // (at most 1 MiB). Empty: every body goes to ClientResponse::body.
+  std::function<absl::Status(std::string_view piece)> sink;
+  // No total time limit: a transfer is cut only when fewer than 1 byte/s moved over this long.
+  absl::Duration stall_timeout = absl::Seconds(60);
+};
+
 class HttpsClient {
  public:
   // InvalidArgument for a base_url that is not https:// or a ca_pem without a certificate.
@@ -55,8 +72,17 @@ class HttpsClient {
       std::string_view method, std::string_view path, std::string_view body = {},
       const std::vector<std::pair<std::string, std::string>>& headers = {});
 
+  // Like Do, with bodies streamed through callbacks (constant memory whatever the size).
+  absl::StatusOr<ClientResponse> Stream(
+      std::string_view method, std::string_view path, const StreamTransfer& transfer,
+      const std::vector<std::pair<std::string, std::string>>& headers = {});
+
  private:
   explicit HttpsClient(ClientOptions options);
+  absl::StatusOr<ClientResponse> Perform(
+      std::string_view method, std::string_view path, std::string_view body,
+      const std::vector<std::pair<std::string, std::string>>& headers,
+      const StreamTransfer* transfer);
   ClientOptions options_;
   std::mutex mu_;
   void* curl_ = nullptr;  // CURL*, guarded by mu_

@@ -68,6 +68,7 @@ void Request::Reset() {
   body.clear();
   request_id.clear();
   peer_certificate_der.clear();
+  body_stream = nullptr;
   params.clear();
   route = "unmatched";
   context = nullptr;

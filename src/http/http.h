@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/json.h"
 
 namespace warden::http {
@@ -34,6 +36,32 @@ class Headers {
 
 bool EqualsIgnoreCase(std::string_view a, std::string_view b);
 
+// A streamed request body (ServerOptions::stream_body_limit chose streaming for the request):
+// the handler pulls it in pieces instead of finding it in Request::body. The server reads from
+// the socket only while a Read is waiting (backpressure: a handler that consumes slowly makes
+// the client wait, nothing is buffered beyond one socket read). Content-Length and chunked
+// transfer-encoding both arrive as plain bytes. Only valid during the handler call, which runs
+// on the blocking pool (never on an event loop: Read blocks).
+class BodyReader {
+ public:
+  virtual ~BodyReader() = default;
+  // Reads up to `n` (> 0) bytes into `buf`; 0 at the end of the body. Errors (the connection is
+  // closed after the response): InvalidArgument for a body over the route's limit (the client
+  // gets 413 whatever the handler answers) or malformed chunked framing; DeadlineExceeded when
+  // the client sent nothing for the request timeout; Unavailable when it closed the connection.
+  virtual absl::StatusOr<size_t> Read(char* buf, size_t n) = 0;
+  // Body bytes delivered so far.
+  virtual uint64_t bytes_read() const = 0;
+};
+
+// A streamed response body: called repeatedly (on the blocking pool, one call at a time) to fill
+// `buf` with up to `n` bytes; returns how many, 0 at the end. The next call comes only after the
+// previous piece was written to the socket, so a slow reader slows the producer instead of
+// growing buffers. A client that disconnects (or stalls past the request timeout) ends the
+// stream: the source is never called again and is destroyed. An error return cuts the
+// connection mid-body, so the client sees a truncated response, never a clean end.
+using BodySource = std::function<absl::StatusOr<size_t>(char* buf, size_t n)>;
+
 struct Request {
   std::string method;  // as sent, e.g. "GET"
   std::string target;  // raw request-target, e.g. "/api/v1/x%20y?limit=5"
@@ -48,6 +76,8 @@ struct Request {
   // DER of the client certificate verified in the TLS handshake (ServerOptions::client_ca_pem);
   // empty when the server asks for none. The caller still checks what the certificate says.
   std::string peer_certificate_der;
+  // Set instead of `body` when the request's body is streamed (ServerOptions::stream_body_limit).
+  BodyReader* body_stream = nullptr;
 
   // Filled by Router::Match: decoded path parameters in pattern order.
   std::vector<std::pair<std::string, std::string>> params;
@@ -73,6 +103,10 @@ struct Response {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra header fields
+  // Streamed body (then `body` is ignored): sent with Content-Length when `content_length` >= 0
+  // (the source must produce exactly that many bytes, or the connection is cut), else chunked.
+  BodySource body_source;
+  int64_t content_length = -1;
 
   // `json` serialised compactly with the given status.
   static Response Json(int status, const common::Json& json);

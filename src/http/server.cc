@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <unordered_map>
 #include <mutex>
@@ -138,9 +139,26 @@ absl::StatusOr<ListenAddress> ParseListen(std::string_view listen) {
   return out;
 }
 
+// Status line and the header fields every response carries (buffered or streamed).
+template <typename Message>
+void SetResponseHeader(Message& res, const Response& response, const std::string& request_id) {
+  res.version(11);
+  res.result(static_cast<unsigned>(response.status));
+  res.set(bhttp::field::content_type, response.content_type);
+  res.set("X-Request-Id", request_id);
+  res.set("X-Content-Type-Options", "nosniff");
+  res.set(bhttp::field::cache_control, "no-store");
+  for (const auto& [k, v] : response.headers) res.insert(k, v);
+}
+
 class ServerImpl;
 
-class Connection : public std::enable_shared_from_this<Connection> {
+// Size of one piece of a streamed response (one buffer per streaming connection).
+constexpr size_t kStreamPiece = 256 * 1024;
+// Read buffer capacity beyond the header limit (Beast reads up to 64 KiB at a time).
+constexpr size_t kReadBufferSlack = 128 * 1024;
+
+class Connection : public std::enable_shared_from_this<Connection>, public BodyReader {
  public:
   Connection(ServerImpl& server, tcp::socket socket, uint64_t id);
   ~Connection();
@@ -148,6 +166,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Called on the connection's strand by Stop(): close if idle, else finish the current request.
   void BeginShutdown();
   net::any_io_executor executor() { return stream_.get_executor(); }
+
+  // BodyReader (streamed request bodies): called by the handler on a blocking-pool thread.
+  absl::StatusOr<size_t> Read(char* buf, size_t n) override;
+  uint64_t bytes_read() const override { return stream_bytes_; }
 
  private:
   void OnFirstBytes(beast::error_code ec, size_t n);
@@ -158,6 +180,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void OnHeader(beast::error_code ec);
   void OnContinueWritten(beast::error_code ec);
   void OnBody(beast::error_code ec);
+  // The header of the request being read (whichever parser holds it).
+  bhttp::request_header<>& Header() {
+    return stream_parser_ ? stream_parser_->get().base() : parser_->get().base();
+  }
+  // Streamed request body: one socket read into the handler's buffer, on the loop.
+  void StartBodyRead(char* buf, size_t n);
+  void DeliverRead(beast::error_code ec, size_t got);
+  absl::Status BodyReadError(beast::error_code ec);
+  // Streamed response: header, then pieces produced on the blocking pool and written here.
+  void SendStreamed(Response response, bool keep_alive);
+  void ProducePiece(bool keep_alive);
+  void WritePiece(bool keep_alive, absl::StatusOr<size_t> piece);
+  void EndStream();
   void HandleRequest();
   // Observes the metrics and sends the response of the request in req_.
   void FinishRequest(Response response, bool keep_alive, std::string_view method);
@@ -174,6 +209,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::ssl_stream<beast::tcp_stream> stream_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  // Streamed request body (ServerOptions::stream_body_limit): parser_ is moved here after the
+  // header. The read state below is handed between the loop and the handler's thread under
+  // read_mu_; the rest is touched by one side at a time (the handler only runs while no other
+  // operation of this connection is pending).
+  std::optional<bhttp::request_parser<bhttp::buffer_body>> stream_parser_;
+  uint64_t stream_limit_ = 0;
+  uint64_t stream_bytes_ = 0;
+  bool stream_continue_ = false;  // a 100 Continue is owed before the first body read
+  bool stream_over_limit_ = false;
+  absl::Status stream_error_;
+  std::mutex read_mu_;
+  std::condition_variable read_cv_;
+  bool read_ready_ = false;
+  beast::error_code read_ec_;
+  size_t read_got_ = 0;
+  // Streamed response.
+  std::optional<bhttp::response<bhttp::buffer_body>> stream_res_;
+  std::optional<bhttp::response_serializer<bhttp::buffer_body>> stream_ser_;
+  BodySource source_;
+  std::unique_ptr<char[]> piece_;
+  int64_t stream_length_ = -1;
+  uint64_t stream_sent_ = 0;
   std::optional<bhttp::response<bhttp::empty_body>> continue_;
   bhttp::response<bhttp::string_body> res_;
   Request req_;
@@ -432,12 +489,25 @@ class ServerImpl final : public HttpsServer {
     it->second.first->Inc();
     it->second.second->Observe(seconds);
   }
+  bool streams() const { return static_cast<bool>(options_.stream_body_limit); }
+  uint64_t StreamBodyLimit(std::string_view method, std::string_view target) const {
+    return options_.stream_body_limit(method, target);
+  }
   bool RunsInline(const Request& req) const {
     return options_.runs_inline && options_.runs_inline(req);
   }
   template <typename F>
   void RunBlocking(F&& f) {
     net::post(*blocking_pool_, std::forward<F>(f));
+  }
+  absl::StatusOr<size_t> CallSource(const BodySource& source, char* buf, size_t n) {
+    try {
+      return source(buf, n);
+    } catch (const std::exception& e) {
+      return absl::InternalError(e.what());
+    } catch (...) {
+      return absl::InternalError("body source threw");
+    }
   }
   Response CallHandler(Request& req) {
     try {
@@ -530,7 +600,13 @@ class ServerImpl final : public HttpsServer {
 };
 
 Connection::Connection(ServerImpl& server, tcp::socket socket, uint64_t id)
-    : server_(server), id_(id), stream_(std::move(socket), server.ssl_ctx()) {
+    : server_(server),
+      id_(id),
+      stream_(std::move(socket), server.ssl_ctx()),
+      // Bounded: a header never needs more than the header limit, and body bytes are consumed as
+      // they are parsed; a chunk-size line or extension that never ends fills it and is refused
+      // (buffer_overflow, 400) instead of growing without end.
+      buffer_(server.limits().max_header_bytes + kReadBufferSlack) {
   beast::error_code ec;
   auto ep = Socket().remote_endpoint(ec);
   if (!ec) {
@@ -596,10 +672,23 @@ void Connection::OnHandshake(beast::error_code ec, size_t) {
 void Connection::ReadRequest(bool first) {
   req_.Reset();
   headers_done_ = false;
+  stream_parser_.reset();
+  stream_limit_ = 0;
+  stream_bytes_ = 0;
+  stream_continue_ = false;
+  stream_over_limit_ = false;
+  stream_error_ = absl::OkStatus();
   parser_.emplace();
   parser_->header_limit(static_cast<uint32_t>(
       std::min<size_t>(server_.limits().max_header_bytes, UINT32_MAX)));
-  parser_->body_limit(static_cast<uint64_t>(server_.limits().max_body_bytes));
+  // With per-route body modes the limit is only known once the header names the route: it is
+  // checked in OnHeader (Content-Length) and set on the parser there (chunked bodies).
+  // (Not boost::none: Boost 1.74 compares a Content-Length with an empty limit as "over".)
+  if (server_.streams()) {
+    parser_->body_limit(std::numeric_limits<uint64_t>::max());
+  } else {
+    parser_->body_limit(static_cast<uint64_t>(server_.limits().max_body_bytes));
+  }
   if (first || buffer_.size() > 0) {
     ReadHeader();
     return;
@@ -674,6 +763,29 @@ void Connection::OnHeader(beast::error_code ec) {
     HandleRequest();
     return;
   }
+  if (server_.streams()) {
+    const uint64_t stream_limit =
+        server_.StreamBodyLimit(std::string_view(msg.method_string().data(),
+                                                 msg.method_string().size()),
+                                std::string_view(msg.target().data(), msg.target().size()));
+    const uint64_t limit =
+        stream_limit > 0 ? stream_limit : static_cast<uint64_t>(server_.limits().max_body_bytes);
+    // Threat: a declared body over the limit is refused before any of it is read.
+    if (auto length = parser_->content_length(); length && *length > limit) {
+      SendError(413, absl::StatusCode::kInvalidArgument,
+                StrCat("request body exceeds ", limit, " bytes"), Reject::kBodySize);
+      return;
+    }
+    parser_->body_limit(limit);  // chunked bodies: counted while they are decoded
+    if (stream_limit > 0) {
+      stream_continue_ = beast::iequals(msg[bhttp::field::expect], "100-continue");
+      stream_parser_.emplace(std::move(*parser_));
+      parser_.reset();
+      stream_limit_ = stream_limit;
+      HandleRequest();  // the handler pulls the body (Read), on the blocking pool
+      return;
+    }
+  }
   if (beast::iequals(msg[bhttp::field::expect], "100-continue")) {
     continue_.emplace(bhttp::status::continue_, msg.version());
     bhttp::async_write(stream_, *continue_,
@@ -682,8 +794,6 @@ void Connection::OnHeader(beast::error_code ec) {
                        });
     return;
   }
-  // Streaming request bodies (large dataset uploads) will hook in here: instead of buffering
-  // into string_body, hand the parser to a route-chosen body sink. Not needed yet.
   bhttp::async_read(stream_, buffer_, *parser_,
                     [self = shared_from_this()](beast::error_code ec, size_t) {
                       self->OnBody(ec);
@@ -706,8 +816,101 @@ void Connection::OnBody(beast::error_code ec) {
   HandleRequest();
 }
 
+absl::StatusOr<size_t> Connection::Read(char* buf, size_t n) {
+  if (!stream_parser_) return absl::FailedPreconditionError("request body is not streamed");
+  if (n == 0) return size_t{0};
+  for (;;) {
+    if (!stream_error_.ok()) return stream_error_;
+    if (stream_parser_->is_done()) return size_t{0};
+    {
+      std::lock_guard lock(read_mu_);
+      read_ready_ = false;
+    }
+    net::post(executor(), [self = shared_from_this(), buf, n] { self->StartBodyRead(buf, n); });
+    beast::error_code ec;
+    size_t got = 0;
+    {
+      std::unique_lock lock(read_mu_);
+      read_cv_.wait(lock, [this] { return read_ready_; });
+      ec = read_ec_;
+      got = read_got_;
+    }
+    if (ec) {
+      stream_error_ = BodyReadError(ec);
+      return stream_error_;
+    }
+    stream_bytes_ += got;
+    if (got > 0) return got;
+    // Only framing was parsed (a chunk header): read on.
+  }
+}
+
+void Connection::StartBodyRead(char* buf, size_t n) {
+  auto& socket = beast::get_lowest_layer(stream_);
+  // Each read must make progress within the request timeout: a stalled client is cut, a slow
+  // but live one may take as long as its body needs (bounded by the route's size limit).
+  socket.expires_after(ToChrono(server_.limits().request_timeout));
+  if (stream_continue_) {
+    // The client waits for this before sending the body; it is sent only once the handler
+    // asks for the body, so a refused request (401, 403) never makes the client upload.
+    stream_continue_ = false;
+    continue_.emplace(bhttp::status::continue_, 11);
+    bhttp::async_write(stream_, *continue_,
+                       [self = shared_from_this(), buf, n](beast::error_code ec, size_t) {
+                         if (ec) {
+                           self->DeliverRead(ec, 0);
+                           return;
+                         }
+                         self->StartBodyRead(buf, n);
+                       });
+    return;
+  }
+  auto& body = stream_parser_->get().body();
+  body.data = buf;
+  body.size = n;
+  body.more = true;
+  bhttp::async_read_some(stream_, buffer_, *stream_parser_,
+                         [self = shared_from_this(), n](beast::error_code ec, size_t) {
+                           size_t got = n - self->stream_parser_->get().body().size;
+                           if (ec == bhttp::error::need_buffer) ec = {};
+                           self->DeliverRead(ec, got);
+                         });
+}
+
+void Connection::DeliverRead(beast::error_code ec, size_t got) {
+  {
+    std::lock_guard lock(read_mu_);
+    read_ec_ = ec;
+    read_got_ = got;
+    read_ready_ = true;
+  }
+  read_cv_.notify_one();
+}
+
+absl::Status Connection::BodyReadError(beast::error_code ec) {
+  if (ec == bhttp::error::body_limit) {
+    stream_over_limit_ = true;
+    return absl::InvalidArgumentError(StrCat("request body exceeds ", stream_limit_, " bytes"));
+  }
+  if (ec == beast::error::timeout) {
+    server_.CountReject(Reject::kRequestTimeout);
+    return absl::DeadlineExceededError(
+        StrCat("no request body bytes arrived for ",
+               absl::FormatDuration(server_.limits().request_timeout)));
+  }
+  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+      ec == net::error::eof || ec == net::error::connection_reset ||
+      ec == net::error::operation_aborted || ec == ssl::error::stream_truncated) {
+    return absl::UnavailableError("the client closed the connection before the end of the body");
+  }
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_target).category()) {
+    return absl::InvalidArgumentError(StrCat("malformed request body: ", ec.message()));
+  }
+  return absl::UnavailableError(StrCat("reading the request body: ", ec.message()));
+}
+
 void Connection::HandleRequest() {
-  auto& msg = parser_->get();
+  auto& msg = Header();
   req_.method.assign(msg.method_string().data(), msg.method_string().size());
   req_.remote_address = remote_;
   req_.peer_certificate_der = peer_der_;
@@ -717,8 +920,13 @@ void Connection::HandleRequest() {
   for (const auto& f : msg) {
     req_.headers.Add(std::string(f.name_string()), std::string(f.value()));
   }
-  req_.body = std::move(msg.body());
-  bool keep_alive = msg.keep_alive() && !closing_ && !server_.stopping();
+  if (stream_parser_) {
+    req_.body_stream = this;
+  } else {
+    req_.body = std::move(parser_->get().body());
+  }
+  bool keep_alive = (stream_parser_ ? stream_parser_->keep_alive() : parser_->keep_alive()) &&
+                    !closing_ && !server_.stopping();
   std::string_view method = MethodLabel(msg.method(), req_.method);
 
   absl::Status target_ok =
@@ -732,7 +940,7 @@ void Connection::HandleRequest() {
     FinishRequest(Response::Error(target_ok), keep_alive, method);
     return;
   }
-  if (server_.RunsInline(req_)) {
+  if (!stream_parser_ && server_.RunsInline(req_)) {
     FinishRequest(server_.CallHandler(req_), keep_alive, method);
     return;
   }
@@ -747,6 +955,18 @@ void Connection::HandleRequest() {
 }
 
 void Connection::FinishRequest(Response response, bool keep_alive, std::string_view method) {
+  if (stream_parser_) {
+    if (stream_over_limit_) {
+      // Whatever the handler made of its failed read, the client learns why.
+      server_.CountReject(Reject::kBodySize);
+      response = Response::Error(413, absl::StatusCode::kInvalidArgument,
+                                 StrCat("request body exceeds ", stream_limit_, " bytes"));
+    }
+    // A body the handler left unread (a refusal before reading, a failed read) would be taken
+    // for the next request: close instead.
+    if (!stream_error_.ok() || !stream_parser_->is_done()) keep_alive = false;
+    req_.body_stream = nullptr;
+  }
   double seconds = std::chrono::duration<double>(Clock::now() - request_start_).count();
   server_.Observe(req_.route, method, response.status, seconds);
   Send(std::move(response), keep_alive);
@@ -760,8 +980,8 @@ void Connection::SendError(int status, absl::StatusCode code, std::string_view m
     req_.remote_address = remote_;
     // A body over the limit is refused as soon as Content-Length is parsed, before the header
     // is complete: record what was read so far (request line, Authorization if it came first).
-    if (parser_) {
-      auto& msg = parser_->get();
+    if (parser_ || stream_parser_) {
+      auto& msg = Header();
       req_.method.assign(msg.method_string().data(), msg.method_string().size());
       req_.target.assign(msg.target().data(), msg.target().size());
       req_.path = req_.target.substr(0, req_.target.find('?'));
@@ -776,14 +996,12 @@ void Connection::SendError(int status, absl::StatusCode code, std::string_view m
 }
 
 void Connection::Send(Response response, bool keep_alive) {
+  if (response.body_source) {
+    SendStreamed(std::move(response), keep_alive);
+    return;
+  }
   res_ = {};
-  res_.version(11);
-  res_.result(static_cast<unsigned>(response.status));
-  res_.set(bhttp::field::content_type, response.content_type);
-  res_.set("X-Request-Id", req_.request_id);
-  res_.set("X-Content-Type-Options", "nosniff");
-  res_.set(bhttp::field::cache_control, "no-store");
-  for (auto& [k, v] : response.headers) res_.insert(k, v);
+  SetResponseHeader(res_, response, req_.request_id);
   res_.body() = std::move(response.body);
   res_.keep_alive(keep_alive);
   res_.prepare_payload();
@@ -792,6 +1010,93 @@ void Connection::Send(Response response, bool keep_alive) {
                      [self = shared_from_this(), keep_alive](beast::error_code ec, size_t n) {
                        self->OnWrite(keep_alive, ec, n);
                      });
+}
+
+void Connection::SendStreamed(Response response, bool keep_alive) {
+  stream_res_.emplace();
+  auto& res = *stream_res_;
+  SetResponseHeader(res, response, req_.request_id);
+  res.keep_alive(keep_alive);
+  if (response.content_length >= 0) {
+    res.content_length(static_cast<uint64_t>(response.content_length));
+  } else {
+    res.chunked(true);
+  }
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = true;
+  source_ = std::move(response.body_source);
+  stream_length_ = response.content_length;
+  stream_sent_ = 0;
+  piece_ = std::make_unique<char[]>(kStreamPiece);
+  stream_ser_.emplace(res);
+  beast::get_lowest_layer(stream_).expires_after(ToChrono(server_.limits().request_timeout));
+  bhttp::async_write_header(stream_, *stream_ser_,
+                            [self = shared_from_this(), keep_alive](beast::error_code ec, size_t) {
+                              if (ec) {
+                                self->EndStream();
+                                return;
+                              }
+                              self->ProducePiece(keep_alive);
+                            });
+}
+
+void Connection::ProducePiece(bool keep_alive) {
+  // The source may block (disk, decryption): never on the loop. One call at a time, and only
+  // after the previous piece was written: a slow reader slows the producer.
+  server_.RunBlocking([self = shared_from_this(), keep_alive] {
+    absl::StatusOr<size_t> piece =
+        self->server_.CallSource(self->source_, self->piece_.get(), kStreamPiece);
+    net::post(self->executor(), [self, keep_alive, piece = std::move(piece)]() mutable {
+      self->WritePiece(keep_alive, std::move(piece));
+    });
+  });
+}
+
+void Connection::WritePiece(bool keep_alive, absl::StatusOr<size_t> piece) {
+  const bool bad =
+      !piece.ok() || *piece > kStreamPiece ||
+      (stream_length_ >= 0 &&
+       (stream_sent_ + *piece > static_cast<uint64_t>(stream_length_) ||
+        (*piece == 0 && stream_sent_ != static_cast<uint64_t>(stream_length_))));
+  if (bad || server_.stopping()) {
+    // Cut mid-body (no final chunk, or short of Content-Length): the client cannot mistake the
+    // truncated body for a complete one.
+    EndStream();
+    beast::error_code ignored;
+    Socket().shutdown(tcp::socket::shutdown_both, ignored);
+    Socket().close(ignored);
+    return;
+  }
+  auto& body = stream_res_->body();
+  const bool last = *piece == 0;
+  body.data = last ? nullptr : piece_.get();
+  body.size = *piece;
+  body.more = !last;
+  stream_sent_ += *piece;
+  beast::get_lowest_layer(stream_).expires_after(ToChrono(server_.limits().request_timeout));
+  bhttp::async_write(stream_, *stream_ser_,
+                     [self = shared_from_this(), keep_alive, last](beast::error_code ec, size_t) {
+                       if (ec == bhttp::error::need_buffer) ec = {};
+                       if (ec) {
+                         // The client went away or stalled: the producer is never called again.
+                         self->EndStream();
+                         return;
+                       }
+                       if (last) {
+                         self->EndStream();
+                         self->OnWrite(keep_alive, ec, 0);
+                         return;
+                       }
+                       self->ProducePiece(keep_alive);
+                     });
+}
+
+void Connection::EndStream() {
+  stream_ser_.reset();
+  stream_res_.reset();
+  source_ = nullptr;
+  piece_.reset();
 }
 
 void Connection::OnWrite(bool keep_alive, beast::error_code ec, size_t) {

@@ -49,6 +49,14 @@ struct ServerOptions {
   // a separate pool of `blocking_threads` threads and the response is sent from the loop after.
   std::function<bool(const Request& req)> runs_inline;
   int blocking_threads = 2;
+  // Per-route body mode, asked once a request's header is complete and it has a body: 0 =
+  // buffered into Request::body under limits.max_body_bytes (413 above it); N > 0 = streamed
+  // through Request::body_stream, up to N bytes (413 from Content-Length before any body byte is
+  // read, or when a chunked body passes N). Streamed requests always run on the blocking pool.
+  // Each body read, like each write of a streamed response, must make progress within
+  // limits.request_timeout (a stall cuts the connection); the total time is bounded by the size
+  // limit, not by the request timeout. `target` is the raw request-target. Empty: all buffered.
+  std::function<uint64_t(std::string_view method, std::string_view target)> stream_body_limit;
 };
 
 // Built-in metrics (all in ServerOptions::metrics):

@@ -221,7 +221,7 @@ const std::vector<RouteSpec>& ApiService::Routes() {
       {"GET", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create", Scope::kTenant,
        "data:upload-status", &ApiService::GetUpload},
       {"PUT", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create", Scope::kTenant,
-       "data:upload", &ApiService::AppendUpload},
+       "data:upload", &ApiService::AppendUpload, 200, 0, kMaxStreamedUploadBytes},
       {"POST", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}/commit", "data:create",
        Scope::kTenant, "data:upload-commit", &ApiService::CommitUpload, 201},
       {"DELETE", "/api/v1/tenants/{tenant}/datasets/uploads/{upload}", "data:create",
@@ -459,7 +459,11 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
   std::string reason;
   if (result.ok()) {
     resp.status = route.ok_status;
-    if (c.raw_body) {
+    if (c.body_source) {
+      resp.body_source = std::move(c.body_source);
+      resp.content_length = c.content_length;
+      resp.content_type = c.content_type;
+    } else if (c.raw_body) {
       resp.body = std::move(*c.raw_body);
       resp.content_type = c.content_type;
     } else {
@@ -480,6 +484,7 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
     resp.status = 503;
     resp.body = http::Response::Error(s).body;
     resp.content_type = "application/json";
+    resp.body_source = nullptr;
   }
   return resp;
 }

@@ -24,6 +24,7 @@
 #include "common/config.h"
 #include "common/json.h"
 #include "common/rng.h"
+#include "http/http.h"
 #include "rbac/rbac.h"
 #include "store/store.h"
 
@@ -47,6 +48,8 @@ struct ApiRequest {
   std::map<std::string, std::string> query;
   std::string raw_query;  // the query string as sent (OIDC callbacks check it whole)
   std::string cookie;     // the Cookie header, as sent (only the SSO login binding reads it)
+  // Routes with RouteSpec::stream_body_max: the body, pulled in pieces (`body` stays empty).
+  http::BodyReader* body_stream = nullptr;
 };
 
 struct ApiResponse {
@@ -54,6 +57,8 @@ struct ApiResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra fields (Location, Set-Cookie)
+  http::BodySource body_source;  // streamed body (then `body` is unused); see http::Response
+  int64_t content_length = -1;
 };
 
 class ApiService;
@@ -78,6 +83,8 @@ inline constexpr unsigned kRouteMfaExempt = 2;
 // later dataset downloads): its audit event is durable (fdatasync) before the response, like a
 // mutation's. Other GETs are audited without waiting for the disk unless audit.durable_reads.
 inline constexpr unsigned kRouteDurableRead = 4;
+// The most one streamed dataset upload request (PUT .../uploads/{upload}) may carry: 1 TiB.
+inline constexpr uint64_t kMaxStreamedUploadBytes = uint64_t{1} << 40;
 
 struct RouteSpec {
   const char* method;
@@ -89,6 +96,9 @@ struct RouteSpec {
   absl::StatusOr<common::Json> (ApiService::*handler)(struct Call&);
   int ok_status = 200;
   unsigned flags = 0;  // kRouteStepUp, kRouteMfaExempt, kRouteDurableRead
+  // > 0: the request body is streamed to the handler (ApiRequest::body_stream) up to this many
+  // bytes instead of being buffered under http.max_body_bytes (dataset uploads).
+  uint64_t stream_body_max = 0;
 };
 
 // Everything a handler knows about the call in progress.
@@ -106,6 +116,9 @@ struct Call {
   std::string actor_name;
   std::optional<std::string> raw_body;
   std::string content_type;
+  // A streamed response body (dataset downloads), produced after the audit event is recorded.
+  http::BodySource body_source;
+  int64_t content_length = -1;
   std::vector<std::pair<std::string, std::string>> response_headers;  // sent whatever the outcome
   // Data access (vault_routes.cc): bytes read or written, and the data policy decision(s)
   // (document and statement), recorded in the audit event.

@@ -186,6 +186,11 @@ class ServerImpl final : public Server {
       return api_->AuditsWithoutWaiting(req.method, route ? route->payload : nullptr);
     };
     hopts.blocking_threads = 64;
+    // Routes with RouteSpec::stream_body_max get their body streamed (dataset uploads).
+    hopts.stream_body_limit = [this](std::string_view method, std::string_view target) {
+      const auto* route = router_.Find(method, target.substr(0, target.find('?')));
+      return route != nullptr ? route->payload->stream_body_max : uint64_t{0};
+    };
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
     hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {
       ApiRequest areq;
@@ -304,6 +309,7 @@ class ServerImpl final : public Server {
       areq.raw_query = req.target.substr(q + 1);
     }
     areq.cookie = std::string(req.headers.Get("Cookie"));
+    areq.body_stream = req.body_stream;
     for (auto& [k, v] : req.params) areq.params.emplace(k, v);
     ApiResponse r;
     if (route == nullptr) {
@@ -323,6 +329,8 @@ class ServerImpl final : public Server {
     out.headers = std::move(r.headers);
     out.content_type = std::move(r.content_type);
     out.body = std::move(r.body);
+    out.body_source = std::move(r.body_source);
+    out.content_length = r.content_length;
     return out;
   }
 

@@ -7,10 +7,13 @@
 // router refuses '/' inside a segment, and the vault validates every name (no traversal; names
 // never become file paths, see src/vault/README.md).
 //
-// Bodies stay within the HTTP layer's 1 MiB limit: an upload is a sequence of appends at
-// increasing offsets (resumable: GET the upload for the offset to resume from), a download a
-// sequence of chunk ranges (at most 16 chunks of 64 KiB per request). Memory stays bounded on
-// both sides whatever the object's size.
+// Bodies are streamed (src/http, RouteSpec::stream_body_max): an upload is one PUT of the whole
+// content at an offset, appended to the vault in 4 MiB pieces as it arrives; an interrupted one
+// resumes with a PUT from the durable offset (GET the upload). A download is one GET streaming
+// every verified chunk, the whole-object SHA-256 checked before its last piece goes out. The
+// older bounded forms still work: PUT with a body under 1 MiB is the same append, and GET with
+// `chunk`/`count` returns a range of at most 16 chunks. Memory stays bounded on both sides
+// whatever the object's size.
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,10 +27,12 @@
 #include <fstream>
 
 #include "absl/strings/numbers.h"
+#include "common/encoding.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "server/api_service.h"
 #include "server/vault_routes.h"
+#include "vault/crypto.h"
 
 namespace warden::server {
 namespace {
@@ -36,6 +41,9 @@ using common::Json;
 using common::StrCat;
 
 constexpr uint64_t kMaxChunksPerRead = 16;
+// Streamed uploads are appended to the vault in pieces of this size (each append makes its whole
+// chunks durable: larger pieces mean fewer syncs, at this much memory per upload).
+constexpr size_t kUploadPiece = 4 << 20;
 
 absl::StatusOr<VaultService*> VaultOf(VaultService* v) {
   if (v == nullptr) return absl::UnavailableError("the vault is not running on this server");
@@ -326,13 +334,17 @@ absl::StatusOr<Json> ApiService::DeleteDataset(Call& c) {
   return Json{{"deleted", name}, {"object_id", o.object_id}};
 }
 
-// Download: a range of whole, verified chunks as application/octet-stream. A download takes the
+static absl::StatusOr<Json> StreamDataset(Call& c, VaultService& v, const vault::ObjectInfo& o);
+
+// Download: without `chunk`/`count` the whole object, streamed (StreamDataset); with them a range
+// of whole, verified chunks as application/octet-stream. A download takes the
 // plaintext out of the tenant, so it needs data:read (route) and the data policies' `read` AND
 // `copy` (explicit allow; copy also needs step-up). The event records the bytes sent.
 absl::StatusOr<Json> ApiService::ReadDataset(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(VaultService * v, VaultOf(options_.vault));
   WARDEN_ASSIGN_OR_RETURN(std::string name, RequiredQuery(c, "name"));
   WARDEN_ASSIGN_OR_RETURN(uint64_t version, QueryNumber(c, "version", 0));
+  const bool ranged = c.req.query.count("chunk") > 0 || c.req.query.count("count") > 0;
   WARDEN_ASSIGN_OR_RETURN(uint64_t first, QueryNumber(c, "chunk", 0));
   WARDEN_ASSIGN_OR_RETURN(uint64_t count, QueryNumber(c, "count", kMaxChunksPerRead));
   if (count == 0 || count > kMaxChunksPerRead) {
@@ -342,6 +354,7 @@ absl::StatusOr<Json> ApiService::ReadDataset(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(vault::ObjectInfo o, v->objects().Stat(c.tenant_id, name, version));
   WARDEN_RETURN_IF_ERROR(AuthorizeData(c, vault::DataAction::kRead, name, o.object_id));
   WARDEN_RETURN_IF_ERROR(AuthorizeData(c, vault::DataAction::kCopy, name, o.object_id));
+  if (!ranged) return StreamDataset(c, *v, o);
   std::string out;
   WARDEN_RETURN_IF_ERROR(v->objects()
                              .ReadChunks(c.tenant_id, name, o.version, first, count,
@@ -353,6 +366,63 @@ absl::StatusOr<Json> ApiService::ReadDataset(Call& c) {
   c.bytes = static_cast<int64_t>(out.size());
   c.raw_body = std::move(out);
   c.content_type = "application/octet-stream";
+  return Json();
+}
+
+// The whole object as one streamed response (Content-Length = its size). Runs after the data
+// decision; Handle records the audit event (durably: kRouteDurableRead) before the server asks
+// the source for its first byte. The event's bytes are the object's size; a transfer cut short
+// (client gone, integrity failure) is visible to the client as a truncated body.
+static absl::StatusOr<Json> StreamDataset(Call& c, VaultService& v, const vault::ObjectInfo& o) {
+  struct State {
+    std::string pending;  // verified plaintext of the last chunk range, not yet sent
+    size_t pos = 0;
+    uint64_t next_chunk = 0;
+    uint64_t decrypted = 0;
+    bool finished = false;
+    vault::internal::Sha256Stream sha;
+  };
+  auto state = std::make_shared<State>();
+  c.body_source = [state, store = &v.objects(), tenant = c.tenant_id, name = o.name,
+                   version = o.version, size = o.size,
+                   sha_hex = o.sha256_hex](char* buf, size_t n) -> absl::StatusOr<size_t> {
+    State& st = *state;
+    while (st.pos == st.pending.size()) {
+      if (st.finished) return size_t{0};
+      st.pending.clear();
+      st.pos = 0;
+      WARDEN_RETURN_IF_ERROR(store
+                                 ->ReadChunks(tenant, name, version, st.next_chunk,
+                                              kMaxChunksPerRead,
+                                              [&](std::string_view chunk) {
+                                                st.pending.append(chunk);
+                                                return absl::OkStatus();
+                                              })
+                                 .status());
+      st.next_chunk += kMaxChunksPerRead;
+      st.decrypted += st.pending.size();
+      st.sha.Update(st.pending);
+      if (st.decrypted > size || (st.pending.empty() && st.decrypted < size)) {
+        return absl::DataLossError("dataset content does not match its recorded size");
+      }
+      if (st.decrypted == size) {
+        st.finished = true;
+        // End to end: the last piece goes out only if the whole plaintext hashes as recorded.
+        if (common::HexEncode(st.sha.Finish()) != sha_hex) {
+          return absl::DataLossError("dataset content does not match its recorded SHA-256");
+        }
+      }
+    }
+    size_t take = std::min(n, st.pending.size() - st.pos);
+    std::memcpy(buf, st.pending.data() + st.pos, take);
+    st.pos += take;
+    if (st.pos == st.pending.size() && st.pending.capacity() > (2u << 20)) st.pending.shrink_to_fit();
+    return take;
+  };
+  c.content_length = static_cast<int64_t>(o.size);
+  c.content_type = "application/octet-stream";
+  c.response_headers.emplace_back("X-Warden-Sha256", o.sha256_hex);
+  c.bytes = static_cast<int64_t>(o.size);
   return Json();
 }
 
@@ -415,9 +485,47 @@ absl::StatusOr<Json> ApiService::AppendUpload(Call& c) {
   // Uploads are found under the caller's tenant only: another tenant's upload id is NotFound.
   WARDEN_ASSIGN_OR_RETURN(vault::UploadState st, v->objects().UploadStatus(c.tenant_id, id));
   WARDEN_RETURN_IF_ERROR(AuthorizeData(c, vault::DataAction::kWrite, st.name, st.object_id));
-  WARDEN_ASSIGN_OR_RETURN(vault::UploadState u,
-                          v->objects().AppendUpload(c.tenant_id, id, offset, c.req.body));
-  c.bytes = static_cast<int64_t>(c.req.body.size());
+  if (c.req.body_stream == nullptr) {
+    WARDEN_ASSIGN_OR_RETURN(vault::UploadState u,
+                            v->objects().AppendUpload(c.tenant_id, id, offset, c.req.body));
+    c.bytes = static_cast<int64_t>(c.req.body.size());
+    return UploadJson(u);
+  }
+  // Streamed: the body is appended piece by piece as it arrives (the server reads no faster
+  // than the vault writes). Every whole chunk appended is durable, so a cut stream resumes from
+  // UploadStatus's `durable` offset with a new PUT.
+  if (offset != st.received) {
+    return absl::FailedPreconditionError(
+        StrCat("upload ", id, " expects offset ", st.received, ", not ", offset));
+  }
+  std::string piece(kUploadPiece, '\0');
+  vault::UploadState u = st;
+  for (;;) {
+    size_t filled = 0;
+    bool end = false;
+    while (filled < piece.size()) {
+      absl::StatusOr<size_t> n = c.req.body_stream->Read(piece.data() + filled, piece.size() - filled);
+      if (!n.ok()) {
+        // What arrived before the cut is kept (durable up to its last whole chunk).
+        if (filled > 0) (void)v->objects().AppendUpload(c.tenant_id, id, offset,
+                                                       std::string_view(piece.data(), filled));
+        c.bytes = static_cast<int64_t>(offset + filled - st.received);
+        return n.status();
+      }
+      if (*n == 0) {
+        end = true;
+        break;
+      }
+      filled += *n;
+    }
+    if (filled > 0) {
+      WARDEN_ASSIGN_OR_RETURN(u, v->objects().AppendUpload(c.tenant_id, id, offset,
+                                                           std::string_view(piece.data(), filled)));
+      offset += filled;
+    }
+    if (end) break;
+  }
+  c.bytes = static_cast<int64_t>(offset - st.received);
   return UploadJson(u);
 }
 

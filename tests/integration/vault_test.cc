@@ -29,6 +29,20 @@ std::string Sha256OfFile(const std::string& path) {
   return r.out.substr(0, 64);
 }
 
+std::vector<Json> ReadAuditEvents(const std::string& server_dir) {
+  std::vector<Json> out;
+  for (const auto& f : std::filesystem::directory_iterator(server_dir + "/data/audit")) {
+    if (f.path().extension() != ".jsonl") continue;
+    std::ifstream in(f.path());
+    std::string line;
+    while (std::getline(in, line)) {
+      auto j = Json::parse(line, nullptr, false);
+      if (!j.is_discarded()) out.push_back(j.contains("event") ? j["event"] : j);
+    }
+  }
+  return out;
+}
+
 class VaultTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
@@ -67,19 +81,7 @@ class VaultTest : public ::testing::TestWithParam<std::string> {
     ASSERT_EQ(r.code, 0) << r.err << r.out;
   }
 
-  std::vector<Json> AuditEvents() {
-    std::vector<Json> out;
-    for (const auto& f : std::filesystem::directory_iterator(server_.dir() + "/data/audit")) {
-      if (f.path().extension() != ".jsonl") continue;
-      std::ifstream in(f.path());
-      std::string line;
-      while (std::getline(in, line)) {
-        auto j = Json::parse(line, nullptr, false);
-        if (!j.is_discarded()) out.push_back(j.contains("event") ? j["event"] : j);
-      }
-    }
-    return out;
-  }
+  std::vector<Json> AuditEvents() { return ReadAuditEvents(server_.dir()); }
 
   WardenServer server_;
   std::string dir_;
@@ -388,6 +390,21 @@ void RoundTrip(WardenServer& server, const std::string& dir, uint64_t mib) {
   EXPECT_LT(rss_after, 256 * 1024);
   EXPECT_LT(put_kib, 64 * 1024);
   EXPECT_LT(get_kib, 64 * 1024);
+  // Through the streaming routes: one upload request and one download request carried it all.
+  int uploads = 0, downloads = 0;
+  for (const Json& e : ReadAuditEvents(server.dir())) {
+    const std::string action = e.value("action", "");
+    if (action == "data:upload") {
+      ++uploads;
+      EXPECT_EQ(e.value("bytes", uint64_t{0}), mib << 20);
+    }
+    if (action == "data:download") {
+      ++downloads;
+      EXPECT_EQ(e.value("bytes", uint64_t{0}), mib << 20);
+    }
+  }
+  EXPECT_EQ(uploads, 1);
+  EXPECT_EQ(downloads, 1);
 }
 
 TEST_P(VaultTest, LargeRoundTripHasBoundedMemory) {
