@@ -96,6 +96,9 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--gpu-model", st->gpu_model, "GPU model, e.g. H100-80GB");
   c.submit->add_option("--image", st->image, "image (default and only one so far: host)");
   c.submit->add_option("--env", st->env, "KEY=VALUE for the job's environment (repeatable)");
+  c.submit->add_option("--dataset", st->datasets,
+                       "NAME:PATH mounts your tenant's vault dataset NAME read-only at PATH "
+                       "(repeatable)");
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
   c.ls->add_option("--state", st->state, "only jobs in this state: queued, placed, running, done, failed, cancelled");
@@ -163,6 +166,15 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
         env[kv.substr(0, eq)] = kv.substr(eq + 1);
       }
       if (!env.empty()) body["env"] = env;
+      Json datasets = Json::array();
+      for (const auto& spec : s.datasets) {
+        size_t colon = spec.rfind(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
+          ctx.fail(StrCat("--dataset \"", spec, "\": expected NAME:PATH"), 2);
+        }
+        datasets.push_back(Json{{"name", spec.substr(0, colon)}, {"path", spec.substr(colon + 1)}});
+      }
+      if (!datasets.empty()) body["datasets"] = datasets;
     }
     Json j = ctx.request("POST", base, body);
     if (json) {

@@ -9,6 +9,7 @@
 #include "audit/audit.h"
 #include "cluster/cluster.h"
 #include "http/router.h"
+#include "server/job_datasets.h"
 #include "server/job_service.h"
 
 namespace warden::server {
@@ -27,18 +28,22 @@ class AgentApi {
   // The job path (job_service.h): heartbeats then carry job reports and assignments, and the
   // log route is served. Null: heartbeats carry no jobs, the log route answers 503.
   void SetJobService(JobService* jobs) { jobs_ = jobs; }
+  // Vault datasets of jobs (job_datasets.h). Unset: the dataset route answers 503.
+  void SetDatasetReader(AgentDatasetReader reader) { datasets_ = std::move(reader); }
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
   http::Response Renew(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobLogs(http::Request& req, const cluster::AgentPeer& peer);  // agent_jobs.cc
+  http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs
+  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 job dataset
   JobService* jobs_ = nullptr;
+  AgentDatasetReader datasets_;
 };
 
 }  // namespace warden::server
