@@ -98,7 +98,8 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--env", st->env, "KEY=VALUE for the job's environment (repeatable)");
   c.submit->add_option("--dataset", st->datasets,
                        "NAME:PATH mounts your tenant's vault dataset NAME read-only at PATH "
-                       "(repeatable)");
+                       "(repeatable)")
+      ->allow_extra_args(false);
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
   c.ls->add_option("--state", st->state, "only jobs in this state: queued, placed, running, done, failed, cancelled");

@@ -156,9 +156,11 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
     std::string cmd = "curl -sS --max-time 10 --cacert " + ShellQuote(server_.dir() + "/data/pki/ca.crt") +
                       " --cert " + ShellQuote(a + "/node.crt") + " --key " + ShellQuote(a + "/node.key") +
                       " -o " + ShellQuote(server_.dir() + "/fetched.bin") +
-                      " -w '%{http_code}' -X POST https://127.0.0.1:" + std::to_string(agent_port_) +
-                      "/agent/v1/nodes/" + NodeId(path_node) + "/jobs/" + job + "/datasets/" +
-                      std::to_string(index) + "?chunk=0&count=1";
+                      " -w '%{http_code}' -X POST " +
+                      ShellQuote("https://127.0.0.1:" + std::to_string(agent_port_) +
+                                 "/agent/v1/nodes/" + NodeId(path_node) + "/jobs/" + job +
+                                 "/datasets/" + std::to_string(index) + "?chunk=0&count=1");
+    std::filesystem::remove(server_.dir() + "/fetched.bin");
     RunResult r = RunShell(cmd);
     RunResult out;
     out.code = std::atoi(r.out.c_str());
