@@ -8,6 +8,7 @@
 // - A long-lived stolen certificate: certificates last 24 h by default and are renewed (with a
 //   fresh key) at two thirds of their life.
 #include "agent/agent.h"
+#include "agent/dataset_stager.h"
 #include "agent/gpu_handoff.h"
 
 #include <fcntl.h>
@@ -458,6 +459,28 @@ class Session {
     return absl::OkStatus();
   }
 
+  // A range of one of a job's datasets from the server (dataset_stager.h DatasetFetcher).
+ public:
+  absl::StatusOr<std::string> FetchDataset(const std::string& job, uint64_t index,
+                                           uint64_t first_chunk, uint64_t count) {
+    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    auto resp = client_->Do("POST",
+                            StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job, "/datasets/",
+                                   index, "?chunk=", first_chunk, "&count=", count),
+                            "", {{"Content-Type", "application/octet-stream"}});
+    if (!resp.ok()) {
+      client_.reset();
+      return resp.status();
+    }
+    if (resp->status == 200) return std::move(resp->body);
+    std::string text = ErrorText(*resp);
+    if (text.find("integrity") != std::string::npos) return absl::DataLossError(text);
+    if (resp->status == 403) return absl::PermissionDeniedError(text);
+    if (resp->status == 404) return absl::NotFoundError(text);
+    return absl::UnavailableError(text);
+  }
+
+ private:
   // One chunk of a job's output to the server (job_runner.h).
   absl::StatusOr<int64_t> ShipLog(const std::string& job, const std::string& stream,
                                   int64_t offset, std::string_view data) {
@@ -667,12 +690,32 @@ static int RunAgentMain(int argc, char** argv) {
     handoff = std::move(*created);
     runner.SetHandoff(handoff.get());
   }
+  // Issue 7: vault datasets, staged into a per-job tmpfs under the agent's data dir.
+  std::unique_ptr<DatasetStager> stager;
+  if (executor != nullptr) {
+    DatasetStagerOptions sopts;
+    sopts.dir = data_dir + "/datasets";
+    if (const char* m = std::getenv("GPUWARDEN_DATASET_NO_MOUNT"); m != nullptr && std::string(m) == "1") {
+      sopts.try_mount = false;  // tests of the /dev/shm fallback
+    }
+    auto created = DatasetStager::Create(sopts);
+    if (!created.ok()) {
+      std::cerr << "gpuwarden agent: datasets: " << created.status().message() << "\n";
+      return 1;
+    }
+    stager = std::move(*created);
+    runner.SetDatasetStager(stager.get());
+  }
   if (absl::Status s = runner.Recover(); !s.ok()) {
     std::cerr << "gpuwarden agent: recovering jobs: " << s.message() << "\n";
     return 1;
   }
   if (runner.size() > 0) Log(StrCat("re-attached to ", runner.size(), " job(s) from before the restart"));
   Session session(paths, std::move(state), std::move(*backend), backend_name, &runner);
+  runner.SetDatasetFetcher([&session](const std::string& job, uint64_t index, uint64_t first,
+                                      uint64_t count) {
+    return session.FetchDataset(job, index, first, count);
+  });
   if (handoff != nullptr) {
     session.handoff_ = std::move(handoff);
     session.handoff_->Start();

@@ -60,6 +60,13 @@ absl::Status JobRunner::Recover() {
     jobs_.emplace(id, std::move(l));
   }
   changed_ = !jobs_.empty();
+  if (stager_ != nullptr) {
+    // Staged data of jobs that are gone (the agent died between their end and the wipe) goes
+    // now; re-attached jobs keep theirs until they end.
+    std::set<std::string> keep;
+    for (const auto& [id, job] : jobs_) keep.insert(id);
+    if (absl::Status s = stager_->WipeAllExcept(keep); !s.ok()) return s;
+  }
   return absl::OkStatus();
 }
 
@@ -101,7 +108,10 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
         changed_ = true;
       }
     }
-    if (job.ended) ReleaseGpus(job);
+    if (job.ended) {
+      ReleaseGpus(job);
+      WipeDatasets(id);
+    }
     if (!job.ended) {
       for (const auto& u : job.spec.gpu_uuids) held.insert(u);
     }
@@ -162,9 +172,35 @@ void JobRunner::TryStart(Local& job) {
     }
     job.gpus_held = true;
   }
+  if (job.bad_datasets) {
+    job.ended = true;
+    job.status = {ExecState::kFailedToStart, 127, "the assignment's datasets are malformed"};
+    changed_ = true;
+    return;
+  }
+  if (!job.datasets.empty()) {
+    absl::Status s;
+    if (stager_ == nullptr || !fetch_) {
+      s = absl::FailedPreconditionError("this agent cannot mount datasets");
+    } else {
+      auto staged = stager_->Stage(job.spec.job_id, job.datasets, fetch_);
+      if (staged.ok()) {
+        job.spec.datasets = std::move(*staged);
+      } else {
+        s = staged.status();
+      }
+    }
+    if (!s.ok()) {
+      job.ended = true;
+      job.status = {ExecState::kFailedToStart, 127, StrCat("staging its datasets failed: ", s.message())};
+      changed_ = true;
+      return;
+    }
+  }
   if (absl::Status s = executor_->Start(job.spec); !s.ok()) {
     job.ended = true;
     job.status = {ExecState::kFailedToStart, 127, std::string(s.message())};
+    WipeDatasets(job.spec.job_id);
   } else {
     job.started = true;
   }
@@ -177,8 +213,14 @@ void JobRunner::ReleaseGpus(Local& job) {
   (void)handoff_->Release(job.spec.gpu_uuids);  // an error leaves the device quarantined
 }
 
+void JobRunner::WipeDatasets(const std::string& id) {
+  if (stager_ == nullptr) return;
+  (void)stager_->Wipe(id);  // idempotent; a failure is retried at the next end or restart
+}
+
 void JobRunner::Apply(const Json& assignments) {
   for (const std::string& id : final_in_flight_) {
+    WipeDatasets(id);
     if (executor_ != nullptr && jobs_[id].started) (void)executor_->Forget(id);
     jobs_.erase(id);
     changed_ = true;
@@ -245,6 +287,22 @@ void JobRunner::Apply(const Json& assignments) {
           absl::ParseDuration(run["time_limit"].get<std::string>(), &wall) && wall > absl::ZeroDuration()) {
         l.spec.wall_time = wall;
       }
+      const Json ds = run.value("datasets", Json::array());
+      if (!ds.is_array()) l.bad_datasets = true;
+      for (size_t i = 0; ds.is_array() && i < ds.size(); ++i) {
+        const Json& d = ds[i];
+        if (!d.is_object() || !d.contains("name") || !d["name"].is_string() ||
+            !d.contains("path") || !d["path"].is_string() || !d.contains("sha256") ||
+            !d["sha256"].is_string() || !d.contains("size") || !d["size"].is_number_unsigned()) {
+          l.bad_datasets = true;
+          break;
+        }
+        l.datasets.push_back(DatasetToStage{i, d["name"].get<std::string>(),
+                                            d["path"].get<std::string>(),
+                                            d.contains("write") && (!d["write"].is_boolean() ||
+                                                                    d["write"].get<bool>()),
+                                            d["size"].get<uint64_t>(), d["sha256"].get<std::string>()});
+      }
       l.waiting = true;
       l.wait_until = absl::Now() + kHandoffWait;
       TryStart(l);
@@ -280,6 +338,7 @@ void JobRunner::Apply(const Json& assignments) {
     }
     if (job.ended || !job.started) {
       ReleaseGpus(job);
+      WipeDatasets(it->first);
       if (executor_ != nullptr && job.started) (void)executor_->Forget(it->first);
       it = jobs_.erase(it);
       continue;

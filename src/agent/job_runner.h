@@ -20,6 +20,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "agent/dataset_stager.h"
 #include "agent/executor.h"
 #include "common/json.h"
 #include "gpu/gpu.h"
@@ -41,6 +42,12 @@ class JobRunner {
 
   // The verified GPU handoff; call before Recover. Not owned; may be null.
   void SetHandoff(GpuHandoffService* handoff) { handoff_ = handoff; }
+  // Vault datasets (issue 7): staged into memory-backed storage before a job starts (a failure
+  // ends it failed_to_start with the reason) and wiped when it ends, whatever the ending. Set
+  // the stager before Recover (it wipes what no re-attached job holds); the fetcher reads from
+  // the server over mTLS. Without a stager, jobs that name datasets fail to start.
+  void SetDatasetStager(DatasetStager* stager) { stager_ = stager; }
+  void SetDatasetFetcher(DatasetFetcher fetch) { fetch_ = std::move(fetch); }
   // How long a placed job waits for its GPUs' handoff before it fails to start.
   static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
@@ -76,6 +83,8 @@ class JobRunner {
     bool gpus_held = false;         // Assign succeeded; Release when the job ends
     absl::Time wait_until;          // waiting for the handoff (not started, not ended) until then
     bool waiting = false;
+    std::vector<DatasetToStage> datasets;  // from the assignment's run.datasets
+    bool bad_datasets = false;             // the assignment's datasets did not decode
   };
   static const char* StateName(ExecState s);
   bool ShipLogs(Local& job, const LogShipper& ship);
@@ -84,9 +93,13 @@ class JobRunner {
   void TryStart(Local& job);
   // Releases the GPUs of a job that ended (their handoff starts).
   void ReleaseGpus(Local& job);
+  // Removes a job's staged datasets (idempotent).
+  void WipeDatasets(const std::string& id);
 
   JobExecutor* executor_;
   GpuHandoffService* handoff_ = nullptr;
+  DatasetStager* stager_ = nullptr;
+  DatasetFetcher fetch_;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;
   std::set<std::string> final_in_flight_;

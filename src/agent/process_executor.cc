@@ -135,6 +135,11 @@ class ProcessExecutor final : public JobExecutor {
     // Everything the children need, prepared before fork.
     std::vector<std::string> env_text;
     for (const auto& [k, v] : spec.env) env_text.push_back(k + "=" + v);
+    // No mount namespace here: the job finds each staged dataset's directory (memory-backed,
+    // outside its working dir) in GPUWARDEN_DATASET_<N>; the sandbox mounts it at the path.
+    for (size_t i = 0; i < spec.datasets.size(); ++i) {
+      env_text.push_back(StrCat("GPUWARDEN_DATASET_", i, "=", spec.datasets[i].host_dir));
+    }
     std::vector<char*> argv, envp;
     for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/ids.h"
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -32,7 +33,113 @@ absl::Status ForbiddenEnv(std::string_view n) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<JobRun> DecodeRun(const Json& j) {
+bool NameChar(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+         c == '_' || c == '-';
+}
+
+// '/'-separated segments of NameChar, none empty, "." or "..". `absolute`: starts with '/'.
+bool CleanSegments(std::string_view p, bool absolute) {
+  if (absolute) {
+    if (p.size() < 2 || p.front() != '/') return false;
+    p.remove_prefix(1);
+  }
+  if (p.empty() || p.back() == '/') return false;
+  size_t start = 0;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string_view::npos) end = p.size();
+    std::string_view seg = p.substr(start, end - start);
+    if (seg.empty() || seg == "." || seg == "..") return false;
+    for (char c : seg) {
+      if (!NameChar(c)) return false;
+    }
+    start = end + 1;
+  }
+  return true;
+}
+
+bool Under(std::string_view path, std::string_view dir) {
+  return path == dir || (path.size() > dir.size() && path.starts_with(dir) && path[dir.size()] == '/');
+}
+
+absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool resolved) {
+  if (!list.is_array()) return absl::InvalidArgumentError("field \"datasets\": expected an array of objects");
+  if (list.size() > kMaxJobDatasets) {
+    return absl::InvalidArgumentError(StrCat("field \"datasets\": more than ", kMaxJobDatasets, " datasets"));
+  }
+  std::vector<JobDataset> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string f = StrCat("field \"datasets[", i, "]");
+    const Json& e = list[i];
+    if (!e.is_object()) return absl::InvalidArgumentError(StrCat(f, "\": expected an object"));
+    JobDataset d;
+    for (const auto& [k, v] : e.items()) {
+      const bool server_field = k == "object_id" || k == "version" || k == "size" || k == "sha256" ||
+                                k == "chunk_size" || k == "authorized_user" || k == "authorized_token";
+      if (k == "name" || k == "path" || k == "tenant" || k == "object_id" || k == "sha256" ||
+          k == "authorized_user" || k == "authorized_token") {
+        if (!v.is_string()) return absl::InvalidArgumentError(StrCat(f, ".", k, "\": expected a string"));
+      } else if (k == "write") {
+        if (!v.is_boolean()) return absl::InvalidArgumentError(StrCat(f, ".write\": expected true or false"));
+      } else if (k == "version" || k == "size" || k == "chunk_size") {
+        if (!v.is_number_unsigned()) {
+          return absl::InvalidArgumentError(StrCat(f, ".", k, "\": expected a non-negative integer"));
+        }
+      } else {
+        return absl::InvalidArgumentError(StrCat(f, "\": unknown key \"", k.substr(0, 64),
+                                                 "\" (known: name, path, write, tenant)"));
+      }
+      if (server_field && !resolved) {
+        return absl::InvalidArgumentError(StrCat(f, ".", k, "\": set by the server, not by a client"));
+      }
+    }
+    if (!e.contains("name")) return absl::InvalidArgumentError(StrCat(f, ".name\": required (the vault object)"));
+    if (!e.contains("path")) return absl::InvalidArgumentError(StrCat(f, ".path\": required (where the job sees it)"));
+    d.name = e["name"].get<std::string>();
+    d.path = e["path"].get<std::string>();
+    d.write = e.value("write", false);
+    d.tenant = e.value("tenant", "");
+    if (d.name.size() > 255 || !CleanSegments(d.name, false)) {
+      return absl::InvalidArgumentError(StrCat(
+          f, ".name\": not a vault object name (1-255 of [A-Za-z0-9._-/], '/'-separated segments, "
+             "no empty, \".\" or \"..\" segment)"));
+    }
+    if (d.path.size() > kMaxDatasetPathBytes || !CleanSegments(d.path, true)) {
+      return absl::InvalidArgumentError(StrCat(
+          f, ".path\": must be an absolute, normalized path of [A-Za-z0-9._-/] (no \"..\", \".\", "
+             "\"//\" or trailing '/'), at most ", kMaxDatasetPathBytes, " bytes, and not \"/\""));
+    }
+    for (const char* sys : {"/proc", "/sys", "/dev", "/etc"}) {
+      if (Under(d.path, sys)) {
+        return absl::InvalidArgumentError(
+            StrCat(f, ".path\": \"", d.path, "\" is under ", sys, ", where a dataset may not be mounted"));
+      }
+    }
+    if (e.contains("tenant")) {
+      WARDEN_RETURN_IF_ERROR(common::ValidateName(StrCat("datasets[", i, "].tenant"), d.tenant));
+    }
+    for (const JobDataset& other : out) {
+      if (Under(d.path, other.path) || Under(other.path, d.path)) {
+        return absl::InvalidArgumentError(StrCat(f, ".path\": \"", d.path, "\" collides with \"",
+                                                 other.path, "\" (paths must be unique and not nested)"));
+      }
+    }
+    if (resolved) {
+      d.object_id = e.value("object_id", "");
+      d.version = e.value("version", uint64_t{0});
+      d.size = e.value("size", uint64_t{0});
+      d.sha256 = e.value("sha256", "");
+      d.chunk_size = static_cast<uint32_t>(std::min<uint64_t>(e.value("chunk_size", uint64_t{0}), UINT32_MAX));
+      d.authorized_user = e.value("authorized_user", "");
+      d.authorized_token = e.value("authorized_token", "");
+    }
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::StatusOr<JobRun> DecodeRun(const Json& j, bool resolved) {
   JobRun run;
   if (!j.contains("command")) {
     return absl::InvalidArgumentError("field \"command\": required (the program and its arguments)");
@@ -97,6 +204,9 @@ absl::StatusOr<JobRun> DecodeRun(const Json& j) {
     }
     std::sort(run.env.begin(), run.env.end());
   }
+  if (j.contains("datasets")) {
+    WARDEN_ASSIGN_OR_RETURN(run.datasets, DecodeDatasets(j["datasets"], resolved));
+  }
   return run;
 }
 
@@ -106,11 +216,12 @@ absl::StatusOr<JobSubmit> ParseJobSubmit(std::string_view body, std::string_view
   WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(body, {.max_depth = 4, .max_bytes = kMaxJobSubmitBytes}));
   if (!j.is_object()) return absl::InvalidArgumentError("job spec must be a JSON object");
   JobSubmit out;
-  WARDEN_ASSIGN_OR_RETURN(out.run, DecodeRun(j));
+  WARDEN_ASSIGN_OR_RETURN(out.run, DecodeRun(j, /*resolved=*/false));
   j.erase("command");
   j.erase("image");
   j.erase("env");
   j.erase("time_limit");
+  j.erase("datasets");
   if (j.contains("tenant")) {
     if (!j["tenant"].is_string() || j["tenant"].get<std::string>() != url_tenant) {
       return absl::InvalidArgumentError(StrCat("field \"tenant\": the job is submitted to tenant \"",
@@ -128,14 +239,30 @@ Json JobRunToJson(const JobRun& run) {
   for (const auto& [k, v] : run.env) env[k] = v;
   Json out{{"command", run.command}, {"image", run.image}, {"env", env}};
   if (run.time_limit > absl::ZeroDuration()) out["time_limit"] = absl::FormatDuration(run.time_limit);
+  if (!run.datasets.empty()) {
+    Json list = Json::array();
+    for (const JobDataset& d : run.datasets) {
+      Json e{{"name", d.name}, {"path", d.path}, {"write", d.write}};
+      if (!d.tenant.empty()) e["tenant"] = d.tenant;
+      if (!d.object_id.empty()) e["object_id"] = d.object_id;
+      if (d.version != 0) e["version"] = d.version;
+      if (d.size != 0 || !d.object_id.empty()) e["size"] = d.size;
+      if (!d.sha256.empty()) e["sha256"] = d.sha256;
+      if (d.chunk_size != 0) e["chunk_size"] = d.chunk_size;
+      if (!d.authorized_user.empty()) e["authorized_user"] = d.authorized_user;
+      if (!d.authorized_token.empty()) e["authorized_token"] = d.authorized_token;
+      list.push_back(std::move(e));
+    }
+    out["datasets"] = std::move(list);
+  }
   return out;
 }
 
 absl::StatusOr<JobRun> JobRunFromJson(const Json& j) {
   if (!j.is_object()) return absl::InvalidArgumentError("job run spec must be a JSON object");
   WARDEN_ASSIGN_OR_RETURN(auto f, common::JsonFields::Of(j));
-  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"command", "image", "env", "time_limit"}));
-  return DecodeRun(j);
+  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"command", "image", "env", "time_limit", "datasets"}));
+  return DecodeRun(j, /*resolved=*/true);
 }
 
 absl::StatusOr<absl::Duration> ParseCancelRequest(std::string_view body) {

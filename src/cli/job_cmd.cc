@@ -98,6 +98,10 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--env", st->env, "KEY=VALUE for the job's environment (repeatable)");
   c.submit->add_option("--time-limit", st->time_limit,
                        "wall-time limit, e.g. 90s or 2h (1s..720h; default: the agent's, 24h)");
+  c.submit->add_option("--dataset", st->datasets,
+                       "NAME:PATH mounts your tenant's vault dataset NAME read-only at PATH "
+                       "(repeatable)")
+      ->allow_extra_args(false);
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
   c.ls->add_option("--state", st->state, "only jobs in this state: queued, placed, running, done, failed, cancelled");
@@ -166,6 +170,15 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
         env[kv.substr(0, eq)] = kv.substr(eq + 1);
       }
       if (!env.empty()) body["env"] = env;
+      Json datasets = Json::array();
+      for (const auto& spec : s.datasets) {
+        size_t colon = spec.rfind(':');
+        if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
+          ctx.fail(StrCat("--dataset \"", spec, "\": expected NAME:PATH"), 2);
+        }
+        datasets.push_back(Json{{"name", spec.substr(0, colon)}, {"path", spec.substr(colon + 1)}});
+      }
+      if (!datasets.empty()) body["datasets"] = datasets;
     }
     Json j = ctx.request("POST", base, body);
     if (json) {

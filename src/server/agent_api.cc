@@ -14,6 +14,7 @@ AgentApi::AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit)
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/renew", nullptr, 1);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/logs", nullptr, 2);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/wait", nullptr, 3);
+  (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/datasets/{index}", nullptr, 4);
 }
 
 void AgentApi::Audit(const http::Request& req, const std::string& node, const char* action,
@@ -39,8 +40,9 @@ http::Response AgentApi::Serve(http::Request& req) {
   std::string node(req.Param("node"));
   const char* action = route->payload == 0   ? "nodes:heartbeat"
                        : route->payload == 1 ? "nodes:renew"
+                       : route->payload == 2 ? "jobs:logs-ship"
                        : route->payload == 3 ? "nodes:wait"
-                                             : "jobs:logs-ship";
+                                             : "datasets:mount-read";
   auto peer = cluster_.AuthenticateAgent(req.peer_certificate_der, node);
   if (!peer.ok()) {
     http::Response r = http::Response::Error(peer.status());
@@ -53,6 +55,7 @@ http::Response AgentApi::Serve(http::Request& req) {
   }
   if (route->payload == 2) return JobLogs(req, *peer);
   if (route->payload == 3) return WaitForWork(req, *peer);
+  if (route->payload == 4) return JobDataset(req, *peer);
   return route->payload == 0 ? Heartbeat(req, *peer) : Renew(req, *peer);
 }
 

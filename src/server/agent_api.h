@@ -9,6 +9,7 @@
 #include "audit/audit.h"
 #include "cluster/cluster.h"
 #include "http/router.h"
+#include "server/job_datasets.h"
 #include "server/job_service.h"
 
 namespace warden::server {
@@ -27,6 +28,8 @@ class AgentApi {
   // The job path (job_service.h): heartbeats then carry job reports and assignments, and the
   // log route is served. Null: heartbeats carry no jobs, the log route answers 503.
   void SetJobService(JobService* jobs) { jobs_ = jobs; }
+  // Vault datasets of jobs (job_datasets.h). Unset: the dataset route answers 503.
+  void SetDatasetReader(AgentDatasetReader reader) { datasets_ = std::move(reader); }
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
@@ -35,13 +38,15 @@ class AgentApi {
   // Long-poll: {"generation":N} -> {"generation":M} once the node's assignments change (or after
   // kMaxNodeWait); 429 when too many agents wait already (agent_jobs.cc).
   http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
+  http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait
+  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset
   JobService* jobs_ = nullptr;
+  AgentDatasetReader datasets_;
 };
 
 }  // namespace warden::server

@@ -31,10 +31,15 @@
 namespace warden::vault {
 enum class DataAction : uint8_t;
 }  // namespace warden::vault
+namespace warden::api {
+struct JobRun;
+struct JobDataset;
+}  // namespace warden::api
 
 namespace warden::server {
 
 class VaultService;  // vault_routes.h
+struct AgentDatasetRead;  // job_datasets.h
 
 struct ApiRequest {
   std::string method;
@@ -271,6 +276,11 @@ class ApiService {
   absl::StatusOr<common::Json> DeleteDataPolicy(Call& c);
   absl::StatusOr<common::Json> KeyStatus(Call& c);
   absl::StatusOr<common::Json> RotateKey(Call& c);
+  // job_datasets.cc: a dataset range for the agent a job is placed on, re-authorized for the
+  // job's submitter (job_datasets.h AgentDatasetReader).
+  absl::Status ReadJobDatasetForAgent(const std::string& node_id, const std::string& job_id,
+                                      uint64_t index, uint64_t first_chunk, uint64_t count,
+                                      AgentDatasetRead& out);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -306,6 +316,10 @@ class ApiService {
   absl::Status AuthorizeData(Call& c, vault::DataAction action, const std::string& name,
                              const std::string& object_id);
   absl::Status ShredTenantData(Call& c, const std::string& tenant_id);
+  // job_datasets.cc: authorizes and pins each dataset a submitted job names (records the
+  // decisions in c.data_decision); PermissionDenied for a cross-tenant mount or a refused read.
+  absl::Status AuthorizeJobDatasets(Call& c, api::JobRun& run);
+  absl::Status AuthorizeJobDataset(Call& c, size_t index, api::JobDataset& d);
 
   store::Store& store_;
   auth::Authenticator& auth_;

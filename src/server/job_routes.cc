@@ -40,8 +40,10 @@ absl::StatusOr<int64_t> QueryInt(const Call& c, const std::string& key, int64_t 
 
 absl::StatusOr<Json> ApiService::SubmitJob(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(JobService * jobs, JobsOf(options_.jobs));
-  WARDEN_ASSIGN_OR_RETURN(store::Job j, jobs->Submit(c.tenant_id, c.tenant_name, c.req.body,
-                                                     c.identity->user_id));
+  WARDEN_ASSIGN_OR_RETURN(
+      store::Job j,
+      jobs->Submit(c.tenant_id, c.tenant_name, c.req.body, c.identity->user_id,
+                   [&](api::JobRun& run) { return AuthorizeJobDatasets(c, run); }));
   Json out = jobs->JobJson(j);
   out["tenant"] = c.tenant_name;
   return out;

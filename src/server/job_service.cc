@@ -415,9 +415,18 @@ absl::Status JobService::EndLocked(const std::string& id, const std::string& sta
 
 absl::StatusOr<store::Job> JobService::Submit(const std::string& tenant_id,
                                               const std::string& tenant_name,
-                                              std::string_view body, const std::string& user_id) {
+                                              std::string_view body, const std::string& user_id,
+                                              const std::function<absl::Status(api::JobRun&)>&
+                                                  authorize_datasets) {
   WARDEN_ASSIGN_OR_RETURN(api::JobSubmit sub, api::ParseJobSubmit(body, tenant_name));
   WARDEN_ASSIGN_OR_RETURN(sched::JobSpec spec, sched::ParseJobSpec(sub.placement_json));
+  if (!sub.run.datasets.empty()) {
+    // Authorized before the job exists: a refused dataset leaves nothing queued or staged.
+    if (!authorize_datasets) {
+      return absl::FailedPreconditionError("this server cannot mount datasets (no vault)");
+    }
+    WARDEN_RETURN_IF_ERROR(authorize_datasets(sub.run));
+  }
   store::Job rec;
   {
     std::lock_guard lock(mu_);
@@ -662,6 +671,22 @@ absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,
     out.push_back(std::move(e));
   }
   return out;
+}
+
+absl::StatusOr<JobService::NodeJobDataset> JobService::DatasetForNode(const std::string& node_id,
+                                                                     const std::string& job_id,
+                                                                     uint64_t index) {
+  std::lock_guard lock(mu_);
+  auto it = active_.find(job_id);
+  if (it == active_.end() || it->second.rec.node_id != node_id ||
+      (it->second.rec.state != "placed" && it->second.rec.state != "running")) {
+    return absl::NotFoundError(StrCat("job \"", job_id, "\" is not assigned to this node"));
+  }
+  const Tracked& t = it->second;
+  if (index >= t.run.datasets.size()) {
+    return absl::NotFoundError(StrCat("job \"", job_id, "\" has no dataset ", index));
+  }
+  return NodeJobDataset{t.rec.tenant_id, job_id, t.run.datasets[index]};
 }
 
 absl::StatusOr<int64_t> JobService::AppendLog(const std::string& node_id, const std::string& job_id,

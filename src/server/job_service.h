@@ -16,6 +16,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,8 +95,14 @@ class JobService {
   // ---- tenant API (tenant_id: the route's resolved tenant) ----
   // InvalidArgument (400) for a bad spec, naming the field; PermissionDenied / ResourceExhausted
   // / NotFound as sched::Scheduler::Submit refuses it. Returns the stored job (state queued).
-  absl::StatusOr<store::Job> Submit(const std::string& tenant_id, const std::string& tenant_name,
-                                    std::string_view body, const std::string& user_id);
+  // `authorize_datasets` (job_datasets.cc): called with the decoded run when it names vault
+  // datasets, before anything is scheduled or stored; it authorizes each one for the submitter
+  // and pins the object version (the resolved fields). Its error refuses the submission with
+  // nothing queued. A run with datasets and no such callback is refused (FailedPrecondition).
+  absl::StatusOr<store::Job> Submit(
+      const std::string& tenant_id, const std::string& tenant_name, std::string_view body,
+      const std::string& user_id,
+      const std::function<absl::Status(api::JobRun&)>& authorize_datasets = {});
   absl::StatusOr<std::vector<store::Job>> List(const std::string& tenant_id,
                                                const std::optional<std::string>& state);
   // NotFound for an unknown job or one of another tenant (same message).
@@ -135,6 +142,17 @@ class JobService {
   absl::StatusOr<int64_t> AppendLog(const std::string& node_id, const std::string& job_id,
                                     const std::string& stream, int64_t offset,
                                     std::string_view data);
+
+  // Dataset `index` of a job that is placed or running on `node_id` (its tenant id and the
+  // resolved dataset). NotFound (same message whether the job is unknown, another node's, or
+  // ended) or NotFound for an index the job does not have.
+  struct NodeJobDataset {
+    std::string tenant_id;
+    std::string job_id;
+    api::JobDataset dataset;
+  };
+  absl::StatusOr<NodeJobDataset> DatasetForNode(const std::string& node_id,
+                                                const std::string& job_id, uint64_t index);
 
   // One round: sync nodes from the store, a scheduling pass, persist changes. Public for tests.
   absl::Status Tick();

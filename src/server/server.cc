@@ -255,6 +255,12 @@ class ServerImpl final : public Server {
     jopts.check_invariants = check != nullptr && std::string(check) == "1";
     WARDEN_ASSIGN_OR_RETURN(jobs_, JobService::Create(*store_, clock, rng, jopts));
     agent_api_->SetJobService(jobs_.get());
+    agent_api_->SetDatasetReader([this](const std::string& node, const std::string& job,
+                                        uint64_t index, uint64_t first, uint64_t count,
+                                        AgentDatasetRead& out) {
+      if (api_ == nullptr) return absl::UnavailableError("the API is not running");
+      return api_->ReadJobDatasetForAgent(node, job, index, first, count, out);
+    });
     return absl::OkStatus();
   }
 

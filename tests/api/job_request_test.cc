@@ -93,3 +93,90 @@ TEST(CancelRequestTest, ParsesGraceWithDefaultAndBounds) {
 
 }  // namespace
 }  // namespace warden::api
+
+namespace warden::api {
+namespace {
+
+TEST(JobSubmitDatasetsTest, DecodesDatasetsIntoTheRunPart) {
+  auto sub = ParseJobSubmit(
+      R"({"name":"t","command":["x"],"datasets":[{"name":"train/v1","path":"/data/train"},)"
+      R"({"name":"ckpt","path":"/ckpt","write":true,"tenant":"acme"}]})",
+      "acme");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  ASSERT_EQ(sub->run.datasets.size(), 2u);
+  EXPECT_EQ(sub->run.datasets[0].name, "train/v1");
+  EXPECT_EQ(sub->run.datasets[0].path, "/data/train");
+  EXPECT_FALSE(sub->run.datasets[0].write);
+  EXPECT_EQ(sub->run.datasets[0].tenant, "");
+  EXPECT_TRUE(sub->run.datasets[1].write);
+  EXPECT_EQ(sub->run.datasets[1].tenant, "acme");
+  // The scheduler's half does not carry them.
+  EXPECT_EQ(sub->placement_json.find("datasets"), std::string::npos) << sub->placement_json;
+}
+
+TEST(JobSubmitDatasetsTest, RefusesBadPathsNamesAndCounts) {
+  auto one = [](const std::string& entry) {
+    return ParseJobSubmit(R"({"command":["x"],"datasets":[)" + entry + "]}", "acme").status();
+  };
+  for (const std::string e : {
+           R"({"name":"a","path":"data"})",            // relative
+           R"({"name":"a","path":"/"})",               // the root
+           R"({"name":"a","path":"/data/../etc"})",    // traversal
+           R"({"name":"a","path":"/data/./x"})",       // not normalized
+           R"({"name":"a","path":"/data//x"})",        // empty segment
+           R"({"name":"a","path":"/data/"})",          // trailing slash
+           R"({"name":"a","path":"/proc"})",           // system paths
+           R"({"name":"a","path":"/proc/self"})",
+           R"({"name":"a","path":"/sys/fs"})",
+           R"({"name":"a","path":"/dev/shm"})",
+           R"({"name":"a","path":"/etc"})",
+           R"({"name":"a","path":"/da ta"})",          // characters
+           R"({"name":"../a","path":"/d"})",           // name traversal
+           R"({"name":"/a","path":"/d"})",
+           R"({"name":"a//b","path":"/d"})",
+           R"({"name":"","path":"/d"})",
+           R"({"path":"/d"})",                         // missing name
+           R"({"name":"a"})",                          // missing path
+           R"({"name":"a","path":"/d","write":"yes"})",
+           R"({"name":"a","path":"/d","tenant":"../x"})",
+           R"({"name":"a","path":"/d","mode":"rw"})",  // unknown key
+           R"({"name":"a","path":"/d","object_id":"obj_1"})",  // server-resolved fields
+           R"({"name":"a","path":"/d","sha256":"00"})",
+           R"({"name":"a","path":"/d","authorized_user":"usr_admin"})",
+           R"({"name":"a","path":"/d"},{"name":"b","path":"/d"})",      // duplicate path
+           R"({"name":"a","path":"/d"},{"name":"b","path":"/d/x"})",    // nested
+           R"("a")"}) {
+    absl::Status s = one(e);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << e;
+    EXPECT_NE(std::string(s.message()).find("datasets"), std::string::npos) << s;
+  }
+  EXPECT_TRUE(one(R"({"name":"a","path":"/procfs"})").ok());  // only /proc itself and below
+  std::string many;
+  for (size_t i = 0; i <= kMaxJobDatasets; ++i) {
+    many += (i ? "," : "") + std::string(R"({"name":"a","path":"/d)") + std::to_string(i) + "\"}";
+  }
+  EXPECT_FALSE(one(many).ok());
+  EXPECT_EQ(ParseJobSubmit(R"({"command":["x"],"datasets":{}})", "acme").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(JobSubmitDatasetsTest, ResolvedDatasetsRoundTripThroughJson) {
+  JobRun r{{"sh"}, "host", {}, {}};
+  JobDataset d;
+  d.name = "train/v1";
+  d.path = "/data/train";
+  d.object_id = "obj_1";
+  d.version = 3;
+  d.size = 0;
+  d.sha256 = std::string(64, 'a');
+  d.chunk_size = 65536;
+  d.authorized_user = "usr_1";
+  d.authorized_token = "tok_1";
+  r.datasets.push_back(d);
+  auto again = JobRunFromJson(JobRunToJson(r));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, r);
+}
+
+}  // namespace
+}  // namespace warden::api
