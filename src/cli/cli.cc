@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cli/job_cmd.h"
+#include "cli/tenant_policy_cmd.h"
 #include "cli/node_cmd.h"
 #include "cli/audit_cmd.h"
 #include "common/json.h"
@@ -344,6 +345,7 @@ int RunCli(int argc, char** argv) {
   auto* tenant_ls = tenant->add_subcommand("ls", "list tenants you can see");
   auto* tenant_rm = tenant->add_subcommand("rm", "delete a tenant (it must have no users)");
   tenant_rm->add_option("name", name, "tenant name")->required();
+  TenantPolicyCommands policy_cmds = AddTenantPolicyCommands(*tenant);  // tenant_policy_cmd.cc
 
   // user
   std::string tenant_flag, role_flag;
@@ -547,6 +549,15 @@ int RunCli(int argc, char** argv) {
                                },
                                [](const std::string& msg, int code) { Fail(msg, code); }, output,
                                s.tenant});
+      return 0;
+    }
+    if (policy_cmds.Parsed()) {
+      RunTenantPolicyCommand(policy_cmds,
+                             {[&](const std::string& m, const std::string& p, const Json& b) {
+                                return Request(s, m, p, b);
+                              },
+                              [](const std::string& msg, int code) { Fail(msg, code); }, output,
+                              s.tenant});
       return 0;
     }
     if (node_cmds.Parsed()) {

@@ -97,23 +97,9 @@ class Collector {
         Add("state", StrCat(JobName(j), " asked for pool ", *j.pool, " but runs in ", node.pool));
       }
     }
-    for (const auto& sel : j.spec.node_selector) {
-      if (std::find(node.spec.labels.begin(), node.spec.labels.end(), sel) ==
-          node.spec.labels.end()) {
-        Add("state", StrCat(JobName(j), " runs on ", node.spec.name, " without label ", sel.first,
-                            "=", sel.second));
-      }
-    }
-    for (const Taint& taint : node.spec.taints) {
-      bool ok = false;
-      for (const Toleration& tol : j.spec.tolerations) {
-        ok = ok || (tol.key == taint.key && (tol.value.empty() || tol.value == taint.value));
-      }
-      if (!ok) {
-        Add("state", StrCat(JobName(j), " runs on ", node.spec.name, " without tolerating taint ",
-                            taint.key));
-      }
-    }
+    // Node selector and taints are placement rules: a label or taint changed after placement
+    // leaves the job where it is (a NoExecute taint requeues it in the scheduler), so they are
+    // judged when a job newly appears on a node (InvariantChecker::Check, PlacementRuleBroken).
     // Invariant 6, the scheduler's half: the job is given exactly the devices it asked for, each
     // a real GPU of its node, none twice; a job that asked for none has none.
     std::vector<int> seen;
@@ -359,10 +345,9 @@ std::vector<Violation> CheckClusterState(const ClusterState& st) {
       c.Add("accounting", StrCat("tenant ", ts.spec.name,
                                  " records a usage different from its jobs' placements"));
     }
-    // Invariant 4 from the recomputed usage, not the recorded one.
-    if (std::string ex = usage[t].FirstExcess(ts.spec.quota); !ex.empty()) {
-      c.Add("invariant 4", StrCat("tenant ", ts.spec.name, " is over quota: ", ex));
-    }
+    // Invariant 4 is judged when a tenant gains a placement (InvariantChecker::Check): a quota
+    // lowered below the current usage leaves running jobs alone, so a snapshot over quota is
+    // legal; a new placement that ends over quota is not.
   }
   return std::move(c.out);
 }
@@ -432,22 +417,77 @@ void InvariantChecker::GpuHistoryOf(const ClusterState& st, NodeId n, std::vecto
   }
 }
 
+namespace {
+// Placement-time rules for a job that newly appears on `node`: its node selector and its
+// tolerations of the node's taints. Empty when both hold.
+std::string PlacementRuleBroken(const JobRecord& j, const NodeState& node) {
+  for (const auto& sel : j.spec.node_selector) {
+    if (std::find(node.spec.labels.begin(), node.spec.labels.end(), sel) ==
+        node.spec.labels.end()) {
+      return StrCat(JobName(j), " was newly placed on ", node.spec.name, " without label ",
+                    sel.first, "=", sel.second);
+    }
+  }
+  for (const Taint& taint : node.spec.taints) {
+    bool ok = false;
+    for (const Toleration& tol : j.spec.tolerations) {
+      ok = ok || (tol.key == taint.key && (tol.value.empty() || tol.value == taint.value));
+    }
+    if (!ok) {
+      return StrCat(JobName(j), " was newly placed on ", node.spec.name,
+                    " without tolerating taint ", taint.key);
+    }
+  }
+  return "";
+}
+
+// Each tenant's usage recomputed from its jobs' placements (never the recorded one).
+std::vector<Resources> RecomputedUsage(const ClusterState& st) {
+  std::vector<Resources> usage(st.tenants.size());
+  for (const auto& [id, j] : st.jobs) {
+    if (!Active(j) || j.tenant < 1 || j.tenant > st.tenants.size() || j.node >= st.nodes.size()) {
+      continue;
+    }
+    usage[j.tenant - 1] += Recompute(j, st.nodes[j.node]);
+  }
+  return usage;
+}
+}  // namespace
+
 std::vector<Violation> InvariantChecker::Check(const ClusterState& st) {
   std::vector<Violation> out = CheckClusterState(st);
   for (NodeId n = 0; n < st.nodes.size(); ++n) GpuHistoryOf(st, n, out);
   absl::flat_hash_map<JobId, NodeId> now;
+  absl::flat_hash_set<TenantId> gained;  // tenants with a job newly placed since the last check
   for (const auto& [id, j] : st.jobs) {
     if (!Active(j)) continue;
     now.emplace(id, j.node);
     auto before = placed_.find(id);
     if ((before == placed_.end() || before->second != j.node) && j.node < st.nodes.size()) {
       const NodeState& node = st.nodes[j.node];
+      gained.insert(j.tenant);
+      if (std::string why = PlacementRuleBroken(j, node); !why.empty()) {
+        out.push_back({"state", std::move(why)});
+      }
       if (!node.Schedulable()) {
         out.push_back({"invariant 5",
                        StrCat(JobName(j), " was newly placed on node ", node.spec.name,
                               " which is ", node.removed ? "removed" : !node.reachable ? "unreachable"
                                                        : node.cordoned ? "cordoned"
                                                                        : "failing patch policy")});
+      }
+    }
+  }
+  // Invariant 4: a tenant that gained a placement is within its quota afterwards (usage only
+  // shrinks otherwise, so a quota lowered under running jobs is no violation until then).
+  if (!gained.empty()) {
+    const std::vector<Resources> usage = RecomputedUsage(st);
+    for (TenantId t : gained) {
+      if (t < 1 || t > st.tenants.size()) continue;
+      const TenantState& ts = st.tenants[t - 1];
+      if (std::string ex = usage[t - 1].FirstExcess(ts.spec.quota); !ex.empty()) {
+        out.push_back({"invariant 4", StrCat("tenant ", ts.spec.name,
+                                             " gained a placement and is over quota: ", ex)});
       }
     }
   }

@@ -36,7 +36,11 @@ std::vector<Violation> CheckNode(const ClusterState& state, NodeId node,
 //   invariant 3: a memory slice last used by tenant A is held by tenant B only after a passed
 //     verification of that GPU (its verify_epoch advanced) while the slice was free;
 //   invariant 5: no job newly appears on a node that is cordoned, unreachable or failing patch
-//     policy.
+//     policy;
+//   invariant 4: a tenant that gained a placement is within its quota afterwards (a quota lowered
+//     under running jobs lets them run on; only new placements must fit);
+//   placement rules ("state"): a job newly on a node matches its node selector and tolerates the
+//     node's taints (labels and taints changed later do not move running jobs).
 // Check must see every state in which a GPU's holders or verify_epoch changed; a caller that
 // checks the whole cluster less often (the simulator, after each pass) calls ObserveNode after
 // each operation on one node (a finish, a verification) to keep the GPU history exact.

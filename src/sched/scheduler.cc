@@ -955,23 +955,9 @@ absl::Status Scheduler::SetTenantQuota(TenantId tenant, const Resources& quota) 
   Impl& m = *impl_;
   if (!m.Known(tenant)) return absl::NotFoundError(StrCat("no tenant with id ", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateQuota(quota));
-  TenantState& t = m.T(tenant);
-  t.spec.quota = quota;
-  while (!t.usage.FirstExcess(quota).empty()) {
-    // Evict the lowest-priority, newest job first.
-    const JobRecord* victim = nullptr;
-    for (JobId id : m.active[tenant - 1]) {
-      const JobRecord& j = m.st.jobs.at(id);
-      if (victim == nullptr || j.spec.priority < victim->spec.priority ||
-          (j.spec.priority == victim->spec.priority && j.seq > victim->seq)) {
-        victim = &j;
-      }
-    }
-    if (victim == nullptr) break;
-    m.Requeue(m.st.jobs.at(victim->id),
-              StrCat("requeued: quota of tenant ", t.spec.name, " lowered (",
-                     t.usage.FirstExcess(quota), ")"));
-  }
+  // Running jobs keep running when the quota drops below the usage; new placements wait until
+  // the usage (plus the job) fits again (Search checks every placement against the quota).
+  m.T(tenant).spec.quota = quota;
   m.SelfCheck("SetTenantQuota");
   return absl::OkStatus();
 }
@@ -1072,6 +1058,58 @@ absl::StatusOr<NodeId> Scheduler::AddNode(const NodeSpec& spec) {
   m.Reindex(id);
   m.SelfCheck("AddNode");
   return id;
+}
+
+absl::Status Scheduler::UpdateNodeMeta(NodeId node, const std::string& pool,
+                                       std::vector<std::pair<std::string, std::string>> labels,
+                                       std::vector<Taint> taints, const std::vector<Taint>& evict) {
+  Impl& m = *impl_;
+  WARDEN_RETURN_IF_ERROR(m.CheckNodeId(node));
+  NodeState& n = m.st.nodes[node];
+  auto pool_it = m.pool_by_name.find(pool);
+  if (pool_it == m.pool_by_name.end()) {
+    return absl::InvalidArgumentError(StrCat("node ", n.spec.name, ": no pool named ", pool));
+  }
+  for (size_t i = 1; i < labels.size(); ++i) {
+    if (!(labels[i - 1].first < labels[i].first)) {
+      return absl::InvalidArgumentError(
+          StrCat("node ", n.spec.name, ": labels must be sorted by key with unique keys"));
+    }
+  }
+  m.Unindex(node);
+  n.spec.pool = pool;
+  n.pool = pool_it->second;
+  n.spec.labels = std::move(labels);
+  n.spec.taints = std::move(taints);
+  m.nidx[node].cls = m.ClassFor(n);
+  m.elig_cache.clear();
+  std::vector<JobId> on;
+  for (const auto& a : m.active) {
+    for (JobId id : a) {
+      if (m.st.jobs.at(id).node == node) on.push_back(id);
+    }
+  }
+  std::sort(on.begin(), on.end());
+  for (JobId id : on) {
+    JobRecord& j = m.st.jobs.at(id);
+    std::string why;
+    if (j.pool && *j.pool != n.pool) {
+      why = StrCat("node ", n.spec.name, " moved to pool ", pool);
+    }
+    for (const Taint& t : evict) {
+      if (why.empty() && !Impl::Tolerates(j.spec.tolerations, t)) {
+        why = StrCat("node ", n.spec.name, " has the NoExecute taint ", t.key,
+                     t.value.empty() ? "" : StrCat("=", t.value));
+      }
+    }
+    if (!why.empty()) m.Requeue(j, StrCat("requeued: ", why));
+  }
+  // A move into a pool dedicated to other tenants (or out of a dedicated pool) requeues the jobs
+  // the new pool does not admit (invariant 2).
+  m.RequeueMisplaced(0);
+  m.Reindex(node);
+  m.SelfCheck("UpdateNodeMeta");
+  return absl::OkStatus();
 }
 
 absl::Status Scheduler::RemoveNode(NodeId node) {

@@ -72,8 +72,9 @@ class Scheduler {
   // Changes the policy; placed/running jobs the new policy forbids are requeued (their reason
   // says why). NotFound: unknown tenant.
   absl::Status SetTenantPolicy(TenantId tenant, Isolation policy);
-  // Changes the quota; if usage now exceeds it, the tenant's lowest-priority, newest jobs are
-  // requeued until it fits (invariant 4 holds at all times). InvalidArgument: negative field.
+  // Changes the quota at once. Lowered below the current usage, running and placed jobs keep
+  // going and new placements wait ("waiting for quota") until the usage plus the job fits
+  // (invariant 4 is judged at every placement). InvalidArgument: negative field.
   absl::Status SetTenantQuota(TenantId tenant, const Resources& quota);
   absl::Status SetTenantWeight(TenantId tenant, double weight);
   // InvalidArgument: bad name or unknown tenant; AlreadyExists: name taken.
@@ -85,6 +86,15 @@ class Scheduler {
   // InvalidArgument: unknown pool or GPU model, mixed models, MIG mode on a non-MIG model,
   // bad labels; AlreadyExists: name taken. New GPUs start verified (clean).
   absl::StatusOr<NodeId> AddNode(const NodeSpec& spec);
+  // A live change of a node's pool, labels and taints (operator `node label|taint`): new
+  // placements follow the new values at once. Jobs already there stay (a changed label or a
+  // NoSchedule taint does not evict, as in Kubernetes) except those that do not tolerate a taint
+  // in `evict` (NoExecute; list those in `taints` too), those that named another pool, and those
+  // the new pool does not admit (invariant 2): they are requeued, their reason says why.
+  // InvalidArgument: unknown pool, labels not sorted by unique key; NotFound: unknown node.
+  absl::Status UpdateNodeMeta(NodeId node, const std::string& pool,
+                              std::vector<std::pair<std::string, std::string>> labels,
+                              std::vector<Taint> taints, const std::vector<Taint>& evict);
   // The node leaves for good: its jobs are requeued.
   absl::Status RemoveNode(NodeId node);
   // Unreachable: its jobs are requeued and its GPUs need verification before reuse.

@@ -205,6 +205,12 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        "jobs:cancel", &ApiService::CancelJob},
       {"GET", "/api/v1/tenants/{tenant}/jobs/{job}/logs", "logs:read", Scope::kTenant,
        "jobs:logs", &ApiService::JobLogs},
+      // Tenant isolation policy and quota (tenant_policy_routes.cc): weakening needs cluster
+      // tenants:update, checked in the handler.
+      {"GET", "/api/v1/tenants/{tenant}/policy", "tenants:read", Scope::kTenant,
+       "tenants:policy-get", &ApiService::GetTenantPolicy},
+      {"PUT", "/api/v1/tenants/{tenant}/policy", "jobs:manage", Scope::kTenant,
+       "tenants:policy-set", &ApiService::PutTenantPolicy},
       // Encrypted vault (vault_routes.cc): object names travel in ?name=.
       {"GET", "/api/v1/tenants/{tenant}/datasets", "datasets:read", Scope::kTenant,
        "datasets:list", &ApiService::ListDatasets},

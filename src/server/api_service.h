@@ -260,6 +260,9 @@ class ApiService {
   absl::StatusOr<common::Json> GetJob(Call& c);
   absl::StatusOr<common::Json> CancelJob(Call& c);
   absl::StatusOr<common::Json> JobLogs(Call& c);
+  // tenant_policy_routes.cc
+  absl::StatusOr<common::Json> GetTenantPolicy(Call& c);
+  absl::StatusOr<common::Json> PutTenantPolicy(Call& c);
   // vault_routes.cc
   absl::StatusOr<common::Json> ListDatasets(Call& c);
   absl::StatusOr<common::Json> ShowDataset(Call& c);

@@ -124,6 +124,7 @@ absl::Status JobService::Start(bool loop) {
   // already in the mode a job needs are used.
   so.plan_mig_mode_changes = false;
   WARDEN_ASSIGN_OR_RETURN(sched_, sched::Scheduler::Create(so));
+  WARDEN_RETURN_IF_ERROR(LoadTenantPoliciesLocked());
   WARDEN_RETURN_IF_ERROR(SyncNodesLocked());
   WARDEN_ASSIGN_OR_RETURN(auto jobs, store_.ListJobs(std::nullopt, std::nullopt, true));
   for (store::Job& rec : jobs) {
@@ -235,7 +236,9 @@ absl::Status JobService::Tick() {
   }
   sched::PassResult res = sched_->Schedule(po);
   placements_ += res.placed.size();
-  return PersistLocked();
+  WARDEN_RETURN_IF_ERROR(PersistLocked());
+  UpdateTenantGaugesLocked();
+  return absl::OkStatus();
 }
 
 void JobService::CheckLocked(const char* after) {
@@ -263,21 +266,8 @@ absl::Status JobService::AddNodeLocked(const store::Node& n) {
   spec.name = n.name;
   spec.pool = n.pool;
   if (!sched_->FindPool(n.pool)) WARDEN_RETURN_IF_ERROR(sched_->AddPool({n.pool, {}}).status());
-  auto labels = common::ParseJsonStrict(n.labels_json);
-  if (labels.ok() && labels->is_object()) {
-    for (const auto& [k, v] : labels->items()) {
-      if (v.is_string()) spec.labels.emplace_back(k, v.get<std::string>());
-    }
-    std::sort(spec.labels.begin(), spec.labels.end());
-  }
-  auto taints = common::ParseJsonStrict(n.taints_json);
-  if (taints.ok() && taints->is_array()) {
-    for (const Json& t : *taints) {
-      // PreferNoSchedule is a preference, not a rule: only hard taints keep jobs off.
-      if (t.value("effect", "") == "PreferNoSchedule") continue;
-      spec.taints.push_back({t.value("key", ""), t.value("value", "")});
-    }
-  }
+  std::vector<sched::Taint> no_execute;
+  NodeMetaOf(n, spec.labels, spec.taints, no_execute);
   spec.cpu_millis = static_cast<int64_t>(inv.cpus) * 1000;
   spec.memory_mib = static_cast<int64_t>(inv.memory_mib);
   // One GPU model per node (the scheduler's node classes); GPUs gpuwarden has no model data
@@ -290,7 +280,7 @@ absl::Status JobService::AddNodeLocked(const store::Node& n) {
     spec.gpus.push_back({g.uuid, g.model, g.mig_enabled});
   }
   WARDEN_ASSIGN_OR_RETURN(sched::NodeId sid, sched_->AddNode(spec));
-  nodes_[n.id] = NodeSeen{sid, "ready", "active"};
+  nodes_[n.id] = NodeSeen{sid, "ready", "active", StrCat(n.pool, "\n", n.labels_json, "\n", n.taints_json)};
   node_ids_[sid] = n.id;
   return absl::OkStatus();
 }
@@ -327,6 +317,9 @@ absl::Status JobService::SyncNodesLocked() {
       }
       seen.schedule = n.schedule;
     }
+    // Labels, taints and pool changed by `node label|taint` reach the scheduler here, within
+    // one round (the routes kick the loop): no restart.
+    WARDEN_RETURN_IF_ERROR(SyncNodeMetaLocked(n, seen));
   }
   for (auto it = nodes_.begin(); it != nodes_.end();) {
     if (present.count(it->first)) {

@@ -33,6 +33,7 @@
 #include "common/rng.h"
 #include "sched/checker.h"
 #include "sched/scheduler.h"
+#include "sched/tenant_policy.h"
 #include "store/store.h"
 
 namespace warden::server {
@@ -154,6 +155,21 @@ class JobService {
   absl::StatusOr<NodeJobDataset> DatasetForNode(const std::string& node_id,
                                                 const std::string& job_id, uint64_t index);
 
+  // ---- tenant isolation policy and quota (issue 6; job_policy.cc) ----
+  // The tenant's policy as the scheduler holds it (mig and unlimited when never set).
+  absl::StatusOr<sched::TenantPolicy> GetTenantPolicy(const std::string& tenant_name);
+  // What the tenant's placed and running jobs hold now, as the quota counts it.
+  absl::StatusOr<sched::Resources> TenantUsage(const std::string& tenant_name);
+  // Stores the policy and applies it at once (no restart). A stricter isolation requeues the
+  // tenant's placed/running jobs it forbids (their agents are told to stop them); a lower quota
+  // leaves running jobs alone and new ones wait for quota. With `only_stricter` (a tenant admin
+  // changing its own tenant), PermissionDenied naming what the change would weaken or raise.
+  absl::StatusOr<sched::TenantPolicy> SetTenantPolicy(const std::string& tenant_id,
+                                                      const std::string& tenant_name,
+                                                      const sched::TenantPolicy& policy,
+                                                      const std::string& user_id,
+                                                      bool only_stricter);
+
   // One round: sync nodes from the store, a scheduling pass, persist changes. Public for tests.
   absl::Status Tick();
   // Wakes the loop now (a job was submitted, a node changed).
@@ -174,12 +190,21 @@ class JobService {
   struct NodeSeen {
     sched::NodeId sid = 0;
     std::string status, schedule;
+    std::string meta;  // pool, labels and taints as last given to the scheduler
   };
 
   JobService(store::Store& store, common::Clock& clock, common::Rng& rng, JobServiceOptions o);
   absl::Status SyncNodesLocked();
   absl::Status AddNodeLocked(const store::Node& n);
   absl::StatusOr<sched::TenantId> TenantLocked(const std::string& name);
+  absl::Status LoadTenantPoliciesLocked();  // job_policy.cc; at Start, before any job
+  absl::Status SyncNodeMetaLocked(const store::Node& n, NodeSeen& seen);  // job_policy.cc
+  void UpdateTenantGaugesLocked();  // job_policy.cc
+  // A stored node's labels (sorted) and hard taints (PreferNoSchedule left out); NoExecute ones
+  // also in `no_execute`. job_policy.cc.
+  static void NodeMetaOf(const store::Node& n,
+                         std::vector<std::pair<std::string, std::string>>& labels,
+                         std::vector<sched::Taint>& taints, std::vector<sched::Taint>& no_execute);
   absl::Status PersistLocked();
   void CheckLocked(const char* after);  // options_.check_invariants: abort on a violation
   absl::Status EndLocked(const std::string& id, const std::string& state,

@@ -5,6 +5,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "server/api_service.h"
+#include "server/job_service.h"
 
 namespace warden::server {
 namespace {
@@ -132,6 +133,7 @@ absl::StatusOr<Json> ApiService::LabelNode(Call& c) {
   }
   WARDEN_ASSIGN_OR_RETURN(auto remove, f.StringList("remove"));
   WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->UpdateLabels(c.req.params["node"], set, remove));
+  if (options_.jobs != nullptr) options_.jobs->Kick();  // the scheduler takes it this round
   return cluster::Cluster::NodeJson(n, false);
 }
 
@@ -148,6 +150,7 @@ absl::StatusOr<Json> ApiService::TaintNode(Call& c) {
     add.push_back(std::move(taint));
   }
   WARDEN_ASSIGN_OR_RETURN(store::Node n, cl->UpdateTaints(c.req.params["node"], add, remove));
+  if (options_.jobs != nullptr) options_.jobs->Kick();  // the scheduler takes it this round
   return cluster::Cluster::NodeJson(n, false);
 }
 

@@ -190,6 +190,16 @@ const std::vector<Migration>& Migrations() {
            " PRIMARY KEY (provider, subject))",
            "CREATE INDEX external_identities_by_user ON external_identities (user_id)",
        }},
+      // 7: tenant isolation policy and quota (issue 6). No foreign key: a deleted tenant's row
+      // is ignored by the job service.
+      {7,
+       {
+           "CREATE TABLE tenant_policies ("
+           " tenant_id TEXT PRIMARY KEY,"
+           " policy TEXT NOT NULL,"
+           " updated_at BIGINT NOT NULL,"
+           " updated_by TEXT NOT NULL)",
+       }},
   };
   return *migrations;
 }

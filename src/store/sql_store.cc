@@ -873,6 +873,34 @@ class SqlStore final : public Store {
                      StrCat("job \"", j.id, "\" not found"));
   }
 
+  absl::Status PutTenantPolicy(const TenantPolicy& p) override {
+    return Write(/*policy=*/false, [&]() -> absl::Status {
+      return db_
+          ->Exec("INSERT INTO tenant_policies (tenant_id, policy, updated_at, updated_by)"
+                 " VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id) DO UPDATE SET"
+                 " policy = excluded.policy, updated_at = excluded.updated_at,"
+                 " updated_by = excluded.updated_by",
+                 {p.tenant_id, p.policy_json, p.updated_at, p.updated_by})
+          .status();
+    });
+  }
+
+  absl::StatusOr<std::vector<TenantPolicy>> ListTenantPolicies() override {
+    WARDEN_ASSIGN_OR_RETURN(
+        Rows rows, db_->Query("SELECT tenant_id, policy, updated_at, updated_by"
+                              " FROM tenant_policies ORDER BY tenant_id"));
+    std::vector<TenantPolicy> out;
+    for (const Row& r : rows) {
+      TenantPolicy p;
+      p.tenant_id = r.String(0);
+      p.policy_json = r.String(1);
+      WARDEN_ASSIGN_OR_RETURN(p.updated_at, r.Int(2));
+      p.updated_by = r.String(3);
+      out.push_back(std::move(p));
+    }
+    return out;
+  }
+
   absl::StatusOr<int64_t> PolicyGeneration() override {
     WARDEN_ASSIGN_OR_RETURN(Rows rows,
                             db_->Query("SELECT generation FROM policy_generation WHERE id = 1"));

@@ -162,6 +162,15 @@ struct Job {
   int64_t cancel_grace_ms = 0;
 };
 
+// A tenant's isolation policy and quota (issue 6, migration 7): `policy_json` is the canonical
+// sched::TenantPolicyToJson text ({"isolation":...,"quota":{...}}); the job service decodes it.
+struct TenantPolicy {
+  std::string tenant_id;
+  std::string policy_json = "{}";
+  int64_t updated_at = 0;
+  std::string updated_by;  // user id
+};
+
 struct StoreOptions {
   std::string url;  // sqlite:///path or postgres://...
 };
@@ -301,6 +310,11 @@ class Store {
                                                     std::optional<std::string> state,
                                                     bool active_only = false) = 0;
   virtual absl::Status UpdateJob(const Job& j) = 0;
+
+  // Tenant isolation policy and quota (schema version 7). Put inserts or replaces the tenant's
+  // row; List returns every row (tenants without one have the defaults).
+  virtual absl::Status PutTenantPolicy(const TenantPolicy& p) = 0;
+  virtual absl::StatusOr<std::vector<TenantPolicy>> ListTenantPolicies() = 0;
 };
 
 // Opens (creating if needed) and migrates the store at options.url.

@@ -473,6 +473,12 @@ class CountingStore final : public store::Store {
     return real_->ListJobs(tenant, state, active_only);
   }
   absl::Status UpdateJob(const store::Job& j) override { return real_->UpdateJob(j); }
+  absl::Status PutTenantPolicy(const store::TenantPolicy& p) override {
+    return real_->PutTenantPolicy(p);
+  }
+  absl::StatusOr<std::vector<store::TenantPolicy>> ListTenantPolicies() override {
+    return real_->ListTenantPolicies();
+  }
 
  private:
   void Note(const char* method) {

@@ -148,14 +148,40 @@ TEST_F(CheckerTest, HistoryCatchesATenantChangeWithoutVerification) {
 }
 
 TEST_F(CheckerTest, CatchesOverQuotaFromRecomputedUsage) {
-  st_.tenants[a_ - 1].spec.quota.gpu_millis = 1000;  // a holds 1 whole GPU + 0.3
-  auto v = CheckClusterState(st_);
+  // A quota lowered under running jobs is legal on its own (they run on) ...
+  ClusterState lowered = st_;
+  lowered.tenants[a_ - 1].spec.quota.gpu_millis = 1000;  // a holds 1 whole GPU + 0.3
+  InvariantChecker seen;
+  ASSERT_TRUE(seen.Check(st_).empty());
+  EXPECT_FALSE(Reports(seen.Check(lowered), "invariant 4"));
+  // ... but a placement that leaves the tenant over quota is caught: a fresh checker sees every
+  // job as newly placed.
+  InvariantChecker fresh;
+  auto v = fresh.Check(lowered);
   EXPECT_TRUE(Reports(v, "invariant 4")) << FormatViolations(v);
   // Forging the recorded usage does not hide it: usage is recomputed from placements.
-  st_.tenants[a_ - 1].usage = Resources{};
-  v = CheckClusterState(st_);
+  lowered.tenants[a_ - 1].usage = Resources{};
+  InvariantChecker fresh2;
+  v = fresh2.Check(lowered);
   EXPECT_TRUE(Reports(v, "invariant 4")) << FormatViolations(v);
   EXPECT_TRUE(Reports(v, "accounting")) << FormatViolations(v);
+}
+
+TEST_F(CheckerTest, HistoryCatchesANewJobOnATaintedOrUnlabelledNode) {
+  // A taint added under a running job leaves it legal; a job that newly appears there is not.
+  ClusterState tainted = st_;
+  tainted.nodes[whole_node_].spec.taints = {{"maintenance", ""}};
+  InvariantChecker seen;
+  ASSERT_TRUE(seen.Check(st_).empty());
+  EXPECT_TRUE(seen.Check(tainted).empty()) << FormatViolations(seen.Check(tainted));
+  InvariantChecker fresh;
+  auto v = fresh.Check(tainted);
+  EXPECT_TRUE(Reports(v, "state")) << FormatViolations(v);
+  ClusterState selected = st_;
+  selected.jobs.at(aw_).spec.node_selector = {{"zone", "a"}};
+  InvariantChecker fresh2;
+  v = fresh2.Check(selected);
+  EXPECT_TRUE(Reports(v, "state")) << FormatViolations(v);
 }
 
 TEST_F(CheckerTest, HistoryCatchesANewJobOnACordonedNode) {

@@ -207,11 +207,29 @@ class RandomCluster {
       if (c == 1) (void)s_->Uncordon(n);
       if (c == 2) (void)s_->Drain(n);
       what = StrCat(c == 0 ? "cordon " : c == 1 ? "uncordon " : "drain ", n);
-    } else if (op < 88) {
+    } else if (op < 87) {
       const NodeId n = AnyNode();
       const bool ok = P(0.7);
       (void)s_->SetPatchCompliant(n, ok);
       what = StrCat("patch-compliant ", n, " ", ok);
+    } else if (op < 88) {
+      // Live label/taint/pool change (`node label|taint`); "reserved" is NoSchedule (jobs stay),
+      // "fault" NoExecute (jobs that do not tolerate it are requeued).
+      const NodeId n = AnyNode();
+      const auto& node = s_->state().nodes[n];
+      if (node.removed) return "meta (none)";
+      std::vector<std::pair<std::string, std::string>> labels;
+      if (P(0.4)) labels = {{"zone", P(0.5) ? "a" : "b"}};
+      std::vector<Taint> taints, evict;
+      if (P(0.2)) taints.push_back({"fault", ""});
+      if (P(0.3)) taints.push_back({"reserved", "infer"});
+      if (!taints.empty() && taints[0].key == "fault") evict.push_back(taints[0]);
+      const auto& pools = s_->state().pools;
+      std::string pool = P(0.8) ? node.spec.pool
+                                : pools[static_cast<size_t>(R(static_cast<int>(pools.size())))].spec.name;
+      (void)s_->UpdateNodeMeta(n, pool, labels, taints, evict);
+      what = StrCat("meta node ", n, " pool ", pool, " labels ", labels.size(), " taints ",
+                    taints.size());
     } else if (op < 91) {
       const TenantId t = tenants_[R(5)];
       const Isolation p = static_cast<Isolation>(R(4));

@@ -304,27 +304,41 @@ TEST_F(SchedulerTest, AttackJobOverQuotaIsRefusedOrWaits) {
   EXPECT_TRUE(Placed(b));
 }
 
-TEST_F(SchedulerTest, LoweringAQuotaRequeuesTheLowestPriorityNewestJobs) {
+TEST_F(SchedulerTest, LoweringAQuotaKeepsRunningJobsAndQueuesNewOnes) {
   const TenantId t = AddTenant("acme", Isolation::kMig);
   AddPool("general");
   AddNode(MakeNode("n1", "general", 8));
-  JobSpec hi = Whole("acme", 2, "hi");
-  hi.priority = 10;
-  const JobId h = Submit(hi);
-  const JobId l1 = Submit(Whole("acme", 2, "low-old"));
-  const JobId l2 = Submit(Whole("acme", 2, "low-new"));
+  const JobId a = Submit(Whole("acme", 2, "a"));
+  const JobId b = Submit(Whole("acme", 2, "b"));
+  const JobId c = Submit(Whole("acme", 2, "c"));
+  InvariantChecker checker;
   s_->Schedule();
+  ASSERT_TRUE(checker.Check(s_->state()).empty());
+  ASSERT_TRUE(s_->MarkRunning(a).ok());
   Resources q = Resources::Unlimited();
-  q.gpu_millis = 4000;
+  q.gpu_millis = 2000;  // usage is 6.000
   ASSERT_TRUE(s_->SetTenantQuota(t, q).ok());
-  EXPECT_TRUE(Placed(h));
-  EXPECT_TRUE(Placed(l1));
-  EXPECT_EQ(Job(l2).state, JobState::kQueued);
-  EXPECT_NE(Job(l2).reason.find("quota"), std::string::npos);
-  q.running_jobs = 1;
-  ASSERT_TRUE(s_->SetTenantQuota(t, q).ok());
-  EXPECT_TRUE(Placed(h));
-  EXPECT_EQ(Job(l1).state, JobState::kQueued);
+  EXPECT_EQ(Job(a).state, JobState::kRunning);
+  EXPECT_TRUE(Placed(b));
+  EXPECT_TRUE(Placed(c));
+  const JobId d = Submit(Whole("acme", 1, "d"));
+  s_->Schedule();
+  EXPECT_EQ(Job(d).state, JobState::kQueued);
+  EXPECT_NE(Job(d).reason.find("waiting for quota"), std::string::npos) << Job(d).reason;
+  auto v = checker.Check(s_->state());
+  EXPECT_TRUE(v.empty()) << FormatViolations(v);
+  // Usage falls to 2.000 when b and c end: still no room for d (2 + 1 > 2).
+  ASSERT_TRUE(s_->Finish(b, true).ok());
+  ASSERT_TRUE(s_->Finish(c, true).ok());
+  VerifyAll();
+  s_->Schedule();
+  EXPECT_EQ(Job(d).state, JobState::kQueued);
+  ASSERT_TRUE(s_->Finish(a, true).ok());
+  VerifyAll();
+  s_->Schedule();
+  EXPECT_TRUE(Placed(d));
+  v = checker.Check(s_->state());
+  EXPECT_TRUE(v.empty()) << FormatViolations(v);
 }
 
 // ---- MIG: NVIDIA's placement rules through the scheduler ------------------------------------

@@ -96,5 +96,25 @@ TEST_P(StoreTest, JobsRefuseUnknownTenantBadStateAndDuplicateIds) {
   EXPECT_EQ(store_->ListJobs(std::nullopt, std::nullopt)->size(), 1u);
 }
 
+// Tenant policies (migration 7): insert, replace, list.
+TEST_P(StoreTest, TenantPoliciesAreInsertedReplacedAndListed) {
+  EXPECT_TRUE(store_->ListTenantPolicies()->empty());
+  TenantPolicy p{"t1", R"({"isolation":"mig","quota":{}})", 100, "usr_1"};
+  ASSERT_TRUE(store_->PutTenantPolicy(p).ok());
+  ASSERT_TRUE(store_->PutTenantPolicy({"t0", R"({"isolation":"shared","quota":{}})", 50, "u"}).ok());
+  p.policy_json = R"({"isolation":"exclusive","quota":{"gpu_millis":2000}})";
+  p.updated_at = 200;
+  p.updated_by = "usr_2";
+  ASSERT_TRUE(store_->PutTenantPolicy(p).ok());
+  auto all = store_->ListTenantPolicies();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].tenant_id, "t0");
+  EXPECT_EQ((*all)[1].tenant_id, "t1");
+  EXPECT_EQ((*all)[1].policy_json, p.policy_json);
+  EXPECT_EQ((*all)[1].updated_at, 200);
+  EXPECT_EQ((*all)[1].updated_by, "usr_2");
+}
+
 }  // namespace
 }  // namespace warden::store::testing

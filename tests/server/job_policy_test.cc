@@ -1,0 +1,260 @@
+// JobService, tenant policy half (job_policy.cc), against a real SQLite store and the real
+// scheduler with its stateful invariant checker after every step: policies stored and applied
+// live and after a restart; a tenant admin may only tighten (attacks); a quota lowered under
+// running jobs; isolation tightened under running jobs; live node taints and labels; gauges.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "cluster/cluster.h"
+#include "common/clock.h"
+#include "common/metrics.h"
+#include "common/rng.h"
+#include "gpu/gpu.h"
+#include "server/job_service.h"
+
+namespace warden::server {
+namespace {
+
+using common::Json;
+
+class JobPolicyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "job_policy_" + std::to_string(::getpid()) + "_" +
+           ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    auto st = store::OpenStore({"sqlite://" + dir_ + "/state.db"});
+    ASSERT_TRUE(st.ok()) << st.status();
+    store_ = std::move(*st);
+    ASSERT_TRUE(store_->CreateTenant({"ten_a", "acme", 1}).ok());
+    ASSERT_TRUE(store_->CreateTenant({"ten_b", "beta", 1}).ok());
+    Restart();
+  }
+
+  void Restart() {
+    if (jobs_) jobs_->Stop();
+    jobs_.reset();
+    JobServiceOptions o;
+    o.data_dir = dir_;
+    o.check_invariants = true;  // the stateful checker after every change; aborts on a violation
+    auto j = JobService::Create(*store_, clock_, rng_, o);
+    ASSERT_TRUE(j.ok()) << j.status();
+    jobs_ = std::move(*j);
+    ASSERT_TRUE(jobs_->Start(/*loop=*/false).ok());
+  }
+
+  void AddNode(const std::string& id, const std::string& name, int gpus) {
+    cluster::NodeInventory inv;
+    inv.hostname = name;
+    inv.os = "Debian GNU/Linux 12 (bookworm)";
+    inv.kernel = "6.1.0";
+    inv.arch = "x86_64";
+    inv.cpus = 16;
+    inv.memory_mib = 65536;
+    inv.agent_version = "test";
+    inv.gpu_backend = "sim";
+    auto spec = gpu::ParseSimSpec(std::to_string(gpus) + "xH100-80GB");
+    gpu::SimOptions so;
+    so.seed = name;
+    inv.gpus = gpu::ExpandSimSpec(*spec, so);
+    store::Node n;
+    n.id = id;
+    n.name = name;
+    n.pool = "default";
+    n.inventory_json = cluster::EncodeInventory(inv).dump();
+    ASSERT_TRUE(store_->CreateNode(n).ok());
+  }
+
+  // What `node taint` / `node label` store (cluster::Cluster::UpdateTaints / UpdateLabels).
+  void SetNodeMeta(const std::string& id, const std::string& labels, const std::string& taints) {
+    auto n = store_->GetNode(id);
+    ASSERT_TRUE(n.ok());
+    n->labels_json = labels;
+    n->taints_json = taints;
+    ASSERT_TRUE(store_->UpdateNode(*n).ok());
+  }
+
+  store::Job Submit(const std::string& tenant_id, const std::string& tenant,
+                    const std::string& body) {
+    auto j = jobs_->Submit(tenant_id, tenant, body, "usr_1");
+    EXPECT_TRUE(j.ok()) << j.status();
+    return j.ok() ? *j : store::Job{};
+  }
+  store::Job Stored(const std::string& id) { return *store_->GetJob(id); }
+  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {}) {
+    auto r = jobs_->AgentSync(node, reports, {});
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : Json::array();
+  }
+  sched::TenantPolicy Policy(sched::Isolation iso, int64_t gpu_millis) {
+    sched::TenantPolicy p;
+    p.isolation = iso;
+    p.quota.gpu_millis = gpu_millis;
+    return p;
+  }
+
+  std::string dir_;
+  common::FakeClock clock_;
+  common::Rng& rng_ = common::SecureRng::Get();
+  std::unique_ptr<store::Store> store_;
+  std::unique_ptr<JobService> jobs_;
+};
+
+TEST_F(JobPolicyTest, PolicyIsStoredAppliedAndSurvivesARestart) {
+  auto fresh = jobs_->GetTenantPolicy("acme");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->isolation, sched::Isolation::kMig);
+  EXPECT_EQ(fresh->quota, sched::Resources::Unlimited());
+  const sched::TenantPolicy p = Policy(sched::Isolation::kExclusive, 3000);
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", p, "usr_admin", false).ok());
+  EXPECT_EQ(*jobs_->GetTenantPolicy("acme"), p);
+  auto rows = store_->ListTenantPolicies();
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].tenant_id, "ten_a");
+  EXPECT_EQ((*rows)[0].updated_by, "usr_admin");
+  Restart();
+  EXPECT_EQ(*jobs_->GetTenantPolicy("acme"), p);
+  EXPECT_EQ(jobs_->GetTenantPolicy("beta")->isolation, sched::Isolation::kMig);
+  // The restarted scheduler enforces it: a job over the quota on its own is refused.
+  auto over = jobs_->Submit("ten_a", "acme", R"({"name":"big","gpus":4,"command":["true"]})",
+                            "usr_1");
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kResourceExhausted) << over.status();
+}
+
+TEST_F(JobPolicyTest, AttackTenantAdminCannotWeakenOrRaiseItsOwnPolicy) {
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kExclusive, 4000),
+                                     "usr_admin", false)
+                  .ok());
+  // Weaker isolation: refused.
+  auto weaker = jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kShared, 4000),
+                                       "usr_ta", true);
+  EXPECT_EQ(weaker.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_NE(std::string(weaker.status().message()).find("isolation shared is weaker"),
+            std::string::npos)
+      << weaker.status();
+  // A larger quota: refused, and so is an unlimited one (a field left out).
+  auto raised = jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kExclusive, 5000),
+                                       "usr_ta", true);
+  EXPECT_EQ(raised.status().code(), absl::StatusCode::kPermissionDenied);
+  auto unlimited = jobs_->SetTenantPolicy(
+      "ten_a", "acme", Policy(sched::Isolation::kExclusive, sched::Resources::kUnlimited),
+      "usr_ta", true);
+  EXPECT_EQ(unlimited.status().code(), absl::StatusCode::kPermissionDenied);
+  // Nothing of the refused changes was stored or applied.
+  EXPECT_EQ(*jobs_->GetTenantPolicy("acme"), Policy(sched::Isolation::kExclusive, 4000));
+  Restart();
+  EXPECT_EQ(*jobs_->GetTenantPolicy("acme"), Policy(sched::Isolation::kExclusive, 4000));
+  // Stricter is allowed: dedicated, 2 GPUs, at most 3 jobs.
+  sched::TenantPolicy stricter = Policy(sched::Isolation::kDedicated, 2000);
+  stricter.quota.running_jobs = 3;
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", stricter, "usr_ta", true).ok());
+  EXPECT_EQ(*jobs_->GetTenantPolicy("acme"), stricter);
+  // A cluster admin may loosen it again.
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kShared, 8000),
+                                     "usr_admin", false)
+                  .ok());
+}
+
+TEST_F(JobPolicyTest, LoweringAQuotaKeepsRunningJobsAndQueuesNewOnes) {
+  AddNode("nod_1", "n1", 4);
+  store::Job a = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["sleep","9"]})");
+  store::Job b = Submit("ten_a", "acme", R"({"name":"b","gpus":1,"command":["sleep","9"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{a.id, "running"}, {b.id, "running"}});
+  ASSERT_EQ(Stored(a.id).state, "running");
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kMig, 1000),
+                                     "usr_admin", false)
+                  .ok());
+  store::Job c = Submit("ten_a", "acme", R"({"name":"c","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(a.id).state, "running");
+  EXPECT_EQ(Stored(b.id).state, "running");
+  EXPECT_EQ(Sync("nod_1").size(), 2u);  // the agent keeps both
+  EXPECT_EQ(Stored(c.id).state, "queued");
+  EXPECT_NE(Stored(c.id).reason.find("waiting for quota"), std::string::npos)
+      << Stored(c.id).reason;
+  EXPECT_EQ(jobs_->TenantUsage("acme")->gpu_millis, 2000);
+  // The other tenant is not affected.
+  store::Job other = Submit("ten_b", "beta", R"({"name":"o","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(other.id).state, "placed");
+  // Gauges: usage over quota is visible.
+  const std::string text = common::metrics::Registry::Default().RenderText();
+  EXPECT_NE(text.find("warden_tenant_usage{tenant=\"acme\",resource=\"gpu_millis\"} 2000"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("warden_tenant_quota{tenant=\"acme\",resource=\"gpu_millis\"} 1000"),
+            std::string::npos);
+  EXPECT_NE(text.find("warden_tenant_quota{tenant=\"beta\",resource=\"gpu_millis\"} +Inf"),
+            std::string::npos);
+}
+
+TEST_F(JobPolicyTest, TighteningIsolationStopsTheRunningJobsItForbids) {
+  AddNode("nod_1", "n1", 2);
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kShared,
+                                                             sched::Resources::kUnlimited),
+                                     "usr_admin", false)
+                  .ok());
+  store::Job f =
+      Submit("ten_a", "acme", R"({"name":"f","gpu_fraction":0.5,"command":["sleep","9"]})");
+  store::Job w = Submit("ten_a", "acme", R"({"name":"w","gpus":1,"command":["sleep","9"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{f.id, "running"}, {w.id, "running"}});
+  ASSERT_EQ(Stored(f.id).state, "running");
+  // The tenant admin tightens to exclusive: the time-sliced job no longer complies.
+  ASSERT_TRUE(jobs_->SetTenantPolicy("ten_a", "acme", Policy(sched::Isolation::kExclusive,
+                                                             sched::Resources::kUnlimited),
+                                     "usr_ta", true)
+                  .ok());
+  EXPECT_EQ(Stored(f.id).state, "queued");
+  EXPECT_NE(Stored(f.id).reason.find("fraction"), std::string::npos) << Stored(f.id).reason;
+  EXPECT_EQ(Stored(w.id).state, "running");
+  Json assigned = Sync("nod_1");  // the agent is told to keep only w: it stops f
+  ASSERT_EQ(assigned.size(), 1u);
+  EXPECT_EQ(assigned[0]["id"], w.id);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(f.id).state, "queued");  // no new placement violates the policy
+}
+
+TEST_F(JobPolicyTest, NodeTaintsAndLabelsReachTheSchedulerWithoutARestart) {
+  AddNode("nod_1", "n1", 2);
+  AddNode("nod_2", "n2", 2);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  SetNodeMeta("nod_1", "{}", R"([{"key":"maint","value":"","effect":"NoSchedule"}])");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  std::vector<store::Job> js;
+  for (int i = 0; i < 2; ++i) {
+    js.push_back(Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["true"]})"));
+  }
+  store::Job waits = Submit("ten_a", "acme", R"({"name":"w","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  for (const auto& j : js) EXPECT_EQ(Stored(j.id).node_id, "nod_2");
+  EXPECT_EQ(Stored(waits.id).state, "queued");  // n2 is full and n1 is tainted
+  // Taint removed: the waiting job lands on n1 at the next round.
+  SetNodeMeta("nod_1", "{}", "[]");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(waits.id).node_id, "nod_1");
+  // A label-selected job follows the label: none has it, then n1 gets it.
+  store::Job sel = Submit("ten_b", "beta",
+                          R"({"name":"s","gpus":1,"node_selector":{"zone":"b"},"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(sel.id).state, "queued");
+  SetNodeMeta("nod_1", R"({"zone":"b"})", "[]");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(sel.id).state, "placed");
+  EXPECT_EQ(Stored(sel.id).node_id, "nod_1");
+  // NoExecute: jobs that do not tolerate it are requeued (their agent stops them).
+  Sync("nod_1", {{waits.id, "running"}});
+  SetNodeMeta("nod_1", R"({"zone":"b"})", R"([{"key":"fault","value":"","effect":"NoExecute"}])");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  // (The round's pass then tries them again, so their reason is now why they still wait.)
+  EXPECT_EQ(Stored(waits.id).state, "queued");
+  EXPECT_EQ(Stored(sel.id).state, "queued");
+  EXPECT_TRUE(Sync("nod_1").empty());
+}
+
+}  // namespace
+}  // namespace warden::server
