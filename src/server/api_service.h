@@ -78,6 +78,12 @@ inline constexpr unsigned kRouteMfaExempt = 2;
 // later dataset downloads): its audit event is durable (fdatasync) before the response, like a
 // mutation's. Other GETs are audited without waiting for the disk unless audit.durable_reads.
 inline constexpr unsigned kRouteDurableRead = 4;
+// A dataset read (list, show, content) that another tenant's principal may make through an
+// accepted share (issue 5, vault_share_routes.cc): when the caller lacks the route's permission at
+// {tenant}, it is checked at the caller's home tenant instead, and the request goes on only if an
+// accepted, unrevoked share from {tenant} to that home tenant covers the named object (for a
+// listing: some share exists; the listing is filtered to shared names). Call::shared_read says so.
+inline constexpr unsigned kRouteSharedRead = 8;
 
 struct RouteSpec {
   const char* method;
@@ -111,6 +117,9 @@ struct Call {
   // (document and statement), recorded in the audit event.
   int64_t bytes = 0;
   std::string data_decision;
+  // Set when the call reads {tenant}'s data through a share (kRouteSharedRead): the reader's home
+  // tenant id; the data decisions then go through AuthorizeSharedData.
+  std::string shared_read_by_tenant_id;
 };
 
 struct ApiServiceOptions {
@@ -258,6 +267,12 @@ class ApiService {
   absl::StatusOr<common::Json> DeleteDataPolicy(Call& c);
   absl::StatusOr<common::Json> KeyStatus(Call& c);
   absl::StatusOr<common::Json> RotateKey(Call& c);
+  // vault_share_routes.cc: cross-tenant shares.
+  absl::StatusOr<common::Json> CreateShare(Call& c);
+  absl::StatusOr<common::Json> ListShares(Call& c);
+  absl::StatusOr<common::Json> AcceptShare(Call& c);
+  absl::StatusOr<common::Json> DeclineShare(Call& c);
+  absl::StatusOr<common::Json> RevokeShare(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -293,6 +308,12 @@ class ApiService {
   absl::Status AuthorizeData(Call& c, vault::DataAction action, const std::string& name,
                              const std::string& object_id);
   absl::Status ShredTenantData(Call& c, const std::string& tenant_id);
+  // vault_share_routes.cc: whether a caller without `permission` at {tenant} may read there
+  // through a share (kRouteSharedRead; sets c.shared_read_by_tenant_id); the data decision of such
+  // a read (records the share id in c.data_decision); a listing filtered to shared names.
+  bool SharedReadAllowed(Call& c, const rbac::Permission& permission);
+  absl::Status AuthorizeSharedData(Call& c, vault::DataAction action, const std::string& name);
+  absl::StatusOr<common::Json> ListSharedDatasets(Call& c);
 
   store::Store& store_;
   auth::Authenticator& auth_;

@@ -90,7 +90,7 @@ int64_t Generation(Store& s) { return ValueOrDie(s.PolicyGeneration()); }
 
 TEST_P(StoreTest, ReportsBackendAndLatestSchemaVersion) {
   EXPECT_EQ(store_->Backend(), GetParam());
-  EXPECT_EQ(ValueOrDie(store_->SchemaVersion()), 5);
+  EXPECT_EQ(ValueOrDie(store_->SchemaVersion()), 6);
   EXPECT_EQ(Generation(*store_), 0);
 }
 
@@ -102,7 +102,7 @@ TEST_P(StoreTest, MigrationsAreIdempotentOnReopen) {
   for (int i = 0; i < 2; ++i) {
     auto reopened = Reopen();
     ASSERT_TRUE(reopened.ok()) << reopened.status();
-    EXPECT_EQ(ValueOrDie((*reopened)->SchemaVersion()), 5);
+    EXPECT_EQ(ValueOrDie((*reopened)->SchemaVersion()), 6);
     EXPECT_EQ(ValueOrDie((*reopened)->GetTenantByName("acme")).id, "t1");
     EXPECT_EQ(ValueOrDie((*reopened)->GetUser("u1")).name, "alice");
     EXPECT_EQ(Generation(**reopened), generation);
@@ -639,7 +639,7 @@ TEST_P(StoreTest, SqlMetacharactersRoundTripVerbatim) {
   EXPECT_THAT(ValueOrDie(store_->ListTokens(std::nullopt, std::nullopt)), SizeIs(count));
   EXPECT_THAT(ValueOrDie(store_->ListBindings()), SizeIs(count));
   EXPECT_EQ(ValueOrDie(store_->DeleteExpiredSessions(1000)), static_cast<int64_t>(count));
-  EXPECT_EQ(ValueOrDie(store_->SchemaVersion()), 5);
+  EXPECT_EQ(ValueOrDie(store_->SchemaVersion()), 6);
 }
 
 TEST_P(StoreTest, NulBytesAndInvalidUtf8AreInvalidArgumentOnEveryBackend) {
