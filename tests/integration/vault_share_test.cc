@@ -142,8 +142,9 @@ TEST_P(VaultShareTest, AcceptedPrefixShareLetsTheOtherTenantReadOnlyThatPrefixUn
   RunResult ls = server_.Cli("bea", "dataset ls --tenant acme -o json");
   ASSERT_EQ(ls.code, 0) << ls.err;
   std::set<std::string> names;
-  for (const auto& o : Json::parse(ls.out)["items"]) names.insert(o["name"].get<std::string>());
-  EXPECT_EQ(names, (std::set<std::string>{"models/llm.pt", "models/v2/ckpt"}));
+  Json listed = Json::parse(ls.out);
+  for (const auto& o : listed["items"]) names.insert(o["name"].get<std::string>());
+  EXPECT_EQ(names, (std::set<std::string>{"models/llm.pt", "models/v2/ckpt"})) << ls.out;
   RunResult show = server_.Cli("bea", "dataset show --tenant acme models/v2/ckpt");
   EXPECT_EQ(show.code, 0) << show.err;
   EXPECT_TRUE(Downloads("bea", "models/llm.pt"));
