@@ -48,9 +48,9 @@ int main(int argc, char** argv) {
   }
   if (argc != 5) return Fail("usage: vault_file encrypt|decrypt KEYFILE IN OUT");
   std::string mode = argv[1];
-  auto master = MasterKey::FromFile(argv[2]);
+  auto master = warden::common::MasterKey::FromFile(argv[2]);
   if (!master.ok()) return Fail(std::string(master.status().message()));
-  auto dek = internal::Hkdf(master->bytes(), "", "vault_file data key", 32);
+  auto dek = master->DeriveSecret("vault_file data key");
   int in = ::open(argv[3], O_RDONLY | O_CLOEXEC);
   if (in < 0) return Fail(std::string("cannot open ") + argv[3]);
   int out = ::open(argv[4], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -18,7 +18,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string dir = argv[1];
-  auto master = MasterKey::FromBytes(warden::common::SecureRng::Get().Bytes(32));
+  auto master = warden::common::MasterKey::FromBytes(warden::common::SecureRng::Get().Bytes(32));
   KeyringOptions ko;
   ko.dir = dir + "/keys";
   auto keyring = Keyring::Open(*master, ko);

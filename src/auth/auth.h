@@ -127,6 +127,9 @@ struct Identity {
   // (mfa_at stays 0, so a token always needs a fresh code for step-up).
   bool mfa = false;
   int64_t mfa_at = 0;
+  // kIdpToken: the groups the IdP asserted in this token (its groups claim), matched by `group:`
+  // principals of data policies. Sessions and API tokens carry none (no local group concept).
+  std::vector<std::string> groups;
 };
 
 // The answer Login gives when the password was right but the user has MFA enabled and sent no

@@ -80,6 +80,18 @@ void AddSsoCommands(CLI::App& app, CLI::App& login, SsoCommands& cmds);
 bool RunSsoCommand(SsoCommands& cmds, const std::string& server_flag, const std::string& expect_fp,
                    const std::string& output);
 
+// `gpuwarden dataset share|accept|decline|shares|unshare` (dataset_share_cmd.cc), under the
+// `dataset` verb that AddDatasetCommands creates.
+struct DatasetShareCommands {
+  CLI::App *share = nullptr, *accept = nullptr, *decline = nullptr, *shares = nullptr,
+           *unshare = nullptr;
+  std::string tenant, name, to, id;
+  bool prefix = false;
+};
+void AddDatasetShareCommands(CLI::App& dataset, DatasetShareCommands& cmds);
+// Runs the parsed share verb, if any; returns false when none was parsed.
+bool RunDatasetShareCommand(DatasetShareCommands& cmds, const Session& s, const std::string& output);
+
 // The `gpuwarden dataset ...` and `gpuwarden key ...` verbs (dataset_cmd.cc).
 struct DatasetCommands {
   CLI::App *put = nullptr, *get = nullptr, *ls = nullptr, *show = nullptr, *rm = nullptr,
@@ -89,6 +101,7 @@ struct DatasetCommands {
   uint64_t version = 0;
   bool progress = false;
   bool reencrypt = false;
+  DatasetShareCommands shares;
 };
 void AddDatasetCommands(CLI::App& app, DatasetCommands& cmds);
 // Runs the parsed dataset/key verb, if any; returns false when none was parsed.

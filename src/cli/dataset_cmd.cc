@@ -388,6 +388,7 @@ void AddDatasetCommands(CLI::App& app, DatasetCommands& c) {
   c.policy_rm = policy->add_subcommand("rm", "delete policy document NAME");
   c.policy_rm->add_option("name", c.name, "policy name")->required();
   tenant(c.policy_rm);
+  AddDatasetShareCommands(*ds, c.shares);  // dataset_share_cmd.cc
 
   auto* key = app.add_subcommand("key", "tenant encryption keys")->require_subcommand(1);
   c.key_status = key->add_subcommand("status", "key versions, minimum version, usage counters");
@@ -405,6 +406,7 @@ bool RunDatasetCommand(DatasetCommands& c, const Session& s, const std::string& 
     return StrCat("/api/v1/tenants/", tenant);
   };
   auto print = [&](const Json& j) { std::cout << j.dump(2) << "\n"; };
+  if (RunDatasetShareCommand(c.shares, s, output)) return true;  // dataset_share_cmd.cc
   if (c.put->parsed()) {
     Put(c, s);
   } else if (c.get->parsed()) {

@@ -164,6 +164,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"store", String(&config.store_url)},
       {"admin_password_file", String(&config.admin_password_file)},
       {"master_key_file", String(&config.master_key_file)},
+      {"master_key_command", StringList(&config.master_key_command)},
       {"threads", Integer(&config.threads, 1, 256)},
       {"session.idle", Duration(&config.session_idle)},
       {"session.absolute", Duration(&config.session_absolute)},

@@ -38,6 +38,10 @@ struct ServerConfig {
   std::string store_url;                 // empty: sqlite in data_dir
   std::string admin_password_file;       // empty: generate and print once
   std::string master_key_file;           // empty: DATA_DIR/master.key (created 0600)
+  // An external command that prints the master key as 64 hex digits (a KMS client, an HSM tool,
+  // a TPM unseal), run without a shell at every start; argv form. Replaces the key file (setting
+  // both is an error). Empty: the key file.
+  std::vector<std::string> master_key_command;
   int threads = 2;                       // HTTP worker threads
   absl::Duration session_idle = absl::Hours(1);
   absl::Duration session_absolute = absl::Hours(12);

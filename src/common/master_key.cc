@@ -1,15 +1,22 @@
 #include "common/master_key.h"
 
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
+#include <poll.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <optional>
 
 #include <cerrno>
 #include <cstring>
 #include <memory>
 
+#include "common/encoding.h"
 #include "common/status.h"
 #include "common/strings.h"
 
@@ -31,6 +38,21 @@ const unsigned char* U(std::string_view s) {
 
 std::string ModeString(mode_t mode) {
   return StrCat("0", (mode & 0777) / 64, (mode & 077) / 8, mode & 7);
+}
+
+void Wipe(std::string& s) {
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
+// Accepts exactly 64 hex digits, optionally followed by one newline.
+std::optional<std::string> KeyFromHexText(std::string text) {
+  if (!text.empty() && text.back() == '\n') text.pop_back();
+  if (!text.empty() && text.back() == '\r') text.pop_back();
+  std::optional<std::string> raw;
+  if (text.size() == 2 * MasterKey::kKeyBytes) raw = HexDecode(text);
+  Wipe(text);
+  return raw;
 }
 
 }  // namespace
@@ -99,6 +121,128 @@ absl::StatusOr<MasterKey> MasterKey::FromBytes(std::string_view key) {
     return absl::InvalidArgumentError(StrCat("master key must be 32 bytes, got ", key.size()));
   }
   return MasterKey(std::string(key));
+}
+
+MasterKey::~MasterKey() { Wipe(key_); }
+
+absl::StatusOr<MasterKey> MasterKey::FromFile(const std::string& path) {
+  // O_NOFOLLOW: a symlink planted in the data dir must not redirect us to another file.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        StrCat("cannot open master key file ", path, ": ", std::strerror(errno)));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    ::close(fd);
+    return absl::FailedPreconditionError(StrCat("cannot stat master key file ", path));
+  }
+  // Checked on the open descriptor, so the file cannot be swapped between check and read.
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::FailedPreconditionError(StrCat("master key file ", path, " is not a regular file"));
+  }
+  if (st.st_uid != ::geteuid()) {
+    ::close(fd);
+    return absl::FailedPreconditionError(StrCat("master key file ", path, " is owned by uid ",
+                                                st.st_uid, ", not by this process (uid ",
+                                                ::geteuid(), ")"));
+  }
+  if ((st.st_mode & 077) != 0) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        StrCat("master key file ", path, " has mode ", ModeString(st.st_mode),
+               ": it must not be accessible to group or others (chmod 600 ", path, ")"));
+  }
+  std::string data(200, '\0');
+  ssize_t n = ::read(fd, data.data(), data.size());
+  ::close(fd);
+  if (n < 0) return absl::FailedPreconditionError(StrCat("cannot read master key file ", path));
+  data.resize(static_cast<size_t>(n));
+  if (data.size() == kKeyBytes) return MasterKey(std::move(data));
+  auto raw = KeyFromHexText(std::move(data));
+  if (!raw) {
+    return absl::FailedPreconditionError(StrCat(
+        "master key file ", path, " must hold 32 raw bytes or 64 hex digits, got ", n, " bytes"));
+  }
+  return MasterKey(std::move(*raw));
+}
+
+absl::StatusOr<MasterKey> MasterKey::FromCommand(const std::vector<std::string>& argv,
+                                                 int timeout_ms) {
+  if (argv.empty() || argv[0].empty()) {
+    return absl::InvalidArgumentError("master key command is empty");
+  }
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) {
+    return absl::FailedPreconditionError(StrCat("master key command: pipe: ", std::strerror(errno)));
+  }
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return absl::FailedPreconditionError(StrCat("master key command: fork: ", std::strerror(errno)));
+  }
+  if (pid == 0) {
+    // Only async-signal-safe calls here: the parent may have other threads.
+    int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  int waited = 0;
+  bool timed_out = false;
+  while (true) {
+    struct pollfd p {
+      fds[0], POLLIN, 0
+    };
+    int r = ::poll(&p, 1, 100);
+    if (r < 0 && errno == EINTR) continue;
+    if (r == 0) {
+      waited += 100;
+      if (waited >= timeout_ms) {
+        timed_out = true;
+        break;
+      }
+      continue;
+    }
+    ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > 4096) break;  // no key is this long; stop reading
+  }
+  ::close(fds[0]);
+  OPENSSL_cleanse(buf, sizeof(buf));
+  if (timed_out) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (timed_out) {
+    Wipe(out);
+    return absl::FailedPreconditionError(
+        StrCat("master key command ", argv[0], " did not finish within ", timeout_ms, " ms"));
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    Wipe(out);
+    std::string how = !WIFEXITED(status)              ? std::string("killed by a signal")
+                      : WEXITSTATUS(status) == 127 ? std::string("exit status 127: not found or not executable")
+                                                   : StrCat("exit status ", WEXITSTATUS(status));
+    return absl::FailedPreconditionError(StrCat("master key command ", argv[0], " failed (", how, ")"));
+  }
+  auto raw = KeyFromHexText(std::move(out));
+  if (!raw) {
+    return absl::FailedPreconditionError(
+        StrCat("master key command ", argv[0], " must print exactly 64 hex digits"));
+  }
+  return MasterKey(std::move(*raw));
 }
 
 absl::StatusOr<MasterKey> MasterKey::LoadOrCreate(const std::string& path, Rng& rng) {

@@ -213,13 +213,13 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        "tenants:policy-set", &ApiService::PutTenantPolicy},
       // Encrypted vault (vault_routes.cc): object names travel in ?name=.
       {"GET", "/api/v1/tenants/{tenant}/datasets", "datasets:read", Scope::kTenant,
-       "datasets:list", &ApiService::ListDatasets},
+       "datasets:list", &ApiService::ListDatasets, 200, kRouteSharedRead},
       {"GET", "/api/v1/tenants/{tenant}/datasets/object", "datasets:read", Scope::kTenant,
-       "datasets:show", &ApiService::ShowDataset},
+       "datasets:show", &ApiService::ShowDataset, 200, kRouteSharedRead},
       {"DELETE", "/api/v1/tenants/{tenant}/datasets/object", "datasets:delete", Scope::kTenant,
        nullptr, &ApiService::DeleteDataset},
       {"GET", "/api/v1/tenants/{tenant}/datasets/content", "data:read", Scope::kTenant,
-       "data:download", &ApiService::ReadDataset, 200, kRouteDurableRead},
+       "data:download", &ApiService::ReadDataset, 200, kRouteDurableRead | kRouteSharedRead},
       {"POST", "/api/v1/tenants/{tenant}/datasets/verify", "data:read", Scope::kTenant,
        "data:verify", &ApiService::VerifyDataset},
       {"POST", "/api/v1/tenants/{tenant}/datasets/uploads", "data:create", Scope::kTenant,
@@ -242,6 +242,18 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::KeyStatus},
       {"POST", "/api/v1/tenants/{tenant}/keys/rotate", "keys:manage", Scope::kTenant,
        "keys:rotate", &ApiService::RotateKey, 200, kRouteStepUp},
+      // Cross-tenant shares (vault_share_routes.cc): offered by the owner's tenant admin (a copy:
+      // step-up), accepted or declined by the receiving tenant's admin, revoked by the owner.
+      {"POST", "/api/v1/tenants/{tenant}/shares", "datasets:manage", Scope::kTenant,
+       "datasets:share", &ApiService::CreateShare, 201, kRouteStepUp},
+      {"GET", "/api/v1/tenants/{tenant}/shares", "datasets:read", Scope::kTenant,
+       "datasets:shares", &ApiService::ListShares},
+      {"POST", "/api/v1/tenants/{tenant}/shares/{share}/accept", "datasets:manage",
+       Scope::kTenant, "datasets:share-accept", &ApiService::AcceptShare},
+      {"POST", "/api/v1/tenants/{tenant}/shares/{share}/decline", "datasets:manage",
+       Scope::kTenant, "datasets:share-decline", &ApiService::DeclineShare},
+      {"DELETE", "/api/v1/tenants/{tenant}/shares/{share}", "datasets:manage", Scope::kTenant,
+       "datasets:share-revoke", &ApiService::RevokeShare},
   };
   return kRoutes;
 }
@@ -432,6 +444,10 @@ ApiResponse ApiService::Handle(const RouteSpec& route, ApiRequest& req) {
           allowed = c.grants.cluster().Contains(*cr.permission);
           for (const auto& t : c.grants.tenants()) allowed = allowed || t.mask.Contains(*cr.permission);
           break;
+      }
+      // Another tenant's principal reading through an accepted share (vault_share_routes.cc).
+      if (!allowed && (route.flags & kRouteSharedRead) != 0 && !tenant_missing) {
+        allowed = SharedReadAllowed(c, *cr.permission);
       }
       if (!allowed) {
         return absl::PermissionDeniedError(

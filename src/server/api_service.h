@@ -90,6 +90,12 @@ inline constexpr unsigned kRouteMfaExempt = 2;
 inline constexpr unsigned kRouteDurableRead = 4;
 // The most one streamed dataset upload request (PUT .../uploads/{upload}) may carry: 1 TiB.
 inline constexpr uint64_t kMaxStreamedUploadBytes = uint64_t{1} << 40;
+// A dataset read (list, show, content) that another tenant's principal may make through an
+// accepted share (issue 5, vault_share_routes.cc): when the caller lacks the route's permission at
+// {tenant}, it is checked at the caller's home tenant instead, and the request goes on only if an
+// accepted, unrevoked share from {tenant} to that home tenant covers the named object (for a
+// listing: some share exists; the listing is filtered to shared names). Call::shared_read says so.
+inline constexpr unsigned kRouteSharedRead = 8;
 
 struct RouteSpec {
   const char* method;
@@ -129,6 +135,9 @@ struct Call {
   // (document and statement), recorded in the audit event.
   int64_t bytes = 0;
   std::string data_decision;
+  // Set when the call reads {tenant}'s data through a share (kRouteSharedRead): the reader's home
+  // tenant id; the data decisions then go through AuthorizeSharedData.
+  std::string shared_read_by_tenant_id;
 };
 
 struct ApiServiceOptions {
@@ -284,6 +293,12 @@ class ApiService {
   absl::Status ReadJobDatasetForAgent(const std::string& node_id, const std::string& job_id,
                                       uint64_t index, uint64_t first_chunk, uint64_t count,
                                       AgentDatasetRead& out);
+  // vault_share_routes.cc: cross-tenant shares.
+  absl::StatusOr<common::Json> CreateShare(Call& c);
+  absl::StatusOr<common::Json> ListShares(Call& c);
+  absl::StatusOr<common::Json> AcceptShare(Call& c);
+  absl::StatusOr<common::Json> DeclineShare(Call& c);
+  absl::StatusOr<common::Json> RevokeShare(Call& c);
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -323,6 +338,12 @@ class ApiService {
   // decisions in c.data_decision); PermissionDenied for a cross-tenant mount or a refused read.
   absl::Status AuthorizeJobDatasets(Call& c, api::JobRun& run);
   absl::Status AuthorizeJobDataset(Call& c, size_t index, api::JobDataset& d);
+  // vault_share_routes.cc: whether a caller without `permission` at {tenant} may read there
+  // through a share (kRouteSharedRead; sets c.shared_read_by_tenant_id); the data decision of such
+  // a read (records the share id in c.data_decision); a listing filtered to shared names.
+  bool SharedReadAllowed(Call& c, const rbac::Permission& permission);
+  absl::Status AuthorizeSharedData(Call& c, vault::DataAction action, const std::string& name);
+  absl::StatusOr<common::Json> ListSharedDatasets(Call& c);
 
   store::Store& store_;
   auth::Authenticator& auth_;

@@ -87,6 +87,7 @@ absl::StatusOr<auth::Identity> ApiService::AuthenticateCaller(const std::string&
   id.home_tenant_id = p->user.tenant_id;
   id.expires_at = p->expires_at;
   id.mfa = p->mfa;
+  id.groups = p->identity.groups;  // `group:` principals in data policies
   return id;
 }
 

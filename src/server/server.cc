@@ -63,13 +63,21 @@ class ServerImpl final : public Server {
     common::Clock& clock = common::RealClock::Get();
     common::Rng& rng = common::SecureRng::Get();
     WARDEN_RETURN_IF_ERROR(EnsureDir(config_.data_dir));
+    // The master key protects secrets at rest (TOTP seeds, the vault's tenant keys); see
+    // common/master_key.h for the 0600 rule and the external key command.
+    if (!config_.master_key_command.empty() && !config_.master_key_file.empty()) {
+      return absl::InvalidArgumentError(
+          "config: set master_key_file or master_key_command, not both");
+    }
     std::string key_path = config_.master_key_file.empty()
                                ? StrCat(config_.data_dir, "/master.key")
                                : config_.master_key_file;
-    // The master key protects secrets at rest (TOTP seeds, later tenant keys); see
-    // common/master_key.h for the 0600 rule.
-    WARDEN_ASSIGN_OR_RETURN(common::MasterKey master_key,
-                            common::MasterKey::LoadOrCreate(key_path, rng));
+    absl::StatusOr<common::MasterKey> loaded =
+        config_.master_key_command.empty()
+            ? common::MasterKey::LoadOrCreate(key_path, rng)
+            : common::MasterKey::FromCommand(config_.master_key_command);
+    WARDEN_RETURN_IF_ERROR(loaded.status());
+    common::MasterKey master_key = std::move(*loaded);
     WARDEN_ASSIGN_OR_RETURN(common::AeadKey totp_key, master_key.DeriveKey("totp-seed/v1"));
     totp_key_ = std::make_unique<common::AeadKey>(std::move(totp_key));
 

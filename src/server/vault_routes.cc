@@ -33,6 +33,7 @@
 #include "server/api_service.h"
 #include "server/vault_routes.h"
 #include "vault/crypto.h"
+#include "server/vault_shares.h"
 
 namespace warden::server {
 namespace {
@@ -140,14 +141,11 @@ absl::StatusOr<std::unique_ptr<VaultService>> VaultService::Open(const std::stri
   std::filesystem::create_directories(dir, ec);
   if (ec) return absl::InternalError(StrCat("cannot create ", dir, ": ", ec.message()));
   ::chmod(dir.c_str(), 0700);
-  WARDEN_ASSIGN_OR_RETURN(std::string wrap, master.DeriveSecret("vault-kek-wrap/v1"));
-  WARDEN_ASSIGN_OR_RETURN(vault::MasterKey vault_master, vault::MasterKey::FromBytes(wrap));
-  std::fill(wrap.begin(), wrap.end(), '\0');
   vault::KeyringOptions kopts;
   kopts.dir = StrCat(dir, "/keys");
   kopts.clock = &clock;
   kopts.rng = &rng;
-  WARDEN_ASSIGN_OR_RETURN(v->keyring_, vault::Keyring::Open(vault_master, kopts));
+  WARDEN_ASSIGN_OR_RETURN(v->keyring_, vault::Keyring::Open(master, kopts));
   vault::ObjectStoreOptions oopts;
   oopts.root = dir;
   oopts.clock = &clock;
@@ -254,6 +252,8 @@ absl::Status VaultService::DropPolicies(const std::string& tenant) {
 absl::Status ApiService::AuthorizeData(Call& c, vault::DataAction action,
                                        const std::string& name, const std::string& object_id) {
   WARDEN_ASSIGN_OR_RETURN(VaultService * v, VaultOf(options_.vault));
+  // Another tenant's principal reading through a share: the share decides (vault_share_routes.cc).
+  if (!c.shared_read_by_tenant_id.empty()) return AuthorizeSharedData(c, action, name);
   WARDEN_ASSIGN_OR_RETURN(auto policies, v->Policies(c.tenant_id));
   vault::AccessRequest r;
   r.action = action;
@@ -261,21 +261,12 @@ absl::Status ApiService::AuthorizeData(Call& c, vault::DataAction action,
   r.token_id = c.identity->token_id;
   r.object_id = object_id;
   r.name = name;
-  // `role:` principals: the roles bound to the caller (to the token itself when a token acts) at
-  // cluster scope or at this tenant. Looked up only when the tenant has policy documents; a
-  // store error refuses the access (fail closed).
+  // `role:` and `group:` principals (vault_shares.h). Looked up only when the tenant has policy
+  // documents; a store error refuses the access (fail closed).
   std::vector<std::string> role_ids;
   if (!policies->empty()) {
-    WARDEN_ASSIGN_OR_RETURN(auto bindings, store_.ListBindings());
-    const bool token = !c.identity->token_id.empty();
-    for (const auto& b : bindings) {
-      const bool mine = token ? (b.subject_kind == "token" && b.subject_id == c.identity->token_id)
-                              : (b.subject_kind == "user" && b.subject_id == c.identity->user_id);
-      if (mine && (b.scope_tenant_id.empty() || b.scope_tenant_id == c.tenant_id)) {
-        role_ids.push_back(b.role_id);
-      }
-    }
-    for (const auto& id : role_ids) r.roles.push_back(id);
+    WARDEN_ASSIGN_OR_RETURN(role_ids, CallerRoleIds(store_, *c.identity, c.tenant_id));
+    AddCallerPrincipals(*c.identity, role_ids, r);
   }
   std::optional<absl::Duration> mfa_age;
   if (action == vault::DataAction::kCopy) {
@@ -301,6 +292,7 @@ absl::Status ApiService::AuthorizeData(Call& c, vault::DataAction action,
 
 absl::StatusOr<Json> ApiService::ListDatasets(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(VaultService * v, VaultOf(options_.vault));
+  if (!c.shared_read_by_tenant_id.empty()) return ListSharedDatasets(c);  // only shared names
   std::string prefix;
   if (auto it = c.req.query.find("prefix"); it != c.req.query.end()) prefix = it->second;
   WARDEN_ASSIGN_OR_RETURN(auto objects, v->objects().List(c.tenant_id, prefix));

@@ -190,6 +190,28 @@ const std::vector<Migration>& Migrations() {
            " PRIMARY KEY (provider, subject))",
            "CREATE INDEX external_identities_by_user ON external_identities (user_id)",
        }},
+      // 6: cross-tenant shares of vault objects (issue 5). A share moves offered -> accepted |
+      // declined, and offered/accepted -> revoked (owner) or declined (receiver); the moves are
+      // compare-and-set UPDATEs, so a revoke racing an accept on another replica is never lost.
+      // No foreign keys: DeleteTenant removes a tenant's shares on both sides itself.
+      {6,
+       {
+           "CREATE TABLE vault_shares ("
+           " id TEXT PRIMARY KEY,"
+           " owner_tenant_id TEXT NOT NULL,"
+           " name TEXT NOT NULL,"
+           " is_prefix INTEGER NOT NULL CHECK (is_prefix IN (0, 1)),"
+           " target_tenant_id TEXT NOT NULL,"
+           " state TEXT NOT NULL CHECK (state IN ('offered', 'accepted', 'declined', 'revoked')),"
+           " offered_by TEXT NOT NULL,"
+           " offered_at BIGINT NOT NULL,"
+           " decided_by TEXT NOT NULL DEFAULT '',"
+           " decided_at BIGINT NOT NULL DEFAULT 0,"
+           " revoked_by TEXT NOT NULL DEFAULT '',"
+           " revoked_at BIGINT NOT NULL DEFAULT 0)",
+           "CREATE INDEX vault_shares_by_owner ON vault_shares (owner_tenant_id)",
+           "CREATE INDEX vault_shares_by_target ON vault_shares (target_tenant_id, state)",
+       }},
       // 7: tenant isolation policy and quota (issue 6). No foreign key: a deleted tenant's row
       // is ignored by the job service.
       {7,

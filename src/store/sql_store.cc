@@ -75,6 +75,28 @@ constexpr std::string_view kTokenCols =
 constexpr std::string_view kRoleCols = "id, name, tenant_id, permissions, builtin, created_at";
 constexpr std::string_view kExternalIdentityCols =
     "provider, subject, user_id, email, created_at, last_login_at";
+constexpr std::string_view kVaultShareCols =
+    "id, owner_tenant_id, name, is_prefix, target_tenant_id, state, offered_by, offered_at,"
+    " decided_by, decided_at, revoked_by, revoked_at";
+
+absl::StatusOr<VaultShare> ToVaultShare(const Row& r) {
+  VaultShare s;
+  s.id = r.String(0);
+  s.owner_tenant_id = r.String(1);
+  s.name = r.String(2);
+  WARDEN_ASSIGN_OR_RETURN(int64_t prefix, r.Int(3));
+  s.is_prefix = prefix != 0;
+  s.target_tenant_id = r.String(4);
+  s.state = r.String(5);
+  s.offered_by = r.String(6);
+  WARDEN_ASSIGN_OR_RETURN(s.offered_at, r.Int(7));
+  s.decided_by = r.String(8);
+  WARDEN_ASSIGN_OR_RETURN(s.decided_at, r.Int(9));
+  s.revoked_by = r.String(10);
+  WARDEN_ASSIGN_OR_RETURN(s.revoked_at, r.Int(11));
+  return s;
+}
+
 constexpr std::string_view kBindingCols =
     "id, subject_kind, subject_id, role_id, scope_tenant_id, created_at";
 
@@ -318,6 +340,11 @@ class SqlStore final : public Store {
         return absl::FailedPreconditionError(
             StrCat("tenant \"", id, "\" still has ", users, " user(s); move or remove them first"));
       }
+      // Shares name tenants by id without a foreign key: both sides go with the tenant.
+      WARDEN_RETURN_IF_ERROR(
+          db_->Exec("DELETE FROM vault_shares WHERE owner_tenant_id = ? OR target_tenant_id = ?",
+                    {id, id})
+              .status());
       return db_->Exec("DELETE FROM tenants WHERE id = ?", {id}).status();
     });
     if (s.code() == absl::StatusCode::kFailedPrecondition) {
@@ -906,6 +933,68 @@ class SqlStore final : public Store {
                             db_->Query("SELECT generation FROM policy_generation WHERE id = 1"));
     if (rows.empty()) return absl::DataLossError("store: policy_generation row is missing");
     return rows[0].Int(0);
+  }
+
+  // ---- vault shares ----
+
+  absl::Status CreateVaultShare(const VaultShare& v) override {
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("share id", v.id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("share owner tenant", v.owner_tenant_id));
+    WARDEN_RETURN_IF_ERROR(RequireNonEmpty("share target tenant", v.target_tenant_id));
+    absl::Status st = Write(/*policy=*/false, [&]() {
+      return db_
+          ->Exec(StrCat("INSERT INTO vault_shares (", kVaultShareCols,
+                        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                 {v.id, v.owner_tenant_id, v.name, int64_t{v.is_prefix ? 1 : 0},
+                  v.target_tenant_id, v.state, v.offered_by, v.offered_at, v.decided_by,
+                  v.decided_at, v.revoked_by, v.revoked_at})
+          .status();
+    });
+    return Reword(st, absl::StatusCode::kAlreadyExists, StrCat("share id \"", v.id, "\" is taken"));
+  }
+
+  absl::StatusOr<VaultShare> GetVaultShare(const std::string& id) override {
+    return One<VaultShare>(StrCat("SELECT ", kVaultShareCols, " FROM vault_shares WHERE id = ?"),
+                           {id}, ToVaultShare, StrCat("share ", id, " not found"));
+  }
+
+  absl::StatusOr<VaultShare> TransitionVaultShare(const std::string& id,
+                                                  const std::vector<std::string>& from,
+                                                  const std::string& to, const std::string& by,
+                                                  int64_t at) override {
+    if (from.empty()) return absl::InvalidArgumentError("share transition needs a from state");
+    const bool revoke = to == "revoked";
+    std::string sql = StrCat("UPDATE vault_shares SET state = ?, ",
+                             revoke ? "revoked_by = ?, revoked_at = ?" : "decided_by = ?, decided_at = ?",
+                             " WHERE id = ? AND state IN (");
+    Params params{Param{to}, Param{by}, Param{at}, Param{id}};
+    for (size_t i = 0; i < from.size(); ++i) {
+      sql += i == 0 ? "?" : ", ?";
+      params.emplace_back(from[i]);
+    }
+    sql += ")";
+    absl::StatusOr<VaultShare> out;
+    absl::Status st = Write(/*policy=*/false, [&]() -> absl::Status {
+      WARDEN_ASSIGN_OR_RETURN(int64_t n, db_->Exec(sql, params));
+      WARDEN_ASSIGN_OR_RETURN(VaultShare now, GetVaultShare(id));
+      if (n == 0) {
+        return absl::FailedPreconditionError(
+            StrCat("share ", id, " is ", now.state, ", not ", from.size() == 1 ? from[0] : StrCat(from[0], " or ", from.back())));
+      }
+      out = std::move(now);
+      return absl::OkStatus();
+    });
+    if (!st.ok()) return st;
+    return out;
+  }
+
+  absl::StatusOr<std::vector<VaultShare>> ListVaultShares(const std::string& tenant_id) override {
+    WARDEN_ASSIGN_OR_RETURN(
+        Rows rows, db_->Query(StrCat("SELECT ", kVaultShareCols,
+                                     " FROM vault_shares WHERE owner_tenant_id = ? OR"
+                                     " target_tenant_id = ? ORDER BY offered_at, id"),
+                              {tenant_id, tenant_id}));
+    return ToList<VaultShare>(rows, ToVaultShare);
   }
 
  private:

@@ -171,6 +171,24 @@ struct TenantPolicy {
   std::string updated_by;  // user id
 };
 
+// A cross-tenant share of vault objects (issue 5, migration 6): `name` in the owner tenant (a
+// name prefix when is_prefix) offered to the target tenant. state: offered | accepted | declined |
+// revoked. decided_*: who accepted or declined; revoked_*: who revoked (owner side).
+struct VaultShare {
+  std::string id;
+  std::string owner_tenant_id;
+  std::string name;
+  bool is_prefix = false;
+  std::string target_tenant_id;
+  std::string state = "offered";
+  std::string offered_by;
+  int64_t offered_at = 0;
+  std::string decided_by;
+  int64_t decided_at = 0;
+  std::string revoked_by;
+  int64_t revoked_at = 0;
+};
+
 struct StoreOptions {
   std::string url;  // sqlite:///path or postgres://...
 };
@@ -315,6 +333,18 @@ class Store {
   // row; List returns every row (tenants without one have the defaults).
   virtual absl::Status PutTenantPolicy(const TenantPolicy& p) = 0;
   virtual absl::StatusOr<std::vector<TenantPolicy>> ListTenantPolicies() = 0;
+  // Vault shares (schema version 6). CreateVaultShare: AlreadyExists for a taken id.
+  // GetVaultShare: NotFound. TransitionVaultShare moves the share to `to` only if its state is one
+  // of `from` now (one compare-and-set UPDATE), recording `by`/`at` as decided_* (accepted,
+  // declined) or revoked_* (revoked); NotFound for an unknown id, FailedPrecondition naming the
+  // current state otherwise. ListVaultShares: the shares a tenant owns or was offered, oldest first.
+  virtual absl::Status CreateVaultShare(const VaultShare& s) = 0;
+  virtual absl::StatusOr<VaultShare> GetVaultShare(const std::string& id) = 0;
+  virtual absl::StatusOr<VaultShare> TransitionVaultShare(const std::string& id,
+                                                          const std::vector<std::string>& from,
+                                                          const std::string& to,
+                                                          const std::string& by, int64_t at) = 0;
+  virtual absl::StatusOr<std::vector<VaultShare>> ListVaultShares(const std::string& tenant_id) = 0;
 };
 
 // Opens (creating if needed) and migrates the store at options.url.

@@ -2,10 +2,7 @@
 
 #include <fcntl.h>
 #include <openssl/crypto.h>
-#include <poll.h>
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,165 +29,7 @@ namespace {
 constexpr int kKeyringFormat = 1;
 constexpr uint8_t kWrapFormat = 1;
 
-std::string ModeText(mode_t mode) {
-  char buf[8];
-  std::snprintf(buf, sizeof(buf), "0%03o", static_cast<unsigned>(mode & 0777));
-  return buf;
-}
-
-// Accepts exactly 64 hex digits, optionally followed by one newline.
-std::optional<std::string> KeyFromHexText(std::string text) {
-  if (!text.empty() && text.back() == '\n') text.pop_back();
-  if (!text.empty() && text.back() == '\r') text.pop_back();
-  if (text.size() != 2 * kKeySize) return std::nullopt;
-  auto raw = common::HexDecode(text);
-  internal::Wipe(text);
-  return raw;
-}
-
 }  // namespace
-
-// ---- MasterKey ----
-
-absl::StatusOr<MasterKey> MasterKey::FromBytes(std::string bytes) {
-  if (bytes.size() != kKeySize) {
-    return absl::InvalidArgumentError(StrCat("master key must be 32 bytes, got ", bytes.size()));
-  }
-  return MasterKey(std::move(bytes));
-}
-
-absl::StatusOr<MasterKey> MasterKey::FromFile(const std::string& path) {
-  // O_NOFOLLOW: a symlink planted in the data dir must not redirect us to another file.
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        StrCat("cannot open master key file ", path, ": ", std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(StrCat("cannot stat master key file ", path));
-  }
-  // Checked on the open descriptor, so the file cannot be swapped between check and read.
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        StrCat("master key file ", path, " is not a regular file"));
-  }
-  if (st.st_uid != ::geteuid()) {
-    ::close(fd);
-    return absl::FailedPreconditionError(StrCat("master key file ", path, " is owned by uid ",
-                                                st.st_uid, ", not by this process (uid ",
-                                                ::geteuid(), ")"));
-  }
-  if ((st.st_mode & 077) != 0) {
-    ::close(fd);
-    return absl::FailedPreconditionError(
-        StrCat("master key file ", path, " has mode ", ModeText(st.st_mode),
-               ": it must not be accessible to group or others (chmod 600 ", path, ")"));
-  }
-  std::string data(200, '\0');
-  ssize_t n = ::read(fd, data.data(), data.size());
-  ::close(fd);
-  if (n < 0) return absl::FailedPreconditionError(StrCat("cannot read master key file ", path));
-  data.resize(static_cast<size_t>(n));
-  if (data.size() == kKeySize) return MasterKey(std::move(data));
-  auto raw = KeyFromHexText(data);
-  internal::Wipe(data);
-  if (!raw) {
-    return absl::FailedPreconditionError(StrCat(
-        "master key file ", path, " must hold 32 raw bytes or 64 hex digits, got ", n, " bytes"));
-  }
-  return MasterKey(std::move(*raw));
-}
-
-absl::StatusOr<MasterKey> MasterKey::FromCommand(const std::vector<std::string>& argv,
-                                                 int timeout_ms) {
-  if (argv.empty() || argv[0].empty()) {
-    return absl::InvalidArgumentError("master key command is empty");
-  }
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    return absl::FailedPreconditionError(StrCat("pipe: ", std::strerror(errno)));
-  }
-  std::vector<char*> args;
-  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return absl::FailedPreconditionError(StrCat("fork: ", std::strerror(errno)));
-  }
-  if (pid == 0) {
-    ::dup2(fds[1], STDOUT_FILENO);
-    ::execvp(args[0], args.data());
-    ::_exit(127);
-  }
-  ::close(fds[1]);
-  std::string out;
-  char buf[512];
-  int waited = 0;
-  bool timed_out = false;
-  while (true) {
-    struct pollfd p {
-      fds[0], POLLIN, 0
-    };
-    int r = ::poll(&p, 1, 100);
-    if (r < 0 && errno == EINTR) continue;
-    if (r == 0) {
-      waited += 100;
-      if (waited >= timeout_ms) {
-        timed_out = true;
-        break;
-      }
-      continue;
-    }
-    ssize_t n = ::read(fds[0], buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-    if (out.size() > 4096) break;  // no key is this long; stop reading
-  }
-  ::close(fds[0]);
-  OPENSSL_cleanse(buf, sizeof(buf));
-  if (timed_out) ::kill(pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (timed_out) {
-    internal::Wipe(out);
-    return absl::FailedPreconditionError(
-        StrCat("master key command ", argv[0], " did not finish within ", timeout_ms, " ms"));
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    internal::Wipe(out);
-    return absl::FailedPreconditionError(StrCat("master key command ", argv[0], " failed (",
-                                                WIFEXITED(status)
-                                                    ? StrCat("exit status ", WEXITSTATUS(status))
-                                                    : std::string("killed by a signal"),
-                                                ")"));
-  }
-  auto raw = KeyFromHexText(std::move(out));
-  if (!raw) {
-    return absl::FailedPreconditionError(
-        StrCat("master key command ", argv[0], " must print exactly 64 hex digits"));
-  }
-  return MasterKey(std::move(*raw));
-}
-
-MasterKey::MasterKey(MasterKey&& other) noexcept : key_(std::move(other.key_)) {
-  other.key_.clear();
-}
-MasterKey& MasterKey::operator=(MasterKey&& other) noexcept {
-  if (this != &other) {
-    internal::Wipe(key_);
-    key_ = std::move(other.key_);
-    other.key_.clear();
-  }
-  return *this;
-}
-MasterKey::~MasterKey() { internal::Wipe(key_); }
 
 // ---- Keyring ----
 
@@ -204,7 +43,7 @@ Keyring::~Keyring() {
   }
 }
 
-absl::StatusOr<std::unique_ptr<Keyring>> Keyring::Open(const MasterKey& master,
+absl::StatusOr<std::unique_ptr<Keyring>> Keyring::Open(const common::MasterKey& master,
                                                        KeyringOptions options) {
   if (options.dir.empty()) return absl::InvalidArgumentError("keyring dir is empty");
   if (options.clock == nullptr) options.clock = &common::RealClock::Get();
@@ -222,11 +61,14 @@ absl::StatusOr<std::unique_ptr<Keyring>> Keyring::Open(const MasterKey& master,
       std::filesystem::remove(f.path(), ec);
     }
   }
-  // The KEK-wrapping key is derived, not the master key itself, so the master key can serve other
-  // purposes (TOTP seeds, ...) under other HKDF labels without key reuse across them.
-  WARDEN_ASSIGN_OR_RETURN(
-      std::string wrapping,
-      internal::Hkdf(master.bytes(), "", "gpuwarden/vault/v1 kek-wrap", kKeySize));
+  // The KEK-wrapping key is derived, not the master key itself, so the master key serves other
+  // purposes (TOTP seeds, ...) under other HKDF labels without key reuse across them: the
+  // server's one master key -> HKDF "vault-kek-wrap/v1" (common::MasterKey) -> HKDF "gpuwarden/
+  // vault/v1 kek-wrap" (the vault's own label, kept so existing keyrings still open).
+  WARDEN_ASSIGN_OR_RETURN(std::string vault_root, master.DeriveSecret("vault-kek-wrap/v1"));
+  auto wrapping_or = internal::Hkdf(vault_root, "", "gpuwarden/vault/v1 kek-wrap", kKeySize);
+  internal::Wipe(vault_root);
+  WARDEN_ASSIGN_OR_RETURN(std::string wrapping, std::move(wrapping_or));
   return std::unique_ptr<Keyring>(new Keyring(std::move(wrapping), std::move(options)));
 }
 

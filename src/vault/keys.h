@@ -14,40 +14,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "common/master_key.h"
 #include "common/rng.h"
 
 namespace warden::vault {
-
-// 32 bytes of key material held in memory and wiped on destruction. Move-only value.
-class MasterKey {
- public:
-  // Reads a master key file: 32 raw bytes, or 64 hex digits (an optional trailing newline). The
-  // file must be a regular file (not a symlink) owned by the effective user with no group/other
-  // permission bits. FailedPrecondition names the problem and the fix, e.g.
-  //   master key file /d/master.key has mode 0644: it must not be accessible to group or others
-  //   (chmod 600 /d/master.key)
-  static absl::StatusOr<MasterKey> FromFile(const std::string& path);
-  // Runs `argv` (no shell; argv[0] looked up in PATH) and reads the key from its standard output
-  // as 64 hex digits: the seam for a KMS, an HSM or a TPM unseal command. FailedPrecondition when
-  // the command cannot run, exits non-zero, runs longer than `timeout_ms` (it is killed) or prints
-  // anything else.
-  static absl::StatusOr<MasterKey> FromCommand(const std::vector<std::string>& argv,
-                                               int timeout_ms = 10000);
-  // For tests and the file-to-file tool: exactly 32 bytes, else InvalidArgument.
-  static absl::StatusOr<MasterKey> FromBytes(std::string bytes);
-
-  MasterKey(MasterKey&& other) noexcept;
-  MasterKey& operator=(MasterKey&& other) noexcept;
-  MasterKey(const MasterKey&) = delete;
-  MasterKey& operator=(const MasterKey&) = delete;
-  ~MasterKey();
-
-  const std::string& bytes() const { return key_; }
-
- private:
-  explicit MasterKey(std::string key) : key_(std::move(key)) {}
-  std::string key_;
-};
 
 // A data key wrapped under one version of a tenant KEK: what an object's metadata stores.
 struct WrappedKey {
@@ -90,7 +60,7 @@ struct KeyringOptions {
 // another object does not unwrap.
 class Keyring {
  public:
-  static absl::StatusOr<std::unique_ptr<Keyring>> Open(const MasterKey& master,
+  static absl::StatusOr<std::unique_ptr<Keyring>> Open(const common::MasterKey& master,
                                                        KeyringOptions options);
   ~Keyring();
 

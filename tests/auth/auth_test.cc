@@ -479,6 +479,22 @@ class CountingStore final : public store::Store {
   absl::StatusOr<std::vector<store::TenantPolicy>> ListTenantPolicies() override {
     return real_->ListTenantPolicies();
   }
+  absl::Status CreateVaultShare(const store::VaultShare& v) override {
+    return real_->CreateVaultShare(v);
+  }
+  absl::StatusOr<store::VaultShare> GetVaultShare(const std::string& id) override {
+    return real_->GetVaultShare(id);
+  }
+  absl::StatusOr<store::VaultShare> TransitionVaultShare(const std::string& id,
+                                                         const std::vector<std::string>& from,
+                                                         const std::string& to,
+                                                         const std::string& by,
+                                                         int64_t at) override {
+    return real_->TransitionVaultShare(id, from, to, by, at);
+  }
+  absl::StatusOr<std::vector<store::VaultShare>> ListVaultShares(const std::string& t) override {
+    return real_->ListVaultShares(t);
+  }
 
  private:
   void Note(const char* method) {

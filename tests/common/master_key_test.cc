@@ -1,10 +1,14 @@
 #include "common/master_key.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
+
+#include "common/encoding.h"
 
 namespace warden::common {
 namespace {
@@ -115,6 +119,87 @@ TEST(MasterKeyTest, DeriveSecretIsThePurposeBoundKey) {
 TEST(AeadKeyTest, KeysMustBe32Bytes) {
   EXPECT_FALSE(AeadKey::FromBytes("short").ok());
   EXPECT_FALSE(MasterKey::FromBytes(std::string(31, 'x')).ok());
+}
+
+
+// A fresh directory per test for key files (removed at the end).
+class KeyDir {
+ public:
+  KeyDir() {
+    static int n = 0;
+    path_ = ::testing::TempDir() + "master_key_file_" + std::to_string(::getpid()) + "_" +
+            std::to_string(n++);
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~KeyDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+void WriteFile(const std::string& path, const std::string& data, mode_t mode) {
+  std::filesystem::remove(path);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
+  ::close(fd);
+  ::chmod(path.c_str(), mode);
+}
+
+TEST(MasterKeyFileTest, ReadsRawAndHexKeyFilesWithMode0600) {
+  KeyDir dir;
+  std::string raw(32, 'k');
+  WriteFile(dir.path() + "/raw.key", raw, 0600);
+  auto a = MasterKey::FromFile(dir.path() + "/raw.key");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a->DeriveSecret("t"), *MasterKey::FromBytes(raw)->DeriveSecret("t"));
+  WriteFile(dir.path() + "/hex.key", common::HexEncode(raw) + "\n", 0400);
+  auto b = MasterKey::FromFile(dir.path() + "/hex.key");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(*b->DeriveSecret("t"), *MasterKey::FromBytes(raw)->DeriveSecret("t"));
+}
+
+TEST(MasterKeyFileTest, RefusesKeyFileReadableByGroupOrOthers) {
+  KeyDir dir;
+  std::string path = dir.path() + "/master.key";
+  for (mode_t mode : {0644, 0640, 0604, 0660, 0602}) {
+    WriteFile(path, std::string(32, 'k'), mode);
+    auto k = MasterKey::FromFile(path);
+    ASSERT_FALSE(k.ok()) << "mode " << mode;
+    EXPECT_EQ(k.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(std::string(k.status().message()).find("chmod 600"), std::string::npos) << k.status();
+  }
+  WriteFile(path, std::string(32, 'k'), 0644);
+  auto k = MasterKey::FromFile(path);
+  EXPECT_NE(std::string(k.status().message()).find("has mode 0644"), std::string::npos);
+}
+
+TEST(MasterKeyFileTest, RefusesSymlinkAndWrongLength) {
+  KeyDir dir;
+  WriteFile(dir.path() + "/real.key", std::string(32, 'k'), 0600);
+  ASSERT_EQ(::symlink((dir.path() + "/real.key").c_str(), (dir.path() + "/link.key").c_str()), 0);
+  EXPECT_FALSE(MasterKey::FromFile(dir.path() + "/link.key").ok());
+  WriteFile(dir.path() + "/short.key", std::string(31, 'k'), 0600);
+  EXPECT_FALSE(MasterKey::FromFile(dir.path() + "/short.key").ok());
+}
+
+TEST(MasterKeyFileTest, ReadsKeyFromExternalCommand) {
+  std::string hex = common::HexEncode(std::string(32, '\x5a'));
+  auto k = MasterKey::FromCommand({"/bin/sh", "-c", "echo " + hex});
+  ASSERT_TRUE(k.ok()) << k.status();
+  EXPECT_EQ(*k->DeriveSecret("t"), *MasterKey::FromBytes(std::string(32, '\x5a'))->DeriveSecret("t"));
+  EXPECT_FALSE(MasterKey::FromCommand({"/bin/sh", "-c", "echo nothex"}).ok());
+  EXPECT_FALSE(MasterKey::FromCommand({"/bin/sh", "-c", "echo " + hex + "; exit 3"}).ok());
+  auto missing = MasterKey::FromCommand({"/nonexistent/kms-unseal"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(std::string(missing.status().message()).find("/nonexistent/kms-unseal failed"),
+            std::string::npos)
+      << missing.status();
+  auto slow = MasterKey::FromCommand({"/bin/sh", "-c", "sleep 5"}, 200);
+  ASSERT_FALSE(slow.ok());
+  EXPECT_NE(std::string(slow.status().message()).find("did not finish"), std::string::npos);
 }
 
 }  // namespace

@@ -46,6 +46,52 @@ TEST(ServerStartTest, MasterKeyReadableByOthersIsRefused) {
       << r.out << r.err;
 }
 
+// The master key from an external command (a KMS/HSM/TPM hook, config master_key_command): no key
+// file is written, and the vault's keys opened with it still open after a restart (the same
+// command gives the same key).
+TEST(ServerStartTest, MasterKeyFromACommandIsUsedAndNoKeyFileIsWritten) {
+  const std::string hex(64, 'a');
+  WardenServer server;
+  server.Start("sqlite", "master_key_command: [/bin/sh, -c, \"echo " + hex + "\"]\n");
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_FALSE(std::filesystem::exists(server.dir() + "/data/master.key"));
+  server.Login("admin", "admin", server.admin_password());
+  ASSERT_EQ(server.Cli("admin", "tenant create acme").code, 0);
+  std::string in = server.dir() + "/in.bin";
+  std::ofstream(in) << std::string(100000, 'x');
+  RunResult put = server.Cli("admin", "dataset put --tenant acme a " + in);
+  ASSERT_EQ(put.code, 0) << put.err;
+  server.Restart();
+  ASSERT_FALSE(HasFatalFailure());
+  RunResult verify = server.Cli("admin", "dataset verify --tenant acme a");
+  EXPECT_EQ(verify.code, 0) << verify.err << verify.out;
+  EXPECT_FALSE(std::filesystem::exists(server.dir() + "/data/master.key"));
+}
+
+// A key command that fails, or prints no key, stops the server with an error naming the command
+// and what went wrong; the server never falls back to creating a key file.
+TEST(ServerStartTest, FailingMasterKeyCommandRefusesToStart) {
+  for (const auto& [command, want] : std::vector<std::pair<std::string, std::string>>{
+           {"[/bin/sh, -c, \"exit 3\"]", "master key command /bin/sh failed (exit status 3)"},
+           {"[/bin/sh, -c, \"echo not-a-key\"]", "must print exactly 64 hex digits"},
+           {"[/nonexistent/kms-unseal]", "master key command /nonexistent/kms-unseal failed"}}) {
+    static int n = 0;
+    std::string dir = ::testing::TempDir() + "warden_keycmd_" + std::to_string(getpid()) + "_" +
+                      std::to_string(n++);
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir + "/data");
+    std::ofstream(dir + "/config.yaml") << "master_key_command: " << command << "\n";
+    RunResult r = RunShell("timeout 20 " + ShellQuote(WardenBin()) + " server --config " +
+                           ShellQuote(dir + "/config.yaml") + " --data-dir " +
+                           ShellQuote(dir + "/data") + " --listen 127.0.0.1:0");
+    EXPECT_NE(r.code, 0) << command;
+    EXPECT_NE(r.code, 124) << "server kept running with " << command;
+    EXPECT_NE((r.out + r.err).find(want), std::string::npos) << command << ": " << r.out << r.err;
+    EXPECT_FALSE(std::filesystem::exists(dir + "/data/master.key")) << command;
+    std::filesystem::remove_all(dir);
+  }
+}
+
 TEST(ServerStartTest, AdminPasswordFileIsOnlyNeededOnFirstStart) {
   WardenServer server;
   server.Start();

@@ -93,6 +93,30 @@ TEST(RouteTableTest, VaultRoutesAreTenantScopedDurableAndStepUpWhereSensitive) {
   }
 }
 
+// Only the three dataset reads may be reached through a share (a share is read-only), and the
+// share routes are tenant-scoped admin actions, the offer behind step-up (it is a copy).
+TEST(RouteTableTest, OnlyDatasetReadsAreSharedAndShareRoutesAreAdminActions) {
+  std::set<std::string> shared, shares;
+  for (const RouteSpec& r : ApiService::Routes()) {
+    std::string pattern = r.pattern;
+    if ((r.flags & kRouteSharedRead) != 0) shared.insert(std::string(r.method) + " " + pattern);
+    if (pattern.find("/shares") != std::string::npos) {
+      EXPECT_EQ(r.scope, Scope::kTenant) << pattern;
+      shares.insert(std::string(r.method) + " " + pattern + " " + r.permission +
+                    ((r.flags & kRouteStepUp) != 0 ? " step-up" : ""));
+    }
+  }
+  const std::string t = "/api/v1/tenants/{tenant}";
+  EXPECT_EQ(shared, (std::set<std::string>{"GET " + t + "/datasets", "GET " + t + "/datasets/object",
+                                           "GET " + t + "/datasets/content"}));
+  EXPECT_EQ(shares, (std::set<std::string>{
+                        "POST " + t + "/shares datasets:manage step-up",
+                        "GET " + t + "/shares datasets:read",
+                        "POST " + t + "/shares/{share}/accept datasets:manage",
+                        "POST " + t + "/shares/{share}/decline datasets:manage",
+                        "DELETE " + t + "/shares/{share} datasets:manage"}));
+}
+
 TEST(RouteTableTest, AnMfaExemptRouteMayNotNeedAPermission) {
   std::vector<RouteSpec> routes = {{"GET", "/api/v1/things", "users:read", Scope::kCluster,
                                     nullptr, &ApiService::Version, 200, kRouteMfaExempt}};

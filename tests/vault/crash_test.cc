@@ -40,7 +40,7 @@ struct Vault {
 
 Vault OpenVault(const std::string& dir, std::function<void(std::string_view)> hook = nullptr) {
   Vault v;
-  auto mk = MasterKey::FromBytes(std::string(32, 'M'));
+  auto mk = common::MasterKey::FromBytes(std::string(32, 'M'));
   KeyringOptions ko;
   ko.dir = dir + "/keys";
   v.keyring = std::move(*Keyring::Open(*mk, ko));

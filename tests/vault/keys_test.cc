@@ -15,64 +15,6 @@ namespace {
 
 using testing::TempDir;
 
-void WriteFile(const std::string& path, const std::string& data, mode_t mode) {
-  ::unlink(path.c_str());
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
-  ::close(fd);
-  ::chmod(path.c_str(), mode);
-}
-
-TEST(MasterKeyTest, ReadsRawAndHexKeyFilesWithMode0600) {
-  TempDir dir;
-  std::string raw(32, 'k');
-  WriteFile(dir.path() + "/raw.key", raw, 0600);
-  auto a = MasterKey::FromFile(dir.path() + "/raw.key");
-  ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->bytes(), raw);
-  WriteFile(dir.path() + "/hex.key", common::HexEncode(raw) + "\n", 0400);
-  auto b = MasterKey::FromFile(dir.path() + "/hex.key");
-  ASSERT_TRUE(b.ok()) << b.status();
-  EXPECT_EQ(b->bytes(), raw);
-}
-
-TEST(MasterKeyTest, RefusesKeyFileReadableByGroupOrOthers) {
-  TempDir dir;
-  std::string path = dir.path() + "/master.key";
-  for (mode_t mode : {0644, 0640, 0604, 0660, 0602}) {
-    WriteFile(path, std::string(32, 'k'), mode);
-    auto k = MasterKey::FromFile(path);
-    ASSERT_FALSE(k.ok()) << "mode " << mode;
-    EXPECT_EQ(k.status().code(), absl::StatusCode::kFailedPrecondition);
-    EXPECT_NE(std::string(k.status().message()).find("chmod 600"), std::string::npos) << k.status();
-  }
-  WriteFile(path, std::string(32, 'k'), 0644);
-  auto k = MasterKey::FromFile(path);
-  EXPECT_NE(std::string(k.status().message()).find("has mode 0644"), std::string::npos);
-}
-
-TEST(MasterKeyTest, RefusesSymlinkAndWrongLength) {
-  TempDir dir;
-  WriteFile(dir.path() + "/real.key", std::string(32, 'k'), 0600);
-  ASSERT_EQ(::symlink((dir.path() + "/real.key").c_str(), (dir.path() + "/link.key").c_str()), 0);
-  EXPECT_FALSE(MasterKey::FromFile(dir.path() + "/link.key").ok());
-  WriteFile(dir.path() + "/short.key", std::string(31, 'k'), 0600);
-  EXPECT_FALSE(MasterKey::FromFile(dir.path() + "/short.key").ok());
-}
-
-TEST(MasterKeyTest, ReadsKeyFromExternalCommand) {
-  std::string hex = common::HexEncode(std::string(32, '\x5a'));
-  auto k = MasterKey::FromCommand({"/bin/sh", "-c", "echo " + hex});
-  ASSERT_TRUE(k.ok()) << k.status();
-  EXPECT_EQ(k->bytes(), std::string(32, '\x5a'));
-  EXPECT_FALSE(MasterKey::FromCommand({"/bin/sh", "-c", "echo nothex"}).ok());
-  EXPECT_FALSE(MasterKey::FromCommand({"/bin/sh", "-c", "echo " + hex + "; exit 3"}).ok());
-  EXPECT_FALSE(MasterKey::FromCommand({"/nonexistent/kms-unseal"}).ok());
-  auto slow = MasterKey::FromCommand({"/bin/sh", "-c", "sleep 5"}, 200);
-  ASSERT_FALSE(slow.ok());
-  EXPECT_NE(std::string(slow.status().message()).find("did not finish"), std::string::npos);
-}
 
 class KeyringTest : public ::testing::Test {
  protected:
@@ -82,7 +24,7 @@ class KeyringTest : public ::testing::Test {
     o.dir = dir_.path() + "/keys";
     o.max_wraps_per_version = max_wraps;
     o.wrap_reservation_block = 4;
-    auto mk = MasterKey::FromBytes(master);
+    auto mk = common::MasterKey::FromBytes(master);
     auto k = Keyring::Open(*mk, o);
     EXPECT_TRUE(k.ok()) << k.status();
     return std::move(*k);

@@ -50,7 +50,7 @@ class ObjectStoreTest : public ::testing::Test {
   void Reopen(uint64_t max_wraps = uint64_t{1} << 31) {
     store_.reset();
     keyring_.reset();
-    auto mk = MasterKey::FromBytes(std::string(32, 'M'));
+    auto mk = common::MasterKey::FromBytes(std::string(32, 'M'));
     KeyringOptions ko;
     ko.dir = dir_.path() + "/vault/keys";
     ko.max_wraps_per_version = max_wraps;

@@ -1,12 +1,65 @@
 #include "vault/share.h"
 
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "common/clock.h"
+#include "common/rng.h"
+#include "common/strings.h"
 #include "gtest/gtest.h"
-#include "test_util.h"
 
 namespace warden::vault {
 namespace {
 
-using testing::TempDir;
+// ShareRecords in memory, with the compare-and-set the store gives (the server's store-backed
+// records run in vault_integration_test on SQLite and PostgreSQL).
+class MemoryShareRecords final : public ShareRecords {
+ public:
+  absl::Status Insert(const Share& s) override {
+    std::lock_guard lock(mu_);
+    if (!shares_.emplace(s.id, s).second) return absl::AlreadyExistsError("taken");
+    return absl::OkStatus();
+  }
+  absl::StatusOr<Share> Get(std::string_view id) override {
+    std::lock_guard lock(mu_);
+    auto it = shares_.find(std::string(id));
+    if (it == shares_.end()) return absl::NotFoundError("share not found");
+    return it->second;
+  }
+  absl::StatusOr<Share> Transition(std::string_view id, std::vector<ShareState> from, ShareState to,
+                                   std::string_view by, int64_t at) override {
+    std::lock_guard lock(mu_);
+    auto it = shares_.find(std::string(id));
+    if (it == shares_.end()) return absl::NotFoundError("share not found");
+    Share& s = it->second;
+    if (std::find(from.begin(), from.end(), s.state) == from.end()) {
+      return absl::FailedPreconditionError(
+          common::StrCat("share is ", ShareStateName(s.state)));
+    }
+    s.state = to;
+    if (to == ShareState::kRevoked) {
+      s.revoked_by = std::string(by);
+      s.revoked_unix = at;
+    } else {
+      s.decided_by = std::string(by);
+      s.decided_unix = at;
+    }
+    return s;
+  }
+  absl::StatusOr<std::vector<Share>> List(std::string_view tenant) override {
+    std::lock_guard lock(mu_);
+    std::vector<Share> out;
+    for (const auto& [id, s] : shares_) {
+      if (s.owner_tenant == tenant || s.target_tenant == tenant) out.push_back(s);
+    }
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, Share> shares_;
+};
 
 constexpr char kExportPolicy[] = R"({"version":1,"statements":[
   {"id":"export","effect":"allow","actions":["copy","read"],
@@ -27,23 +80,25 @@ class ShareTest : public ::testing::Test {
     return policy_->GrantsFor(rbac::SubjectKind::kUser, user);
   }
   absl::StatusOr<Share> Offer(std::string_view user, std::vector<std::string_view> roles,
-                              std::optional<absl::Duration> mfa = absl::Minutes(1)) {
+                              std::optional<absl::Duration> mfa = absl::Minutes(1),
+                              std::string_view name = "models/llm.pt", bool prefix = false) {
     AccessRequest r;
     r.action = DataAction::kCopy;
     r.user_id = user;
     r.roles = std::move(roles);
-    r.name = "models/llm.pt";
-    r.object_id = "obj_1";
-    return book_.Offer(G(user), policy_->TenantIndex("tnt_a"), policies_, r, mfa, "tnt_a", "tnt_b");
+    r.name = name;
+    if (!prefix) r.object_id = "obj_1";
+    return book_.Offer(G(user), policy_->TenantIndex("tnt_a"), policies_, r, mfa, "tnt_a", "tnt_b",
+                       prefix);
   }
   absl::StatusOr<Share> Accept(std::string_view user, const Share& s) {
-    return book_.Accept(G(user), policy_->TenantIndex("tnt_b"), user, "tnt_a", s.id, "tnt_b");
+    return book_.Accept(G(user), policy_->TenantIndex("tnt_b"), user, s.id, "tnt_b");
   }
 
-  TempDir dir_;
   common::FakeClock clock_;
   common::SeededRng rng_{42};
-  ShareBook book_{dir_.path(), clock_, rng_};
+  MemoryShareRecords records_;
+  ShareBook book_{records_, clock_, rng_};
   std::shared_ptr<const rbac::Policy> policy_;
   DataPolicySet policies_;
 };
@@ -54,11 +109,55 @@ TEST_F(ShareTest, BothTenantAdminsMakeAShare) {
   EXPECT_FALSE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_b")) << "offered, not accepted";
   auto a = Accept("usr_admin_b", *s);
   ASSERT_TRUE(a.ok()) << a.status();
-  EXPECT_EQ(a->accepted_by, "usr_admin_b");
+  EXPECT_EQ(a->decided_by, "usr_admin_b");
+  EXPECT_EQ(a->state, ShareState::kAccepted);
   EXPECT_TRUE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_b"));
   EXPECT_FALSE(*book_.CanRead("tnt_a", "models/other.pt", "tnt_b"));
-  ASSERT_TRUE(book_.Revoke(G("usr_admin_a"), policy_->TenantIndex("tnt_a"), "tnt_a", s->id).ok());
+  EXPECT_FALSE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_c"));
+  // Only the owner revokes: b's admin cannot revoke (it declines instead), a's can.
+  EXPECT_FALSE(
+      book_.Revoke(G("usr_admin_b"), policy_->TenantIndex("tnt_a"), "usr_admin_b", "tnt_a", s->id)
+          .ok());
+  ASSERT_TRUE(
+      book_.Revoke(G("usr_admin_a"), policy_->TenantIndex("tnt_a"), "usr_admin_a", "tnt_a", s->id)
+          .ok());
   EXPECT_FALSE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_b"));
+  // A revoked share cannot be accepted again.
+  EXPECT_EQ(Accept("usr_admin_b", *s).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(ShareTest, PrefixShareCoversOnlyNamesUnderThePrefix) {
+  auto s = Offer("usr_admin_a", {"tenant-admin"}, absl::Minutes(1), "models/", true);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_TRUE(Accept("usr_admin_b", *s).ok());
+  EXPECT_TRUE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_b"));
+  EXPECT_TRUE(*book_.CanRead("tnt_a", "models/v2/ckpt", "tnt_b"));
+  EXPECT_FALSE(*book_.CanRead("tnt_a", "data/train.bin", "tnt_b"));
+  EXPECT_FALSE(*book_.CanRead("tnt_a", "model", "tnt_b"));
+  // The copy allow covers `prefix:models/` only: a wider prefix is refused, traversal too.
+  EXPECT_EQ(Offer("usr_admin_a", {"tenant-admin"}, absl::Minutes(1), "mod", true).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(
+      Offer("usr_admin_a", {"tenant-admin"}, absl::Minutes(1), "models/../", true).status().code(),
+      absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ShareTest, TheReceivingAdminDeclinesAndReadsStop) {
+  auto s = Offer("usr_admin_a", {"tenant-admin"});
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(Accept("usr_admin_b", *s).ok());
+  EXPECT_EQ(book_.Decline(G("usr_dev_b"), policy_->TenantIndex("tnt_b"), "usr_dev_b", s->id, "tnt_b")
+                .status()
+                .code(),
+            absl::StatusCode::kPermissionDenied);
+  auto d = book_.Decline(G("usr_admin_b"), policy_->TenantIndex("tnt_b"), "usr_admin_b", s->id,
+                         "tnt_b");
+  ASSERT_TRUE(d.ok()) << d.status();
+  EXPECT_EQ(d->state, ShareState::kDeclined);
+  EXPECT_FALSE(*book_.CanRead("tnt_a", "models/llm.pt", "tnt_b"));
+  EXPECT_EQ(book_.List("tnt_a")->size(), 1u);
+  EXPECT_EQ(book_.List("tnt_b")->size(), 1u);
+  EXPECT_EQ(book_.List("tnt_c")->size(), 0u);
 }
 
 // Attack: sharing to another tenant without both admins.
@@ -89,7 +188,7 @@ TEST_F(ShareTest, ShareNeedsTheOwnerAdminAndTheReceivingAdmin) {
   // A third tenant cannot accept a share offered to b.
   auto p = rbac::Compile({}, {{"user", "usr_admin_c", "tenant-admin", "tnt_c"}});
   auto c = book_.Accept((*p)->GrantsFor(rbac::SubjectKind::kUser, "usr_admin_c"),
-                        (*p)->TenantIndex("tnt_c"), "usr_admin_c", "tnt_a", s->id, "tnt_c");
+                        (*p)->TenantIndex("tnt_c"), "usr_admin_c", s->id, "tnt_c");
   EXPECT_EQ(c.status().code(), absl::StatusCode::kNotFound);
 }
 
