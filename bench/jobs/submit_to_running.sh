@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Submit-to-running latency through the API (issue 6/7): the real server and two real agents
-# (simulated GPUs, --executor process) on loopback. For each of N jobs the client notes the time
-# just before its HTTPS submit, and the job's first act is to print the time it started; the
-# latency is the difference (one machine, one clock). Jobs are submitted one after another and
-# run side by side (CPU-only, tiny requests, so none waits for capacity).
-#   [EXECUTOR=process|sandbox] bash bench/jobs/submit_to_running.sh build/release/gpuwarden [N] [HEARTBEAT]
-# Prints p50/p90/p99/max in milliseconds. HEARTBEAT is the agents' heartbeat interval (the
-# server's agent.heartbeat_interval; default 500ms): an idle agent learns of a placement at its
-# next heartbeat, so the interval bounds the latency.
+# (simulated GPUs, --executor $EXECUTOR, default process) on loopback. For each of N jobs the
+# client notes the time just before its HTTPS submit, and the job's first act is to print the time
+# it started; the latency is the difference (one machine, one clock). Jobs are submitted one after
+# another (GAP=SECONDS apart, default none) and each reserves CPU_MILLIS (default 1000).
+#   [EXECUTOR=process|sandbox] [GAP=S] [KEEP=DIR] bash bench/jobs/submit_to_running.sh BIN [N] [HEARTBEAT]
+# Prints p50/p90/p99/max in milliseconds, and the submit request's own share. HEARTBEAT is the
+# agents' heartbeat interval (agent.heartbeat_interval; default 500ms); since agents long-poll for
+# placements (/agent/v1/nodes/{id}/wait) it no longer bounds the latency.
 set -euo pipefail
 BIN="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 N="${2:-100}"

@@ -41,30 +41,11 @@ class ClusterIT : public ::testing::Test {
   std::string Dir() const { return server_.dir(); }
 
   // A join token for `pool`, written to a file; returns its path.
-  std::string TokenFile(const std::string& pool) {
-    RunResult r = server_.Cli("admin", "node join-token create --pool " + pool + " -o json");
-    EXPECT_EQ(r.code, 0) << r.err;
-    auto j = Json::parse(r.out, nullptr, false);
-    static int n = 0;
-    std::string path = Dir() + "/token-" + std::to_string(n++);
-    std::ofstream(path) << j.value("token", "") << "\n";
-    return path;
-  }
+  std::string TokenFile(const std::string& pool) { return JoinTokenFile(server_, pool); }
 
   pid_t StartAgent(const std::string& name, const std::string& gpus,
                    const std::string& token_file) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::string log = Dir() + "/agent-" + name + ".log";
-      FILE* f = std::freopen(log.c_str(), "w", stdout);
-      (void)f;
-      dup2(fileno(stdout), 2);
-      std::string bin = WardenBin(), data = Dir() + "/agent-" + name;
-      execl(bin.c_str(), bin.c_str(), "agent", "--server", server_.url().c_str(), "--join-token",
-            token_file.c_str(), "--data-dir", data.c_str(), "--gpus", gpus.c_str(), "--name",
-            name.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    pid_t pid = StartAgentProcess(server_, name, gpus, token_file, {}, /*truncate_log=*/true);
     agents_[name] = pid;
     return pid;
   }

@@ -17,6 +17,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/json.h"
 
@@ -287,5 +288,72 @@ class WardenServer {
   int port_ = 0;
   pid_t pid_ = -1;
 };
+
+// ---- agents (shared by the cluster, job, dataset and sandbox fixtures) ----
+
+// Polls `pred` every 100 ms until it holds (true) or `limit` passes (false).
+inline bool WaitUntil(const std::function<bool()>& pred,
+                      std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// A fresh join token (for `pool`, or the default pool when empty) written to a new file under the
+// server's dir, as the admin; returns the file's path.
+inline std::string JoinTokenFile(WardenServer& server, const std::string& pool = "") {
+  RunResult r = server.Cli("admin", "node join-token create" +
+                                        (pool.empty() ? std::string() : " --pool " + pool) +
+                                        " -o json");
+  EXPECT_EQ(r.code, 0) << r.err;
+  auto j = common::Json::parse(r.out, nullptr, false);
+  static int n = 0;
+  std::string path = server.dir() + "/token-" + std::to_string(n++);
+  std::ofstream(path) << (j.is_object() ? j.value("token", "") : "") << "\n";
+  return path;
+}
+
+// Forks `gpuwarden agent --name NAME --gpus GPUS` joining `server` with the token in `token_file`,
+// its data in DIR/agent-NAME and its stdout and stderr in DIR/agent-NAME.log (appended to, so a
+// restarted agent's log follows the first; truncated with `truncate_log`). `extra` are further
+// flags, e.g. {"--executor", "process"}. Returns the child's pid.
+inline pid_t StartAgentProcess(const WardenServer& server, const std::string& name,
+                               const std::string& gpus, const std::string& token_file,
+                               const std::vector<std::string>& extra = {},
+                               bool truncate_log = false) {
+  // Everything the child needs is built before fork.
+  const std::string bin = WardenBin(), data = server.dir() + "/agent-" + name;
+  const std::string log = data + ".log";
+  std::vector<std::string> args = {bin,         "agent",  "--server", server.url(),
+                                   "--join-token", token_file, "--data-dir", data,
+                                   "--gpus",       gpus,       "--name",     name};
+  args.insert(args.end(), extra.begin(), extra.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::freopen(log.c_str(), truncate_log ? "w" : "a", stdout);
+    (void)f;
+    dup2(fileno(stdout), 2);
+    execv(bin.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+// The node's status as `node ls` shows it to the admin ("" while it is not listed).
+inline std::string NodeStatus(WardenServer& server, const std::string& name) {
+  RunResult r = server.Cli("admin", "node ls -o json");
+  auto j = common::Json::parse(r.out, nullptr, false);
+  if (!j.is_object()) return "";
+  for (const auto& n : j["items"]) {
+    if (n.value("name", "") == name) return n.value("status", "");
+  }
+  return "";
+}
 
 }  // namespace warden::testing

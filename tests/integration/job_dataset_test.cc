@@ -74,22 +74,8 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
   }
 
   void JoinAgent(const std::string& name) {
-    RunResult t = server_.Cli("admin", "node join-token create -o json");
-    ASSERT_EQ(t.code, 0) << t.err;
-    std::string token_file = server_.dir() + "/token-" + name;
-    std::ofstream(token_file) << Json::parse(t.out).value("token", "") << "\n";
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::string log = server_.dir() + "/agent-" + name + ".log";
-      FILE* f = std::freopen(log.c_str(), "a", stdout);
-      (void)f;
-      dup2(fileno(stdout), 2);
-      std::string bin = WardenBin(), data = server_.dir() + "/agent-" + name;
-      execl(bin.c_str(), bin.c_str(), "agent", "--server", server_.url().c_str(), "--join-token",
-            token_file.c_str(), "--data-dir", data.c_str(), "--gpus", "sim:1xH100-80GB", "--name",
-            name.c_str(), "--executor", "process", static_cast<char*>(nullptr));
-      _exit(127);
-    }
+    pid_t pid = StartAgentProcess(server_, name, "sim:1xH100-80GB", JoinTokenFile(server_),
+                                  {"--executor", "process"});
     agents_[name] = pid;
     ASSERT_TRUE(Wait([&] { return !NodeId(name).empty() && NodeField(name, "status") == "ready"; }))
         << ReadFile(server_.dir() + "/agent-" + name + ".log");
@@ -106,12 +92,7 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
   std::string NodeId(const std::string& name) { return NodeField(name, "id"); }
 
   bool Wait(const std::function<bool()>& pred, std::chrono::seconds limit = std::chrono::seconds(30)) {
-    auto deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return WaitUntil(pred, limit);
   }
 
   // Submits through the API (the CLI's --dataset flag builds the same body); returns the reply.

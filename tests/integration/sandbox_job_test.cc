@@ -69,29 +69,10 @@ class SandboxJobIT : public ::testing::Test {
     }
   }
 
-  std::string TokenFile() {
-    RunResult r = server_.Cli("admin", "node join-token create -o json");
-    EXPECT_EQ(r.code, 0) << r.err;
-    static int n = 0;
-    std::string path = server_.dir() + "/token-" + std::to_string(n++);
-    std::ofstream(path) << Json::parse(r.out).value("token", "") << "\n";
-    return path;
-  }
+  std::string TokenFile() { return JoinTokenFile(server_); }
 
   void StartAgent(const std::string& name, const std::string& token_file) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      std::string log = server_.dir() + "/agent-" + name + ".log";
-      FILE* f = std::freopen(log.c_str(), "a", stdout);
-      (void)f;
-      dup2(fileno(stdout), 2);
-      std::string bin = WardenBin(), data = server_.dir() + "/agent-" + name;
-      execl(bin.c_str(), bin.c_str(), "agent", "--server", server_.url().c_str(), "--join-token",
-            token_file.c_str(), "--data-dir", data.c_str(), "--gpus", "sim:2xH100-80GB", "--name",
-            name.c_str(), "--executor", "sandbox", "--oci-runtime", "runc", static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    agents_[name] = pid;
+    agents_[name] = StartAgentProcess(server_, name, "sim:2xH100-80GB", token_file, {"--executor", "sandbox", "--oci-runtime", "runc"});
   }
 
   void StopAgent(const std::string& name, int sig) {
@@ -110,23 +91,10 @@ class SandboxJobIT : public ::testing::Test {
 
   std::string AgentLog(const std::string& name) { return ReadFile(server_.dir() + "/agent-" + name + ".log"); }
 
-  std::string NodeStatus(const std::string& name) {
-    RunResult r = server_.Cli("admin", "node ls -o json");
-    auto j = Json::parse(r.out, nullptr, false);
-    if (!j.is_object()) return "";
-    for (const auto& n : j["items"]) {
-      if (n.value("name", "") == name) return n.value("status", "");
-    }
-    return "";
-  }
+  std::string NodeStatus(const std::string& name) { return testing::NodeStatus(server_, name); }
 
   bool Wait(const std::function<bool()>& pred, std::chrono::seconds limit = std::chrono::seconds(30)) {
-    auto deadline = Clock::now() + limit;
-    while (Clock::now() < deadline) {
-      if (pred()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    return false;
+    return WaitUntil(pred, limit);
   }
 
   std::string Submit(const std::string& who, const std::string& args) {
