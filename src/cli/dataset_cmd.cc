@@ -220,19 +220,26 @@ void Put(const DatasetCommands& c, const Session& s) {
     sf << Json{{"upload_id", upload_id}, {"size", size}, {"mtime", static_cast<int64_t>(st.st_mtime)}}.dump();
   }
 
-  Sha256 sha;
-  std::string buf(kPiece, '\0');
-  // The prefix the server already holds still goes into the hash (read locally, not re-sent).
-  uint64_t hashed = 0;
-  while (hashed < offset) {
-    size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, offset - hashed));
-    in.read(buf.data(), static_cast<std::streamsize>(want));
-    if (static_cast<size_t>(in.gcount()) != want) Fail(StrCat(c.file, " changed while uploading"));
-    sha.Update(std::string_view(buf.data(), want));
-    hashed += want;
-  }
+  // The server answers 409 "expects offset" when `received` moved since it was read: the bytes
+  // a killed earlier run left in flight can still land after the status was read. Read the
+  // status again and go on from there (the server stops that earlier request's appends).
+  std::unique_ptr<Sha256> sha;
   Progress bar(c.progress || ::isatty(STDERR_FILENO), size, offset);
-  if (offset < size) {
+  for (int attempt = 1;; ++attempt) {
+    sha = std::make_unique<Sha256>();
+    in.clear();
+    in.seekg(0);
+    std::string buf(kPiece, '\0');
+    // The prefix the server already holds still goes into the hash (read locally, not re-sent).
+    uint64_t hashed = 0;
+    while (hashed < offset) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(kPiece, offset - hashed));
+      in.read(buf.data(), static_cast<std::streamsize>(want));
+      if (static_cast<size_t>(in.gcount()) != want) Fail(StrCat(c.file, " changed while uploading"));
+      sha->Update(std::string_view(buf.data(), want));
+      hashed += want;
+    }
+    if (offset >= size) break;
     // The rest of the file as one streamed body: curl pulls it from here as the server takes it.
     uint64_t sent = offset;
     http::StreamTransfer tr;
@@ -243,7 +250,7 @@ void Put(const DatasetCommands& c, const Session& s) {
       in.read(out, static_cast<std::streamsize>(want));
       auto got = static_cast<size_t>(in.gcount());
       if (got == 0) return absl::DataLossError(StrCat(c.file, " changed while uploading"));
-      sha.Update(std::string_view(out, got));
+      sha->Update(std::string_view(out, got));
       sent += got;
       bar.Update(sent);
       return got;
@@ -253,12 +260,21 @@ void Put(const DatasetCommands& c, const Session& s) {
     if (!r.ok()) {
       Fail(StrCat(r.status().message(), " (run the same command again to resume the upload)"), 3);
     }
+    if (r->status == 409 && attempt < 3 &&
+        Transfer::ErrorOf(*r).find("expects offset") != std::string::npos) {
+      Json u = t.DoJson("GET", StrCat(prefix, "/uploads/", upload_id), nullptr);
+      offset = u.value("received", uint64_t{0});
+      std::cerr << "resuming upload " << upload_id << " at "
+                << HumanBytes(static_cast<double>(offset)) << "\n";
+      continue;
+    }
     if (r->status >= 400) Fail(Transfer::ErrorOf(*r));
     offset = sent;
+    break;
   }
   bar.Update(offset, true);
   Json info = t.DoJson("POST", StrCat(prefix, "/uploads/", upload_id, "/commit"),
-                       Json{{"sha256", sha.Hex()}});
+                       Json{{"sha256", sha->Hex()}});
   std::filesystem::remove(state_path);
   if (c.output == "json") {
     std::cout << info.dump(2) << "\n";

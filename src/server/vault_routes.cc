@@ -485,7 +485,10 @@ absl::StatusOr<Json> ApiService::AppendUpload(Call& c) {
   }
   // Streamed: the body is appended piece by piece as it arrives (the server reads no faster
   // than the vault writes). Every whole chunk appended is durable, so a cut stream resumes from
-  // UploadStatus's `durable` offset with a new PUT.
+  // UploadStatus's `durable` offset with a new PUT. The claim stops an earlier PUT of the same
+  // upload (a killed client's bytes may still be arriving) from appending behind this one.
+  WARDEN_ASSIGN_OR_RETURN(st, v->objects().ClaimUpload(c.tenant_id, id));
+  const uint64_t writer = st.writer;
   if (offset != st.received) {
     return absl::FailedPreconditionError(
         StrCat("upload ", id, " expects offset ", st.received, ", not ", offset));
@@ -499,8 +502,10 @@ absl::StatusOr<Json> ApiService::AppendUpload(Call& c) {
       absl::StatusOr<size_t> n = c.req.body_stream->Read(piece.data() + filled, piece.size() - filled);
       if (!n.ok()) {
         // What arrived before the cut is kept (durable up to its last whole chunk).
-        if (filled > 0) (void)v->objects().AppendUpload(c.tenant_id, id, offset,
-                                                       std::string_view(piece.data(), filled));
+        if (filled > 0) {
+          (void)v->objects().AppendUpload(c.tenant_id, id, offset,
+                                          std::string_view(piece.data(), filled), writer);
+        }
         c.bytes = static_cast<int64_t>(offset + filled - st.received);
         return n.status();
       }
@@ -512,7 +517,8 @@ absl::StatusOr<Json> ApiService::AppendUpload(Call& c) {
     }
     if (filled > 0) {
       WARDEN_ASSIGN_OR_RETURN(u, v->objects().AppendUpload(c.tenant_id, id, offset,
-                                                           std::string_view(piece.data(), filled)));
+                                                           std::string_view(piece.data(), filled),
+                                                           writer));
       offset += filled;
     }
     if (end) break;

@@ -164,6 +164,7 @@ struct ObjectStore::Session {
   int fd = -1;
   std::unique_ptr<ObjectEncryptor> enc;
   bool done = false;
+  uint64_t writer = 0;  // the newest streaming writer's claim
   ~Session() {
     if (fd >= 0) ::close(fd);
   }
@@ -510,38 +511,52 @@ absl::StatusOr<ObjectStore::Session*> ObjectStore::SessionFor(std::string_view t
   return raw;
 }
 
+namespace {
+template <typename S>
+UploadState StateOf(const S& s) {
+  return UploadState{s.upload_id,
+                     s.tenant,
+                     s.name,
+                     s.object_id,
+                     s.version,
+                     s.enc->plaintext_bytes(),
+                     s.enc->chunks_written() * s.chunk_size,
+                     s.writer};
+}
+}  // namespace
+
 absl::StatusOr<UploadState> ObjectStore::AppendUpload(std::string_view tenant,
                                                       std::string_view upload_id, uint64_t offset,
-                                                      std::string_view data) {
+                                                      std::string_view data, uint64_t writer) {
   WARDEN_ASSIGN_OR_RETURN(Session * s, SessionFor(tenant, upload_id));
   std::lock_guard<std::mutex> lock(s->mu);
   if (s->done) return absl::FailedPreconditionError(StrCat("upload ", upload_id, " is finished"));
+  if (writer != 0 && writer != s->writer) {
+    return absl::AbortedError(StrCat("upload ", upload_id, " was taken over by a newer request"));
+  }
   if (offset != s->enc->plaintext_bytes()) {
     return absl::FailedPreconditionError(StrCat("upload ", upload_id, " expects offset ",
                                                 s->enc->plaintext_bytes(), ", got ", offset));
   }
   WARDEN_RETURN_IF_ERROR(s->enc->Update(data));
   if (::fdatasync(s->fd) != 0) return Errno("fdatasync", UploadDir(tenant, upload_id));
-  return UploadState{s->upload_id,
-                     s->tenant,
-                     s->name,
-                     s->object_id,
-                     s->version,
-                     s->enc->plaintext_bytes(),
-                     s->enc->chunks_written() * s->chunk_size};
+  return StateOf(*s);
+}
+
+absl::StatusOr<UploadState> ObjectStore::ClaimUpload(std::string_view tenant,
+                                                     std::string_view upload_id) {
+  WARDEN_ASSIGN_OR_RETURN(Session * s, SessionFor(tenant, upload_id));
+  std::lock_guard<std::mutex> lock(s->mu);
+  if (s->done) return absl::FailedPreconditionError(StrCat("upload ", upload_id, " is finished"));
+  ++s->writer;
+  return StateOf(*s);
 }
 
 absl::StatusOr<UploadState> ObjectStore::UploadStatus(std::string_view tenant,
                                                       std::string_view upload_id) {
   WARDEN_ASSIGN_OR_RETURN(Session * s, SessionFor(tenant, upload_id));
   std::lock_guard<std::mutex> lock(s->mu);
-  return UploadState{s->upload_id,
-                     s->tenant,
-                     s->name,
-                     s->object_id,
-                     s->version,
-                     s->enc->plaintext_bytes(),
-                     s->enc->chunks_written() * s->chunk_size};
+  return StateOf(*s);
 }
 
 absl::Status ObjectStore::AbortUpload(std::string_view tenant, std::string_view upload_id) {

@@ -50,6 +50,7 @@ struct UploadState {
   uint64_t version = 0;
   uint64_t received = 0;  // plaintext bytes accepted so far: the next Append's offset
   uint64_t durable = 0;   // plaintext bytes on disk in whole chunks: survives a crash
+  uint64_t writer = 0;    // the claim of the current streaming writer (ClaimUpload), 0 if none
 };
 
 struct RotationReport {
@@ -128,8 +129,14 @@ class ObjectStore {
   // it refuses (DataLoss, nothing published) when the plaintext hash differs.
   absl::StatusOr<UploadState> BeginUpload(std::string_view tenant, std::string_view name,
                                           const Labels& labels);
+  // `writer`, when not 0, is a claim from ClaimUpload: the append fails once a newer claim exists.
   absl::StatusOr<UploadState> AppendUpload(std::string_view tenant, std::string_view upload_id,
-                                           uint64_t offset, std::string_view data);
+                                           uint64_t offset, std::string_view data,
+                                           uint64_t writer = 0);
+  // Makes the caller the upload's only streaming writer and returns the state with its claim in
+  // `writer`. Appends under an older claim fail from then on, so the bytes a killed client left in
+  // flight cannot move `received` after its successor has read it.
+  absl::StatusOr<UploadState> ClaimUpload(std::string_view tenant, std::string_view upload_id);
   absl::StatusOr<UploadState> UploadStatus(std::string_view tenant, std::string_view upload_id);
   absl::StatusOr<ObjectInfo> CommitUpload(std::string_view tenant, std::string_view upload_id,
                                           std::optional<std::string> expected_sha256_hex);

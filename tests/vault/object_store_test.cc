@@ -319,6 +319,31 @@ TEST_F(ObjectStoreTest, ResumableUploadSurvivesRestart) {
   EXPECT_FALSE(fs::exists(dir_.path() + "/vault/tenants/acme/uploads/" + up->upload_id));
 }
 
+TEST_F(ObjectStoreTest, ANewerClaimStopsAnOlderStreamingWriter) {
+  // A killed client's PUT can still be appending what was in flight when its successor reads
+  // the status: after the successor's claim, the old writer's appends fail and `received` holds.
+  std::string data = Pattern(3 * 4096);
+  auto up = store_->BeginUpload("acme", "claimed", {});
+  ASSERT_TRUE(up.ok()) << up.status();
+  auto old_claim = store_->ClaimUpload("acme", up->upload_id);
+  ASSERT_TRUE(old_claim.ok()) << old_claim.status();
+  ASSERT_TRUE(store_->AppendUpload("acme", up->upload_id, 0, std::string_view(data).substr(0, 4096),
+                                   old_claim->writer).ok());
+  auto new_claim = store_->ClaimUpload("acme", up->upload_id);
+  ASSERT_TRUE(new_claim.ok()) << new_claim.status();
+  EXPECT_GT(new_claim->writer, old_claim->writer);
+  EXPECT_EQ(new_claim->received, 4096u);
+  auto late = store_->AppendUpload("acme", up->upload_id, 4096,
+                                   std::string_view(data).substr(4096, 4096), old_claim->writer);
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kAborted) << late.status();
+  EXPECT_EQ(store_->UploadStatus("acme", up->upload_id)->received, 4096u);
+  ASSERT_TRUE(store_->AppendUpload("acme", up->upload_id, 4096, std::string_view(data).substr(4096),
+                                   new_claim->writer).ok());
+  auto info = store_->CommitUpload("acme", up->upload_id, common::Sha256Hex(data));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(Get("acme", "claimed").data, data);
+}
+
 TEST_F(ObjectStoreTest, CommitWithWrongHashPublishesNothing) {
   auto up = store_->BeginUpload("acme", "x", {});
   ASSERT_TRUE(store_->AppendUpload("acme", up->upload_id, 0, "hello").ok());
