@@ -87,7 +87,7 @@ bool SleepOrStop(absl::Duration d, bool* woken = nullptr) {
 
 // Push from the server: long-polls /agent/v1/nodes/{id}/wait on its own connection and wakes the
 // session loop the moment the node's assignments change, so a placed job starts now instead of
-// at the next heartbeat (server/job_service.h WaitNodeChange). Heartbeats stay the source of
+// at the next heartbeat (server/job_service.h WatchNode). Heartbeats stay the source of
 // truth: a lost wake only costs latency. The identity (certificate and key) is replaced after a
 // renewal through SetClient.
 class WorkWaiter {

@@ -122,6 +122,12 @@ Response Response::Text(int status, std::string body) {
   return r;
 }
 
+Response Response::Later(Deferred deferred) {
+  Response r;
+  r.deferred = std::make_shared<Deferred>(std::move(deferred));
+  return r;
+}
+
 Response Response::Error(int http_status, absl::StatusCode code, std::string_view message) {
   common::Json j = {{"error", {{"code", ErrorCodeName(code)}, {"message", std::string(message)}}}};
   return Json(http_status, j);

@@ -6,9 +6,11 @@
 // request on that connection; handlers must not keep references to it after returning.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -98,6 +100,22 @@ struct Request {
   void Reset();
 };
 
+struct Response;
+
+// A response that comes later, from any thread (long polls such as agents waiting for work). The
+// handler returns Response::Later(...) at once, so no thread waits with the request; the server
+// keeps the connection and writes the first of: the response handed to `complete`, `on_timeout`
+// once `timeout` has passed, `on_timeout` at once when the server stops. `start` runs once on the
+// connection's event loop right after the handler returns and must not block; it may call
+// `complete` itself. A `complete` after the answer went out is ignored. What `start` returns (may
+// be empty) runs when the answer was `on_timeout`, so registrations can be dropped.
+struct Deferred {
+  using Complete = std::function<void(Response)>;
+  std::function<std::function<void()>(Complete complete)> start;
+  std::chrono::milliseconds timeout{30000};
+  std::function<Response()> on_timeout;
+};
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
@@ -107,10 +125,13 @@ struct Response {
   // (the source must produce exactly that many bytes, or the connection is cut), else chunked.
   BodySource body_source;
   int64_t content_length = -1;
+  // Answered later (long polls): see Deferred. Then everything above is ignored.
+  std::shared_ptr<Deferred> deferred;
 
   // `json` serialised compactly with the given status.
   static Response Json(int status, const common::Json& json);
   static Response Text(int status, std::string body);
+  static Response Later(Deferred deferred);
   // {"error":{"code":"NOT_FOUND","message":"..."}} with HttpStatusFor(status.code()).
   // For Internal, Unknown and DataLoss the message is replaced by a generic one (internal details
   // are for logs, not clients; the X-Request-Id ties the two together). `status` must not be OK.

@@ -194,6 +194,20 @@ class Connection : public std::enable_shared_from_this<Connection>, public BodyR
   void WritePiece(bool keep_alive, absl::StatusOr<size_t> piece);
   void EndStream();
   void HandleRequest();
+  // A deferred response (Response::Later): the connection waits without a thread for
+  // `complete`, the timeout or Stop, whichever comes first.
+  struct Later {
+    explicit Later(net::any_io_executor ex) : timer(std::move(ex)) {}
+    std::atomic<bool> answered{false};
+    net::steady_timer timer;
+    std::function<void()> cancel;
+    std::function<Response()> on_timeout;
+    bool keep_alive = false;
+    std::string_view method;
+  };
+  void StartLater(Deferred deferred, bool keep_alive, std::string_view method);
+  void FinishLater(Response response);
+  void TimeOutLater();
   // Observes the metrics and sends the response of the request in req_.
   void FinishRequest(Response response, bool keep_alive, std::string_view method);
   void SendError(int status, absl::StatusCode code, std::string_view message, Reject reason);
@@ -241,6 +255,7 @@ class Connection : public std::enable_shared_from_this<Connection>, public BodyR
   bool idle_ = false;
   bool closing_ = false;
   bool headers_done_ = false;
+  std::shared_ptr<Later> later_;  // the deferred response being waited for, on the loop only
 };
 
 class ServerImpl final : public HttpsServer {
@@ -954,7 +969,54 @@ void Connection::HandleRequest() {
   });
 }
 
+void Connection::StartLater(Deferred deferred, bool keep_alive, std::string_view method) {
+  auto later = std::make_shared<Later>(executor());
+  later->on_timeout = std::move(deferred.on_timeout);
+  later->keep_alive = keep_alive;
+  later->method = method;
+  later_ = later;
+  later->timer.expires_after(deferred.timeout);
+  later->timer.async_wait([self = shared_from_this(), later](beast::error_code ec) {
+    if (!ec && self->later_ == later) self->TimeOutLater();
+  });
+  Deferred::Complete complete = [self = shared_from_this(), later](Response r) {
+    if (later->answered.exchange(true)) return;
+    net::post(self->executor(), [self, r = std::move(r)]() mutable {
+      self->FinishLater(std::move(r));
+    });
+  };
+  std::function<void()> cancel;
+  try {
+    if (deferred.start) cancel = deferred.start(std::move(complete));
+  } catch (...) {
+    cancel = nullptr;
+  }
+  // `start` may already have answered (FinishLater is queued behind us): then nothing to drop.
+  if (!later->answered.load()) later->cancel = std::move(cancel);
+}
+
+void Connection::FinishLater(Response response) {
+  std::shared_ptr<Later> later = std::move(later_);
+  if (!later) return;
+  later->timer.cancel();
+  if (response.deferred) {
+    response = Response::Error(absl::InternalError("a deferred response answered with another"));
+  }
+  FinishRequest(std::move(response), later->keep_alive, later->method);
+}
+
+void Connection::TimeOutLater() {
+  if (!later_ || later_->answered.exchange(true)) return;
+  if (later_->cancel) later_->cancel();
+  FinishLater(later_->on_timeout ? later_->on_timeout()
+                                 : Response::Error(absl::DeadlineExceededError("no answer in time")));
+}
+
 void Connection::FinishRequest(Response response, bool keep_alive, std::string_view method) {
+  if (response.deferred) {
+    StartLater(std::move(*response.deferred), keep_alive, method);
+    return;
+  }
   if (stream_parser_) {
     if (stream_over_limit_) {
       // Whatever the handler made of its failed read, the client learns why.
@@ -1120,6 +1182,7 @@ void Connection::Close() {
 
 void Connection::BeginShutdown() {
   closing_ = true;
+  TimeOutLater();  // a long poll ends now, not at its timeout
   if (idle_) {
     beast::error_code ignored;
     Socket().cancel(ignored);

@@ -117,11 +117,28 @@ http::Response AgentApi::WaitForWork(http::Request& req, const cluster::AgentPee
     return http::Response::Error(
         absl::InvalidArgumentError("body must be {\"generation\": <non-negative integer>}"));
   }
-  // Shorter than the agent's client timeout, long enough that idle agents cost little.
-  constexpr absl::Duration kMaxNodeWait = absl::Seconds(20);
-  auto gen = jobs_->WaitNodeChange(peer.node_id, (*j)["generation"].get<uint64_t>(), kMaxNodeWait);
-  if (!gen.ok()) return http::Response::Error(gen.status());
-  return http::Response::Json(200, Json{{"generation", *gen}});
+  // Shorter than the agent's client timeout, long enough that idle agents cost little. The wait
+  // holds no thread: the answer is written when the node's generation moves (or at the timeout,
+  // or when the server stops).
+  constexpr std::chrono::seconds kMaxNodeWait{20};
+  const uint64_t seen = (*j)["generation"].get<uint64_t>();
+  JobService* jobs = jobs_;
+  std::string node_id = peer.node_id;
+  http::Deferred wait;
+  wait.timeout = kMaxNodeWait;
+  wait.on_timeout = [seen] { return http::Response::Json(200, Json{{"generation", seen}}); };
+  wait.start = [jobs, node_id, seen](http::Deferred::Complete complete) -> std::function<void()> {
+    auto id = jobs->WatchNode(node_id, seen, [complete](uint64_t gen) {
+      complete(http::Response::Json(200, Json{{"generation", gen}}));
+    });
+    if (!id.ok()) {
+      complete(http::Response::Error(id.status()));
+      return nullptr;
+    }
+    if (*id == 0) return nullptr;
+    return [jobs, node_id, watch = *id] { jobs->CancelNodeWatch(node_id, watch); };
+  };
+  return http::Response::Later(std::move(wait));
 }
 
 }  // namespace warden::server

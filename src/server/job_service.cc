@@ -199,7 +199,15 @@ void JobService::Stop() {
   }
   cv_.notify_all();
   log_cv_.notify_all();
-  node_cv_.notify_all();
+  {
+    // Pending agent waits answer now with the generation they have.
+    std::lock_guard lock(mu_);
+    for (auto& [node, watches] : node_watches_) {
+      auto g = node_gen_.find(node);
+      for (NodeWatch& w : watches) w.notify(g == node_gen_.end() ? uint64_t{0} : g->second);
+    }
+    node_watches_.clear();
+  }
   if (loop_.joinable()) loop_.join();
 }
 
@@ -544,35 +552,38 @@ absl::StatusOr<JobLogRead> JobService::ReadLog(const std::string& tenant_id, con
 // ---- agents --------------------------------------------------------------------------------
 
 void JobService::BumpNodeLocked(const std::string& node_id) {
-  node_gen_[node_id] = ++gen_seq_;
-  node_cv_.notify_all();
+  const uint64_t gen = node_gen_[node_id] = ++gen_seq_;
+  auto it = node_watches_.find(node_id);
+  if (it == node_watches_.end()) return;
+  std::vector<NodeWatch> fired = std::move(it->second);
+  node_watches_.erase(it);
+  for (NodeWatch& w : fired) w.notify(gen);
 }
 
-absl::StatusOr<uint64_t> JobService::WaitNodeChange(const std::string& node_id, uint64_t seen,
-                                                    absl::Duration timeout) {
+absl::StatusOr<uint64_t> JobService::WatchNode(const std::string& node_id, uint64_t seen,
+                                               NodeNotify notify) {
   std::unique_lock lock(mu_);
-  auto current = [&] {
-    auto it = node_gen_.find(node_id);
-    return it == node_gen_.end() ? uint64_t{0} : it->second;
-  };
-  if (current() != seen || stopping_ || waiters_released_) return current();
-  if (node_waiters_ >= options_.max_node_waiters) {
-    return absl::ResourceExhaustedError(
-        StrCat("more than ", options_.max_node_waiters, " agents are waiting already"));
+  auto it = node_gen_.find(node_id);
+  const uint64_t current = it == node_gen_.end() ? uint64_t{0} : it->second;
+  if (current != seen || stopping_) {
+    notify(current);
+    return uint64_t{0};
   }
-  ++node_waiters_;
-  node_cv_.wait_for(lock, absl::ToChronoMilliseconds(timeout),
-                    [&] { return stopping_ || waiters_released_ || current() != seen; });
-  --node_waiters_;
-  return current();
+  std::vector<NodeWatch>& pending = node_watches_[node_id];
+  if (pending.size() >= static_cast<size_t>(options_.max_watches_per_node)) {
+    return absl::ResourceExhaustedError(StrCat("node ", node_id, " has ", pending.size(),
+                                               " pending waits already"));
+  }
+  pending.push_back(NodeWatch{++watch_seq_, std::move(notify)});
+  return watch_seq_;
 }
 
-void JobService::ReleaseWaiters() {
-  {
-    std::lock_guard lock(mu_);
-    waiters_released_ = true;
-  }
-  node_cv_.notify_all();
+void JobService::CancelNodeWatch(const std::string& node_id, uint64_t watch_id) {
+  std::lock_guard lock(mu_);
+  auto it = node_watches_.find(node_id);
+  if (it == node_watches_.end()) return;
+  std::erase_if(it->second, [&](const NodeWatch& w) { return w.id == watch_id; });
+  if (it->second.empty()) node_watches_.erase(it);
 }
 
 absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,

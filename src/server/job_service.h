@@ -49,9 +49,9 @@ struct JobServiceOptions {
   // blocking threads each); beyond it a read answers at once and the client polls. Keeps the
   // pool free for logins and writes however many people follow logs.
   int max_log_waiters = 2;
-  // Agents blocked in WaitNodeChange at once (each holds one of the agent listener's blocking
-  // threads); beyond it a wait answers at once and that agent relies on its heartbeat.
-  int max_node_waiters = 48;
+  // Pending WatchNode calls per node (an agent keeps one; a few more cover reconnects). A watch
+  // holds no thread: the agent listener answers it later (http::Response::Later).
+  int max_watches_per_node = 4;
 };
 
 // One job state transition reported by a node's agent.
@@ -128,14 +128,16 @@ class JobService {
                                          const std::vector<AgentJobReport>& reports,
                                          const AgentGpuReport& gpus);
   // Push to agents: a node's assignment generation changes whenever a job is placed on it, moved
-  // off it or asked to stop there. Blocks until the generation differs from `seen` (or `timeout`
-  // passes, or the service stops) and returns it; the agent then heartbeats at once instead of at
-  // its next interval. ResourceExhausted when max_node_waiters calls are waiting already.
-  absl::StatusOr<uint64_t> WaitNodeChange(const std::string& node_id, uint64_t seen,
-                                          absl::Duration timeout);
-  // Ends every WaitNodeChange now and makes later ones answer at once: the server calls it first
-  // when it shuts down, so the agents' listener does not wait out their long-polls.
-  void ReleaseWaiters();
+  // off it or asked to stop there. WatchNode calls `notify` once with the generation when it
+  // differs from `seen`: at once, from this call, when it already does (or the service stopped);
+  // else from the thread that changes it, with the service's lock held, so `notify` must only
+  // hand off (the agent API posts the answer to its connection). The agent then heartbeats at
+  // once instead of at its next interval. Returns a watch id for CancelNodeWatch (0 when
+  // `notify` already ran); ResourceExhausted beyond max_watches_per_node pending watches.
+  using NodeNotify = std::function<void(uint64_t generation)>;
+  absl::StatusOr<uint64_t> WatchNode(const std::string& node_id, uint64_t seen, NodeNotify notify);
+  // Drops a pending watch (its long poll timed out or the server stops); no-op when it fired.
+  void CancelNodeWatch(const std::string& node_id, uint64_t watch_id);
 
   // Appends a chunk the agent read at byte `offset` of the job's stream; returns the offset the
   // agent continues from (less than offset + size after a gap: the agent resends from there).
@@ -222,7 +224,6 @@ class JobService {
   mutable std::mutex mu_;
   std::condition_variable cv_;       // loop wake-ups; guarded by mu_
   std::condition_variable log_cv_;   // new log data or a job ended; guarded by mu_
-  std::condition_variable node_cv_;  // a node's assignment generation changed; guarded by mu_
   std::unique_ptr<sched::Scheduler> sched_;
   std::map<std::string, Tracked> active_;                 // job id -> queued/placed/running
   std::map<sched::JobId, std::string> by_sid_;
@@ -235,8 +236,12 @@ class JobService {
   int log_waiters_ = 0;  // ReadLog calls waiting now; guarded by mu_
   std::map<std::string, uint64_t> node_gen_;  // store node id -> assignment generation
   uint64_t gen_seq_ = 0;                      // source of generations (never reused)
-  int node_waiters_ = 0;                      // WaitNodeChange calls waiting now
-  bool waiters_released_ = false;
+  struct NodeWatch {
+    uint64_t id = 0;
+    NodeNotify notify;
+  };
+  std::map<std::string, std::vector<NodeWatch>> node_watches_;  // store node id -> pending
+  uint64_t watch_seq_ = 0;
   bool kicked_ = false;
   bool stopping_ = false;
   std::thread loop_;

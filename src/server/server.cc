@@ -230,7 +230,6 @@ class ServerImpl final : public Server {
       stopping_ = true;
     }
     cv_.notify_all();
-    if (jobs_) jobs_->ReleaseWaiters();  // agents' long-polls end now, not at their timeout
     if (agent_https_) agent_https_->Stop();
     if (jobs_) jobs_->Stop();
     if (cluster_) cluster_->Stop();

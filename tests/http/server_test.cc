@@ -11,8 +11,12 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/metrics.h"
@@ -404,6 +408,134 @@ TEST_F(ServerTest, FetchServerCaChainNeedsTheChain) {
   StartServer({}, &leaf_only);
   auto chain = FetchServerCaChain(BaseUrl());
   EXPECT_EQ(chain.status().code(), absl::StatusCode::kFailedPrecondition) << chain.status();
+}
+
+// Long polls: pending deferred answers keep no thread, so other requests are served while more
+// of them wait than there are blocking threads; each is answered from another thread.
+class DeferredTest : public ServerTest {
+ protected:
+  void SetUp() override {
+    ServerTest::SetUp();
+    auto later = [this](std::chrono::milliseconds timeout) {
+      return [this, timeout](Request&) {
+        Deferred d;
+        d.timeout = timeout;
+        d.on_timeout = [] { return Response::Text(200, "timeout"); };
+        d.start = [this](Deferred::Complete complete) -> std::function<void()> {
+          std::lock_guard lock(mu_);
+          const int id = ++next_;
+          pending_[id] = std::move(complete);
+          return [this, id] {
+            std::lock_guard lock(mu_);
+            pending_.erase(id);
+            ++cancelled_;
+          };
+        };
+        return Response::Later(std::move(d));
+      };
+    };
+    ASSERT_TRUE(router_.Add("GET", "/later", later(std::chrono::seconds(20))).ok());
+    ASSERT_TRUE(router_.Add("GET", "/later-short", later(std::chrono::milliseconds(200))).ok());
+  }
+  size_t Pending() {
+    std::lock_guard lock(mu_);
+    return pending_.size();
+  }
+  bool WaitPending(size_t n) {
+    auto deadline = SteadyClock::now() + std::chrono::seconds(5);
+    while (Pending() < n && SteadyClock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return Pending() >= n;
+  }
+  // Answers every pending request from this (non-server) thread.
+  void CompleteAll(const std::string& text) {
+    std::map<int, Deferred::Complete> all;
+    {
+      std::lock_guard lock(mu_);
+      all.swap(pending_);
+    }
+    for (auto& [id, complete] : all) complete(Response::Text(200, text + std::to_string(id)));
+  }
+
+  std::mutex mu_;
+  std::map<int, Deferred::Complete> pending_;
+  int next_ = 0;
+  int cancelled_ = 0;
+};
+
+TEST_F(DeferredTest, ManyPendingAnswersHoldNoThreadAndArriveFromAnotherThread) {
+  StartServer();  // 2 blocking threads
+  std::vector<std::unique_ptr<TlsConn>> polls;
+  for (int i = 0; i < 8; ++i) {
+    polls.push_back(std::make_unique<TlsConn>(server_->port()));
+    ASSERT_TRUE(polls.back()->Handshake());
+    ASSERT_TRUE(polls.back()->Write(Get("/later")));
+  }
+  ASSERT_TRUE(WaitPending(8)) << Pending();
+  // Eight waits, two blocking threads: a request that needs the pool is still served now.
+  TlsConn other(server_->port());
+  ASSERT_TRUE(other.Handshake());
+  ASSERT_TRUE(other.Write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"));
+  auto echo = other.ReadResponse();
+  ASSERT_TRUE(echo.has_value());
+  EXPECT_EQ(echo->body, "hi");
+  std::thread answerer([this] { CompleteAll("done "); });
+  answerer.join();
+  for (auto& c : polls) {
+    auto r = c->ReadResponse();
+    ASSERT_TRUE(r.has_value());
+    EXPECT_EQ(r->status, 200);
+    EXPECT_THAT(r->body, StartsWith("done "));
+    // The connection stays usable for the next request.
+    ASSERT_TRUE(c->Write(Get("/hello")));
+    auto again = c->ReadResponse();
+    ASSERT_TRUE(again.has_value());
+    EXPECT_THAT(again->body, HasSubstr("world"));
+  }
+  EXPECT_EQ(cancelled_, 0);
+}
+
+TEST_F(DeferredTest, TimeoutAnswersDropsTheRegistrationAndIgnoresALateComplete) {
+  StartServer();
+  TlsConn c(server_->port());
+  ASSERT_TRUE(c.Handshake());
+  ASSERT_TRUE(c.Write(Get("/later-short")));
+  ASSERT_TRUE(WaitPending(1));
+  Deferred::Complete late;
+  {
+    std::lock_guard lock(mu_);
+    late = pending_.begin()->second;  // kept past the timeout on purpose
+  }
+  auto t0 = SteadyClock::now();
+  auto r = c.ReadResponse();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "timeout");
+  EXPECT_LT(SteadyClock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(Pending(), 0u) << "the registration was dropped";
+  EXPECT_EQ(cancelled_, 1);
+  late(Response::Text(200, "too late"));  // ignored: the next response is the next request's
+  late = nullptr;
+  ASSERT_TRUE(c.Write(Get("/items/x")));
+  auto next = c.ReadResponse();
+  ASSERT_TRUE(next.has_value());
+  EXPECT_EQ(next->body, R"({"item":"x"})");
+}
+
+TEST_F(DeferredTest, StopAnswersPendingPollsAtOnce) {
+  StartServer();
+  TlsConn c(server_->port());
+  ASSERT_TRUE(c.Handshake());
+  ASSERT_TRUE(c.Write(Get("/later")));  // would wait 20 s
+  ASSERT_TRUE(WaitPending(1));
+  auto t0 = SteadyClock::now();
+  std::thread stopper([this] { server_->Stop(); });
+  auto r = c.ReadResponse();
+  stopper.join();
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->body, "timeout");
+  EXPECT_LT(SteadyClock::now() - t0, std::chrono::seconds(5)) << "Stop did not wait out the poll";
+  EXPECT_EQ(cancelled_, 1);
 }
 
 TEST_F(ServerTest, StopClosesIdleConnectionsAndReturns) {

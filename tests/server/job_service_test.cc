@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <future>
 #include <set>
 #include <thread>
 
@@ -42,7 +43,7 @@ class JobServiceTest : public ::testing::Test {
     o.check_invariants = true;
     o.max_log_bytes = 4096;
     o.max_log_waiters = max_log_waiters_;
-    o.max_node_waiters = max_node_waiters_;
+    o.max_watches_per_node = max_watches_per_node_;
     auto j = JobService::Create(*store_, clock_, rng_, o);
     ASSERT_TRUE(j.ok()) << j.status();
     jobs_ = std::move(*j);
@@ -95,7 +96,22 @@ class JobServiceTest : public ::testing::Test {
   }
 
   int max_log_waiters_ = 2;
-  int max_node_waiters_ = 48;
+  int max_watches_per_node_ = 4;
+
+  // Waits like an agent's /wait poll: the node's generation once it differs from `seen`, or
+  // `seen` when `timeout` passes first (the watch is then dropped, as the HTTP server does).
+  uint64_t WaitGen(const std::string& node, uint64_t seen, absl::Duration timeout) {
+    auto gen = std::make_shared<std::promise<uint64_t>>();
+    std::future<uint64_t> got = gen->get_future();
+    auto id = jobs_->WatchNode(node, seen, [gen](uint64_t g) { gen->set_value(g); });
+    EXPECT_TRUE(id.ok()) << id.status();
+    if (!id.ok()) return seen;
+    if (got.wait_for(absl::ToChronoMilliseconds(timeout)) == std::future_status::ready) {
+      return got.get();
+    }
+    jobs_->CancelNodeWatch(node, *id);  // after this the watch can no longer fire
+    return got.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? got.get() : seen;
+  }
   std::string dir_;
   common::FakeClock clock_;
   common::Rng& rng_ = common::SecureRng::Get();
@@ -332,11 +348,11 @@ TEST_F(JobServiceTest, AWaitingAgentWakesWhenItsNodeGetsWorkAndOnlyThen) {
   AddNode("nod_1", "n1", 1);
   AddNode("nod_2", "n2", 1);
   ASSERT_TRUE(jobs_->Tick().ok());
-  const uint64_t g1 = *jobs_->WaitNodeChange("nod_1", 12345, absl::ZeroDuration());  // differs: now
-  const uint64_t g2 = *jobs_->WaitNodeChange("nod_2", 12345, absl::ZeroDuration());
+  const uint64_t g1 = WaitGen("nod_1", 12345, absl::ZeroDuration());  // differs: now
+  const uint64_t g2 = WaitGen("nod_2", 12345, absl::ZeroDuration());
   // Nothing changes: the wait runs out and returns the same generation.
   auto t0 = absl::Now();
-  EXPECT_EQ(*jobs_->WaitNodeChange("nod_1", g1, absl::Milliseconds(150)), g1);
+  EXPECT_EQ(WaitGen("nod_1", g1, absl::Milliseconds(150)), g1);
   EXPECT_GE(absl::Now() - t0, absl::Milliseconds(140));
 
   std::string placed_on;
@@ -351,11 +367,11 @@ TEST_F(JobServiceTest, AWaitingAgentWakesWhenItsNodeGetsWorkAndOnlyThen) {
   absl::Duration d1, d2;
   std::thread other([&] {
     auto t = absl::Now();
-    w2 = *jobs_->WaitNodeChange("nod_2", g2, absl::Seconds(3));
+    w2 = WaitGen("nod_2", g2, absl::Seconds(3));
     d2 = absl::Now() - t;
   });
   t0 = absl::Now();
-  w1 = *jobs_->WaitNodeChange("nod_1", g1, absl::Seconds(3));
+  w1 = WaitGen("nod_1", g1, absl::Seconds(3));
   d1 = absl::Now() - t0;
   submitter.join();
   other.join();
@@ -368,20 +384,28 @@ TEST_F(JobServiceTest, AWaitingAgentWakesWhenItsNodeGetsWorkAndOnlyThen) {
 
   // Cancelling the running job wakes its node too.
   const std::string node = placed_on;
-  const uint64_t before = *jobs_->WaitNodeChange(node, 0, absl::ZeroDuration());
+  const uint64_t before = WaitGen(node, 0, absl::ZeroDuration());
   auto list = jobs_->List("ten_a", std::nullopt);
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->size(), 1u);
   ASSERT_TRUE(jobs_->Cancel("ten_a", (*list)[0].id, absl::Seconds(1)).ok());
-  EXPECT_NE(*jobs_->WaitNodeChange(node, before, absl::ZeroDuration()), before);
+  EXPECT_NE(WaitGen(node, before, absl::ZeroDuration()), before);
 
-  // Beyond max_node_waiters a wait is refused at once (the agent falls back to heartbeats).
-  max_node_waiters_ = 0;
+  // Beyond max_watches_per_node pending waits a node's next one is refused at once (the agent
+  // falls back to heartbeats); a dropped watch frees its place.
+  max_watches_per_node_ = 2;
   Restart();
   AddNode("nod_3", "n3", 1);
   ASSERT_TRUE(jobs_->Tick().ok());
-  auto refused = jobs_->WaitNodeChange("nod_3", 0, absl::Seconds(5));
+  const uint64_t g3 = WaitGen("nod_3", 12345, absl::ZeroDuration());
+  auto w_a = jobs_->WatchNode("nod_3", g3, [](uint64_t) {});
+  auto w_b = jobs_->WatchNode("nod_3", g3, [](uint64_t) {});
+  ASSERT_TRUE(w_a.ok() && w_b.ok());
+  auto refused = jobs_->WatchNode("nod_3", g3, [](uint64_t) { ADD_FAILURE() << "refused, not fired"; });
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(jobs_->WatchNode("nod_1", 0, [](uint64_t) {}).ok()) << "other nodes unaffected";
+  jobs_->CancelNodeWatch("nod_3", *w_a);
+  EXPECT_TRUE(jobs_->WatchNode("nod_3", g3, [](uint64_t) {}).ok());
 }
 
 }  // namespace
