@@ -41,33 +41,37 @@ std::string FillToTheLastByte(const std::string& dir) {
   return filler;
 }
 
-// Mounts a 256 KiB tmpfs on DATA_DIR/audit before the server starts; empty path if it cannot.
-void StartWithSmallAuditDisk(WardenServer& server, TmpfsMount& mnt, int& mount_errno) {
-  server.Start("sqlite", "", [&](const std::string& data) {
-    std::string dir = data + "/audit";
-    std::filesystem::create_directories(dir);
-    if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=256k,mode=0700") == 0) {
-      mnt.path = dir;
-    } else {
-      mount_errno = errno;
+// A server whose DATA_DIR/audit is a 256 KiB tmpfs mounted before it starts, logged in as admin
+// with one audited request served. Skips where a tmpfs cannot be mounted.
+class AuditFaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int mount_errno = 0;
+    server.Start("sqlite", "", [&](const std::string& data) {
+      std::string dir = data + "/audit";
+      std::filesystem::create_directories(dir);
+      if (mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=256k,mode=0700") == 0) {
+        mnt.path = dir;
+      } else {
+        mount_errno = errno;
+      }
+    });
+    ASSERT_FALSE(HasFatalFailure());
+    if (mnt.path.empty()) {
+      GTEST_SKIP() << "cannot mount a tmpfs for the disk-full test (needs root or CAP_SYS_ADMIN): "
+                   << std::strerror(mount_errno);
     }
-  });
-}
-
-TEST(AuditFaultTest, DiskFullGives503AndServiceReturnsWithTheSpace) {
-  WardenServer server;
-  TmpfsMount mnt;  // destroyed before the server: unmounted first
-  int mount_errno = 0;
-  StartWithSmallAuditDisk(server, mnt, mount_errno);
-  ASSERT_FALSE(HasFatalFailure());
-  if (mnt.path.empty()) {
-    GTEST_SKIP() << "cannot mount a tmpfs for the disk-full test (needs root or CAP_SYS_ADMIN): "
-                 << std::strerror(mount_errno);
+    server.Login("admin", "admin", server.admin_password());
+    token = server.Token("admin");
+    ASSERT_EQ(server.Curl("GET", "/api/v1/whoami", token).code, 200);
   }
-  server.Login("admin", "admin", server.admin_password());
-  std::string token = server.Token("admin");
-  ASSERT_EQ(server.Curl("GET", "/api/v1/whoami", token).code, 200);
 
+  WardenServer server;
+  TmpfsMount mnt;  // declared after the server: unmounted before the harness removes the dir
+  std::string token;
+};
+
+TEST_F(AuditFaultTest, DiskFullGives503AndServiceReturnsWithTheSpace) {
   std::string filler = FillToTheLastByte(mnt.path);
   // The segment's current page may still take a few events; then every audited request is
   // refused, because it could not be recorded.
@@ -109,19 +113,7 @@ TEST(AuditFaultTest, DiskFullGives503AndServiceReturnsWithTheSpace) {
 // Mutations wait for their event's fdatasync (metadata GETs do not: audit.durable_reads is off by
 // default), so no mutation is ever answered 201 unless its event reached the disk: on a disk that
 // fills up, every 201 has its event in the log once space returns.
-TEST(AuditFaultTest, EveryMutationAnswered201OnAFillingDiskHasItsEventInTheLog) {
-  WardenServer server;
-  TmpfsMount mnt;
-  int mount_errno = 0;
-  StartWithSmallAuditDisk(server, mnt, mount_errno);
-  ASSERT_FALSE(HasFatalFailure());
-  if (mnt.path.empty()) {
-    GTEST_SKIP() << "cannot mount a tmpfs for the disk-full test (needs root or CAP_SYS_ADMIN): "
-                 << std::strerror(mount_errno);
-  }
-  server.Login("admin", "admin", server.admin_password());
-  std::string token = server.Token("admin");
-  ASSERT_EQ(server.Curl("GET", "/api/v1/whoami", token).code, 200);
+TEST_F(AuditFaultTest, EveryMutationAnswered201OnAFillingDiskHasItsEventInTheLog) {
   std::string filler = FillToTheLastByte(mnt.path);
   int answered_201 = 0;
   int last = 0;
