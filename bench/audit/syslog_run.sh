@@ -16,6 +16,7 @@ trap 'bash "$root/tools/rsyslog-stop.sh" "$rs" >/dev/null 2>&1 || true; rm -rf "
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 echo "== disk: $(df -T "$dir" | tail -1 | awk '{print $1, $2}')"
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+mkdir -p "$dir/logs"
 bash "$root/tools/rsyslog-start.sh" "$rs" "$port" >/dev/null
 "$bin" "$dir/logs" --address "127.0.0.1:$port" --server-name syslog.test --ca "$rs/pki/ca.crt" \
   --cert "$rs/pki/client.crt" --key "$rs/pki/client.key" --seconds "$seconds" --rounds "$rounds"

@@ -4,7 +4,13 @@
 // creation. The real TLS path against rsyslog is in tests/integration/audit_syslog_test.cc.
 #include "audit/syslog_sender.h"
 
+#include <filesystem>
+
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "audit/audit.h"
+#include "common/clock.h"
 
 #include <chrono>
 #include <condition_variable>
@@ -378,6 +384,46 @@ TEST(SyslogSenderTest, NothingListeningIsAnUnavailableConnectNamingTheAddress) {
   absl::Status s = (*t)->Connect();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
   EXPECT_NE(std::string(s.message()).find("127.0.0.1:1"), std::string::npos) << s;
+}
+
+// The hook the sink hangs on: every durable event, in seq order, with exactly its logged bytes.
+TEST(AuditDurableHookTest, GetsEveryEventInSeqOrderWithItsLoggedLine) {
+  std::string dir = ::testing::TempDir() + "/syslog_hook_" + std::to_string(::getpid());
+  std::filesystem::remove_all(dir);
+  std::mutex mu;
+  std::vector<std::pair<uint64_t, std::string>> seen;
+  AuditOptions o;
+  o.dir = dir;
+  o.on_durable = [&](uint64_t first, int64_t, std::span<const std::string_view> lines) {
+    std::lock_guard lock(mu);
+    for (size_t i = 0; i < lines.size(); ++i) seen.emplace_back(first + i, std::string(lines[i]));
+  };
+  common::FakeClock clock;
+  auto log = OpenAuditLog(o, clock);
+  ASSERT_TRUE(log.ok()) << log.status();
+  std::vector<std::thread> writers;
+  for (int w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      for (int i = 0; i < 50; ++i) {
+        AuditEvent e;
+        e.actor_name = "w" + std::to_string(w);
+        e.action = "jobs:create";
+        ASSERT_TRUE((*log)->Append(e).ok());
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  auto page = (*log)->Query(AuditQuery{.limit = 1000});
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->lines.size(), 200u);
+  log->reset();  // joins the writer: the hook (run after each acknowledgement) is done
+  std::lock_guard lock(mu);
+  ASSERT_EQ(seen.size(), 200u);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].first, i);
+    EXPECT_EQ(seen[i].second, page->lines[i]);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

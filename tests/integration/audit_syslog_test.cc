@@ -368,6 +368,24 @@ TEST_P(AuditSyslogImpostorTest, ReceiverWithTheWrongCertificateGetsNothing) {
   EXPECT_NE(log.find("receiver certificate not accepted"), std::string::npos) << log;
 }
 
+// The control for the attack tests: with verification switched off (the explicit, logged opt-out)
+// the same impostor does get the events, so "nothing arrived" above is the check's doing.
+TEST(AuditSyslogTest, WithVerificationSwitchedOffTheImpostorGetsEventsAndTheServerWarns) {
+  REQUIRE_RSYSLOG();
+  Rsyslog rsyslog;
+  rsyslog.Start("impostor");
+  ASSERT_FALSE(HasFatalFailure());
+  WardenServer server;
+  std::string token =
+      StartAndLogIn(server, rsyslog.Config() + "    insecure_skip_verify: true\n");
+  ASSERT_FALSE(HasFatalFailure());
+  int n = server.AuditCountSynced();
+  ASSERT_TRUE(WaitUntil([&] { return rsyslog.HasAllSeqsBelow(n); })) << rsyslog.Log();
+  std::string log = ReadFile(server.dir() + "/server.log");
+  EXPECT_NE(log.find("WARNING: audit syslog sink: insecure_skip_verify is set"), std::string::npos)
+      << log;
+}
+
 INSTANTIATE_TEST_SUITE_P(Certificates, AuditSyslogImpostorTest,
                          ::testing::Values("impostor", "wrongname"));
 
