@@ -12,6 +12,7 @@ APT_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   postgresql openssl curl wrk nginx oathtool sqlite3
   age
+  rsyslog rsyslog-gnutls
   runc crun bubblewrap busybox-static zlib1g-dev
 )
 

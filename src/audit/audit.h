@@ -12,7 +12,10 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <span>
+#include <string_view>
 #include <memory>
 #include <optional>
 #include <string>
@@ -74,6 +77,12 @@ struct AuditOptions {
                                          // on a disk without room the log writes as it goes)
   absl::Duration append_timeout = absl::Seconds(5);  // Append fails (503) when slower
   AuditFileIo* io = nullptr;             // nullptr: AuditFileIo::Posix()
+  // Called by the writer thread after each batch is durable (after its fdatasync, after the
+  // callers were acknowledged), in seq order: the batch's first seq, its time and its logged
+  // lines (without '\n'; valid only during the call). It runs on the commit path, so it must not
+  // block (the syslog sink only queues). Empty: none.
+  std::function<void(uint64_t first_seq, int64_t time_ms, std::span<const std::string_view> lines)>
+      on_durable;
 };
 
 // One page of a query, oldest first.

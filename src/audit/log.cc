@@ -385,6 +385,8 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   std::vector<MerkleHash> leaves;
   std::vector<uint64_t> offsets;
   std::vector<int64_t> times;
+  std::vector<std::string_view> durable_lines;  // into `data`, for options_.on_durable
+  int64_t batch_time_ms = 0;
   if (status.ok()) {
     int64_t now_ms = std::max(absl::ToUnixMillis(clock_.Now()), last_time_ms_);
     leaves.reserve(batch.size());
@@ -415,6 +417,7 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
     }
     if (!status.ok()) (void)CutBack();
     if (status.ok()) {
+      batch_time_ms = now_ms;
       last_time_ms_ = now_ms;
       allocated_ = std::max(allocated_, seg.bytes + data.size());
     }
@@ -430,7 +433,7 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   } else {
     metrics_.failures.WithLabels({reason}).Inc(static_cast<double>(batch.size()));
   }
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   for (size_t i = 0; i < batch.size(); ++i) {
     batch[i]->done = true;
     batch[i]->status = status.ok() ? absl::OkStatus()
@@ -441,6 +444,18 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   if (status.ok()) metrics_.events.Inc(static_cast<double>(batch.size()));
   SetHealthy(status.ok());
   done_cv_.notify_all();
+  lock.unlock();
+  if (status.ok() && options_.on_durable) {
+    // After the acknowledgement: the second sink never delays the callers.
+    durable_lines.reserve(batch.size());
+    size_t start = 0;
+    for (size_t i = 0; i < batch.size(); ++i) {
+      size_t end = data.find('\n', start);
+      durable_lines.emplace_back(data.data() + start, end - start);
+      start = end + 1;
+    }
+    options_.on_durable(first_seq, batch_time_ms, durable_lines);
+  }
 }
 
 void MerkleAuditLog::WriterLoop() {

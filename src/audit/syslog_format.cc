@@ -65,6 +65,18 @@ absl::StatusOr<std::string> FormatSyslogAuditMessage(const SyslogHeader& header,
                 EscapeSdParamValue(line), "\"]");
 }
 
+absl::StatusOr<std::string> FormatSyslogGapMessage(const SyslogHeader& header, int64_t time_ms,
+                                                   uint64_t dropped, uint64_t first_seq,
+                                                   uint64_t last_seq) {
+  if (absl::Status s = ValidateSyslogHeader(header); !s.ok()) return s;
+  // <108>: facility 13 (log audit) * 8 + severity 4 (warning).
+  return StrCat("<108>1 ", Timestamp(time_ms), " ", header.hostname, " ", header.app_name,
+                " - gap [gpuwarden-gap@32473 dropped=\"", dropped, "\" first_seq=\"", first_seq,
+                "\" last_seq=\"", last_seq, "\"] ", dropped,
+                " audit events (seq ", first_seq, "..", last_seq,
+                ") were dropped by the syslog sink (queue full); the primary audit log has them");
+}
+
 std::string FrameOctetCounted(std::string_view message) {
   return StrCat(message.size(), " ", message);
 }

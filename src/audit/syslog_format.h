@@ -1,7 +1,5 @@
 // The second audit sink's wire format (issue 4): one audit event as an RFC 5424 syslog message,
-// framed for TLS transport by RFC 5425 octet counting. Only the formatter exists so far: the
-// sender (TLS connection, bounded queue fed after the local commit, drops counted, reconnect
-// with backoff) and the `audit.syslog` config are NOT built yet.
+// framed for TLS transport by RFC 5425 octet counting. The sender is in syslog_sender.h.
 //
 // Message: <110>1 TIMESTAMP HOSTNAME APP-NAME - audit [gpuwarden@32473 seq="N" leaf="N"
 // event="JSON"] — facility 13 (log audit), severity 6 (informational); TIMESTAMP is the event's
@@ -34,6 +32,14 @@ std::string EscapeSdParamValue(std::string_view value);
 // InvalidArgument when the header is invalid (see ValidateSyslogHeader).
 absl::StatusOr<std::string> FormatSyslogAuditMessage(const SyslogHeader& header, uint64_t seq,
                                                      int64_t time_ms, std::string_view line);
+
+// The notice sent ahead of the next events when the sink dropped events (queue full):
+// <108>1 TIMESTAMP HOSTNAME APP-NAME - gap [gpuwarden-gap@32473 dropped="N" first_seq="A"
+// last_seq="B"] MSG — severity 4 (warning); first_seq/last_seq bound the dropped events (they are
+// all in the primary log). `time_ms` is when the notice is sent.
+absl::StatusOr<std::string> FormatSyslogGapMessage(const SyslogHeader& header, int64_t time_ms,
+                                                   uint64_t dropped, uint64_t first_seq,
+                                                   uint64_t last_seq);
 
 // RFC 5425 octet-counting frame: "MSG-LEN SP SYSLOG-MSG".
 std::string FrameOctetCounted(std::string_view message);

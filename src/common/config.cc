@@ -154,6 +154,61 @@ absl::Status Apply(const YAML::Node& node, const std::string& prefix,
   return absl::OkStatus();
 }
 
+// RFC 5424 HOSTNAME / APP-NAME: 1..max printable US-ASCII characters, no spaces.
+absl::Status CheckSyslogName(const std::string& key, const std::string& value, size_t max) {
+  if (value.empty() || value.size() > max) {
+    return absl::InvalidArgumentError(
+        StrCat("config key \"", key, "\": must be 1..", max, " characters (RFC 5424)"));
+  }
+  for (char c : value) {
+    if (c < 33 || c > 126) {
+      return absl::InvalidArgumentError(StrCat(
+          "config key \"", key, "\": only printable US-ASCII without spaces (RFC 5424), got \"",
+          value, "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateAuditSyslog(const AuditSyslogConfig& c) {
+  const bool any_set = !c.ca_file.empty() || !c.server_name.empty() || !c.client_cert.empty() ||
+                       !c.client_key.empty() || c.insecure_skip_verify || !c.hostname.empty();
+  if (c.address.empty()) {
+    if (any_set) {
+      return absl::InvalidArgumentError(
+          "config key \"audit.syslog.address\": required when audit.syslog is configured");
+    }
+    return absl::OkStatus();
+  }
+  size_t colon = c.address.rfind(':');
+  std::string host = colon == std::string::npos ? "" : c.address.substr(0, colon);
+  std::string port = colon == std::string::npos ? "" : c.address.substr(colon + 1);
+  int64_t p = 0;
+  for (char ch : port) p = (ch >= '0' && ch <= '9' && p <= 65535) ? p * 10 + (ch - '0') : 65536;
+  if (host.empty() || port.empty() || p < 1 || p > 65535 ||
+      host.find_first_of(" \t/") != std::string::npos) {
+    return absl::InvalidArgumentError(StrCat("config key \"audit.syslog.address\": expected "
+                                             "host:port with a port in 1..65535, got \"",
+                                             c.address, "\""));
+  }
+  if (c.ca_file.empty() && !c.insecure_skip_verify) {
+    return absl::InvalidArgumentError(
+        "config key \"audit.syslog.ca_file\": required (the receiver's certificate is verified "
+        "against it; insecure_skip_verify: true is the explicit, logged opt-out)");
+  }
+  if (c.client_cert.empty() != c.client_key.empty()) {
+    return absl::InvalidArgumentError(
+        "config keys \"audit.syslog.client_cert\" and \"audit.syslog.client_key\": set both "
+        "or neither");
+  }
+  if (!c.hostname.empty()) {
+    if (absl::Status s = CheckSyslogName("audit.syslog.hostname", c.hostname, 255); !s.ok()) {
+      return s;
+    }
+  }
+  return CheckSyslogName("audit.syslog.app_name", c.app_name, 48);
+}
+
 }  // namespace
 
 absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
@@ -180,6 +235,15 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
       {"mfa.issuer", String(&config.mfa.issuer)},
       {"audit.durable_reads", Bool(&config.audit_durable_reads)},
+      {"audit.syslog.address", String(&config.audit_syslog.address)},
+      {"audit.syslog.ca_file", String(&config.audit_syslog.ca_file)},
+      {"audit.syslog.server_name", String(&config.audit_syslog.server_name)},
+      {"audit.syslog.client_cert", String(&config.audit_syslog.client_cert)},
+      {"audit.syslog.client_key", String(&config.audit_syslog.client_key)},
+      {"audit.syslog.insecure_skip_verify", Bool(&config.audit_syslog.insecure_skip_verify)},
+      {"audit.syslog.queue_max", Integer(&config.audit_syslog.queue_max, 1, 10'000'000)},
+      {"audit.syslog.hostname", String(&config.audit_syslog.hostname)},
+      {"audit.syslog.app_name", String(&config.audit_syslog.app_name)},
       {"agent.listen", String(&config.agent_listen)},
       {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
       {"agent.cert_ttl", Duration(&config.node_cert_ttl)},
@@ -200,6 +264,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
   if (config.session_idle > config.session_absolute) {
     return absl::InvalidArgumentError("config: session.idle must not exceed session.absolute");
   }
+  if (absl::Status s = ValidateAuditSyslog(config.audit_syslog); !s.ok()) return s;
   return config;
 }
 

@@ -32,6 +32,21 @@ struct MfaConfig {
   std::string issuer = "gpuwarden";                   // shown by authenticator apps
 };
 
+// The audit log's optional second sink (issue 4): a copy of every durable event sent to a syslog
+// receiver over TLS (RFC 5424 messages, RFC 5425 framing). Off while `address` is empty.
+// docs/operations.md "Audit copies to syslog".
+struct AuditSyslogConfig {
+  std::string address;      // receiver host:port
+  std::string ca_file;      // PEM CA(s) for the receiver's certificate (required unless insecure)
+  std::string server_name;  // name the receiver's certificate must carry; empty: host of address
+  std::string client_cert;  // optional client certificate chain (mTLS), with client_key
+  std::string client_key;
+  bool insecure_skip_verify = false;  // no certificate check (logged loudly at start)
+  int64_t queue_max = 10000;          // events held while the receiver is slow or away
+  std::string hostname;               // HOSTNAME of the messages; empty: this machine's name
+  std::string app_name = "gpuwarden";  // APP-NAME of the messages
+};
+
 struct ServerConfig {
   std::string data_dir = "./data";
   std::string listen = "127.0.0.1:8443";
@@ -54,6 +69,7 @@ struct ServerConfig {
   // Mutations, logins, denials of non-GET requests and data reads (kRouteDurableRead: audit
   // queries/exports, dataset downloads) always wait for fdatasync. true: every GET waits too.
   bool audit_durable_reads = false;
+  AuditSyslogConfig audit_syslog;  // `audit: {syslog: {...}}`
   // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
   // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.
   // Empty: the API's host with its port + 1 (port 0 when the API's is 0), e.g. 127.0.0.1:8444.
@@ -72,7 +88,7 @@ struct ServerConfig {
 //   session: {idle: 30m, absolute: 8h}
 //   http: {max_body_bytes: 1048576, header_timeout: 10s}
 //   mfa: {required_for: admins, all_users_in_tenants: [acme], step_up_window: 10m}
-//   audit: {durable_reads: false}
+//   audit: {durable_reads: false, syslog: {address: logs.example:6514, ca_file: /etc/ca.pem}}
 // Unknown keys, wrong types and out-of-range values are InvalidArgument naming the key.
 absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text);
 // Reads and parses the file; NotFound if missing.

@@ -29,6 +29,7 @@
 #include "pki/pki.h"
 #include "server/agent_api.h"
 #include "server/api_service.h"
+#include "server/audit_syslog.h"
 #include "server/sso_service.h"
 #include "server/job_service.h"
 #include "server/vault_routes.h"
@@ -107,7 +108,9 @@ class ServerImpl final : public Server {
     WARDEN_ASSIGN_OR_RETURN(auth_, auth::Authenticator::Create(*store_, clock, rng, aopts));
 
     std::string audit_dir = StrCat(config_.data_dir, "/audit");
-    WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog({.dir = audit_dir}, clock));
+    audit::AuditOptions audit_opts{.dir = audit_dir};
+    WARDEN_ASSIGN_OR_RETURN(audit_syslog_, StartAuditSyslog(config_.audit_syslog, audit_opts));
+    WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog(audit_opts, clock));
 
     // Single sign-on: the `oidc:` section is parsed strictly here (a typo refuses to start);
     // providers are contacted lazily, so an IdP outage does not stop the server.
@@ -235,6 +238,7 @@ class ServerImpl final : public Server {
     if (cluster_) cluster_->Stop();
     if (https_) https_->Stop();
     if (housekeeping_.joinable()) housekeeping_.join();
+    if (audit_syslog_) audit_syslog_->Stop();  // bounded flush of the off-box copies
   }
 
   int port() const override { return https_ ? https_->port() : 0; }
@@ -373,6 +377,7 @@ class ServerImpl final : public Server {
   std::unique_ptr<common::AeadKey> totp_key_;
   std::unique_ptr<auth::LoginThrottle> login_throttle_;
   std::unique_ptr<auth::Authenticator> auth_;
+  std::unique_ptr<audit::SyslogSender> audit_syslog_;  // before audit_: outlives its callback
   std::unique_ptr<audit::AuditLog> audit_;
   std::unique_ptr<VaultService> vault_;  // before api_, which points to it
   std::unique_ptr<SsoService> sso_;

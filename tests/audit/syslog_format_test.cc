@@ -62,5 +62,15 @@ TEST(SyslogFormatTest, HeaderFieldsAreValidatedAndNamed) {
   EXPECT_FALSE(ValidateSyslogHeader({"h\x7f", "a"}).ok());
 }
 
+TEST(SyslogFormatTest, GapNoticeIsAWarningWithCountAndSeqRange) {
+  auto msg = FormatSyslogGapMessage({"ctl-1", "gpuwarden"}, 1795728599416, 7, 100, 106);
+  ASSERT_TRUE(msg.ok()) << msg.status();
+  EXPECT_EQ(*msg,
+            "<108>1 2026-11-26T21:29:59.416Z ctl-1 gpuwarden - gap [gpuwarden-gap@32473 "
+            "dropped=\"7\" first_seq=\"100\" last_seq=\"106\"] 7 audit events (seq 100..106) "
+            "were dropped by the syslog sink (queue full); the primary audit log has them");
+  EXPECT_FALSE(FormatSyslogGapMessage({"bad host", "gpuwarden"}, 0, 1, 0, 0).ok());
+}
+
 }  // namespace
 }  // namespace warden::audit

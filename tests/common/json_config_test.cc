@@ -144,5 +144,75 @@ TEST(ServerConfigTest, OidcSectionIsKeptForTheServerToParse) {
             std::string::npos);
 }
 
+TEST(ServerConfigTest, AuditSyslogIsOffByDefaultAndParsesEveryKey) {
+  auto d = ParseServerConfig("");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->audit_syslog.address.empty());
+  EXPECT_EQ(d->audit_syslog.queue_max, 10000);
+  EXPECT_EQ(d->audit_syslog.app_name, "gpuwarden");
+  auto c = ParseServerConfig(
+      "audit:\n  syslog:\n    address: logs.example:6514\n    ca_file: /etc/ca.pem\n"
+      "    server_name: logs.internal\n    client_cert: /c.pem\n    client_key: /k.pem\n"
+      "    queue_max: 500\n    hostname: gpu-ctl-1\n    app_name: warden\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->audit_syslog.address, "logs.example:6514");
+  EXPECT_EQ(c->audit_syslog.ca_file, "/etc/ca.pem");
+  EXPECT_EQ(c->audit_syslog.server_name, "logs.internal");
+  EXPECT_EQ(c->audit_syslog.client_cert, "/c.pem");
+  EXPECT_EQ(c->audit_syslog.client_key, "/k.pem");
+  EXPECT_EQ(c->audit_syslog.queue_max, 500);
+  EXPECT_EQ(c->audit_syslog.hostname, "gpu-ctl-1");
+  EXPECT_EQ(c->audit_syslog.app_name, "warden");
+  EXPECT_FALSE(c->audit_syslog.insecure_skip_verify);
+}
+
+TEST(ServerConfigTest, AuditSyslogBadValuesAreRefusedNamingTheKey) {
+  auto err = [](const std::string& yaml) {
+    auto c = ParseServerConfig(yaml);
+    return c.ok() ? std::string("accepted") : Msg(c.status());
+  };
+  const std::string ca = "ca_file: /ca.pem, ";
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: logs.example}}")
+                .find("audit.syslog.address\": expected host:port"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:0'}}").find("audit.syslog.address"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:65536'}}").find("audit.syslog.address"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: ':6514'}}").find("audit.syslog.address"),
+            std::string::npos);
+  // Verification is not optional unless said so explicitly.
+  EXPECT_NE(err("audit: {syslog: {address: 'h:6514'}}").find("audit.syslog.ca_file\": required"),
+            std::string::npos);
+  EXPECT_EQ(err("audit: {syslog: {address: 'h:6514', insecure_skip_verify: true}}"), "accepted");
+  EXPECT_NE(err("audit: {syslog: {ca_file: /ca.pem}}").find("audit.syslog.address\": required"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', client_cert: /c.pem}}")
+                .find("client_key"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', queue_max: 0}}")
+                .find("audit.syslog.queue_max\": 0 is out of range"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', queue_max: lots}}")
+                .find("audit.syslog.queue_max\": expected an integer"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', app_name: 'two words'}}")
+                .find("audit.syslog.app_name\": only printable"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', app_name: " + std::string(49, 'a') +
+                "}}")
+                .find("audit.syslog.app_name\": must be 1..48"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', hostname: 'a b'}}")
+                .find("audit.syslog.hostname"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', insecure_skip_verify: maybe}}")
+                .find("insecure_skip_verify\": expected true or false"),
+            std::string::npos);
+  EXPECT_NE(err("audit: {syslog: {" + ca + "address: 'h:1', port: 5}}")
+                .find("unknown config key \"audit.syslog.port\""),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace warden::common
