@@ -33,7 +33,7 @@ for rep in $(seq "$REPS"); do
   echo "$sha" | awk '{printf "%.4f\n", $1 * 1000 / 1073741824}' >> "$DIR/openssl_sha256"
   # One repetition of every vault benchmark; GiB/s per name.
   taskset -c 0 "$BUILD_DIR/bench/vault/vault_bench" --benchmark_min_time=0.5 --benchmark_format=csv 2>/dev/null |
-    awk -F, '/^"BM_/ {gsub(/"/, "", $1); gsub(/[\/:]/, "_", $1); printf "%.4f\n", $(NF-4) / 1073741824 > ("'"$DIR"'/" $1)}'
+    awk -F, '/^"BM_/ {gsub(/"/, "", $1); gsub(/[\/:]/, "_", $1); printf "%.4f\n", $(NF-4) / 1073741824 >> ("'"$DIR"'/" $1)}'
 done
 for f in "$DIR"/openssl_aead_* "$DIR"/openssl_sha256 "$DIR"/BM_*; do
   echo "$(basename "$f") $(stats < "$f") GiB/s"
