@@ -1,55 +1,88 @@
 #!/usr/bin/env bash
 # Vault benchmarks against their peers, on one core, in one run (bench/RESULTS.md "Vault").
 #   1. chunked format (bench/vault/vault_bench) vs `openssl speed -evp aes-256-gcm` at the same
-#      chunk size (both report CPU-time throughput, so machine load matters less);
-#   2. 1 GiB file-to-file encryption and decryption: vault_file vs age (Debian package `age`).
+#      chunk size (both report CPU-time throughput, so machine load matters less), REPS runs of
+#      each, interleaved, reported as median [min..max];
+#   2. file-to-file encryption and decryption of a SIZE_MIB file: vault_file vs age (Debian
+#      package `age`), REPS rounds interleaved, median [min..max] wall clock and CPU (user+sys).
 # Usage: bench/vault/run.sh BUILD_DIR [SIZE_MIB]   Files go to $VAULT_BENCH_DIR (default /dev/shm);
-# VAULT_BENCH_PARTS="format files" (default both) picks the parts.
+# VAULT_BENCH_PARTS="format files" (default both) picks the parts; VAULT_BENCH_REPS (default 5).
 set -euo pipefail
 BUILD_DIR="${1:-build/release}"
 SIZE_MIB="${2:-1024}"
+REPS="${VAULT_BENCH_REPS:-5}"
 DIR="${VAULT_BENCH_DIR:-/dev/shm}/vault-bench.$$"
 mkdir -p "$DIR"
 trap 'rm -rf "$DIR"' EXIT
 command -v age >/dev/null || { echo "age not installed (tools/install-deps.sh)"; exit 1; }
 
+# median [min..max] of the numbers on stdin
+stats() { sort -g | awk '{v[NR]=$1} END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
+  printf "%.3f [%.3f..%.3f] n=%d", m, v[1], v[NR], NR}'; }
+
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
 PARTS="${VAULT_BENCH_PARTS:-format files}"
 if [[ " $PARTS " == *" format "* ]]; then
-echo "== openssl speed (CPU time), $(openssl version)"
-for b in 16384 65536 262144 1048576; do
-  plain=$(taskset -c 0 openssl speed -seconds 3 -bytes $b -evp aes-256-gcm 2>/dev/null | awk '/^AES-256-GCM/ {print $2}')
-  aead=$(taskset -c 0 openssl speed -aead -seconds 3 -bytes $b -evp aes-256-gcm 2>/dev/null | awk '/^AES-256-GCM/ {print $2}')
-  echo "openssl_speed bytes=$b plain=${plain} aead=${aead} (1000s of bytes/s)"
+echo "== format: openssl speed vs vault_bench, CPU time, GiB/s (openssl's 1000s of B/s converted), $(openssl version)"
+for rep in $(seq "$REPS"); do
+  for b in 16384 65536 262144 1048576; do
+    aead=$(taskset -c 0 openssl speed -aead -seconds 1 -bytes $b -evp aes-256-gcm 2>/dev/null | awk '/^AES-256-GCM/ {print $2}')
+    echo "$aead" | awk '{printf "%.4f\n", $1 * 1000 / 1073741824}' >> "$DIR/openssl_aead_$b"
+  done
+  sha=$(taskset -c 0 openssl speed -seconds 1 -bytes 65536 -evp sha256 2>/dev/null | awk '/^sha256/ {print $2}')
+  echo "$sha" | awk '{printf "%.4f\n", $1 * 1000 / 1073741824}' >> "$DIR/openssl_sha256"
+  # One repetition of every vault benchmark; GiB/s per name.
+  taskset -c 0 "$BUILD_DIR/bench/vault/vault_bench" --benchmark_min_time=0.5 --benchmark_format=csv 2>/dev/null |
+    awk -F, '/^"BM_/ {gsub(/"/, "", $1); gsub(/[\/:]/, "_", $1); printf "%.4f\n", $(NF-4) / 1073741824 >> ("'"$DIR"'/" $1)}'
 done
-echo "== vault_bench (CPU time)"
-taskset -c 0 "$BUILD_DIR/bench/vault/vault_bench" --benchmark_min_time=1 2>/dev/null | grep '^BM_'
-
+for f in "$DIR"/openssl_aead_* "$DIR"/openssl_sha256 "$DIR"/BM_*; do
+  echo "$(basename "$f") $(stats < "$f") GiB/s"
+done
+for b in 16384 65536 262144 1048576; do
+  o=$(stats < "$DIR/openssl_aead_$b" | cut -d' ' -f1)
+  for bm in BM_EncryptHot BM_Encrypt BM_Decrypt; do
+    f="$DIR/${bm}_chunk_${b}_sha256_0"
+    [[ -f $f ]] || continue
+    v=$(stats < "$f" | cut -d' ' -f1)
+    echo "ratio ${bm} chunk=$b vs openssl -aead: $(awk -v v="$v" -v o="$o" 'BEGIN {printf "%.2fx", v / o}')"
+  done
+done
 fi
 if [[ " $PARTS " == *" files "* ]]; then
-echo "== file to file, ${SIZE_MIB} MiB (best of 3 wall-clock; user+sys CPU alongside)"
+echo "== file to file, ${SIZE_MIB} MiB in $(dirname "$DIR"): median [min..max] of $REPS; wall s and user+sys CPU s"
 head -c $((SIZE_MIB * 1024 * 1024)) /dev/urandom > "$DIR/plain"
 head -c 32 /dev/urandom > "$DIR/master.key"; chmod 600 "$DIR/master.key"
 age-keygen -o "$DIR/age.key" 2>/dev/null
 recipient=$(age-keygen -y "$DIR/age.key")
-t() {  # prints "wall user+sys" of one run
+V="$BUILD_DIR/bench/vault/vault_file"
+t() {  # appends "wall" to $1.wall and "user+sys" to $1.cpu
+  local name=$1; shift
   /usr/bin/time -f '%e %U %S' -o "$DIR/time" taskset -c 0 "$@" 2>/dev/null >/dev/null
-  awk '{printf "%.2f %.2f\n", $1, $2 + $3}' "$DIR/time"
+  awk '{printf "%.2f\n", $1}' "$DIR/time" >> "$DIR/$name.wall"
+  awk '{printf "%.2f\n", $2 + $3}' "$DIR/time" >> "$DIR/$name.cpu"
 }
-best() { sort -n | head -1; }
-for round in 1 2 3; do
-  t age -r "$recipient" -o "$DIR/c.age" "$DIR/plain" >> "$DIR/age_enc"
-  t "$BUILD_DIR/bench/vault/vault_file" encrypt "$DIR/master.key" "$DIR/plain" "$DIR/c.gwv" >> "$DIR/v_enc"
-  t age -d -i "$DIR/age.key" -o "$DIR/p.age" "$DIR/c.age" >> "$DIR/age_dec"
-  t "$BUILD_DIR/bench/vault/vault_file" decrypt "$DIR/master.key" "$DIR/c.gwv" "$DIR/p.gwv" >> "$DIR/v_dec"
-  t "$BUILD_DIR/bench/vault/vault_file" --no-sha256 encrypt "$DIR/master.key" "$DIR/plain" "$DIR/c2.gwv" >> "$DIR/v_enc_nohash"
-  t "$BUILD_DIR/bench/vault/vault_file" --no-sha256 decrypt "$DIR/master.key" "$DIR/c2.gwv" "$DIR/p2.gwv" >> "$DIR/v_dec_nohash"
+for round in $(seq "$REPS"); do
+  rm -f "$DIR"/c.* "$DIR"/p.*
+  t age_enc age -r "$recipient" -o "$DIR/c.age" "$DIR/plain"
+  t vault_enc "$V" encrypt "$DIR/master.key" "$DIR/plain" "$DIR/c.gwv"
+  t vault_enc_nohash "$V" --no-sha256 encrypt "$DIR/master.key" "$DIR/plain" "$DIR/c.nohash"
+  t vault_enc_nohash_readio "$V" --no-sha256 --io=read encrypt "$DIR/master.key" "$DIR/plain" "$DIR/c.readio"
+  t age_dec age -d -i "$DIR/age.key" -o "$DIR/p.age" "$DIR/c.age"
+  t vault_dec "$V" decrypt "$DIR/master.key" "$DIR/c.gwv" "$DIR/p.gwv"
+  t vault_dec_nohash "$V" --no-sha256 decrypt "$DIR/master.key" "$DIR/c.gwv" "$DIR/p.nohash"
+  t vault_dec_nohash_readio "$V" --no-sha256 --io=read decrypt "$DIR/master.key" "$DIR/c.gwv" "$DIR/p.readio"
 done
-cmp "$DIR/plain" "$DIR/p2.gwv" || { echo "no-sha256 round trip differs"; exit 1; }
-cmp "$DIR/plain" "$DIR/p.gwv" && cmp "$DIR/plain" "$DIR/p.age" && echo "round trips: identical"
-for f in age_enc v_enc v_enc_nohash age_dec v_dec v_dec_nohash; do
-  read -r wall cpu < <(best < "$DIR/$f")
-  mbs=$(awk -v s="$SIZE_MIB" -v w="$wall" 'BEGIN {printf "%.0f", s / w}')
-  echo "$f wall_s=$wall cpu_s=$cpu MiB_per_s=$mbs  (all: $(tr '\n' ' ' < "$DIR/$f"))"
+for p in p.age p.gwv p.nohash p.readio; do cmp "$DIR/plain" "$DIR/$p" || { echo "$p differs"; exit 1; }; done
+echo "round trips: identical"
+for f in age_enc vault_enc vault_enc_nohash vault_enc_nohash_readio age_dec vault_dec vault_dec_nohash vault_dec_nohash_readio; do
+  wall=$(stats < "$DIR/$f.wall"); med=${wall%% *}
+  echo "$f wall_s=$wall cpu_s=$(stats < "$DIR/$f.cpu") MiB_per_s(median wall)=$(awk -v s="$SIZE_MIB" -v w="$med" 'BEGIN {printf "%.0f", s / w}')"
+done
+for op in enc dec; do
+  aw=$(stats < "$DIR/age_$op.wall" | cut -d' ' -f1); ac=$(stats < "$DIR/age_$op.cpu" | cut -d' ' -f1)
+  for v in vault_$op vault_${op}_nohash vault_${op}_nohash_readio; do
+    vw=$(stats < "$DIR/$v.wall" | cut -d' ' -f1); vc=$(stats < "$DIR/$v.cpu" | cut -d' ' -f1)
+    echo "ratio $v vs age: wall $(awk -v a="$aw" -v v="$vw" 'BEGIN {printf "%.2fx", a / v}') cpu $(awk -v a="$ac" -v v="$vc" 'BEGIN {printf "%.2fx", a / v}')"
+  done
 done
 fi

@@ -76,9 +76,11 @@ absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool re
     JobDataset d;
     for (const auto& [k, v] : e.items()) {
       const bool server_field = k == "object_id" || k == "version" || k == "size" || k == "sha256" ||
-                                k == "chunk_size" || k == "authorized_user" || k == "authorized_token";
+                                k == "chunk_size" || k == "authorized_user" || k == "authorized_token" ||
+                                k == "owner_tenant_id" || k == "share_id";
       if (k == "name" || k == "path" || k == "tenant" || k == "object_id" || k == "sha256" ||
-          k == "authorized_user" || k == "authorized_token") {
+          k == "authorized_user" || k == "authorized_token" || k == "owner_tenant_id" ||
+          k == "share_id") {
         if (!v.is_string()) return absl::InvalidArgumentError(StrCat(f, ".", k, "\": expected a string"));
       } else if (k == "write") {
         if (!v.is_boolean()) return absl::InvalidArgumentError(StrCat(f, ".write\": expected true or false"));
@@ -133,6 +135,8 @@ absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool re
       d.chunk_size = static_cast<uint32_t>(std::min<uint64_t>(e.value("chunk_size", uint64_t{0}), UINT32_MAX));
       d.authorized_user = e.value("authorized_user", "");
       d.authorized_token = e.value("authorized_token", "");
+      d.owner_tenant_id = e.value("owner_tenant_id", "");
+      d.share_id = e.value("share_id", "");
     }
     out.push_back(std::move(d));
   }
@@ -251,6 +255,8 @@ Json JobRunToJson(const JobRun& run) {
       if (d.chunk_size != 0) e["chunk_size"] = d.chunk_size;
       if (!d.authorized_user.empty()) e["authorized_user"] = d.authorized_user;
       if (!d.authorized_token.empty()) e["authorized_token"] = d.authorized_token;
+      if (!d.owner_tenant_id.empty()) e["owner_tenant_id"] = d.owner_tenant_id;
+      if (!d.share_id.empty()) e["share_id"] = d.share_id;
       list.push_back(std::move(e));
     }
     out["datasets"] = std::move(list);

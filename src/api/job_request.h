@@ -43,6 +43,11 @@ struct JobDataset {
   uint32_t chunk_size = 0;
   std::string authorized_user;   // the submitting principal, re-checked at every fetch
   std::string authorized_token;  // "" unless submitted with an API token
+  // Cross-tenant mounts only ("tenant" names another tenant): the owner tenant's store id, pinned
+  // at submit (a tenant re-created under the same name is another tenant), and the id of the
+  // accepted share that allowed the mount (for the audit trail; every fetch re-checks the shares).
+  std::string owner_tenant_id;
+  std::string share_id;
   bool operator==(const JobDataset&) const = default;
 };
 

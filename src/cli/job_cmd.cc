@@ -99,8 +99,9 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--time-limit", st->time_limit,
                        "wall-time limit, e.g. 90s or 2h (1s..720h; default: the agent's, 24h)");
   c.submit->add_option("--dataset", st->datasets,
-                       "NAME:PATH mounts your tenant's vault dataset NAME read-only at PATH "
-                       "(repeatable)")
+                       "NAME:PATH mounts your tenant's vault dataset NAME read-only at PATH; "
+                       "TENANT:NAME:PATH mounts TENANT's dataset shared to this job's tenant "
+                       "(accepted share + read and copy at TENANT) (repeatable)")
       ->allow_extra_args(false);
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
@@ -172,11 +173,19 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
       if (!env.empty()) body["env"] = env;
       Json datasets = Json::array();
       for (const auto& spec : s.datasets) {
+        // NAME:PATH (the job's own tenant) or TENANT:NAME:PATH (another tenant's dataset through
+        // an accepted share). Neither object names nor paths may contain ':'.
         size_t colon = spec.rfind(':');
-        if (colon == std::string::npos || colon == 0 || colon + 1 == spec.size()) {
-          ctx.fail(StrCat("--dataset \"", spec, "\": expected NAME:PATH"), 2);
+        size_t first = spec.find(':');
+        std::string tenant = first != colon ? spec.substr(0, first) : "";
+        size_t name_at = first != colon ? first + 1 : 0;
+        if (colon == std::string::npos || colon == name_at || colon + 1 == spec.size() ||
+            (first != colon && (first == 0 || spec.find(':', first + 1) != colon))) {
+          ctx.fail(StrCat("--dataset \"", spec, "\": expected NAME:PATH or TENANT:NAME:PATH"), 2);
         }
-        datasets.push_back(Json{{"name", spec.substr(0, colon)}, {"path", spec.substr(colon + 1)}});
+        Json e{{"name", spec.substr(name_at, colon - name_at)}, {"path", spec.substr(colon + 1)}};
+        if (!tenant.empty()) e["tenant"] = tenant;
+        datasets.push_back(std::move(e));
       }
       if (!datasets.empty()) body["datasets"] = datasets;
     }

@@ -40,6 +40,7 @@ namespace warden::server {
 
 class VaultService;  // vault_routes.h
 struct AgentDatasetRead;  // job_datasets.h
+struct SharedMountDecision;  // job_datasets.h
 
 struct ApiRequest {
   std::string method;
@@ -338,6 +339,18 @@ class ApiService {
   // decisions in c.data_decision); PermissionDenied for a cross-tenant mount or a refused read.
   absl::Status AuthorizeJobDatasets(Call& c, api::JobRun& run);
   absl::Status AuthorizeJobDataset(Call& c, size_t index, api::JobDataset& d);
+  // job_dataset_shares.cc: a dataset of another tenant mounted into c's tenant's job through an
+  // accepted share (submit), and the checks submit and every agent fetch share.
+  absl::Status AuthorizeSharedJobDataset(Call& c, const std::string& where, api::JobDataset& d);
+  absl::Status SharedMountGate(const rbac::Grants& grants, rbac::TenantRef job_tenant_ref,
+                               const std::string& owner_tenant_id, const std::string& job_tenant_id,
+                               const std::string& name, SharedMountDecision& out);
+  absl::Status SharedMountPolicy(const auth::Identity& id, const std::string& owner_tenant_id,
+                                 const std::string& job_tenant_id, const std::string& name,
+                                 const std::string& object_id, SharedMountDecision& out);
+  // job_datasets.cc: chunks of the object version a job's dataset pinned, from its owner tenant.
+  absl::Status ReadPinnedChunks(const std::string& owner_tenant_id, const api::JobDataset& d,
+                                uint64_t first_chunk, uint64_t count, AgentDatasetRead& out);
   // vault_share_routes.cc: whether a caller without `permission` at {tenant} may read there
   // through a share (kRouteSharedRead; sets c.shared_read_by_tenant_id); the data decision of such
   // a read (records the share id in c.data_decision); a listing filtered to shared names.

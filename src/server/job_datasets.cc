@@ -2,9 +2,9 @@
 // agent-side read with its re-check. See job_datasets.h for the flow.
 //
 // Threats answered here:
-// - a job naming another tenant's dataset (cross-tenant read through the job path): refused in
-//   AuthorizeJobDataset until shares/accepts and the `copy` grant are wired (issue 5: a mount
-//   into another tenant's job is a copy), with nothing queued;
+// - a job naming another tenant's dataset (cross-tenant read through the job path): allowed only
+//   through an accepted share plus `read` and `copy` at the owner, re-checked at every fetch
+//   (job_dataset_shares.cc; issue 5: a mount into another tenant's job is a copy);
 // - an authorization that outlives its grant (policy revoked, binding removed, user disabled or
 //   token revoked between submit and start): every fetch re-decides for the same principal;
 // - an agent reading data of a job that is not its own: the job must be placed on the node the
@@ -33,11 +33,6 @@ std::string Decision(const vault::AccessDecision& d) {
   return StrCat(d.reason, " [policy ", d.policy, " statement ", d.statement, "]");
 }
 
-std::string CrossTenantRefusal(const std::string& owner, const std::string& job_tenant) {
-  return StrCat("mounting tenant \"", owner, "\"'s dataset into tenant \"", job_tenant,
-                "\"'s job needs an accepted share and a copy grant");
-}
-
 }  // namespace
 
 absl::Status ApiService::AuthorizeJobDatasets(Call& c, api::JobRun& run) {
@@ -47,18 +42,15 @@ absl::Status ApiService::AuthorizeJobDatasets(Call& c, api::JobRun& run) {
   return absl::OkStatus();
 }
 
-// The one place that decides whether the submitter may mount a dataset into this job. The lead
-// extends the cross-tenant branch once shares are persisted: owner tenant-admin's share with
-// `copy` + the receiving tenant-admin's acceptance + the submitter's `copy` at the owner.
+// The one place that decides whether the submitter may mount a dataset into this job: its own
+// tenant's object through RBAC + data policies, another tenant's through a share.
 absl::Status ApiService::AuthorizeJobDataset(Call& c, size_t index, api::JobDataset& d) {
   const std::string where = StrCat("datasets[", index, "] \"", d.name, "\": ");
   const std::string owner = d.tenant.empty() ? c.tenant_name : d.tenant;
   if (owner != c.tenant_name) {
-    // Refused before looking the object up: no existence oracle for another tenant's names.
-    std::string msg = CrossTenantRefusal(owner, c.tenant_name);
-    std::string text = StrCat("mount ", where, "deny: ", msg);
-    c.data_decision = c.data_decision.empty() ? text : StrCat(c.data_decision, "; ", text);
-    return absl::PermissionDeniedError(StrCat(where, msg));
+    // Another tenant's object: only through an accepted share plus read and copy at the owner
+    // (job_dataset_shares.cc).
+    return AuthorizeSharedJobDataset(c, where, d);
   }
   if (d.write) {
     return absl::UnimplementedError(StrCat(
@@ -84,14 +76,18 @@ absl::Status ApiService::AuthorizeJobDataset(Call& c, size_t index, api::JobData
   std::string text = StrCat("mount ", where, added);
   c.data_decision = before.empty() ? text : StrCat(before, "; ", text);
   if (!s.ok()) return absl::Status(s.code(), StrCat(where, s.message()));
-  d.object_id = o->object_id;
-  d.version = o->version;
-  d.size = o->size;
-  d.sha256 = o->sha256_hex;
-  d.chunk_size = o->chunk_size;
-  d.authorized_user = c.identity->user_id;
-  d.authorized_token = c.identity->token_id;
+  PinJobDataset(*o, *c.identity, d);
   return absl::OkStatus();
+}
+
+void PinJobDataset(const vault::ObjectInfo& o, const auth::Identity& submitter, api::JobDataset& d) {
+  d.object_id = o.object_id;
+  d.version = o.version;
+  d.size = o.size;
+  d.sha256 = o.sha256_hex;
+  d.chunk_size = o.chunk_size;
+  d.authorized_user = submitter.user_id;
+  d.authorized_token = submitter.token_id;
 }
 
 absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
@@ -107,12 +103,16 @@ absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
   WARDEN_ASSIGN_OR_RETURN(JobService::NodeJobDataset nd,
                           options_.jobs->DatasetForNode(node_id, job_id, index));
   const api::JobDataset& d = nd.dataset;
-  out.tenant_id = nd.tenant_id;
-  out.tenant_name = TenantNameOf(nd.tenant_id);
+  // The object's tenant: the job's own, or (a cross-tenant mount) the owner pinned at submit.
+  const std::string job_tenant_name = TenantNameOf(nd.tenant_id);
+  const bool shared = !d.tenant.empty() && d.tenant != job_tenant_name;
+  const std::string owner_id = shared ? d.owner_tenant_id : nd.tenant_id;
+  out.tenant_id = owner_id;
+  out.tenant_name = shared ? d.tenant : job_tenant_name;
   out.name = d.name;
   out.version = d.version;
-  if (!d.tenant.empty() && d.tenant != out.tenant_name) {
-    out.decision = CrossTenantRefusal(d.tenant, out.tenant_name);
+  if (shared && (d.owner_tenant_id.empty() || d.owner_tenant_id == nd.tenant_id)) {
+    out.decision = StrCat("tenant \"", d.tenant, "\"'s dataset was not authorized through a share at submit");
     return absl::PermissionDeniedError(out.decision);
   }
   if (d.write || d.object_id.empty() || d.authorized_user.empty()) {
@@ -142,6 +142,25 @@ absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
   std::shared_ptr<const rbac::Policy> pol = policy();
   rbac::Grants grants = GrantsOf(*pol, id);
   rbac::TenantRef tref = pol->TenantIndex(nd.tenant_id);
+  if (shared) {
+    // Everything the submit decided, with today's state: data:read at the job's tenant, an
+    // accepted share from the owner to it (a revoked share stops this range), read and copy at
+    // the owner; then the owner's pinned object.
+    SharedMountDecision dec;
+    absl::Status s = SharedMountGate(grants, tref, owner_id, nd.tenant_id, d.name, dec);
+    if (s.ok()) {
+      auto o = options_.vault->objects().Stat(owner_id, d.name, d.version);
+      if (!o.ok() || o->object_id != d.object_id) {
+        return absl::NotFoundError(StrCat("dataset \"", d.name, "\" version ", d.version, " of tenant \"",
+                                          d.tenant, "\" is no longer the object the job was authorized for"));
+      }
+      s = SharedMountPolicy(id, owner_id, nd.tenant_id, d.name, d.object_id, dec);
+    }
+    out.decision = StrCat("mount of tenant \"", d.tenant, "\"'s object into tenant \"", job_tenant_name,
+                          "\"'s job: ", s.ok() ? dec.text : std::string(s.message()));
+    if (!s.ok()) return absl::PermissionDeniedError(out.decision);
+    return ReadPinnedChunks(owner_id, d, first_chunk, count, out);
+  }
   WARDEN_ASSIGN_OR_RETURN(auto policies, options_.vault->Policies(nd.tenant_id));
   std::vector<std::string> role_ids;
   vault::AccessRequest r;
@@ -166,16 +185,22 @@ absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
   out.decision = StrCat("read: ", Decision(dec));
   if (!dec.allowed) return absl::PermissionDeniedError(out.decision);
 
+  return ReadPinnedChunks(nd.tenant_id, d, first_chunk, count, out);
+}
+
+absl::Status ApiService::ReadPinnedChunks(const std::string& owner_tenant_id,
+                                          const api::JobDataset& d, uint64_t first_chunk,
+                                          uint64_t count, AgentDatasetRead& out) {
   // The version pinned at submit, and still the same object (not a name deleted and re-created).
   WARDEN_ASSIGN_OR_RETURN(vault::ObjectInfo o,
-                          options_.vault->objects().Stat(nd.tenant_id, d.name, d.version));
+                          options_.vault->objects().Stat(owner_tenant_id, d.name, d.version));
   if (o.object_id != d.object_id) {
     return absl::NotFoundError(StrCat("dataset \"", d.name, "\" version ", d.version,
                                       " is no longer the object the job was authorized for"));
   }
   if (o.size == 0 && first_chunk == 0) return absl::OkStatus();
   WARDEN_RETURN_IF_ERROR(options_.vault->objects()
-                             .ReadChunks(nd.tenant_id, d.name, d.version, first_chunk, count,
+                             .ReadChunks(owner_tenant_id, d.name, d.version, first_chunk, count,
                                          [&](std::string_view chunk) {
                                            out.data.append(chunk);
                                            return absl::OkStatus();

@@ -13,11 +13,24 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "api/job_request.h"
+#include "auth/auth.h"
+#include "vault/object_store.h"
 
 namespace warden::server {
 
 // At most this many chunks (64 KiB each by default) per fetch: 1 MiB bodies, bounded memory.
 inline constexpr uint64_t kMaxDatasetChunksPerFetch = 16;
+
+// Pins the object version a dataset was authorized for, and who authorized it, into `d`.
+void PinJobDataset(const vault::ObjectInfo& o, const auth::Identity& submitter, api::JobDataset& d);
+
+// The outcome of the cross-tenant mount checks (job_dataset_shares.cc): the accepted share that
+// allows the mount and the decision text for the audit event (also set when refused).
+struct SharedMountDecision {
+  std::string share_id;
+  std::string text;
+};
 
 // One range of a job's dataset, read for the agent the job is placed on.
 struct AgentDatasetRead {

@@ -173,9 +173,27 @@ TEST(JobSubmitDatasetsTest, ResolvedDatasetsRoundTripThroughJson) {
   d.authorized_user = "usr_1";
   d.authorized_token = "tok_1";
   r.datasets.push_back(d);
+  // A cross-tenant mount keeps its pinned owner tenant and share.
+  JobDataset shared = d;
+  shared.path = "/data/shared";
+  shared.tenant = "acme";
+  shared.owner_tenant_id = "ten_1";
+  shared.share_id = "shr_1";
+  r.datasets.push_back(shared);
   auto again = JobRunFromJson(JobRunToJson(r));
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(*again, r);
+}
+
+TEST(JobSubmitDatasetsTest, ClientsCannotSetTheOwnerTenantIdOrShareId) {
+  for (const char* key : {"owner_tenant_id", "share_id"}) {
+    std::string body = std::string(R"({"command":["sh"],"datasets":[{"name":"a","path":"/d","tenant":"acme",")") +
+                       key + R"(":"x"}]})";
+    auto s = ParseJobSubmit(body, "beta");
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << key;
+    EXPECT_NE(std::string(s.status().message()).find("set by the server"), std::string::npos)
+        << s.status();
+  }
 }
 
 }  // namespace
