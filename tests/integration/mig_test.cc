@@ -156,8 +156,15 @@ TEST_F(MigIT, TwoTenantsMigJobsOnOneGpuGetTheirOwnMigUuids) {
 }
 
 TEST_F(MigIT, AdminMovesANodeToAnotherPoolLiveAndATenantAdminCannot) {
-  // A job that named the node's current pool runs there.
-  const std::string id = Submit("alice", "--pool default --mig 1g.10gb -- sleep 60");
+  // A job that named the node's current pool runs there. (The scheduler learns the pool with
+  // the node in its next round after the join: until then the pool is unknown and refused.)
+  std::string id;
+  ASSERT_TRUE(WaitUntil([&] {
+    RunResult r = server_.Cli("alice", "job submit -o json --pool default --mig 1g.10gb -- sleep 60");
+    auto j = Json::parse(r.out, nullptr, false);
+    if (r.code == 0 && j.is_object()) id = j.value("id", "");
+    return !id.empty();
+  }, std::chrono::seconds(15)));
   ASSERT_TRUE(WaitState("alice", id, "running")) << Show("alice", id).dump() << AgentLog();
   // Attack: acme's tenant admin tries to move the node into a pool of its own (CLI and raw
   // PATCH). Refused, nothing changes, the job keeps running.
