@@ -30,6 +30,7 @@
 #include <thread>
 
 #include "agent/job_runner.h"
+#include "agent/mig_manager.h"
 #include "agent/sandbox_setup.h"
 #include "common/json.h"
 #include "common/status.h"
@@ -440,6 +441,7 @@ class Session {
     if (handoff_ != nullptr) {  // issue 7: devices stay quarantined if the state cannot be saved
       if (absl::Status hs = handoff_->Annotate(*inv); !hs.ok()) Log(StrCat("GPU handoff: ", hs.message()));
     }
+    runner_->AnnotateMig(inv->gpus);  // which job each MIG instance is for (issue 6)
     std::string text = cluster::EncodeInventory(*inv).dump();
     Json body = runner_->BuildReport(
         [this](const std::string& job, const std::string& stream, int64_t offset,
@@ -549,6 +551,7 @@ static int RunAgentMain(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "handoff") {
     return RunHandoffCommand(argc - 1, argv + 1);
   }
+  if (argc > 1 && std::string_view(argv[1]) == "mig") return RunMigCommand(argc - 1, argv + 1);
   // Hidden: the sandbox's per-job shim (runtime::ShimMain) where warden-sandbox-shim is not
   // installed next to this binary (sandbox_setup.h).
   if (argc > 1 && std::string_view(argv[1]) == "shim") return runtime::ShimMain(argc - 1, argv + 1);
@@ -690,6 +693,17 @@ static int RunAgentMain(int argc, char** argv) {
     handoff = std::move(*created);
     runner.SetHandoff(handoff.get());
   }
+  // Issue 6: MIG instances created per job at the scheduler's placement (mig_manager.h).
+  std::unique_ptr<MigManager> mig;
+  if (gpu_backend != nullptr) {
+    auto created = MigManager::Create(gpu_backend, data_dir + "/mig-instances.json");
+    if (created.ok()) {
+      mig = std::move(*created);
+      runner.SetMigManager(mig.get());
+    } else {  // MIG jobs fail to start with this reason; nothing is destroyed on its word
+      Log(StrCat("MIG instances: ", created.status().message(), "; MIG jobs cannot start"));
+    }
+  }
   // Issue 7: vault datasets, staged into a per-job tmpfs under the agent's data dir.
   std::unique_ptr<DatasetStager> stager;
   if (executor != nullptr) {
@@ -711,6 +725,13 @@ static int RunAgentMain(int argc, char** argv) {
     return 1;
   }
   if (runner.size() > 0) Log(StrCat("re-attached to ", runner.size(), " job(s) from before the restart"));
+  for (const MigRecord& r : runner.mig_report().destroyed) {
+    Log(StrCat("MIG: destroyed orphan instance ", r.mig_uuid, " on ", r.gpu_uuid, " (job ", r.job_id, " is gone)"));
+  }
+  for (const MigRecord& r : runner.mig_report().foreign) {
+    Log(StrCat("MIG: instance ", r.mig_uuid, " on ", r.gpu_uuid, " was not created by this agent: left alone"));
+  }
+  for (const std::string& e : runner.mig_report().errors) Log(StrCat("MIG: ", e));
   Session session(paths, std::move(state), std::move(*backend), backend_name, &runner);
   runner.SetDatasetFetcher([&session](const std::string& job, uint64_t index, uint64_t first,
                                       uint64_t count) {

@@ -90,6 +90,18 @@ absl::Status GpuHandoffService::Release(const std::vector<std::string>& uuids) {
   return first;
 }
 
+absl::Status GpuHandoffService::Rescan() {
+  auto devices = backend_->Discover();
+  if (!devices.ok()) return devices.status();
+  absl::Status s = controller_->Sync(*devices);
+  {
+    std::lock_guard lock(mu_);
+    kick_ = true;
+  }
+  cv_.notify_all();
+  return s;
+}
+
 absl::Status GpuHandoffService::Annotate(cluster::NodeInventory& inventory) {
   absl::Status s = controller_->Sync(inventory.gpus);
   controller_->Annotate(inventory.gpus);

@@ -50,6 +50,8 @@ class GpuHandoffService {
   absl::Status Assign(std::string_view tenant, const std::vector<std::string>& uuids);
   absl::Status Release(const std::vector<std::string>& uuids);
 
+  // Re-reads the backend's devices now (new MIG instances join quarantined) and wakes the loop.
+  absl::Status Rescan();
   // Syncs with the inventory's devices and writes each one's handoff status into it.
   absl::Status Annotate(cluster::NodeInventory& inventory);
 

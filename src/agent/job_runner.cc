@@ -60,6 +60,19 @@ absl::Status JobRunner::Recover() {
     jobs_.emplace(id, std::move(l));
   }
   changed_ = !jobs_.empty();
+  if (mig_ != nullptr) {
+    // Instances of jobs that are gone (the agent died between their end and the destroy, or
+    // before they started) go now; those it did not create stay and are reported.
+    std::set<std::string> live;
+    for (const auto& [id, job] : jobs_) live.insert(id);
+    auto rep = mig_->Reconcile(live);
+    if (rep.ok()) {
+      mig_report_ = std::move(*rep);
+    } else {  // e.g. the driver did not answer: nothing destroyed; each beat retries the orphans
+      mig_report_ = {};
+      mig_report_.errors.push_back(std::string(rep.status().message()));
+    }
+  }
   if (stager_ != nullptr) {
     // Staged data of jobs that are gone (the agent died between their end and the wipe) goes
     // now; re-attached jobs keep theirs until they end.
@@ -130,8 +143,41 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
     reports.push_back(std::move(r));
     final_in_flight_.insert(id);
   }
+  std::set<std::string> ours, pending;  // MIG: our instances; GPUs with one still to destroy
+  if (mig_ != nullptr) {
+    // Instances of ended or forgotten jobs are destroyed (retried each beat while a process
+    // still holds one).
+    std::set<std::string> live;
+    for (const auto& [id, job] : jobs_) {
+      if (!job.ended) live.insert(id);
+    }
+    // `gpus` was discovered before this beat's destroys: what they remove is still ours there.
+    for (const MigRecord& r : mig_->records()) ours.insert(r.mig_uuid);
+    (void)mig_->ReleaseAllExcept(live);
+    for (const MigRecord& r : mig_->records()) {
+      if (!live.count(r.job_id)) pending.insert(r.gpu_uuid);
+    }
+  }
   Json clean = Json::array(), dirty = Json::array();
   for (const gpu::GpuDevice& g : gpus) {
+    if (mig_ != nullptr && g.mig_enabled) {
+      // Issue 6, MIG mode. An instance this agent did not create holds slices the scheduler
+      // does not know of: the GPU is reported dirty, so the server keeps new work off it (jobs
+      // on it keep running) until the instance is gone. Otherwise the GPU is clean for the
+      // scheduler once no instance of an ended job is left on it: freed slices then hold no
+      // instance, and every instance is created anew for its job and handed off (scrubbed and
+      // verified) before the job starts, so no tenant's data reaches the next (DESIGN
+      // invariant 3). The server clears only slices no job holds; running jobs stay.
+      const bool foreign = std::any_of(
+          g.mig_instances.begin(), g.mig_instances.end(),
+          [&](const gpu::MigInstanceInfo& m) { return !ours.count(m.uuid); });
+      if (foreign) {
+        dirty.push_back(g.uuid);
+      } else if (!pending.count(g.uuid)) {
+        clean.push_back(g.uuid);
+      }
+      continue;
+    }
     if (held.count(g.uuid)) continue;
     if (handoff_ != nullptr) {
       // Clean only once scrubbed and verified; dirty once a handoff failed; else not yet known.
@@ -157,6 +203,7 @@ void JobRunner::TryStart(Local& job) {
     job.status = {ExecState::kFailedToStart, 127, no_executor_reason_};
     return;
   }
+  if (!PrepareMig(job)) return;
   if (handoff_ != nullptr && !job.spec.gpu_uuids.empty() && !job.gpus_held) {
     absl::Status a = handoff_->Assign(job.tenant, job.spec.gpu_uuids);
     if (!a.ok()) {
@@ -205,6 +252,46 @@ void JobRunner::TryStart(Local& job) {
     job.started = true;
   }
   changed_ = true;
+}
+
+bool JobRunner::PrepareMig(Local& job) {
+  if (!job.mig_ready && !job.mig.empty()) {
+    absl::Status s;
+    if (mig_ == nullptr) {
+      s = absl::FailedPreconditionError("this agent cannot create MIG instances");
+    } else {
+      auto uuids = mig_->Acquire(job.spec.job_id, job.mig);
+      if (uuids.ok()) {
+        for (const std::string& u : *uuids) job.spec.gpu_uuids.push_back(u);
+        job.mig_ready = true;
+        // The new instances start quarantined: the handoff scrubs them before Assign passes.
+        if (handoff_ != nullptr) (void)handoff_->Rescan();  // else the next beat syncs it
+      } else {
+        s = uuids.status();
+      }
+    }
+    if (!s.ok()) {
+      // Slices still held by the previous job's instance (its process is exiting) free up soon.
+      if (absl::IsResourceExhausted(s) && absl::Now() < job.wait_until) {
+        job.waiting = true;
+        return false;
+      }
+      job.ended = true;
+      job.status = {ExecState::kFailedToStart, 127, StrCat("MIG: ", s.message())};
+      changed_ = true;
+      return false;
+    }
+  }
+  // DESIGN invariant 6: both variables name exactly the assigned devices (MIG UUIDs for MIG
+  // instances, never the parent GPU); none means none.
+  std::string visible;
+  for (const std::string& u : job.spec.gpu_uuids) visible += StrCat(visible.empty() ? "" : ",", u);
+  std::erase_if(job.spec.env, [](const auto& kv) {
+    return kv.first == "CUDA_VISIBLE_DEVICES" || kv.first == "NVIDIA_VISIBLE_DEVICES";
+  });
+  job.spec.env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
+  job.spec.env.emplace_back("NVIDIA_VISIBLE_DEVICES", visible.empty() ? "void" : visible);
+  return true;
 }
 
 void JobRunner::ReleaseGpus(Local& job) {
@@ -261,16 +348,21 @@ void JobRunner::Apply(const Json& assignments) {
         }
         if (v.is_string()) l.spec.env.emplace_back(k, v.get<std::string>());
       }
-      std::string visible;
       for (const auto& g : a.value("gpus", Json::array())) {
+        if (!g.is_object()) continue;
         std::string uuid = g.value("uuid", "");
         if (uuid.empty()) continue;
+        // A MIG assignment names the parent GPU and the planned instance: the job gets the
+        // instance PrepareMig creates, never the parent (CUDA/NVIDIA_VISIBLE_DEVICES are set there).
+        if (g.contains("mig_profile_id") && g["mig_profile_id"].is_number_integer() &&
+            g["mig_profile_id"].get<int64_t>() >= 0) {
+          const Json st = g.value("mig_start", Json());
+          l.mig.push_back(MigRequest{uuid, g["mig_profile_id"].get<int>(),
+                                     st.is_number_integer() ? st.get<int>() : -1});
+          continue;
+        }
         l.spec.gpu_uuids.push_back(uuid);
-        visible += StrCat(visible.empty() ? "" : ",", uuid);
       }
-      // DESIGN invariant 6: both variables name exactly the assigned GPUs; none means none.
-      l.spec.env.emplace_back("CUDA_VISIBLE_DEVICES", visible);
-      l.spec.env.emplace_back("NVIDIA_VISIBLE_DEVICES", visible.empty() ? "void" : visible);
       l.tenant = a.value("tenant", "");
       l.spec.tenant = l.tenant;
       l.spec.image = run.value("image", "host");

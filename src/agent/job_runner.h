@@ -22,6 +22,7 @@
 #include "absl/time/time.h"
 #include "agent/dataset_stager.h"
 #include "agent/executor.h"
+#include "agent/mig_manager.h"
 #include "common/json.h"
 #include "gpu/gpu.h"
 
@@ -48,6 +49,17 @@ class JobRunner {
   // the server over mTLS. Without a stager, jobs that name datasets fail to start.
   void SetDatasetStager(DatasetStager* stager) { stager_ = stager; }
   void SetDatasetFetcher(DatasetFetcher fetch) { fetch_ = std::move(fetch); }
+  // MIG instances (issue 6): a MIG assignment's instance is created at its planned placement
+  // before the job starts and the job sees only the MIG device UUID; destroyed when the job
+  // ends. Set before Recover (it destroys the instances of jobs that are gone). Without one, MIG
+  // jobs fail to start. Not owned; may be null.
+  void SetMigManager(MigManager* mig) { mig_ = mig; }
+  // What Recover's MIG reconcile did (orphans destroyed, foreign instances left alone).
+  const MigReconcileReport& mig_report() const { return mig_report_; }
+  // Marks the inventory's MIG instances with the job each was created for.
+  void AnnotateMig(std::vector<gpu::GpuDevice>& gpus) const {
+    if (mig_ != nullptr) mig_->Annotate(gpus);
+  }
   // How long a placed job waits for its GPUs' handoff before it fails to start.
   static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
@@ -83,6 +95,8 @@ class JobRunner {
     bool gpus_held = false;         // Assign succeeded; Release when the job ends
     absl::Time wait_until;          // waiting for the handoff (not started, not ended) until then
     bool waiting = false;
+    std::vector<MigRequest> mig;           // the assignment's planned MIG instances
+    bool mig_ready = false;                // created; their UUIDs are in spec.gpu_uuids
     std::vector<DatasetToStage> datasets;  // from the assignment's run.datasets
     bool bad_datasets = false;             // the assignment's datasets did not decode
   };
@@ -91,6 +105,9 @@ class JobRunner {
   // Assigns the job's GPUs and starts it; while its GPUs are not handed off yet it waits (until
   // wait_until), then fails to start.
   void TryStart(Local& job);
+  // Creates the job's MIG instances and names them (with its whole GPUs) in the job's env; false
+  // when the job must wait or has ended failed_to_start.
+  bool PrepareMig(Local& job);
   // Releases the GPUs of a job that ended (their handoff starts).
   void ReleaseGpus(Local& job);
   // Removes a job's staged datasets (idempotent).
@@ -99,6 +116,8 @@ class JobRunner {
   JobExecutor* executor_;
   GpuHandoffService* handoff_ = nullptr;
   DatasetStager* stager_ = nullptr;
+  MigManager* mig_ = nullptr;
+  MigReconcileReport mig_report_;
   DatasetFetcher fetch_;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;

@@ -1,4 +1,5 @@
 #include "agent/sandbox_setup.h"
+#include "agent/mig_manager.h"
 
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -34,11 +35,19 @@ absl::StatusOr<runtime::GpuDevice> ResolveGpu(gpu::GpuBackend* backend, const st
   WARDEN_ASSIGN_OR_RETURN(auto devices, backend->Discover());
   for (const gpu::GpuDevice& g : devices) {
     bool match = g.uuid == uuid;
-    for (const gpu::MigInstanceInfo& m : g.mig_instances) match = match || m.uuid == uuid;
-    if (!match) continue;
+    const gpu::MigInstanceInfo* mig = nullptr;
+    for (const gpu::MigInstanceInfo& m : g.mig_instances) {
+      if (m.uuid == uuid) mig = &m;
+    }
+    if (!match && mig == nullptr) continue;
     runtime::GpuDevice d;
     d.uuid = uuid;
     d.node = StrCat("/dev/nvidia", g.index);
+    // A MIG instance also needs its GI and CI capability nodes, and only those (mig_manager.h).
+    if (mig != nullptr && backend->name() != "sim") {
+      WARDEN_ASSIGN_OR_RETURN(d.mig_cap_nodes, MigCapNodes("/proc", g.index, mig->gpu_instance_id,
+                                                           mig->compute_instance_id));
+    }
     return d;
   }
   return absl::NotFoundError(StrCat("GPU ", uuid, " is not on this node"));

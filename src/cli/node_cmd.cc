@@ -106,6 +106,20 @@ void PrintNodeDetail(const Json& n) {
                     g.value("ecc_enabled", false) ? "on" : "off", mig, inst.empty() ? "-" : inst});
   }
   PrintRows(rows);
+  // Issue 6: every MIG instance with its UUID and the job the agent created it for.
+  std::vector<std::vector<std::string>> migs = {{"  GPU", "MIG UUID", "PROFILE", "START", "JOB"}};
+  for (const auto& g : gpus) {
+    for (const auto& m : g.value("mig_instances", Json::array())) {
+      const std::string job = m.value("job", "");
+      migs.push_back({StrCat("  ", g.value("index", 0)), m.value("uuid", ""),
+                      m.value("profile_name", ""), StrCat(m.value("start", 0)),
+                      job.empty() ? "(not created by gpuwarden)" : job});
+    }
+  }
+  if (migs.size() > 1) {
+    std::cout << "mig instances:\n";
+    PrintRows(migs);
+  }
 }
 
 }  // namespace
@@ -157,6 +171,8 @@ NodeCommands AddNodeCommands(CLI::App& app) {
   c.taint = named("taint", "add (key=value:Effect, key:Effect) or remove (key-) taints");
   c.taint->add_option("taints", state->args, "key=value:NoSchedule, key:NoExecute or key-")
       ->required();
+  c.pool = named("pool", "move the node to another pool (jobs the new pool does not admit are requeued)");
+  c.pool->add_option("pool", state->pool, "the new pool")->required();
   return c;
 }
 
@@ -212,6 +228,9 @@ void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
   } else if (c.rm->parsed()) {
     Json j = ctx.request("DELETE", "/api/v1/nodes/" + s.name, nullptr);
     print(j, [&] { std::cout << "removed node " << s.name << "; its certificates are revoked\n"; });
+  } else if (c.pool->parsed()) {
+    Json j = ctx.request("PATCH", "/api/v1/nodes/" + s.name, Json{{"pool", s.pool}});
+    print(j, [&] { std::cout << "node " << s.name << " is now in pool " << j.value("pool", "") << "\n"; });
   } else if (c.label->parsed() || c.taint->parsed()) {
     Json add = Json::array(), remove = Json::array(), set = Json::object();
     for (const auto& a : s.args) {

@@ -31,7 +31,7 @@ struct NodeCommands {
   CLI::App* node = nullptr;
   CLI::App *jt_create = nullptr, *jt_ls = nullptr, *ls = nullptr, *show = nullptr,
            *cordon = nullptr, *uncordon = nullptr, *drain = nullptr, *rm = nullptr,
-           *label = nullptr, *taint = nullptr;
+           *label = nullptr, *taint = nullptr, *pool = nullptr;
   bool Parsed() const;
 };
 

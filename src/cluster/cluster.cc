@@ -305,6 +305,17 @@ absl::StatusOr<store::Node> Cluster::SetSchedule(const std::string& name,
   return n;
 }
 
+absl::StatusOr<store::Node> Cluster::SetPool(const std::string& name, const std::string& pool) {
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("pool", pool));
+  store::Node n;
+  WARDEN_RETURN_IF_ERROR(store_.InTransaction([&]() -> absl::Status {
+    WARDEN_ASSIGN_OR_RETURN(n, store_.GetNodeByName(name));
+    n.pool = pool;
+    return store_.UpdateNode(n);
+  }));
+  return n;
+}
+
 absl::StatusOr<store::Node> Cluster::UpdateLabels(const std::string& name,
                                                   const std::map<std::string, std::string>& set,
                                                   const std::vector<std::string>& remove) {

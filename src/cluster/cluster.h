@@ -182,6 +182,9 @@ class Cluster {
   // Adds (replacing same key+effect) then removes by key.
   absl::StatusOr<store::Node> UpdateTaints(const std::string& name, const std::vector<Taint>& add,
                                            const std::vector<std::string>& remove_keys);
+  // Moves the node to `pool` (issue 6); the job service requeues work the new pool does not
+  // admit. InvalidArgument for a bad pool name; NotFound for an unknown node.
+  absl::StatusOr<store::Node> SetPool(const std::string& name, const std::string& pool);
   // Revokes every certificate of the node, then deletes it. Its agent is refused from then on.
   absl::Status RemoveNode(const std::string& name);
 

@@ -121,7 +121,7 @@ Json HandoffJson(const gpu::HandoffInfo& h) {
 absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string& where) {
   WARDEN_ASSIGN_OR_RETURN(
       Fields f, Fields::Of(j, where, {"uuid", "profile_id", "profile_name", "start", "memory_mib"},
-                           {"handoff"}));
+                           {"handoff", "gpu_instance_id", "compute_instance_id", "job"}));
   gpu::MigInstanceInfo m;
   WARDEN_ASSIGN_OR_RETURN(m.uuid, f.String("uuid"));
   WARDEN_ASSIGN_OR_RETURN(int64_t profile, f.Int("profile_id", 0, 255));
@@ -132,6 +132,18 @@ absl::StatusOr<gpu::MigInstanceInfo> DecodeMig(const Json& j, const std::string&
   WARDEN_ASSIGN_OR_RETURN(int64_t mem, f.Int("memory_mib", 0, int64_t{1} << 30));
   m.memory_mib = static_cast<uint64_t>(mem);
   WARDEN_ASSIGN_OR_RETURN(m.handoff, DecodeHandoff(f));
+  // Issue 6 (optional): the driver's instance ids and the job the agent created it for.
+  if (f.Has("gpu_instance_id")) {
+    WARDEN_ASSIGN_OR_RETURN(int64_t gi, f.Int("gpu_instance_id", 0, 1 << 16));
+    m.gpu_instance_id = static_cast<int>(gi);
+  }
+  if (f.Has("compute_instance_id")) {
+    WARDEN_ASSIGN_OR_RETURN(int64_t ci, f.Int("compute_instance_id", 0, 1 << 16));
+    m.compute_instance_id = static_cast<int>(ci);
+  }
+  if (f.Has("job")) {
+    WARDEN_ASSIGN_OR_RETURN(m.job_id, f.String("job"));
+  }
   return m;
 }
 
@@ -182,6 +194,9 @@ Json MigJson(const gpu::MigInstanceInfo& m) {
          {"start", m.start},
          {"memory_mib", m.memory_mib}};
   if (m.handoff) j["handoff"] = HandoffJson(*m.handoff);
+  if (m.gpu_instance_id >= 0) j["gpu_instance_id"] = m.gpu_instance_id;
+  if (m.compute_instance_id >= 0) j["compute_instance_id"] = m.compute_instance_id;
+  if (!m.job_id.empty()) j["job"] = m.job_id;
   return j;
 }
 

@@ -162,6 +162,13 @@ struct MigInstanceInfo {
   int start = 0;
   uint64_t memory_mib = 0;
   std::optional<HandoffInfo> handoff;  // set by an agent that runs the handoff
+  // The driver's ids of the GPU instance and of its (one) compute instance; they name the
+  // /proc/driver/nvidia/capabilities/gpuN/mig/giG[/ciC]/access files. -1 when not known.
+  int gpu_instance_id = -1;
+  int compute_instance_id = -1;
+  // Set by the agent's MIG manager: the job it created this instance for; empty for instances
+  // it did not create (left alone, reported as foreign).
+  std::string job_id;
 };
 
 // A process holding a GPU (or one of its MIG instances).
@@ -207,6 +214,14 @@ class GpuBackend {
   // says which rule). Nothing changes on error.
   virtual absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view gpu_uuid,
                                                             int profile_id) = 0;
+  // Creates a GPU instance of `profile_id` at memory slice `start` plus one compute instance
+  // spanning it (nvmlDeviceCreateGpuInstanceWithPlacement, nvmlGpuInstanceCreateComputeInstance)
+  // and returns it with its MIG device UUID. Errors follow NVML's: NotFound no such GPU;
+  // FailedPrecondition MIG mode off (MIG mode is never changed here); InvalidArgument a profile
+  // the model lacks or a start the profile does not allow; ResourceExhausted the slices are taken
+  // or a per-GPU limit is reached. Nothing is left behind on error. The default: Unimplemented.
+  virtual absl::StatusOr<MigInstanceInfo> CreateMigInstanceAt(std::string_view gpu_uuid,
+                                                              int profile_id, int start);
   // Destroys one GPU instance. NotFound: no such GPU or instance; FailedPrecondition: a process
   // still runs on it.
   virtual absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) = 0;
@@ -276,8 +291,9 @@ class MemoryScrubber {
 // dependency on the driver) and nvmlInit()s it. NotFound when the library is absent (a machine
 // without an NVIDIA driver: callers report zero GPUs and say why); FailedPrecondition when it
 // lacks a function we need; Unavailable when NVML cannot initialise (driver not loaded).
-// Inventory only for now: its MIG create/destroy return Unimplemented. Model names are filled
-// when the product name is one of KnownGpuModels().
+// MIG create (CreateMigInstanceAt only: placement is always explicit) and destroy go through
+// NVML; MIG mode is never changed. Model names are filled when the product name is one of
+// KnownGpuModels().
 absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(
     const std::string& library = "libnvidia-ml.so.1");
 
@@ -341,6 +357,8 @@ class SimGpuBackend final : public GpuBackend {
   absl::StatusOr<std::vector<GpuDevice>> Discover() override;
   absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view gpu_uuid,
                                                     int profile_id) override;
+  absl::StatusOr<MigInstanceInfo> CreateMigInstanceAt(std::string_view gpu_uuid, int profile_id,
+                                                      int start) override;
   absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) override;
   absl::StatusOr<std::vector<GpuProcess>> RunningProcesses(std::string_view device_uuid) override;
 
@@ -371,6 +389,8 @@ class SimGpuBackend final : public GpuBackend {
  private:
   struct State;
   explicit SimGpuBackend(std::unique_ptr<State> state);
+  absl::StatusOr<MigInstanceInfo> CreateMig(std::string_view gpu_uuid, int profile_id,
+                                            std::optional<int> start);
   std::unique_ptr<State> state_;
 };
 

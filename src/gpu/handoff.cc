@@ -82,6 +82,11 @@ std::optional<HandoffState> ParseHandoffState(std::string_view name) {
   return std::nullopt;
 }
 
+absl::StatusOr<MigInstanceInfo> GpuBackend::CreateMigInstanceAt(std::string_view, int, int) {
+  return absl::UnimplementedError(
+      StrCat("the ", name(), " GPU backend cannot create MIG instances at a placement"));
+}
+
 absl::StatusOr<std::vector<GpuProcess>> GpuBackend::RunningProcesses(std::string_view) {
   return absl::UnimplementedError(
       StrCat("the ", name(), " GPU backend cannot list a device's processes"));

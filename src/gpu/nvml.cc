@@ -6,6 +6,7 @@
 // handles are opaque pointers, every call returns nvmlReturn_t, an int-sized enum).
 #include <dlfcn.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -21,9 +22,30 @@ using common::StrCat;
 // ---- the subset of nvml.h we use ----
 using nvmlReturn_t = int;
 constexpr nvmlReturn_t NVML_SUCCESS = 0;
+constexpr nvmlReturn_t NVML_ERROR_INVALID_ARGUMENT = 2;
 constexpr nvmlReturn_t NVML_ERROR_NOT_SUPPORTED = 3;
+constexpr nvmlReturn_t NVML_ERROR_NO_PERMISSION = 4;
+constexpr nvmlReturn_t NVML_ERROR_NOT_FOUND = 6;
+constexpr nvmlReturn_t NVML_ERROR_IN_USE = 19;
+constexpr nvmlReturn_t NVML_ERROR_INSUFFICIENT_RESOURCES = 23;
 using nvmlDevice_t = struct nvmlDevice_st*;
 using nvmlGpuInstance_t = struct nvmlGpuInstance_st*;
+using nvmlComputeInstance_t = struct nvmlComputeInstance_st*;
+// NVML_COMPUTE_INSTANCE_PROFILE_{1,2,3,4,7}_SLICE; NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED.
+constexpr unsigned int kCiProfile1 = 0x0, kCiProfile2 = 0x1, kCiProfile3 = 0x2,
+                       kCiProfile4 = 0x3, kCiProfile7 = 0x4;
+constexpr unsigned int kCiEngineShared = 0x0;
+struct nvmlComputeInstanceProfileInfo_t {
+  unsigned int id;
+  unsigned int sliceCount;
+  unsigned int instanceCount;
+  unsigned int multiprocessorCount;
+  unsigned int sharedCopyEngineCount;
+  unsigned int sharedDecoderCount;
+  unsigned int sharedEncoderCount;
+  unsigned int sharedJpegCount;
+  unsigned int sharedOfaCount;
+};
 using nvmlEnableState_t = int;  // NVML_FEATURE_DISABLED = 0, NVML_FEATURE_ENABLED = 1
 struct nvmlMemory_t {
   unsigned long long total;
@@ -74,6 +96,19 @@ struct NvmlApi {
   nvmlReturn_t (*GpuInstanceGetInfo)(nvmlGpuInstance_t, nvmlGpuInstanceInfo_t*) = nullptr;
   nvmlReturn_t (*DeviceGetComputeRunningProcesses)(nvmlDevice_t, unsigned int*,
                                                    nvmlProcessInfo_t*) = nullptr;  // _v3
+  // MIG instance create/destroy (optional: without them Create/Destroy say so).
+  nvmlReturn_t (*DeviceCreateGpuInstanceWithPlacement)(nvmlDevice_t, unsigned int,
+                                                       const nvmlGpuInstancePlacement_t*,
+                                                       nvmlGpuInstance_t*) = nullptr;
+  nvmlReturn_t (*GpuInstanceGetComputeInstanceProfileInfo)(
+      nvmlGpuInstance_t, unsigned int, unsigned int, nvmlComputeInstanceProfileInfo_t*) = nullptr;
+  nvmlReturn_t (*GpuInstanceCreateComputeInstance)(nvmlGpuInstance_t, unsigned int,
+                                                   nvmlComputeInstance_t*) = nullptr;
+  nvmlReturn_t (*GpuInstanceGetComputeInstanceById)(nvmlGpuInstance_t, unsigned int,
+                                                    nvmlComputeInstance_t*) = nullptr;
+  nvmlReturn_t (*DeviceGetComputeInstanceId)(nvmlDevice_t, unsigned int*) = nullptr;
+  nvmlReturn_t (*ComputeInstanceDestroy)(nvmlComputeInstance_t) = nullptr;
+  nvmlReturn_t (*GpuInstanceDestroy)(nvmlGpuInstance_t) = nullptr;
   nvmlReturn_t (*DeviceGetGraphicsRunningProcesses)(nvmlDevice_t, unsigned int*,
                                                     nvmlProcessInfo_t*) = nullptr;  // _v3
 };
@@ -185,17 +220,181 @@ class NvmlBackend final : public GpuBackend {
 
   absl::StatusOr<MigInstanceInfo> CreateMigInstance(std::string_view, int) override {
     return absl::UnimplementedError(
-        "creating MIG instances through NVML is not implemented yet (inventory only)");
+        "the NVML backend creates MIG instances only at an explicit placement "
+        "(CreateMigInstanceAt): the scheduler chooses the start");
   }
-  absl::Status DestroyMigInstance(std::string_view, std::string_view) override {
-    return absl::UnimplementedError(
-        "destroying MIG instances through NVML is not implemented yet (inventory only)");
+
+  // nvmlDeviceCreateGpuInstanceWithPlacement at (start, memory slices of the profile), then one
+  // compute instance over all of its compute slices (nvmlGpuInstanceCreateComputeInstance with
+  // the CI profile of the same slice count), then the new MIG device's UUID. A failure after
+  // the GPU instance exists destroys it again, so nothing is left behind.
+  absl::StatusOr<MigInstanceInfo> CreateMigInstanceAt(std::string_view gpu_uuid, int profile_id,
+                                                      int start) override {
+    std::lock_guard lock(mu_);
+    WARDEN_RETURN_IF_ERROR(NeedMigControl());
+    WARDEN_ASSIGN_OR_RETURN(Parent parent, ParentFor(gpu_uuid));
+    const MigProfile* p = parent.model ? parent.model->FindProfile(profile_id) : nullptr;
+    if (p == nullptr) {
+      return absl::InvalidArgumentError(StrCat("GPU ", gpu_uuid.substr(0, 64),
+                                               " has no GPU instance profile ", profile_id,
+                                               " known to gpuwarden"));
+    }
+    // Our rules first, so a refusal names the rule; the driver checks again.
+    if (std::find(p->allowed_starts.begin(), p->allowed_starts.end(), start) ==
+        p->allowed_starts.end()) {
+      return absl::InvalidArgumentError(
+          StrCat("profile ", p->name, " cannot start at memory slice ", start));
+    }
+    nvmlGpuInstancePlacement_t placement{static_cast<unsigned int>(start),
+                                         static_cast<unsigned int>(p->memory_slices)};
+    nvmlGpuInstance_t gi = nullptr;
+    if (nvmlReturn_t r = api_.DeviceCreateGpuInstanceWithPlacement(
+            parent.dev, static_cast<unsigned int>(profile_id), &placement, &gi);
+        r != NVML_SUCCESS) {
+      return MigError("nvmlDeviceCreateGpuInstanceWithPlacement", r);
+    }
+    auto undo = [&](absl::Status s) {
+      (void)api_.GpuInstanceDestroy(gi);
+      return s;
+    };
+    unsigned int ci_profile = kCiProfile1;
+    switch (p->compute_slices) {
+      case 1: ci_profile = kCiProfile1; break;
+      case 2: ci_profile = kCiProfile2; break;
+      case 3: ci_profile = kCiProfile3; break;
+      case 4: ci_profile = kCiProfile4; break;
+      case 7: ci_profile = kCiProfile7; break;
+      default: return undo(absl::InternalError(StrCat("profile ", p->name, ": no CI profile")));
+    }
+    nvmlComputeInstanceProfileInfo_t ci_info{};
+    if (nvmlReturn_t r = api_.GpuInstanceGetComputeInstanceProfileInfo(gi, ci_profile,
+                                                                        kCiEngineShared, &ci_info);
+        r != NVML_SUCCESS) {
+      return undo(MigError("nvmlGpuInstanceGetComputeInstanceProfileInfo", r));
+    }
+    nvmlComputeInstance_t ci = nullptr;
+    if (nvmlReturn_t r = api_.GpuInstanceCreateComputeInstance(gi, ci_info.id, &ci);
+        r != NVML_SUCCESS) {
+      return undo(MigError("nvmlGpuInstanceCreateComputeInstance", r));
+    }
+    nvmlGpuInstanceInfo_t gi_info{};
+    if (nvmlReturn_t r = api_.GpuInstanceGetInfo(gi, &gi_info); r != NVML_SUCCESS) {
+      (void)api_.ComputeInstanceDestroy(ci);
+      return undo(MigError("nvmlGpuInstanceGetInfo", r));
+    }
+    GpuDevice d;
+    if (absl::Status s = MigInstances(parent.dev, parent.model, d); !s.ok()) {
+      (void)api_.ComputeInstanceDestroy(ci);
+      return undo(s);
+    }
+    for (MigInstanceInfo& m : d.mig_instances) {
+      if (m.gpu_instance_id == static_cast<int>(gi_info.id) && !m.uuid.empty()) return m;
+    }
+    (void)api_.ComputeInstanceDestroy(ci);
+    return undo(absl::UnavailableError(StrCat("NVML created GPU instance ", gi_info.id, " on ",
+                                              gpu_uuid.substr(0, 64),
+                                              " but lists no MIG device for it")));
+  }
+
+  // The MIG device's GPU instance id and compute instance id lead to the handles; the compute
+  // instance goes first, then the GPU instance (NVML refuses the GI while a CI exists).
+  absl::Status DestroyMigInstance(std::string_view gpu_uuid, std::string_view mig_uuid) override {
+    std::lock_guard lock(mu_);
+    WARDEN_RETURN_IF_ERROR(NeedMigControl());
+    WARDEN_ASSIGN_OR_RETURN(Parent parent, ParentFor(gpu_uuid));
+    GpuDevice d;
+    WARDEN_RETURN_IF_ERROR(MigInstances(parent.dev, parent.model, d));
+    const MigInstanceInfo* found = nullptr;
+    for (const MigInstanceInfo& m : d.mig_instances) {
+      if (m.uuid == mig_uuid) found = &m;
+    }
+    if (found == nullptr || found->gpu_instance_id < 0) {
+      return absl::NotFoundError(StrCat("GPU ", gpu_uuid.substr(0, 64), ": no GPU instance ",
+                                        mig_uuid.substr(0, 64)));
+    }
+    nvmlGpuInstance_t gi = nullptr;
+    if (nvmlReturn_t r = api_.DeviceGetGpuInstanceById(
+            parent.dev, static_cast<unsigned int>(found->gpu_instance_id), &gi);
+        r != NVML_SUCCESS) {
+      return MigError("nvmlDeviceGetGpuInstanceById", r);
+    }
+    if (found->compute_instance_id >= 0) {
+      nvmlComputeInstance_t ci = nullptr;
+      nvmlReturn_t r = api_.GpuInstanceGetComputeInstanceById(
+          gi, static_cast<unsigned int>(found->compute_instance_id), &ci);
+      if (r == NVML_SUCCESS) r = api_.ComputeInstanceDestroy(ci);
+      if (r != NVML_SUCCESS && r != NVML_ERROR_NOT_FOUND) {
+        return MigError("nvmlComputeInstanceDestroy", r);
+      }
+    }
+    if (nvmlReturn_t r = api_.GpuInstanceDestroy(gi); r != NVML_SUCCESS) {
+      return MigError("nvmlGpuInstanceDestroy", r);
+    }
+    return absl::OkStatus();
   }
 
  private:
   absl::Status Error(std::string_view call, nvmlReturn_t r) const {
     const char* text = api_.ErrorString ? api_.ErrorString(r) : nullptr;
     return absl::UnavailableError(StrCat("NVML ", call, " failed: ", text ? text : "error ", r));
+  }
+
+  // NVML's MIG errors with the codes callers branch on.
+  absl::Status MigError(std::string_view call, nvmlReturn_t r) const {
+    const char* text = api_.ErrorString ? api_.ErrorString(r) : nullptr;
+    std::string msg = StrCat("NVML ", call, " failed: ", text ? text : "error ", r);
+    switch (r) {
+      case NVML_ERROR_INVALID_ARGUMENT: return absl::InvalidArgumentError(msg);
+      case NVML_ERROR_INSUFFICIENT_RESOURCES: return absl::ResourceExhaustedError(msg);
+      case NVML_ERROR_NO_PERMISSION: return absl::PermissionDeniedError(msg);
+      case NVML_ERROR_NOT_FOUND: return absl::NotFoundError(msg);
+      case NVML_ERROR_IN_USE: return absl::FailedPreconditionError(msg);
+      case NVML_ERROR_NOT_SUPPORTED: return absl::FailedPreconditionError(msg);
+      default: return absl::UnavailableError(msg);
+    }
+  }
+
+  absl::Status NeedMigControl() const {
+    if (api_.DeviceCreateGpuInstanceWithPlacement == nullptr ||
+        api_.GpuInstanceGetComputeInstanceProfileInfo == nullptr ||
+        api_.GpuInstanceCreateComputeInstance == nullptr ||
+        api_.GpuInstanceGetComputeInstanceById == nullptr ||
+        api_.DeviceGetComputeInstanceId == nullptr || api_.ComputeInstanceDestroy == nullptr ||
+        api_.GpuInstanceDestroy == nullptr) {
+      return absl::FailedPreconditionError(
+          "this NVML lacks the MIG instance functions (driver too old): cannot create or destroy");
+    }
+    return absl::OkStatus();
+  }
+
+  struct Parent {
+    nvmlDevice_t dev = nullptr;
+    const GpuModel* model = nullptr;
+  };
+  // A whole GPU by UUID, in MIG mode (FailedPrecondition otherwise: MIG mode is never changed).
+  absl::StatusOr<Parent> ParentFor(std::string_view gpu_uuid) {
+    unsigned int count = 0;
+    if (nvmlReturn_t r = api_.DeviceGetCount(&count); r != NVML_SUCCESS) {
+      return Error("nvmlDeviceGetCount_v2", r);
+    }
+    for (unsigned int i = 0; i < count; ++i) {
+      nvmlDevice_t dev = nullptr;
+      if (nvmlReturn_t r = api_.DeviceGetHandleByIndex(i, &dev); r != NVML_SUCCESS) {
+        return Error(StrCat("nvmlDeviceGetHandleByIndex_v2(", i, ")"), r);
+      }
+      char buf[kUuidBuffer] = {0};
+      if (api_.DeviceGetUUID(dev, buf, sizeof(buf)) != NVML_SUCCESS || gpu_uuid != buf) continue;
+      unsigned int mig = 0, pending = 0;
+      if (api_.DeviceGetMigMode(dev, &mig, &pending) != NVML_SUCCESS || mig != 1) {
+        return absl::FailedPreconditionError(StrCat("GPU ", buf, ": MIG mode is off"));
+      }
+      char name[kNameBuffer] = {0};
+      Parent p;
+      p.dev = dev;
+      if (api_.DeviceGetName(dev, name, sizeof(name)) == NVML_SUCCESS) p.model = ModelFor(name);
+      return p;
+    }
+    return absl::NotFoundError(StrCat("no GPU ", gpu_uuid.substr(0, 64)));
   }
 
   absl::Status MigInstances(nvmlDevice_t dev, const GpuModel* model, GpuDevice& d) {
@@ -220,6 +419,12 @@ class NvmlBackend final : public GpuBackend {
           api_.GpuInstanceGetInfo(gi, &info) == NVML_SUCCESS) {
         m.profile_id = static_cast<int>(info.profileId);
         m.start = static_cast<int>(info.placement.start);
+        m.gpu_instance_id = static_cast<int>(gi_id);
+        unsigned int ci_id = 0;
+        if (api_.DeviceGetComputeInstanceId != nullptr &&
+            api_.DeviceGetComputeInstanceId(mig, &ci_id) == NVML_SUCCESS) {
+          m.compute_instance_id = static_cast<int>(ci_id);
+        }
         if (model != nullptr) {
           if (const MigProfile* p = model->FindProfile(m.profile_id)) m.profile_name = p->name;
         }
@@ -340,6 +545,15 @@ absl::StatusOr<std::unique_ptr<GpuBackend>> CreateNvmlBackend(const std::string&
             api.DeviceGetGraphicsRunningProcesses)) {
     Bind(lib, "nvmlDeviceGetGraphicsRunningProcesses_v2", api.DeviceGetGraphicsRunningProcesses);
   }
+  // Optional: MIG instance create/destroy (NeedMigControl reports their absence).
+  Bind(lib, "nvmlDeviceCreateGpuInstanceWithPlacement", api.DeviceCreateGpuInstanceWithPlacement);
+  Bind(lib, "nvmlGpuInstanceGetComputeInstanceProfileInfo",
+       api.GpuInstanceGetComputeInstanceProfileInfo);
+  Bind(lib, "nvmlGpuInstanceCreateComputeInstance", api.GpuInstanceCreateComputeInstance);
+  Bind(lib, "nvmlGpuInstanceGetComputeInstanceById", api.GpuInstanceGetComputeInstanceById);
+  Bind(lib, "nvmlDeviceGetComputeInstanceId", api.DeviceGetComputeInstanceId);
+  Bind(lib, "nvmlComputeInstanceDestroy", api.ComputeInstanceDestroy);
+  Bind(lib, "nvmlGpuInstanceDestroy", api.GpuInstanceDestroy);
   if (nvmlReturn_t r = api.Init(); r != NVML_SUCCESS) {
     const char* text = api.ErrorString(r);
     std::string why = text ? text : StrCat("error ", r);  // before dlclose unmaps the string

@@ -257,13 +257,36 @@ absl::StatusOr<std::vector<GpuDevice>> SimGpuBackend::Discover() {
 
 absl::StatusOr<MigInstanceInfo> SimGpuBackend::CreateMigInstance(std::string_view gpu_uuid,
                                                                  int profile_id) {
+  return CreateMig(gpu_uuid, profile_id, std::nullopt);
+}
+
+absl::StatusOr<MigInstanceInfo> SimGpuBackend::CreateMigInstanceAt(std::string_view gpu_uuid,
+                                                                   int profile_id, int start) {
+  return CreateMig(gpu_uuid, profile_id, start);
+}
+
+// As NVML answers: NOT_FOUND-like for an unknown GPU, a MIG-mode error when MIG is off (never
+// switched on here), INVALID_ARGUMENT for a profile the GPU lacks or a start the profile does
+// not allow, INSUFFICIENT_RESOURCES for taken slices or a reached limit (MigLayout's codes).
+absl::StatusOr<MigInstanceInfo> SimGpuBackend::CreateMig(std::string_view gpu_uuid, int profile_id,
+                                                         std::optional<int> at) {
   std::lock_guard<std::mutex> lock(state_->mu);
   State::Gpu* g = state_->Find(gpu_uuid);
   if (g == nullptr) return absl::NotFoundError(StrCat("no GPU ", Quote(gpu_uuid)));
   if (!g->device.mig_enabled) {
     return absl::FailedPreconditionError(StrCat("GPU ", g->device.uuid, ": MIG mode is off"));
   }
-  WARDEN_ASSIGN_OR_RETURN(int start, g->layout.Place(profile_id));
+  int start = 0;
+  if (at.has_value()) {
+    if (g->layout.model().FindProfile(profile_id) == nullptr) {
+      return absl::InvalidArgumentError(StrCat("GPU ", g->device.uuid, " (", g->device.model,
+                                               ") has no GPU instance profile ", profile_id));
+    }
+    WARDEN_RETURN_IF_ERROR(g->layout.PlaceAt(profile_id, *at));
+    start = *at;
+  } else {
+    WARDEN_ASSIGN_OR_RETURN(start, g->layout.Place(profile_id));
+  }
   const MigProfile* p = g->layout.model().FindProfile(profile_id);
   std::string input = "gpuwarden-sim-mig";
   input.push_back('\0');
@@ -276,6 +299,15 @@ absl::StatusOr<MigInstanceInfo> SimGpuBackend::CreateMigInstance(std::string_vie
   info.profile_name = p->name;
   info.start = start;
   info.memory_mib = p->memory_mib;
+  // The driver numbers GPU instances from 1 up, reusing freed ids (lowest free first); each
+  // holds one compute instance, id 0.
+  int gi = 1;
+  while (std::any_of(g->device.mig_instances.begin(), g->device.mig_instances.end(),
+                     [&](const MigInstanceInfo& m) { return m.gpu_instance_id == gi; })) {
+    ++gi;
+  }
+  info.gpu_instance_id = gi;
+  info.compute_instance_id = 0;
   g->device.mig_instances.push_back(info);
   return info;
 }

@@ -163,6 +163,8 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::TaintNode},
       {"DELETE", "/api/v1/nodes/{node}", "nodes:manage", Scope::kCluster, nullptr,
        &ApiService::DeleteNode},
+      {"PATCH", "/api/v1/nodes/{node}", "nodes:manage", Scope::kCluster, "nodes:update",
+       &ApiService::PatchNode},
       // Tamper-evident log (audit_routes.cc).
       {"GET", "/api/v1/audit/events", "audit:read", Scope::kCluster, nullptr,
        &ApiService::QueryAudit, 200, kRouteDurableRead},

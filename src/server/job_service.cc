@@ -120,8 +120,8 @@ size_t JobService::placements() const {
 absl::Status JobService::Start(bool loop) {
   std::unique_lock lock(mu_);
   sched::Scheduler::Options so;
-  // The agent does not switch MIG mode yet (the runtime/GPU work of issue 7 will): only GPUs
-  // already in the mode a job needs are used.
+  // gpuwarden never changes MIG mode (issue 6: agents create and destroy instances only): only
+  // GPUs already in the mode a job needs are used.
   so.plan_mig_mode_changes = false;
   WARDEN_ASSIGN_OR_RETURN(sched_, sched::Scheduler::Create(so));
   WARDEN_RETURN_IF_ERROR(LoadTenantPoliciesLocked());

@@ -5,6 +5,7 @@
 #include "agent/gpu_handoff.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <filesystem>
@@ -219,6 +220,143 @@ TEST(JobRunnerHandoffTest, AJobWaitsForItsGpusHandoffAndItsEndStartsTheScrub) {
   (*handoff)->RunOnce();  // process check, scrub, verify
   r = runner.BuildReport(NoLogs(), *devices);
   EXPECT_EQ(r["gpus"]["clean"], Json::array({uuid}));
+}
+
+// ---- MIG (issue 6) ----
+
+Json MigAssignment(const std::string& id, const std::string& gpu, int profile, int start,
+                   const std::string& tenant) {
+  Json a = Assignment(id, {});
+  a["gpus"] = Json::array({Json{{"index", 0}, {"uuid", gpu}, {"millis", 1000},
+                                {"mig_profile_id", profile}, {"mig_start", start}}});
+  a["tenant"] = tenant;
+  return a;
+}
+
+TEST(JobRunnerTest, MigJobsGetTheirOwnInstanceUuidNeverTheParentGpu) {
+  auto backend = *gpu::SimGpuBackend::Create("1xH100-80GB:mig", {.seed = "n1"});
+  const std::string parent = (*backend->Discover())[0].uuid;
+  auto mig = *MigManager::Create(backend.get(), "");
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.SetMigManager(mig.get());
+  runner.Apply(Json::array({MigAssignment("job_a", parent, 19, 0, "t-acme"),
+                            MigAssignment("job_b", parent, 9, 4, "t-globex")}));
+  ASSERT_EQ(fake.started.size(), 2u);
+  auto devices = *backend->Discover();
+  ASSERT_EQ(devices[0].mig_instances.size(), 2u);
+  const std::string a = devices[0].mig_instances[0].uuid, b = devices[0].mig_instances[1].uuid;
+  EXPECT_EQ(devices[0].mig_instances[0].start, 0);
+  EXPECT_EQ(devices[0].mig_instances[1].start, 4);
+  for (const auto& [id, uuid] : {std::pair{"job_a", a}, std::pair{"job_b", b}}) {
+    const ExecSpec& s = fake.started[id];
+    EXPECT_EQ(s.gpu_uuids, std::vector<std::string>{uuid});
+    EXPECT_EQ(EnvOf(s, "CUDA_VISIBLE_DEVICES"), uuid);
+    EXPECT_EQ(EnvOf(s, "NVIDIA_VISIBLE_DEVICES"), uuid);
+    EXPECT_EQ(EnvOf(s, "CUDA_VISIBLE_DEVICES").find(parent), std::string::npos);
+  }
+  EXPECT_NE(a, b);
+  // Slices no job holds may be handed out again (every new instance is scrubbed before use):
+  // the GPU is clean for the scheduler, which clears only slices no job holds.
+  Json r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({parent}));
+  // job_a ends while a process still holds its instance: kept, and the GPU is not clean.
+  ASSERT_TRUE(backend->AddProcess(parent, {99, 1, a}).ok());
+  fake.status["job_a"] = {ExecState::kExited, 0, "exited with code 0"};
+  r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array());
+  EXPECT_EQ((*backend->Discover())[0].mig_instances.size(), 2u);
+  // The process is gone: the instance is destroyed at the next beat; job_b's stays.
+  ASSERT_TRUE(backend->RemoveProcess(parent, 99).ok());
+  r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({parent}));
+  devices = *backend->Discover();
+  ASSERT_EQ(devices[0].mig_instances.size(), 1u);
+  EXPECT_EQ(devices[0].mig_instances[0].uuid, b);
+}
+
+TEST(JobRunnerTest, AMigJobFailsToStartWhenItsPlacementIsRefused) {
+  auto backend = *gpu::SimGpuBackend::Create("1xH100-80GB:mig,1xH100-80GB", {.seed = "n1"});
+  auto devices = *backend->Discover();
+  auto mig = *MigManager::Create(backend.get(), "");
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.SetMigManager(mig.get());
+  runner.Apply(Json::array({MigAssignment("job_bad", devices[0].uuid, 9, 2, "t"),    // 3g@2
+                            MigAssignment("job_off", devices[1].uuid, 19, 0, "t")}));  // MIG off
+  EXPECT_TRUE(fake.started.empty());
+  Json r = runner.BuildReport(NoLogs(), devices);
+  ASSERT_EQ(r["jobs"].size(), 2u);
+  for (const auto& j : r["jobs"]) {
+    EXPECT_EQ(j["state"], "failed_to_start");
+    EXPECT_NE(j["reason"].get<std::string>().find("MIG"), std::string::npos) << j.dump();
+  }
+  EXPECT_FALSE((*backend->Discover())[1].mig_enabled);
+  // Without a MIG manager a MIG job never runs on its parent GPU.
+  FakeExecutor fake2;
+  JobRunner plain(&fake2, "");
+  plain.Apply(Json::array({MigAssignment("job_c", devices[0].uuid, 19, 0, "t")}));
+  EXPECT_TRUE(fake2.started.empty());
+}
+
+TEST(JobRunnerTest, AfterARestartOrphanMigInstancesAreDestroyedAndLiveOnesKept) {
+  auto backend = *gpu::SimGpuBackend::Create("1xH200-141GB:mig", {.seed = "n1"});
+  const std::string parent = (*backend->Discover())[0].uuid;
+  const std::string path = ::testing::TempDir() + "/runner-mig-" + std::to_string(::getpid());
+  std::filesystem::remove(path);
+  FakeExecutor fake;
+  {
+    auto mig = *MigManager::Create(backend.get(), path);
+    JobRunner runner(&fake, "");
+    runner.SetMigManager(mig.get());
+    runner.Apply(Json::array({MigAssignment("job_a", parent, 19, 0, "t"),
+                              MigAssignment("job_b", parent, 19, 1, "t")}));
+    ASSERT_EQ(fake.started.size(), 2u);
+  }  // agent gone; job_a's state vanished with it (it ended and was cleaned up)
+  const std::string keep = fake.started["job_b"].gpu_uuids[0];
+  fake.started.erase("job_a");
+  ASSERT_TRUE(backend->CreateMigInstanceAt(parent, 9, 4).ok());  // an operator's instance
+  auto mig = *MigManager::Create(backend.get(), path);
+  JobRunner runner(&fake, "");
+  runner.SetMigManager(mig.get());
+  ASSERT_TRUE(runner.Recover().ok());
+  EXPECT_EQ(runner.mig_report().destroyed.size(), 1u);
+  EXPECT_EQ(runner.mig_report().foreign.size(), 1u);
+  auto inst = (*backend->Discover())[0].mig_instances;
+  ASSERT_EQ(inst.size(), 2u);
+  EXPECT_EQ(inst[0].uuid, keep);
+  EXPECT_EQ(inst[1].start, 4);
+  std::filesystem::remove(path);
+}
+
+TEST(JobRunnerTest, AForeignMigInstanceMakesItsGpuDirtyUntilItIsGone) {
+  auto backend = *gpu::SimGpuBackend::Create("2xH100-80GB:mig", {.seed = "n1"});
+  auto devices = *backend->Discover();
+  auto mig = *MigManager::Create(backend.get(), "");
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  runner.SetMigManager(mig.get());
+  Json r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({devices[0].uuid, devices[1].uuid}));
+  // An operator's instance on GPU 1: the scheduler does not know its slices.
+  auto foreign = backend->CreateMigInstanceAt(devices[1].uuid, 19, 0);
+  ASSERT_TRUE(foreign.ok());
+  devices = *backend->Discover();
+  r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({devices[0].uuid}));
+  EXPECT_EQ(r["gpus"]["dirty"], Json::array({devices[1].uuid}));
+  // The inventory marks ours with the job and leaves the foreign one unmarked.
+  runner.Apply(Json::array({MigAssignment("job_a", devices[1].uuid, 19, 1, "t")}));
+  devices = *backend->Discover();
+  runner.AnnotateMig(devices);
+  ASSERT_EQ(devices[1].mig_instances.size(), 2u);
+  EXPECT_EQ(devices[1].mig_instances[0].job_id, "");
+  EXPECT_EQ(devices[1].mig_instances[1].job_id, "job_a");
+  ASSERT_TRUE(backend->DestroyMigInstance(devices[1].uuid, foreign->uuid).ok());
+  devices = *backend->Discover();
+  r = runner.BuildReport(NoLogs(), devices);
+  EXPECT_EQ(r["gpus"]["dirty"], Json::array());
+  EXPECT_EQ(r["gpus"]["clean"], Json::array({devices[0].uuid, devices[1].uuid}));
 }
 
 }  // namespace

@@ -309,6 +309,15 @@ TEST_F(ClusterTest, CordonDrainLabelsTaints) {
   EXPECT_FALSE(ParseTaint("dedicated=acme:Sometimes").ok());
   n = cluster_->UpdateTaints("gpu-a", {}, {"dedicated"});
   EXPECT_TRUE(Cluster::NodeJson(*n, false)["taints"].empty());
+  // Issue 6: a node's pool changes (stored; the job service gives it to the scheduler).
+  n = cluster_->SetPool("gpu-a", "h100-b");
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(Cluster::NodeJson(*n, false)["pool"], "h100-b");
+  EXPECT_EQ(cluster_->GetNode("gpu-a")->pool, "h100-b");
+  EXPECT_EQ(cluster_->SetPool("gpu-a", "Bad Pool").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cluster_->SetPool("nope", "h100-b").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cluster_->GetNode("gpu-a")->pool, "h100-b");
 }
 
 // ---- inventory decoder ----

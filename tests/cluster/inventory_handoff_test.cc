@@ -88,5 +88,34 @@ TEST(InventoryHandoffTest, OnlyAReportedAvailableDeviceIsSchedulable) {
   EXPECT_FALSE(HandoffSchedulable(std::nullopt));  // not known to be clean
 }
 
+// Issue 6: the driver's instance ids and the job the agent created an instance for travel in the
+// heartbeat; absent for instances gpuwarden did not create; bad values are refused.
+TEST(InventoryHandoffTest, MigInstanceIdsAndJobRoundTrip) {
+  NodeInventory inv = WithHandoff();
+  inv.gpus[0].mig_instances[0].gpu_instance_id = 3;
+  inv.gpus[0].mig_instances[0].compute_instance_id = 0;
+  inv.gpus[0].mig_instances[0].job_id = "job_42";
+  gpu::MigInstanceInfo foreign{"MIG-cccc", 19, "1g.18gb", 1, 18432, std::nullopt};
+  inv.gpus[0].mig_instances.push_back(foreign);
+  Json j = EncodeInventory(inv);
+  EXPECT_EQ(j["gpus"][0]["mig_instances"][0]["job"], "job_42");
+  EXPECT_EQ(j["gpus"][0]["mig_instances"][0]["gpu_instance_id"], 3);
+  EXPECT_FALSE(j["gpus"][0]["mig_instances"][1].contains("job"));
+  EXPECT_FALSE(j["gpus"][0]["mig_instances"][1].contains("gpu_instance_id"));
+  auto back = DecodeInventory(j);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->gpus[0].mig_instances[0].job_id, "job_42");
+  EXPECT_EQ(back->gpus[0].mig_instances[0].gpu_instance_id, 3);
+  EXPECT_EQ(back->gpus[0].mig_instances[0].compute_instance_id, 0);
+  EXPECT_EQ(back->gpus[0].mig_instances[1].gpu_instance_id, -1);
+  EXPECT_EQ(EncodeInventory(*back), j);
+  Json bad = j;
+  bad["gpus"][0]["mig_instances"][0]["gpu_instance_id"] = -1;
+  EXPECT_THAT(std::string(DecodeInventory(bad).status().message()), HasSubstr("gpu_instance_id"));
+  bad = j;
+  bad["gpus"][0]["mig_instances"][0]["job"] = 7;
+  EXPECT_THAT(std::string(DecodeInventory(bad).status().message()), HasSubstr("job"));
+}
+
 }  // namespace
 }  // namespace warden::cluster

@@ -12,6 +12,8 @@
 #      again, process check + scrub, reader; plus a one-process control showing whether the
 #      reader's count can see residue at all. Reported as measured, whatever it shows.
 #   4. tests/gpu/sandbox_gpu.sh if present (another branch writes it), skipped cleanly otherwise
+#   5. tests/gpu/mig_check.sh: one 1g MIG instance created and destroyed through our NVML backend
+#      vs `nvidia-smi mig -lgi` ("MIG disabled, skipped" when MIG is off, as on the lent H200)
 #
 # Results: $OUT/summary.json, $OUT/run-all.log, $OUT/detail.tar.gz (every log and JSON; few files
 # because the run tool brings back only a handful). Exit 0 only when every check that ran
@@ -143,6 +145,13 @@ else
   RESULT[sandbox_gpu]=$?
   tail -3 "$RES/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
 fi
+
+# ---- 5. MIG instance create/destroy (issue 6): skips with "MIG disabled, skipped" unless MIG is
+# already on (this driver never turns it on) -------------------------------------------------
+log "5. mig_check.sh"
+timeout 120 bash "$ROOT/tests/gpu/mig_check.sh" "$BUNDLE" >"$RES/mig_check.log" 2>&1
+RESULT[mig_check]=$?
+tail -3 "$RES/mig_check.log" | tee -a "$OUT/run-all.log"
 
 # ---- summary ---------------------------------------------------------------------------------
 RC_JSON="{"

@@ -187,6 +187,49 @@ TEST_F(SimBackendTest, CreateAndDestroyFollowTheGeometry) {
   EXPECT_NE(again->uuid, made[3].uuid);    // but the instance is a new one
 }
 
+// Issue 6: the agent creates exactly the instance the scheduler planned (explicit start), with
+// NVML's error semantics for every refusal, and nothing is left behind by a refusal.
+TEST_F(SimBackendTest, CreateAtAnExplicitPlacementRefusesLikeNvml) {
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h100_, 19, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // MIG off, and it stays off
+  EXPECT_FALSE((*backend_->Discover())[0].mig_enabled);
+  EXPECT_EQ(backend_->CreateMigInstanceAt(l40s_, 19, 0).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // no MIG at all
+  EXPECT_EQ(backend_->CreateMigInstanceAt("GPU-nope", 19, 0).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 42, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);  // unknown profile
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 5, 4).status().code(),
+            absl::StatusCode::kInvalidArgument);  // 4g only at 0
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 9, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);  // 3g at 0 or 4
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 19, 7).status().code(),
+            absl::StatusCode::kInvalidArgument);  // no 1g at slice 7
+  auto three = backend_->CreateMigInstanceAt(h200_, 9, 4);
+  ASSERT_TRUE(three.ok()) << three.status();
+  EXPECT_EQ(three->start, 4);
+  EXPECT_EQ(three->gpu_instance_id, 1);
+  EXPECT_EQ(three->compute_instance_id, 0);
+  // Overlapping 4..7: refused as insufficient resources.
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 19, 5).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 15, 6).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  auto one = backend_->CreateMigInstanceAt(h200_, 19, 3);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->gpu_instance_id, 2);
+  // A second +me is refused even where slices are free.
+  ASSERT_TRUE(backend_->CreateMigInstanceAt(h200_, 20, 0).ok());
+  EXPECT_EQ(backend_->CreateMigInstanceAt(h200_, 20, 1).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*backend_->Discover())[1].mig_instances.size(), 3u);
+  // A freed GPU instance id is reused, lowest first.
+  ASSERT_TRUE(backend_->DestroyMigInstance(h200_, three->uuid).ok());
+  auto again = backend_->CreateMigInstanceAt(h200_, 14, 4);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->gpu_instance_id, 1);
+}
+
 TEST_F(SimBackendTest, MigModeChangesNeedAnIdleGpu) {
   EXPECT_EQ(backend_->SetMigMode(l40s_, true).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(backend_->AddProcess(h200_, {7, 100, ""}).code(),

@@ -1,14 +1,22 @@
 // Property test: long random sequences of operations (submit, cancel, finish, schedule, node
 // loss and return, removal and addition, cordon, drain, patch policy, tenant policy, quota and
 // weight changes, pool re-dedication, MIG re-partition, GPU verification) with the stateful
-// invariant checker after every single one: zero violations allowed. The unit label runs
+// invariant checker after every single one: zero violations allowed. MIG instances are modelled
+// end to end: after every operation each GPU's planned instances are carried out on a simulated
+// GPU (gpu::SimGpuBackend, NVIDIA's rules) the way the agent does it (destroy what is no longer
+// planned, then CreateMigInstanceAt at the planned start), and every create must succeed and
+// the GPU must then hold exactly the planned instances. The unit label runs
 // 100,000 operations with one seed; the slow label four more seeds (SCHED_PROPERTY_OPS overrides
 // the count).
+#include <algorithm>
 #include <cstdlib>
 #include <deque>
 #include <random>
 
+#include <map>
+
 #include "common/strings.h"
+#include "gpu/gpu.h"
 #include "sched_test_util.h"
 
 namespace warden::sched {
@@ -20,6 +28,7 @@ using common::StrCat;
 struct Stats {
   size_t placements = 0, mig_placements = 0, fraction_placements = 0, gang_placements = 0;
   size_t requeues = 0, refused_submits = 0, mig_changes = 0, ops = 0;
+  size_t instances_created = 0, instances_destroyed = 0;
 };
 
 class RandomCluster {
@@ -49,6 +58,13 @@ class RandomCluster {
       log_.push_back(what);
       if (log_.size() > 20) log_.pop_front();
       auto v = checker.Check(s_->state());
+      if (std::string e = MirrorMig(st); !e.empty()) {
+        std::string tail;
+        for (const auto& l : log_) tail += "  " + l + "\n";
+        ADD_FAILURE() << "MIG execution after operation " << i << ": " << e << "\nlast operations:\n"
+                      << tail;
+        break;
+      }
       if (!v.empty()) {
         std::string tail;
         for (const auto& l : log_) tail += "  " + l + "\n";
@@ -63,6 +79,81 @@ class RandomCluster {
   }
 
  private:
+  // The agent's side of MIG, per GPU: a simulated GPU of the same model that holds the planned
+  // instances. Returns "" or what went wrong.
+  struct MirrorGpu {
+    std::unique_ptr<gpu::SimGpuBackend> backend;
+    std::string uuid;
+    std::vector<gpu::MigInstance> planned;                  // as last carried out
+    std::map<std::pair<int, int>, std::string> instances;  // (profile, start) -> MIG UUID
+  };
+  std::string MirrorMig(Stats& st) {
+    const ClusterState& cs = s_->state();
+    for (size_t n = 0; n < cs.nodes.size(); ++n) {
+      const NodeState& node = cs.nodes[n];
+      for (size_t g = 0; g < node.gpus.size(); ++g) {
+        const GpuState& gs = node.gpus[g];
+        std::vector<gpu::MigInstance> planned;
+        if (!node.removed) {
+          for (const MigSlot& slot : gs.instances) planned.push_back(slot.instance);
+        }
+        std::sort(planned.begin(), planned.end(), [](const auto& a, const auto& b) {
+          return a.start < b.start;
+        });
+        auto key = std::make_pair(n, g);
+        auto it = mirror_.find(key);
+        if (it == mirror_.end()) {
+          if (planned.empty()) continue;
+          MirrorGpu m;
+          auto b = gpu::SimGpuBackend::Create(StrCat("1x", gs.model->name, ":mig"),
+                                              {.seed = StrCat("n", n, "g", g)});
+          if (!b.ok()) return std::string(b.status().message());
+          m.backend = std::move(*b);
+          m.uuid = (*m.backend->Discover())[0].uuid;
+          it = mirror_.emplace(key, std::move(m)).first;
+        }
+        MirrorGpu& m = it->second;
+        if (m.planned == planned) continue;
+        // 1. Destroy what is no longer planned (the job ended, was cancelled or requeued).
+        for (auto i = m.instances.begin(); i != m.instances.end();) {
+          const bool keep = std::any_of(planned.begin(), planned.end(), [&](const auto& p) {
+            return p.profile_id == i->first.first && p.start == i->first.second;
+          });
+          if (keep) {
+            ++i;
+            continue;
+          }
+          if (absl::Status s = m.backend->DestroyMigInstance(m.uuid, i->second); !s.ok()) {
+            return StrCat("node ", n, " gpu ", g, ": destroy failed: ", s.message());
+          }
+          ++st.instances_destroyed;
+          i = m.instances.erase(i);
+        }
+        // 2. Create what is newly planned, exactly where it was planned.
+        for (const gpu::MigInstance& p : planned) {
+          if (m.instances.count({p.profile_id, p.start})) continue;
+          auto inst = m.backend->CreateMigInstanceAt(m.uuid, p.profile_id, p.start);
+          if (!inst.ok()) {
+            return StrCat("node ", n, " gpu ", g, ": the planned instance ", p.profile_id, "@",
+                          p.start, " cannot be created: ", inst.status().message());
+          }
+          ++st.instances_created;
+          m.instances[{p.profile_id, p.start}] = inst->uuid;
+        }
+        // 3. The GPU holds exactly the plan.
+        auto devices = m.backend->Discover();
+        std::vector<gpu::MigInstance> actual;
+        for (const auto& mi : (*devices)[0].mig_instances) actual.push_back({mi.profile_id, mi.start});
+        std::sort(actual.begin(), actual.end(), [](const auto& a, const auto& b) {
+          return a.start < b.start;
+        });
+        if (actual != planned) return StrCat("node ", n, " gpu ", g, ": instances differ from the plan");
+        m.planned = std::move(planned);
+      }
+    }
+    return "";
+  }
+
   int R(int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng_); }
   bool P(double p) { return std::uniform_real_distribution<double>(0, 1)(rng_) < p; }
 
@@ -287,6 +378,7 @@ class RandomCluster {
   int next_node_ = 0;
   int next_job_name_ = 0;
   std::deque<std::string> log_;
+  std::map<std::pair<size_t, size_t>, MirrorGpu> mirror_;
 };
 
 int OpsFromEnv(int def) {
@@ -306,6 +398,10 @@ void RunAndExpectWork(uint64_t seed, int ops) {
   EXPECT_GT(st.requeues, 0u);
   EXPECT_GT(st.refused_submits, 0u);
   EXPECT_GT(st.mig_changes, 0u);
+  EXPECT_GT(st.instances_created, static_cast<size_t>(ops / 500));
+  EXPECT_GT(st.instances_destroyed, static_cast<size_t>(ops / 1000));
+  std::printf("seed %llu: %zu MIG instances created and %zu destroyed on simulated GPUs\n",
+              static_cast<unsigned long long>(seed), st.instances_created, st.instances_destroyed);
   std::printf("seed %llu: %zu ops, %zu placements (%zu MIG, %zu fractions, %zu gangs), %zu "
               "requeued, %zu refused submits, %zu MIG mode changes\n",
               static_cast<unsigned long long>(seed), st.ops, st.placements, st.mig_placements,

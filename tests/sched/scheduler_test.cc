@@ -449,6 +449,34 @@ TEST_F(SchedulerTest, PlansMigModeOnlyOnIdleGpus) {
   EXPECT_FALSE(r2.mig_changes[0].enable);
 }
 
+// Issue 6: the server runs the scheduler with plan_mig_mode_changes = false, because gpuwarden
+// never changes MIG mode. A MIG job then goes only to a GPU whose MIG mode is already on, and a
+// whole-GPU job never to a GPU in MIG mode.
+TEST(SchedulerNoMigModeChangeTest, MigJobsOnlyOnGpusAlreadyInMigMode) {
+  Scheduler::Options o;
+  o.plan_mig_mode_changes = false;
+  auto s = std::move(Scheduler::Create(o).value());
+  ASSERT_TRUE(s->AddTenant(Tenant("acme", Isolation::kMig)).ok());
+  ASSERT_TRUE(s->AddPool({"general", {}}).ok());
+  const NodeId off = s->AddNode(MakeNode("off", "general", 2, /*mig=*/false)).value();
+  const JobId m = s->Submit(Mig("acme", "1g.10gb")).value();
+  auto r = s->Schedule();
+  EXPECT_TRUE(r.mig_changes.empty());
+  EXPECT_EQ(s->FindJob(m)->state, JobState::kQueued);
+  EXPECT_FALSE(s->FindJob(m)->reason.empty());
+  for (const GpuState& g : s->state().nodes[off].gpus) EXPECT_FALSE(g.mig_enabled);
+  // A GPU already in MIG mode takes it; a whole-GPU job is not put on that GPU.
+  const NodeId on = s->AddNode(MakeNode("on", "general", 1, /*mig=*/true)).value();
+  const JobId w = s->Submit(Whole("acme", 1)).value();
+  r = s->Schedule();
+  EXPECT_TRUE(r.mig_changes.empty());
+  ASSERT_EQ(s->FindJob(m)->state, JobState::kPlaced);
+  EXPECT_EQ(s->FindJob(m)->node, on);
+  ASSERT_EQ(s->FindJob(w)->state, JobState::kPlaced);
+  EXPECT_EQ(s->FindJob(w)->node, off);
+  ExpectSound(*s);
+}
+
 // ---- fair share and priorities ---------------------------------------------------------------
 
 TEST_F(SchedulerTest, WeightedDominantResourceFairnessSplitsGpus) {
