@@ -48,6 +48,11 @@ class JobRunner {
   // the server over mTLS. Without a stager, jobs that name datasets fail to start.
   void SetDatasetStager(DatasetStager* stager) { stager_ = stager; }
   void SetDatasetFetcher(DatasetFetcher fetch) { fetch_ = std::move(fetch); }
+  // Job images (issue 7, image_cache.h): called before a job whose image is not "host" starts;
+  // an error ends it failed_to_start with the reason. Unset: such jobs fail to start.
+  void SetImagePreparer(std::function<absl::Status(const ExecSpec& spec)> prepare) {
+    prepare_image_ = std::move(prepare);
+  }
   // How long a placed job waits for its GPUs' handoff before it fails to start.
   static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
@@ -100,6 +105,7 @@ class JobRunner {
   GpuHandoffService* handoff_ = nullptr;
   DatasetStager* stager_ = nullptr;
   DatasetFetcher fetch_;
+  std::function<absl::Status(const ExecSpec& spec)> prepare_image_;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;
   std::set<std::string> final_in_flight_;
