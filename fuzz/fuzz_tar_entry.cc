@@ -1,7 +1,9 @@
 // Feeds arbitrary bytes as an image layer (tar) to the reader and the safe extractor. Parsing must
 // return entries or InvalidArgument, never crash; extraction runs into a scratch root beside an
 // "outside" directory that must stay empty whatever the archive says (path traversal, symlink and
-// hard-link escapes), and no device node or setuid file may appear inside.
+// hard-link escapes), and no device node or setuid file may appear inside. The same bytes as an
+// OCI archive (links skipped, as `image import` reads docker save output) must leave no link at
+// all, and the rootfs digest of whatever was extracted must be computable and stable.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <filesystem>
 #include <string>
 
+#include "runtime/image.h"
 #include "runtime/tar.h"
 
 namespace fs = std::filesystem;
@@ -64,6 +67,29 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (lstat(it->path().c_str(), &st) != 0) continue;
     if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) || S_ISFIFO(st.st_mode)) std::abort();
     if (S_ISREG(st.st_mode) && (st.st_mode & 06000)) std::abort();
+  }
+  auto d1 = ComputeRootfsDigest(root.string());
+  auto d2 = ComputeRootfsDigest(root.string());
+  if (d1.ok() != d2.ok() || (d1.ok() && *d1 != *d2)) std::abort();
+
+  const fs::path archive = base / "archive";
+  fs::remove_all(archive, ec);
+  fs::create_directories(archive);
+  pos = 0;
+  TarReader areader(source);
+  ExtractOptions aopts;
+  aopts.allow_links = false;
+  aopts.skip_links = true;
+  aopts.apply_whiteouts = false;
+  aopts.max_total_bytes = 1 << 20;
+  (void)ExtractTar(areader, archive.string(), aopts);
+  if (!fs::is_empty(outside)) std::abort();
+  for (auto it = fs::recursive_directory_iterator(archive, fs::directory_options::none, ec);
+       it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    struct stat st;
+    if (lstat(it->path().c_str(), &st) != 0) continue;
+    if (S_ISLNK(st.st_mode) || (S_ISREG(st.st_mode) && st.st_nlink > 1)) std::abort();  // a link made it
   }
   return 0;
 }

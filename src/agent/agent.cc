@@ -10,6 +10,7 @@
 #include "agent/agent.h"
 #include "agent/dataset_stager.h"
 #include "agent/gpu_handoff.h"
+#include "agent/image_cache.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -461,8 +462,39 @@ class Session {
     return absl::OkStatus();
   }
 
-  // A range of one of a job's datasets from the server (dataset_stager.h DatasetFetcher).
+  // A job's image archive from the server into `dest` (image_cache.h ImageFetcher), streamed.
  public:
+  absl::Status FetchImage(const std::string& job, const std::string& digest, const std::string& dest) {
+    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    int fd = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return absl::InternalError(StrCat("cannot create ", dest, ": ", std::strerror(errno)));
+    http::StreamTransfer t;
+    t.sink = [fd](std::string_view piece) -> absl::Status {
+      while (!piece.empty()) {
+        ssize_t w = ::write(fd, piece.data(), piece.size());
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return absl::InternalError(StrCat("write image: ", std::strerror(errno)));
+        piece.remove_prefix(static_cast<size_t>(w));
+      }
+      return absl::OkStatus();
+    };
+    auto resp = client_->Stream("GET",
+                                StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job,
+                                       "/image?digest=", digest),
+                                t);
+    ::close(fd);
+    if (!resp.ok()) {
+      client_.reset();
+      return resp.status();
+    }
+    if (resp->status == 200) return absl::OkStatus();
+    std::string text = ErrorText(*resp);
+    if (resp->status == 404) return absl::NotFoundError(text);
+    if (resp->status == 403) return absl::PermissionDeniedError(text);
+    return absl::UnavailableError(text);
+  }
+
+  // A range of one of a job's datasets from the server (dataset_stager.h DatasetFetcher).
   absl::StatusOr<std::string> FetchDataset(const std::string& job, uint64_t index,
                                            uint64_t first_chunk, uint64_t count) {
     WARDEN_RETURN_IF_ERROR(EnsureClient());
@@ -720,6 +752,11 @@ static int RunAgentMain(int argc, char** argv) {
     stager = std::move(*created);
     runner.SetDatasetStager(stager.get());
   }
+  // Issue 7: job images, fetched from the server into the sandbox's image store and reused.
+  std::unique_ptr<ImageCache> images;
+  if (executor != nullptr && executor->name() == "sandbox") {
+    images = std::make_unique<ImageCache>(data_dir + "/images");
+  }
   if (absl::Status s = runner.Recover(); !s.ok()) {
     std::cerr << "gpuwarden agent: recovering jobs: " << s.message() << "\n";
     return 1;
@@ -737,6 +774,19 @@ static int RunAgentMain(int argc, char** argv) {
                                       uint64_t count) {
     return session.FetchDataset(job, index, first, count);
   });
+  if (images != nullptr) {
+    runner.SetImagePreparer([&session, cache = images.get()](const ExecSpec& spec) {
+      absl::Status s = cache->Ensure(spec.tenant, spec.job_id, spec.image,
+                                     [&session](const std::string& job, const std::string& digest,
+                                                const std::string& dest) {
+                                       return session.FetchImage(job, digest, dest);
+                                     });
+      Log(StrCat("job ", spec.job_id, " image ", spec.image, ": ",
+                 s.ok() ? "ready" : std::string(s.message()), " (fetched ", cache->fetches(),
+                 ", reused ", cache->hits(), ", corrupted ", cache->corrupted(), ")"));
+      return s;
+    });
+  }
   if (handoff != nullptr) {
     session.handoff_ = std::move(handoff);
     session.handoff_->Start();

@@ -225,6 +225,16 @@ void JobRunner::TryStart(Local& job) {
     changed_ = true;
     return;
   }
+  if (job.spec.image != "host") {
+    absl::Status s = prepare_image_ ? prepare_image_(job.spec)
+                                    : absl::FailedPreconditionError("this agent cannot run container images");
+    if (!s.ok()) {
+      job.ended = true;
+      job.status = {ExecState::kFailedToStart, 127, StrCat("preparing its image failed: ", s.message())};
+      changed_ = true;
+      return;
+    }
+  }
   if (!job.datasets.empty()) {
     absl::Status s;
     if (stager_ == nullptr || !fetch_) {

@@ -60,6 +60,11 @@ class JobRunner {
   void AnnotateMig(std::vector<gpu::GpuDevice>& gpus) const {
     if (mig_ != nullptr) mig_->Annotate(gpus);
   }
+  // Job images (issue 7, image_cache.h): called before a job whose image is not "host" starts;
+  // an error ends it failed_to_start with the reason. Unset: such jobs fail to start.
+  void SetImagePreparer(std::function<absl::Status(const ExecSpec& spec)> prepare) {
+    prepare_image_ = std::move(prepare);
+  }
   // How long a placed job waits for its GPUs' handoff before it fails to start.
   static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
@@ -119,6 +124,7 @@ class JobRunner {
   MigManager* mig_ = nullptr;
   MigReconcileReport mig_report_;
   DatasetFetcher fetch_;
+  std::function<absl::Status(const ExecSpec& spec)> prepare_image_;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;
   std::set<std::string> final_in_flight_;

@@ -53,7 +53,7 @@ struct JobDataset {
 
 struct JobRun {
   std::vector<std::string> command;  // argv; command[0] is looked up on PATH
-  std::string image = "host";        // "host" (the host root, read-only in a sandbox) for now
+  std::string image = "host";  // "host" (the host root, read-only) or "sha256:<manifest hex>"
   std::vector<std::pair<std::string, std::string>> env;  // sorted by name, unique names
   // "time_limit": the job's wall-time limit, 1s..30d; zero (absent) means the agent's default.
   absl::Duration time_limit = absl::ZeroDuration();
@@ -68,7 +68,7 @@ struct JobSubmit {
 
 // InvalidArgument naming the field when: the body is not one strict JSON object (duplicate keys,
 // depth > 4, > 64 KiB); "command" is missing, empty, longer than 256 arguments, or has an argument
-// that is empty in first place, longer than 4 KiB or holds a NUL; "image" is not "host"; "env"
+// that is empty in first place, longer than 4 KiB or holds a NUL; "image" is not "host" or "sha256:<64 lowercase hex>"; "env"
 // is not an object of strings, has more than 64 entries, a name that is not [A-Za-z_][A-Za-z0-9_]*
 // (at most 128 bytes), a value with a NUL or over 4 KiB, or names a variable the job may not set:
 // the dynamic loader's (LD_*: an LD_PRELOAD in a job's environment is how CVE-2025-23266 escaped

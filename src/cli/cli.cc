@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "cli/job_cmd.h"
+#include "cli/image_cmd.h"
 #include "cli/tenant_policy_cmd.h"
 #include "cli/node_cmd.h"
 #include "cli/audit_cmd.h"
@@ -430,6 +431,8 @@ int RunCli(int argc, char** argv) {
   JobCommands job_cmds = AddJobCommands(app);     // job_cmd.cc
   DatasetCommands dataset_cmds;
   AddDatasetCommands(app, dataset_cmds);  // dataset_cmd.cc
+  ImageCommands image_cmds;
+  AddImageCommands(app, image_cmds);  // image_cmd.cc
 
   try {
     app.parse(argc, argv);
@@ -516,6 +519,7 @@ int RunCli(int argc, char** argv) {
     s.otp = otp_flag;
     if (RunMfaCommand(mfa, s, output)) return 0;
     if (RunDatasetCommand(dataset_cmds, s, output)) return 0;
+    if (RunImageCommand(image_cmds, s, output)) return 0;
     if (whoami->parsed()) {
       Json j = Request(s, "GET", "/api/v1/whoami");
       if (output == "json") {

@@ -94,7 +94,7 @@ JobCommands AddJobCommands(CLI::App& app) {
   c.submit->add_option("--isolation", st->isolation, "shared, mig, exclusive or dedicated");
   c.submit->add_option("--pool", st->pool, "node pool");
   c.submit->add_option("--gpu-model", st->gpu_model, "GPU model, e.g. H100-80GB");
-  c.submit->add_option("--image", st->image, "image (default and only one so far: host)");
+  c.submit->add_option("--image", st->image, "host (default) or an image digest sha256:... imported with `gpuwarden image import`");
   c.submit->add_option("--env", st->env, "KEY=VALUE for the job's environment (repeatable)");
   c.submit->add_option("--time-limit", st->time_limit,
                        "wall-time limit, e.g. 90s or 2h (1s..720h; default: the agent's, 24h)");

@@ -248,6 +248,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"agent.heartbeat_interval", Duration(&config.heartbeat_interval)},
       {"agent.cert_ttl", Duration(&config.node_cert_ttl)},
       {"oidc", RawSection(&config.oidc_yaml)},
+      {"images.max_import_bytes", Integer(&config.image_max_import_bytes, 1024, int64_t{1} << 40)},
   };
   YAML::Node root;
   try {

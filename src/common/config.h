@@ -80,6 +80,9 @@ struct ServerConfig {
   // depend on auth, so the server parses it strictly with auth::oidc::ParseOidcConfig at start
   // and refuses to start on any error there. Empty: no SSO.
   std::string oidc_yaml;
+  // Container images (issue 7): the largest image archive `image import` may upload (bytes; a
+  // larger body is answered 413 before it is stored). `images: {max_import_bytes: N}`.
+  int64_t image_max_import_bytes = int64_t{16} << 30;
 };
 
 // Parses YAML text such as:

@@ -1,6 +1,8 @@
 // libcurl adapter. curl errors become absl::Status here; nothing throws.
 #include "http/client.h"
 
+#include <strings.h>
+
 #include <curl/curl.h>
 
 #include <algorithm>
@@ -266,7 +268,13 @@ absl::StatusOr<ClientResponse> HttpsClient::Perform(
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method_str.c_str());
   }
   std::unique_ptr<curl_slist, SlistFree> list;
-  curl_slist* raw = curl_slist_append(nullptr, "Expect:");
+  // No "Expect: 100-continue" unless the caller asks for it (an upload that the server may refuse
+  // before reading its body: the refusal then arrives before the body is sent).
+  bool caller_expect = false;
+  for (const auto& h : headers) {
+    if (h.first.size() == 6 && strncasecmp(h.first.c_str(), "expect", 6) == 0) caller_expect = true;
+  }
+  curl_slist* raw = caller_expect ? nullptr : curl_slist_append(nullptr, "Expect:");
   for (const auto& [k, v] : headers) {
     if (k.find_first_of("\r\n:") != std::string::npos ||
         v.find_first_of("\r\n") != std::string::npos) {

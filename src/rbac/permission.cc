@@ -14,6 +14,7 @@ using common::StrCat;
 constexpr std::array<std::string_view, kNumResources> kResourceNames = {
     "tenants", "users", "roles", "bindings", "tokens", "audit", "nodes",   "pools",
     "jobs",    "datasets", "data", "keys",  "logs",   "alerts", "patches", "metrics",
+    "images",
 };
 constexpr std::array<std::string_view, kNumVerbs> kVerbNames = {"read", "create", "update",
                                                                  "delete", "manage"};
@@ -121,24 +122,24 @@ const std::vector<RoleDef>& BuiltinRoles() {
        "",
        {"users:*", "roles:*", "bindings:*", "tokens:*", "jobs:*", "datasets:*", "data:*", "keys:*",
         "logs:*", "alerts:*", "audit:read", "tenants:read", "nodes:read", "pools:read",
-        "metrics:read"}},
+        "metrics:read", "images:*"}},
       {"developer",
        "developer",
        "",
        {"jobs:read", "jobs:create", "jobs:update", "jobs:delete", "datasets:read",
         "datasets:create", "datasets:update", "data:read", "data:create", "logs:read",
         "tokens:read", "tokens:create", "tokens:delete", "roles:read", "tenants:read",
-        "nodes:read", "pools:read", "metrics:read"}},
+        "nodes:read", "pools:read", "metrics:read", "images:read", "images:create"}},
       {"auditor",
        "auditor",
        "",
        {"tenants:read", "users:read", "roles:read", "bindings:read", "tokens:read", "audit:read",
         "nodes:read", "pools:read", "jobs:read", "datasets:read", "keys:read", "logs:read",
-        "alerts:read", "patches:read", "metrics:read"}},
+        "alerts:read", "patches:read", "metrics:read", "images:read"}},
       {"viewer",
        "viewer",
        "",
-       {"tenants:read", "nodes:read", "pools:read", "jobs:read", "datasets:read"}},
+       {"tenants:read", "nodes:read", "pools:read", "jobs:read", "datasets:read", "images:read"}},
   };
   return *roles;
 }

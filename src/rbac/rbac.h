@@ -1,6 +1,6 @@
 // rbac: permissions, roles, bindings and the compiled authorizer (deny by default).
 //
-// A Permission is (resource, verb); a PermissionSet is a fixed 80-bit bitset. Roles and bindings
+// A Permission is (resource, verb); a PermissionSet is a fixed 85-bit bitset. Roles and bindings
 // arrive as plain structs (the store module owns their persistence) and are compiled into an
 // immutable Policy snapshot. On the request path nothing parses text and nothing allocates in the
 // common case: the handler resolves the caller's Grants once (after authentication), resolves the
@@ -31,14 +31,15 @@ namespace warden::rbac {
 enum class Resource : uint8_t {
   kTenants, kUsers, kRoles, kBindings, kTokens, kAudit, kNodes, kPools,
   kJobs, kDatasets, kData, kKeys, kLogs, kAlerts, kPatches, kMetrics,
+  kImages,  // per-tenant container images (issue 7)
 };
 // Verbs are independent: `manage` does NOT imply read/create/update/delete (nor the reverse). It
 // names the resource's privileged operations (drain a node, act on other users' tokens, ...).
 enum class Verb : uint8_t { kRead, kCreate, kUpdate, kDelete, kManage };
 
-inline constexpr int kNumResources = 16;
+inline constexpr int kNumResources = 17;
 inline constexpr int kNumVerbs = 5;
-inline constexpr int kNumPermissions = kNumResources * kNumVerbs;  // 80
+inline constexpr int kNumPermissions = kNumResources * kNumVerbs;  // 85
 
 // One (resource, verb) pair, stored as its catalog index. Cheap to copy; constexpr-constructible
 // so route tables can be built without parsing.

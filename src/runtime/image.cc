@@ -7,6 +7,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -213,6 +214,7 @@ absl::StatusOr<ImageInfo> ReadImageJson(const std::string& dir) {
     info.entrypoint = j.at("entrypoint").get<std::vector<std::string>>();
     info.cmd = j.at("cmd").get<std::vector<std::string>>();
     info.working_dir = j.at("working_dir").get<std::string>();
+    info.rootfs_digest = j.value("rootfs_digest", std::string());
   } catch (const std::exception& e) {
     return absl::DataLossError(StrCat(dir, "/image.json: ", e.what()));
   }
@@ -285,10 +287,12 @@ absl::StatusOr<ImageInfo> ImportLayout(const std::string& layout, const std::str
     if (lstat(p.c_str(), &st) != 0) mkdir(p.c_str(), 0755);
   }
   chmod(rootfs.c_str(), 0755);
+  WARDEN_ASSIGN_OR_RETURN(std::string rootfs_digest, ComputeRootfsDigest(rootfs));
   Json env = Json::array();
   for (const auto& [k, v] : config.env) env.push_back({k, v});
-  Json info = {{"digest", mdesc.digest}, {"env", env}, {"entrypoint", config.entrypoint},
-               {"cmd", config.cmd}, {"working_dir", config.working_dir}};
+  Json info = {{"digest", mdesc.digest},         {"env", env},
+               {"entrypoint", config.entrypoint}, {"cmd", config.cmd},
+               {"working_dir", config.working_dir}, {"rootfs_digest", rootfs_digest}};
   WARDEN_RETURN_IF_ERROR(WriteFileAtomic(work + "/image.json", info.dump(), 0644, /*durable=*/true));
   fs::remove_all(work + "/layout", ec_unused_);
   chmod(work.c_str(), 0755);
@@ -424,6 +428,7 @@ absl::StatusOr<ImageInfo> ImportImage(const std::string& image_root, const std::
     TarReader reader([&](char* b, size_t n) { return stream.Read(b, n); });
     ExtractOptions opts;
     opts.allow_links = false;
+    opts.skip_links = true;  // docker save's legacy links into blobs/ (tar.h)
     opts.apply_whiteouts = false;
     auto stats = ExtractTar(reader, layout, opts);
     if (!stats.ok()) return absl::InvalidArgumentError(StrCat("image archive: ", std::string(stats.status().message())));
@@ -431,6 +436,81 @@ absl::StatusOr<ImageInfo> ImportImage(const std::string& image_root, const std::
     return absl::InvalidArgumentError(StrCat(path, " is neither an OCI layout directory nor a tar archive"));
   }
   return ImportLayout(layout, store_dir, work);
+}
+
+absl::StatusOr<std::string> ComputeRootfsDigest(const std::string& rootfs) {
+  // Regular files and symlinks only: directories may gain empty mount points when a runtime
+  // prepares the (read-only) root, which changes nothing a job can read.
+  std::vector<std::string> paths;
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(rootfs, fs::directory_options::none, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    const fs::file_status st = it->symlink_status(ec);
+    if (ec) break;
+    if (fs::is_regular_file(st) || fs::is_symlink(st)) paths.push_back(it->path().string());
+  }
+  if (ec) return absl::InternalError(StrCat("cannot walk ", rootfs, ": ", ec.message()));
+  std::sort(paths.begin(), paths.end());
+  Sha256 tree;
+  std::vector<char> buf(1 << 16);
+  for (const std::string& p : paths) {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return absl::DataLossError(StrCat(p, " vanished while hashing the image"));
+    const std::string rel = p.substr(rootfs.size());
+    std::string line = StrCat(S_ISLNK(st.st_mode) ? "l " : "f ", static_cast<unsigned>(st.st_mode & 07777), " ", rel, '\0');
+    if (S_ISLNK(st.st_mode)) {
+      char target[4096];
+      ssize_t n = readlink(p.c_str(), target, sizeof(target));
+      if (n < 0) return absl::InternalError(StrCat("readlink ", p, ": ", std::strerror(errno)));
+      line.append(target, static_cast<size_t>(n));
+    } else {
+      int fd = open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd < 0) return absl::InternalError(StrCat("open ", p, ": ", std::strerror(errno)));
+      Sha256 file;
+      for (;;) {
+        ssize_t n = read(fd, buf.data(), buf.size());
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        file.Update(buf.data(), static_cast<size_t>(n));
+      }
+      close(fd);
+      line += file.HexDigest();
+    }
+    line += '\n';
+    tree.Update(line.data(), line.size());
+  }
+  return StrCat("sha256:", tree.HexDigest());
+}
+
+absl::Status VerifyImageRootfs(const ImageInfo& info) {
+  if (info.rootfs_digest.empty()) {
+    return absl::FailedPreconditionError(StrCat("image ", info.digest, " has no recorded rootfs digest (imported by an older version)"));
+  }
+  WARDEN_ASSIGN_OR_RETURN(std::string now, ComputeRootfsDigest(info.rootfs));
+  if (now != info.rootfs_digest) {
+    return absl::DataLossError(StrCat("image ", info.digest, ": the cached root filesystem hashes to ", now,
+                                      ", not ", info.rootfs_digest, " as verified at import (corrupted or changed)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RemoveImage(const std::string& image_root, const std::string& tenant, const std::string& digest) {
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("tenant", tenant));
+  if (digest.size() != 71 || digest.substr(0, 7) != "sha256:" || !IsHex64(digest.substr(7))) {
+    return absl::InvalidArgumentError("image digest must be sha256:<64 lowercase hex>");
+  }
+  const std::string dir = StrCat(image_root, "/", tenant, "/", digest.substr(7));
+  // Renamed away first so that a concurrent lookup never sees a half-removed image.
+  std::random_device rd;
+  const std::string doomed = StrCat(image_root, "/", tenant, "/.removing-", rd(), rd());
+  if (rename(dir.c_str(), doomed.c_str()) != 0) {
+    if (errno == ENOENT) return absl::OkStatus();
+    return absl::InternalError(StrCat("cannot remove ", dir, ": ", std::strerror(errno)));
+  }
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  if (ec) return absl::InternalError(StrCat("cannot remove ", doomed, ": ", ec.message()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ImageInfo> LookupImage(const std::string& image_root, const std::string& tenant, const std::string& digest) {

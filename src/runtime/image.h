@@ -23,6 +23,9 @@ struct ImageInfo {
   std::vector<std::string> entrypoint;
   std::vector<std::string> cmd;
   std::string working_dir;
+  // sha256 over the extracted root filesystem's regular files and symlinks (paths, modes,
+  // contents, link targets), computed at import: VerifyImageRootfs checks a cached image with it.
+  std::string rootfs_digest;
 };
 
 // Imports `path` (OCI layout dir or tar of one) for `tenant` under `image_root`. InvalidArgument
@@ -36,6 +39,20 @@ absl::StatusOr<ImageInfo> ImportImage(const std::string& image_root, const std::
 // tenant can never name another tenant's image).
 absl::StatusOr<ImageInfo> LookupImage(const std::string& image_root, const std::string& tenant,
                                       const std::string& digest);
+
+// Recomputes the rootfs digest of an imported image and compares it with the one recorded at
+// import. DataLoss naming the image when a file was changed, added or removed since (a corrupted
+// or tampered cache); FailedPrecondition when the image predates rootfs digests. Reads every
+// file of the image (cost proportional to its size).
+absl::Status VerifyImageRootfs(const ImageInfo& info);
+
+// Removes a tenant's imported image (idempotent: OK when absent). InvalidArgument for a bad
+// tenant name or digest.
+absl::Status RemoveImage(const std::string& image_root, const std::string& tenant,
+                         const std::string& digest);
+
+// The digest RootfsDigest-style of a directory tree (exposed for tests): see ImageInfo.
+absl::StatusOr<std::string> ComputeRootfsDigest(const std::string& rootfs);
 
 // Parsers, exposed for tests and fuzz targets.
 struct Descriptor {

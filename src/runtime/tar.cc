@@ -395,7 +395,11 @@ absl::StatusOr<ExtractStats> ExtractTar(TarReader& reader, const std::string& ro
         break;
       }
       case TarEntry::Type::kSymlink: {
-        if (!options.allow_links) return absl::InvalidArgumentError(StrCat("tar: link entry ", Printable(rel), " not allowed here"));
+        if (!options.allow_links) {
+          if (!options.skip_links) return absl::InvalidArgumentError(StrCat("tar: link entry ", Printable(rel), " not allowed here"));
+          ++stats.skipped_links;
+          break;
+        }
         if (entry->linkname.empty() || entry->linkname.find('\0') != std::string::npos) {
           return absl::InvalidArgumentError(StrCat("tar: empty symlink target for ", Printable(rel)));
         }
@@ -411,7 +415,11 @@ absl::StatusOr<ExtractStats> ExtractTar(TarReader& reader, const std::string& ro
         break;
       }
       case TarEntry::Type::kHardLink: {
-        if (!options.allow_links) return absl::InvalidArgumentError(StrCat("tar: link entry ", Printable(rel), " not allowed here"));
+        if (!options.allow_links) {
+          if (!options.skip_links) return absl::InvalidArgumentError(StrCat("tar: link entry ", Printable(rel), " not allowed here"));
+          ++stats.skipped_links;
+          break;
+        }
         WARDEN_ASSIGN_OR_RETURN(std::string target, CleanArchivePath(entry->linkname));
         if (target.empty()) return absl::InvalidArgumentError(StrCat("tar: hard link ", Printable(rel), " to the root"));
         size_t ts = target.rfind('/');

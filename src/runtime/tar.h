@@ -52,6 +52,10 @@ absl::StatusOr<std::string> CleanArchivePath(std::string_view path);
 
 struct ExtractOptions {
   bool allow_links = true;      // symlinks and hard links (image layers); off for OCI archives
+  // With allow_links off: link entries are skipped (counted in skipped_links) instead of refused.
+  // `docker save` (Docker 25+) writes legacy "<id>/layer.tar" symlinks next to the OCI layout's
+  // blobs; the import never needs them (blobs are read as plain files, O_NOFOLLOW).
+  bool skip_links = false;
   bool apply_whiteouts = true;  // OCI layer whiteouts (.wh.NAME, .wh..wh..opq)
   uint64_t max_total_bytes = 64ull << 30;
   uint64_t max_entries = 1'000'000;
@@ -62,6 +66,7 @@ struct ExtractStats {
   uint64_t bytes = 0;
   uint64_t dropped_devices = 0;    // device nodes and fifos are never created
   uint64_t dropped_setid_bits = 0;  // files whose setuid/setgid bits were cleared
+  uint64_t skipped_links = 0;       // ExtractOptions::skip_links
 };
 
 // Extracts every entry of `reader` under `root_dir` (which must exist). Every path is resolved

@@ -21,6 +21,18 @@ namespace warden::server {
 absl::Status DecodeAgentJobReports(const common::Json& body, std::vector<AgentJobReport>& reports,
                                    AgentGpuReport& gpus);
 
+// The stored archive of a job's image, opened for the agent the job is placed on (image_routes.cc).
+struct AgentImage {
+  std::string tenant_id, tenant_name, digest;
+  int fd = -1;  // the archive, owned by the route once set
+  int64_t size = 0;
+};
+// (node id, job id, the digest the agent expects) -> the open archive. NotFound when the job is
+// not placed on that node, uses the host image, or names another digest.
+using AgentImageReader = std::function<absl::Status(const std::string& node_id,
+                                                    const std::string& job_id,
+                                                    const std::string& digest, AgentImage& out)>;
+
 class AgentApi {
  public:
   AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit);
@@ -30,6 +42,8 @@ class AgentApi {
   void SetJobService(JobService* jobs) { jobs_ = jobs; }
   // Vault datasets of jobs (job_datasets.h). Unset: the dataset route answers 503.
   void SetDatasetReader(AgentDatasetReader reader) { datasets_ = std::move(reader); }
+  // Job images (image_routes.cc). Unset: the image route answers 503.
+  void SetImageReader(AgentImageReader reader) { images_ = std::move(reader); }
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
@@ -39,14 +53,17 @@ class AgentApi {
   // kMaxNodeWait); 429 when too many agents wait already (agent_jobs.cc).
   http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
+  http::Response JobImage(http::Request& req, const cluster::AgentPeer& peer);  // image_routes.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset
+  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset, 5 job image
+  http::Router<int> router_;
   JobService* jobs_ = nullptr;
   AgentDatasetReader datasets_;
+  AgentImageReader images_;
 };
 
 }  // namespace warden::server

@@ -256,6 +256,15 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        Scope::kTenant, "datasets:share-decline", &ApiService::DeclineShare},
       {"DELETE", "/api/v1/tenants/{tenant}/shares/{share}", "datasets:manage", Scope::kTenant,
        "datasets:share-revoke", &ApiService::RevokeShare},
+      // Container images (image_routes.cc, issue 7).
+      {"POST", "/api/v1/tenants/{tenant}/images", "images:create", Scope::kTenant, "images:import",
+       &ApiService::ImportImage, 201, 0, kMaxImageImportBytes},
+      {"GET", "/api/v1/tenants/{tenant}/images", "images:read", Scope::kTenant, "images:list",
+       &ApiService::ListImages},
+      {"GET", "/api/v1/tenants/{tenant}/images/{digest}", "images:read", Scope::kTenant,
+       "images:show", &ApiService::ShowImage},
+      {"DELETE", "/api/v1/tenants/{tenant}/images/{digest}", "images:delete", Scope::kTenant,
+       "images:delete", &ApiService::DeleteImage},
   };
   return kRoutes;
 }

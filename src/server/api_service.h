@@ -41,6 +41,7 @@ namespace warden::server {
 class VaultService;  // vault_routes.h
 struct AgentDatasetRead;  // job_datasets.h
 struct SharedMountDecision;  // job_datasets.h
+struct AgentImage;        // agent_api.h
 
 struct ApiRequest {
   std::string method;
@@ -89,6 +90,9 @@ inline constexpr unsigned kRouteMfaExempt = 2;
 // later dataset downloads): its audit event is durable (fdatasync) before the response, like a
 // mutation's. Other GETs are audited without waiting for the disk unless audit.durable_reads.
 inline constexpr unsigned kRouteDurableRead = 4;
+// The route table's body limit of image imports; the enforced one is
+// ApiServiceOptions::image_max_import_bytes (ApiService::StreamBodyLimit).
+inline constexpr uint64_t kMaxImageImportBytes = uint64_t{1} << 40;
 // The most one streamed dataset upload request (PUT .../uploads/{upload}) may carry: 1 TiB.
 inline constexpr uint64_t kMaxStreamedUploadBytes = uint64_t{1} << 40;
 // A dataset read (list, show, content) that another tenant's principal may make through an
@@ -156,6 +160,10 @@ struct ApiServiceOptions {
   JobService* jobs = nullptr;
   // The encrypted vault (issue 5; handlers in vault_routes.cc). Null: those routes answer 503.
   VaultService* vault = nullptr;
+  // Per-tenant container images (issue 7; image_routes.cc): DATA_DIR/images. Empty: the image
+  // routes answer 503 and jobs may name only the host image.
+  std::string image_dir;
+  uint64_t image_max_import_bytes = uint64_t{16} << 30;  // images.max_import_bytes (413 above)
 };
 
 class ApiService {
@@ -301,6 +309,18 @@ class ApiService {
   absl::StatusOr<common::Json> AcceptShare(Call& c);
   absl::StatusOr<common::Json> DeclineShare(Call& c);
   absl::StatusOr<common::Json> RevokeShare(Call& c);
+  // image_routes.cc: per-tenant container images (issue 7).
+  absl::StatusOr<common::Json> ImportImage(Call& c);
+  absl::StatusOr<common::Json> ListImages(Call& c);
+  absl::StatusOr<common::Json> ShowImage(Call& c);
+  absl::StatusOr<common::Json> DeleteImage(Call& c);
+  // The image archive of a job placed on `node_id`, looked up in the JOB's tenant only
+  // (agent_api.h AgentImageReader).
+  absl::Status OpenJobImageForAgent(const std::string& node_id, const std::string& job_id,
+                                    const std::string& expected_digest, struct AgentImage& out);
+  // The streamed-body limit of `route` (server.cc): the configured image limit for image
+  // imports, RouteSpec::stream_body_max otherwise.
+  uint64_t StreamBodyLimit(const RouteSpec& route) const;
 
  private:
   ApiService(store::Store& store, auth::Authenticator& authenticator, audit::AuditLog& audit,
@@ -352,6 +372,9 @@ class ApiService {
   // job_datasets.cc: chunks of the object version a job's dataset pinned, from its owner tenant.
   absl::Status ReadPinnedChunks(const std::string& owner_tenant_id, const api::JobDataset& d,
                                 uint64_t first_chunk, uint64_t count, AgentDatasetRead& out);
+  // image_routes.cc: a job's image is "host" or a digest the JOB'S tenant imported
+  // (InvalidArgument "unknown image" otherwise, also for another tenant's digest).
+  absl::Status AuthorizeJobImage(Call& c, const api::JobRun& run);
   // vault_share_routes.cc: whether a caller without `permission` at {tenant} may read there
   // through a share (kRouteSharedRead; sets c.shared_read_by_tenant_id); the data decision of such
   // a read (records the share id in c.data_decision); a listing filtered to shared names.

@@ -40,6 +40,11 @@ absl::StatusOr<int64_t> QueryInt(const Call& c, const std::string& key, int64_t 
 
 absl::StatusOr<Json> ApiService::SubmitJob(Call& c) {
   WARDEN_ASSIGN_OR_RETURN(JobService * jobs, JobsOf(options_.jobs));
+  // The image must be one the job's own tenant imported (image_routes.cc), checked before the job
+  // exists; a body that does not parse is refused by Submit with the field named.
+  if (auto sub = api::ParseJobSubmit(c.req.body, c.tenant_name); sub.ok()) {
+    WARDEN_RETURN_IF_ERROR(AuthorizeJobImage(c, sub->run));
+  }
   WARDEN_ASSIGN_OR_RETURN(
       store::Job j,
       jobs->Submit(c.tenant_id, c.tenant_name, c.req.body, c.identity->user_id,

@@ -156,6 +156,10 @@ class JobService {
   };
   absl::StatusOr<NodeJobDataset> DatasetForNode(const std::string& node_id,
                                                 const std::string& job_id, uint64_t index);
+  // The tenant id and image ("host" or "sha256:...") of a job placed or running on `node_id`;
+  // NotFound like DatasetForNode. (image_routes.cc)
+  absl::StatusOr<std::pair<std::string, std::string>> ImageForNode(const std::string& node_id,
+                                                                   const std::string& job_id);
 
   // ---- tenant isolation policy and quota (issue 6; job_policy.cc) ----
   // The tenant's policy as the scheduler holds it (mig and unlimited when never set).

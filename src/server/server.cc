@@ -138,6 +138,8 @@ class ServerImpl final : public Server {
     WARDEN_ASSIGN_OR_RETURN(
         vault_, VaultService::Open(StrCat(config_.data_dir, "/vault"), master_key, clock, rng));
     api_opts.vault = vault_.get();
+    api_opts.image_dir = StrCat(AbsPath(config_.data_dir), "/images");  // image_routes.cc
+    api_opts.image_max_import_bytes = static_cast<uint64_t>(config_.image_max_import_bytes);
     WARDEN_ASSIGN_OR_RETURN(api_, ApiService::Create(*store_, *auth_, *audit_, clock, rng, api_opts));
 
     // The admin password file matters only on the first start, before any user exists.
@@ -200,7 +202,7 @@ class ServerImpl final : public Server {
     // Routes with RouteSpec::stream_body_max get their body streamed (dataset uploads).
     hopts.stream_body_limit = [this](std::string_view method, std::string_view target) {
       const auto* route = router_.Find(method, target.substr(0, target.find('?')));
-      return route != nullptr ? route->payload->stream_body_max : uint64_t{0};
+      return route != nullptr ? api_->StreamBodyLimit(*route->payload) : uint64_t{0};
     };
     // Requests refused by the HTTP layer itself (oversized, malformed) are audited too.
     hopts.on_reject = [this](const http::Request& req, int status, std::string_view reason) {
@@ -271,6 +273,11 @@ class ServerImpl final : public Server {
                                         AgentDatasetRead& out) {
       if (api_ == nullptr) return absl::UnavailableError("the API is not running");
       return api_->ReadJobDatasetForAgent(node, job, index, first, count, out);
+    });
+    agent_api_->SetImageReader([this](const std::string& node, const std::string& job,
+                                      const std::string& digest, AgentImage& out) {
+      if (api_ == nullptr) return absl::UnavailableError("the API is not running");
+      return api_->OpenJobImageForAgent(node, job, digest, out);
     });
     return absl::OkStatus();
   }

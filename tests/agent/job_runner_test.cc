@@ -162,6 +162,50 @@ TEST(JobRunnerTest, WithoutAnExecutorAssignedJobsFailToStartWithTheReason) {
   EXPECT_EQ(r["jobs"][0]["reason"], "no executor configured");
 }
 
+TEST(JobRunnerTest, AnImageIsPreparedBeforeTheJobStartsOrTheJobFailsWithTheReason) {
+  const std::string digest = "sha256:" + std::string(64, 'e');
+  auto with_image = [&](const std::string& id) {
+    Json a = Assignment(id, {});
+    a["tenant"] = "ten_a";
+    a["run"]["image"] = digest;
+    return a;
+  };
+  FakeExecutor fake;
+  {
+    JobRunner runner(&fake, "");  // no preparer: an image cannot be run here
+    runner.Apply(Json::array({with_image("job_1")}));
+    EXPECT_EQ(fake.started.count("job_1"), 0u);
+    Json r = runner.BuildReport(NoLogs(), {});
+    ASSERT_EQ(r["jobs"].size(), 1u);
+    EXPECT_EQ(r["jobs"][0]["state"], "failed_to_start");
+    EXPECT_NE(r["jobs"][0]["reason"].get<std::string>().find("image"), std::string::npos) << r.dump();
+  }
+  JobRunner runner(&fake, "");
+  std::vector<std::string> prepared;
+  bool fail = false;
+  runner.SetImagePreparer([&](const ExecSpec& spec) {
+    prepared.push_back(spec.tenant + " " + spec.job_id + " " + spec.image);
+    return fail ? absl::DataLossError("image " + spec.image + ": rootfs corrupted") : absl::OkStatus();
+  });
+  runner.Apply(Json::array({with_image("job_2"), Assignment("job_3", {})}));
+  EXPECT_EQ(prepared, std::vector<std::string>{"ten_a job_2 " + digest});  // host jobs need none
+  ASSERT_EQ(fake.started.count("job_2"), 1u);
+  EXPECT_EQ(fake.started["job_2"].image, digest);
+  EXPECT_EQ(fake.started["job_3"].image, "host");
+  fail = true;
+  runner.Apply(Json::array({with_image("job_2"), Assignment("job_3", {}), with_image("job_4")}));
+  EXPECT_EQ(fake.started.count("job_4"), 0u);
+  Json r = runner.BuildReport(NoLogs(), {});
+  bool seen = false;
+  for (const Json& j : r["jobs"]) {
+    if (j["id"] != "job_4") continue;
+    seen = true;
+    EXPECT_EQ(j["state"], "failed_to_start");
+    EXPECT_EQ(j["reason"], "preparing its image failed: image " + digest + ": rootfs corrupted");
+  }
+  EXPECT_TRUE(seen) << r.dump();
+}
+
 TEST(JobRunnerTest, ReattachesToRecoveredJobs) {
   FakeExecutor fake;
   {

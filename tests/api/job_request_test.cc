@@ -198,3 +198,24 @@ TEST(JobSubmitDatasetsTest, ClientsCannotSetTheOwnerTenantIdOrShareId) {
 
 }  // namespace
 }  // namespace warden::api
+
+namespace warden::api {
+namespace {
+
+TEST(JobSubmitTest, ImageIsHostOrAManifestDigest) {
+  const std::string digest = "sha256:" + std::string(64, 'a');
+  auto ok = ParseJobSubmit(R"({"name":"x","command":["true"],"image":")" + digest + R"("})", "acme");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->run.image, digest);
+  EXPECT_EQ(ParseJobSubmit(R"({"name":"x","command":["true"]})", "acme")->run.image, "host");
+  for (const std::string& bad : std::vector<std::string>{"sha256:" + std::string(63, 'a'), "sha256:" + std::string(64, 'A'),
+                                "sha512:" + std::string(64, 'a'), std::string("ubuntu:latest"),
+                                "sha256:" + std::string(64, 'a') + "/../x"}) {
+    auto s = ParseJobSubmit(R"({"name":"x","command":["true"],"image":")" + bad + R"("})", "acme");
+    ASSERT_FALSE(s.ok()) << bad;
+    EXPECT_NE(std::string(s.status().message()).find("image"), std::string::npos) << s.status();
+  }
+}
+
+}  // namespace
+}  // namespace warden::api

@@ -157,17 +157,18 @@ std::vector<BuiltinCase> BuiltinTable() {
       {"tenant-admin",
        {"users:*", "roles:*", "bindings:*", "tokens:*", "jobs:*", "datasets:*", "data:*",
         "keys:*", "logs:*", "alerts:*", "audit:read", "tenants:read", "nodes:read", "pools:read",
-        "metrics:read"}},
+        "metrics:read", "images:*"}},
       {"developer",
        {"jobs:read", "jobs:create", "jobs:update", "jobs:delete", "datasets:read",
         "datasets:create", "datasets:update", "data:read", "data:create", "logs:read",
         "tokens:read", "tokens:create", "tokens:delete", "roles:read", "tenants:read",
-        "nodes:read", "pools:read", "metrics:read"}},
+        "nodes:read", "pools:read", "metrics:read", "images:read", "images:create"}},
       {"auditor",
        {"tenants:read", "users:read", "roles:read", "bindings:read", "tokens:read", "audit:read",
         "nodes:read", "pools:read", "jobs:read", "datasets:read", "keys:read", "logs:read",
-        "alerts:read", "patches:read", "metrics:read"}},
-      {"viewer", {"tenants:read", "nodes:read", "pools:read", "jobs:read", "datasets:read"}},
+        "alerts:read", "patches:read", "metrics:read", "images:read"}},
+      {"viewer",
+       {"tenants:read", "nodes:read", "pools:read", "jobs:read", "datasets:read", "images:read"}},
   };
 }
 

@@ -89,6 +89,86 @@ TEST_F(ImageStoreTest, RefusesLoaderVariablesInTheImageEnv) {
   EXPECT_EQ(ImportImage(Store(), "alpha", layout2).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(ImageStoreTest, ACachedImageThatChangedOnDiskFailsVerification) {
+  auto info = ImportImage(Store(), "alpha", Build("bb"));
+  ASSERT_TRUE(info.ok()) << info.status();
+  ASSERT_EQ(info->rootfs_digest.substr(0, 7), "sha256:");
+  auto again = LookupImage(Store(), "alpha", info->digest);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->rootfs_digest, info->rootfs_digest);
+  EXPECT_TRUE(VerifyImageRootfs(*again).ok());
+  // An empty directory (a runtime's mount point) is not a change a job could read.
+  fs::create_directories(info->rootfs + "/mnt/point");
+  EXPECT_TRUE(VerifyImageRootfs(*again).ok());
+  // One byte of one file, a mode change, an added file and a retargeted symlink each are.
+  const std::string passwd = info->rootfs + "/etc/passwd";
+  {
+    std::fstream f(passwd, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.put('R');
+  }
+  absl::Status s = VerifyImageRootfs(*again);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(Message(s).find(info->digest), std::string::npos) << s;
+  {
+    std::fstream f(passwd, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0);
+    f.put('r');
+  }
+  ASSERT_TRUE(VerifyImageRootfs(*again).ok());
+  chmod(passwd.c_str(), 0777);
+  EXPECT_EQ(VerifyImageRootfs(*again).code(), absl::StatusCode::kDataLoss);
+  chmod(passwd.c_str(), 0644);
+  ASSERT_TRUE(VerifyImageRootfs(*again).ok());
+  std::ofstream(info->rootfs + "/bin/planted") << "x";
+  EXPECT_EQ(VerifyImageRootfs(*again).code(), absl::StatusCode::kDataLoss);
+  fs::remove(info->rootfs + "/bin/planted");
+  ASSERT_TRUE(VerifyImageRootfs(*again).ok());
+  fs::remove(info->rootfs + "/bin/ls");
+  fs::create_symlink("/proc/self/root", info->rootfs + "/bin/ls");
+  EXPECT_EQ(VerifyImageRootfs(*again).code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(ImageStoreTest, RemoveImageIsIdempotentAndPerTenant) {
+  std::string layout = Build("bb");
+  auto a = ImportImage(Store(), "alpha", layout);
+  auto b = ImportImage(Store(), "beta", layout);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(RemoveImage(Store(), "alpha", a->digest).ok());
+  EXPECT_EQ(LookupImage(Store(), "alpha", a->digest).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(LookupImage(Store(), "beta", a->digest).ok());  // beta's copy is beta's
+  EXPECT_TRUE(RemoveImage(Store(), "alpha", a->digest).ok());
+  EXPECT_EQ(RemoveImage(Store(), "alpha", "sha256:../../beta").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(RemoveImage(Store(), "../beta", a->digest).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(ImageStoreTest, ImportsADockerSaveStyleArchiveWithLegacyLinks) {
+  // docker save (25+) writes the OCI layout plus manifest.json and "<id>/layer.tar" symlinks
+  // into blobs/: the links are skipped, the blobs still verified.
+  std::string layout = Build("bb");
+  fs::path layer;
+  for (auto& e : fs::directory_iterator(layout + "/blobs/sha256")) {
+    if (layer.empty() || fs::file_size(e) > fs::file_size(layer)) layer = e.path();
+  }
+  fs::create_directories(layout + "/abc123");
+  fs::create_symlink("../blobs/sha256/" + layer.filename().string(), layout + "/abc123/layer.tar");
+  std::ofstream(layout + "/manifest.json") << "[]";
+  std::string tar = (base_ / "saved.tar").string();
+  ASSERT_EQ(std::system(("tar -C " + layout + " -cf " + tar + " .").c_str()), 0);
+  auto info = ImportImage(Store(), "alpha", tar);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(fs::exists(info->rootfs + "/bin/busybox"));
+  // A link standing in for a blob is not followed: the blob is missing, and the import says so.
+  fs::path blob = layer;
+  fs::rename(blob, base_ / "moved");
+  fs::create_symlink((base_ / "moved").string(), blob);
+  std::string tar2 = (base_ / "linked.tar").string();
+  ASSERT_EQ(std::system(("tar -C " + layout + " -cf " + tar2 + " .").c_str()), 0);
+  auto bad = ImportImage(Store(), "beta", tar2);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(Message(bad.status()).find("missing"), std::string::npos) << bad.status();
+}
+
 TEST_F(ImageStoreTest, RefusesANonLayout) {
   fs::create_directories(base_ / "empty");
   EXPECT_FALSE(ImportImage(Store(), "alpha", (base_ / "empty").string()).ok());

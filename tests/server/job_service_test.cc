@@ -119,6 +119,29 @@ class JobServiceTest : public ::testing::Test {
   std::unique_ptr<JobService> jobs_;
 };
 
+TEST_F(JobServiceTest, ImageForNodeAnswersOnlyTheNodeTheJobIsPlacedOn) {
+  AddNode("nod_1", "n1", 1);
+  AddNode("nod_2", "n2", 1);
+  const std::string digest = "sha256:" + std::string(64, 'c');
+  store::Job j = Submit("ten_a", "acme",
+                        R"({"name":"img","gpus":1,"command":["true"],"image":")" + digest + R"("})");
+  store::Job h = Submit("ten_b", "beta", R"({"name":"host","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  const std::string node = Stored(j.id).node_id;
+  const std::string other = node == "nod_1" ? "nod_2" : "nod_1";
+  ASSERT_FALSE(node.empty());
+  auto got = jobs_->ImageForNode(node, j.id);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->first, "ten_a");
+  EXPECT_EQ(got->second, digest);
+  EXPECT_EQ(jobs_->ImageForNode(other, j.id).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(jobs_->ImageForNode(node, "job_nosuch").status().code(), absl::StatusCode::kNotFound);
+  auto host = jobs_->ImageForNode(Stored(h.id).node_id, h.id);
+  ASSERT_TRUE(host.ok()) << host.status();
+  EXPECT_EQ(host->first, "ten_b");
+  EXPECT_EQ(host->second, "host");
+}
+
 TEST_F(JobServiceTest, SubmittedJobIsPlacedHandedToItsAgentAndFinishes) {
   AddNode("nod_1", "n1", 2);
   store::Job j = Submit("ten_a", "acme", R"({"name":"train","gpus":1,"command":["echo","hi"]})");

@@ -142,5 +142,22 @@ TEST(RouteTableTest, JobRoutesAreTenantScopedWithTheirPermissions) {
                   }));
 }
 
+TEST(RouteTableTest, ImageRoutesAreTenantScopedAndOnlyTheImportIsStreamed) {
+  std::set<std::string> images;
+  for (const RouteSpec& r : ApiService::Routes()) {
+    std::string pattern = r.pattern;
+    if (pattern.find("/images") == std::string::npos) continue;
+    EXPECT_EQ(r.scope, Scope::kTenant) << pattern;
+    EXPECT_EQ(r.stream_body_max > 0, std::string(r.method) == "POST") << pattern;
+    images.insert(std::string(r.method) + " " + pattern + " " + r.permission + " " + r.action);
+  }
+  EXPECT_EQ(images, (std::set<std::string>{
+                        "POST /api/v1/tenants/{tenant}/images images:create images:import",
+                        "GET /api/v1/tenants/{tenant}/images images:read images:list",
+                        "GET /api/v1/tenants/{tenant}/images/{digest} images:read images:show",
+                        "DELETE /api/v1/tenants/{tenant}/images/{digest} images:delete images:delete",
+                    }));
+}
+
 }  // namespace
 }  // namespace warden::server
