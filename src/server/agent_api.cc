@@ -15,6 +15,7 @@ AgentApi::AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit)
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/logs", nullptr, 2);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/wait", nullptr, 3);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/datasets/{index}", nullptr, 4);
+  (void)router_.Add("PUT", "/agent/v1/nodes/{node}/jobs/{job}/datasets/{index}", nullptr, 5);
 }
 
 void AgentApi::Audit(const http::Request& req, const std::string& node, const char* action,
@@ -42,6 +43,7 @@ http::Response AgentApi::Serve(http::Request& req) {
                        : route->payload == 1 ? "nodes:renew"
                        : route->payload == 2 ? "jobs:logs-ship"
                        : route->payload == 3 ? "nodes:wait"
+                       : route->payload == 5 ? "datasets:write-back"
                                              : "datasets:mount-read";
   auto peer = cluster_.AuthenticateAgent(req.peer_certificate_der, node);
   if (!peer.ok()) {
@@ -56,6 +58,7 @@ http::Response AgentApi::Serve(http::Request& req) {
   if (route->payload == 2) return JobLogs(req, *peer);
   if (route->payload == 3) return WaitForWork(req, *peer);
   if (route->payload == 4) return JobDataset(req, *peer);
+  if (route->payload == 5) return JobDatasetWriteBack(req, *peer);
   return route->payload == 0 ? Heartbeat(req, *peer) : Renew(req, *peer);
 }
 

@@ -16,7 +16,7 @@ namespace warden::server {
 
 // Decodes the job half of a heartbeat body (strict): "jobs": [{"id","state","exit_code"?,
 // "reason"?}] (at most 1024; state one of running, exited, failed_to_start, cancelled, oom,
-// lost) and "gpus": {"clean": [uuid...], "dirty": [uuid...]}. Absent keys leave the outputs
+// lost, write_back_failed) and "gpus": {"clean": [uuid...], "dirty": [uuid...]}. Absent keys leave the outputs
 // empty. InvalidArgument naming the field otherwise. (agent_jobs.cc)
 absl::Status DecodeAgentJobReports(const common::Json& body, std::vector<AgentJobReport>& reports,
                                    AgentGpuReport& gpus);
@@ -30,6 +30,11 @@ class AgentApi {
   void SetJobService(JobService* jobs) { jobs_ = jobs; }
   // Vault datasets of jobs (job_datasets.h). Unset: the dataset route answers 503.
   void SetDatasetReader(AgentDatasetReader reader) { datasets_ = std::move(reader); }
+  // Write-back of `write` datasets (job_datasets.h). Unset: the write-back route answers 503.
+  void SetDatasetWriter(AgentDatasetWriter writer) { writer_ = std::move(writer); }
+  // http::ServerOptions::stream_body_limit for the agents' listener: the write-back route's body
+  // is streamed (agent_dataset_writeback.cc); every other body is buffered.
+  static uint64_t StreamBodyLimit(std::string_view method, std::string_view target);
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
@@ -39,14 +44,16 @@ class AgentApi {
   // kMaxNodeWait); 429 when too many agents wait already (agent_jobs.cc).
   http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
+  http::Response JobDatasetWriteBack(http::Request& req, const cluster::AgentPeer& peer);  // agent_dataset_writeback.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset
+  http::Router<int> router_;  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset, 5 write-back
   JobService* jobs_ = nullptr;
   AgentDatasetReader datasets_;
+  AgentDatasetWriter writer_;
 };
 
 }  // namespace warden::server

@@ -60,11 +60,7 @@ absl::Status ApiService::AuthorizeJobDataset(Call& c, size_t index, api::JobData
     c.data_decision = c.data_decision.empty() ? text : StrCat(c.data_decision, "; ", text);
     return absl::PermissionDeniedError(StrCat(where, msg));
   }
-  if (d.write) {
-    return absl::UnimplementedError(StrCat(
-        where, "read-write dataset mounts (\"write\": true) are not implemented yet: the agent "
-               "cannot write changes back to the vault; mount it read-only"));
-  }
+  if (d.write) return AuthorizeJobWriteDataset(c, where, d);  // agent_dataset_writeback.cc
   if (options_.vault == nullptr) {
     return absl::UnavailableError("the vault is not running on this server");
   }
