@@ -514,6 +514,42 @@ class Session {
     return absl::UnavailableError(text);
   }
 
+  // A job's `write` dataset output to the server, streamed from `fd` (dataset_stager.h
+  // DatasetUploader; the server's route is agent_dataset_writeback.cc).
+  absl::Status UploadDataset(const std::string& job, uint64_t index, int fd, uint64_t size,
+                             const std::string& sha256) {
+    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    http::StreamTransfer t;
+    t.size = static_cast<int64_t>(size);
+    t.source = [fd](char* buf, size_t n) -> absl::StatusOr<size_t> {
+      for (;;) {
+        ssize_t r = ::read(fd, buf, n);
+        if (r >= 0) return static_cast<size_t>(r);
+        if (errno != EINTR) return absl::InternalError(StrCat("reading the job's output: ", std::strerror(errno)));
+      }
+    };
+    auto resp = client_->Stream("PUT", StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job, "/datasets/", index),
+                                t, {{"Content-Type", "application/octet-stream"}, {"X-Content-Sha256", sha256}});
+    if (!resp.ok()) {
+      client_.reset();
+      return resp.status().code() == absl::StatusCode::kInternal ? resp.status()
+                                                                   : absl::UnavailableError(resp.status().message());
+    }
+    if (resp->status == 201) {
+      Log(StrCat("job ", job, ": wrote dataset ", index, " back (", size, " bytes, sha256 ", sha256, ")"));
+      return absl::OkStatus();
+    }
+    std::string text = ErrorText(*resp);
+    auto body = common::ParseJsonStrict(resp->body);
+    const bool again = resp->status == 409 && body.ok() && body->is_object() && body->contains("error") &&
+                       (*body)["error"].is_object() && (*body)["error"].value("code", "") == "ALREADY_EXISTS";
+    if (again) return absl::AlreadyExistsError(text);
+    if (resp->status == 403) return absl::PermissionDeniedError(text);
+    if (resp->status == 404) return absl::NotFoundError(text);
+    if (resp->status >= 400 && resp->status < 500) return absl::FailedPreconditionError(text);
+    return absl::UnavailableError(text);
+  }
+
  private:
   // One chunk of a job's output to the server (job_runner.h).
   absl::StatusOr<int64_t> ShipLog(const std::string& job, const std::string& stream,
@@ -787,6 +823,10 @@ static int RunAgentMain(int argc, char** argv) {
       return s;
     });
   }
+  runner.SetDatasetUploader([&session](const std::string& job, uint64_t index, int fd, uint64_t size,
+                                       const std::string& sha256) {
+    return session.UploadDataset(job, index, fd, size, sha256);
+  });
   if (handoff != nullptr) {
     session.handoff_ = std::move(handoff);
     session.handoff_->Start();

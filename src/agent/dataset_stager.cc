@@ -126,10 +126,12 @@ std::string DatasetStager::JobRoot(const std::string& job_id, bool* mounted) con
   return "";
 }
 
-absl::StatusOr<std::string> DatasetStager::MakeJobRoot(const std::string& job_id, uint64_t bytes) {
+absl::StatusOr<std::string> DatasetStager::MakeJobRoot(const std::string& job_id, uint64_t bytes,
+                                                       uint64_t fallback_extra, bool* mounted) {
   // Round up to pages; tmpfs also needs a little room for its inodes and directories.
-  const uint64_t size = ((bytes + options_.margin_bytes + 4095) / 4096) * 4096;
+  uint64_t size = ((bytes + options_.margin_bytes + 4095) / 4096) * 4096;
   std::string why_not_mounted = "mounting was not tried";
+  *mounted = false;
   if (options_.try_mount) {
     const std::string m = StrCat(options_.dir, "/", job_id);
     WARDEN_RETURN_IF_ERROR(MakeDir(m));
@@ -140,6 +142,7 @@ absl::StatusOr<std::string> DatasetStager::MakeJobRoot(const std::string& job_id
         (void)::umount2(m.c_str(), MNT_DETACH);
         return s;
       }
+      *mounted = true;
       return m;
     }
     why_not_mounted = StrCat("mount -t tmpfs on ", m, " failed: ", std::strerror(errno));
@@ -151,6 +154,7 @@ absl::StatusOr<std::string> DatasetStager::MakeJobRoot(const std::string& job_id
     return absl::FailedPreconditionError(
         StrCat("no memory-backed storage for datasets: ", why_not_mounted, "; ", s.message()));
   }
+  size += fallback_extra;
   struct statfs fs {};
   if (::statfs(options_.shm_dir.c_str(), &fs) == 0 &&
       static_cast<uint64_t>(fs.f_bavail) * static_cast<uint64_t>(fs.f_bsize) < size) {
@@ -216,22 +220,23 @@ absl::StatusOr<std::vector<ExecDataset>> DatasetStager::Stage(
     const std::string& job_id, const std::vector<DatasetToStage>& datasets,
     const DatasetFetcher& fetch) {
   if (!SafeJobId(job_id)) return absl::InvalidArgumentError(StrCat("bad job id \"", job_id, "\""));
-  uint64_t total = 0;
+  uint64_t total = 0, write_total = 0;
   for (const DatasetToStage& d : datasets) {
-    if (d.write) {
-      return absl::UnimplementedError(StrCat("dataset \"", d.name,
-                                             "\": read-write mounts are not supported by this agent"));
+    if (d.write && d.size == 0) {
+      return absl::InvalidArgumentError(StrCat("dataset \"", d.name, "\": a write dataset needs a size limit"));
     }
     const std::string base = Basename(d.name);
     if (base.empty() || base == "." || base == ".." || d.path.empty() || d.path[0] != '/') {
       return absl::InvalidArgumentError(StrCat("dataset \"", d.name, "\" at \"", d.path,
                                                "\" is not a valid mount"));
     }
-    if (total + d.size < total) return absl::InvalidArgumentError("dataset sizes overflow");
-    total += d.size;
+    uint64_t& sum = d.write ? write_total : total;
+    if (sum + d.size < sum) return absl::InvalidArgumentError("dataset sizes overflow");
+    sum += d.size;
   }
   (void)Wipe(job_id);  // a leftover of an earlier attempt never mixes with this one
-  WARDEN_ASSIGN_OR_RETURN(std::string root, MakeJobRoot(job_id, total));
+  bool mounted = false;
+  WARDEN_ASSIGN_OR_RETURN(std::string root, MakeJobRoot(job_id, total, write_total, &mounted));
   std::vector<ExecDataset> out;
   absl::Status s;
   for (const DatasetToStage& d : datasets) {
@@ -239,6 +244,20 @@ absl::StatusOr<std::vector<ExecDataset>> DatasetStager::Stage(
     if (::mkdir(dir.c_str(), 0700) != 0) {
       s = absl::InternalError(StrCat("cannot create ", dir, ": ", std::strerror(errno)));
       break;
+    }
+    if (d.write) {
+      // The job's output directory starts empty. Its own tmpfs holds exactly the limit: writing
+      // past it fails with ENOSPC in the job (and the server checks the size again). Without
+      // mount rights (the /dev/shm fallback) only the server's check remains.
+      if (mounted) {
+        const std::string opts = StrCat("size=", ((d.size + 4095) / 4096) * 4096, ",mode=0700");
+        if (::mount("gpuwarden-dataset-out", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts.c_str()) != 0) {
+          s = absl::InternalError(StrCat("cannot mount the output tmpfs on ", dir, ": ", std::strerror(errno)));
+          break;
+        }
+      }
+      out.push_back(ExecDataset{d.name, dir, d.path, true});
+      continue;
     }
     s = Fetch(job_id, d, StrCat(dir, "/", Basename(d.name)), fetch);
     if (!s.ok()) break;
@@ -256,6 +275,12 @@ absl::Status DatasetStager::Wipe(const std::string& job_id) {
   absl::Status result;
   const std::string m = StrCat(options_.dir, "/", job_id);
   if (IsMountPoint(m)) {
+    // The write datasets' own tmpfs mounts first (m would be busy with them).
+    std::error_code dec;
+    for (const auto& e : std::filesystem::directory_iterator(m, dec)) {
+      const std::string sub = e.path().string();
+      if (IsMountPoint(sub) && ::umount2(sub.c_str(), 0) != 0) (void)::umount2(sub.c_str(), MNT_DETACH);
+    }
     // Unmounting a tmpfs frees its pages. A job process that still holds a file open (it should
     // be gone) keeps it busy: detach then, and the pages go with the last reference.
     if (::umount2(m.c_str(), 0) != 0 && ::umount2(m.c_str(), MNT_DETACH) != 0) {
@@ -268,6 +293,63 @@ absl::Status DatasetStager::Wipe(const std::string& job_id) {
   std::filesystem::remove_all(StrCat(options_.shm_dir, "/", job_id), ec);
   if (ec && result.ok()) result = absl::InternalError(StrCat("cannot remove staged data: ", ec.message()));
   return result;
+}
+
+absl::Status DatasetStager::WriteBack(const std::string& job_id, const std::vector<ExecDataset>& staged,
+                                      const DatasetUploader& upload) {
+  if (!SafeJobId(job_id)) return absl::InvalidArgumentError(StrCat("bad job id \"", job_id, "\""));
+  const std::string root = JobRoot(job_id);
+  for (const ExecDataset& d : staged) {
+    if (!d.writable) continue;
+    // Only directories this stager made for the job: <job root>/<index>.
+    const std::string base = Basename(d.name);
+    const std::string index_text = Basename(d.host_dir);
+    uint64_t index = 0;
+    if (root.empty() || d.host_dir != StrCat(root, "/", index_text) || index_text.empty() ||
+        index_text.find_first_not_of("0123456789") != std::string::npos || index_text.size() > 6 ||
+        base.empty() || base == "." || base == "..") {
+      return absl::FailedPreconditionError(StrCat("dataset \"", d.name, "\": its output directory ", d.host_dir,
+                                                  " is not staged for job ", job_id));
+    }
+    index = std::stoull(index_text);
+    const std::string file = StrCat(d.host_dir, "/", base);
+    const std::string shown = StrCat(d.container_path, "/", base);
+    // The job owned the directory: refuse a link (O_NOFOLLOW) and a FIFO or device (O_NONBLOCK
+    // keeps a FIFO from blocking the open; fstat says what it is).
+    int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) {
+        return absl::FailedPreconditionError(StrCat("dataset \"", d.name, "\": the job left no file ", shown,
+                                                    " to write back"));
+      }
+      return absl::FailedPreconditionError(StrCat("dataset \"", d.name, "\": ", shown, " cannot be written back (",
+                                                  errno == ELOOP ? "it is a symbolic link" : std::strerror(errno), ")"));
+    }
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      ::close(fd);
+      return absl::FailedPreconditionError(StrCat("dataset \"", d.name, "\": ", shown, " is not a regular file"));
+    }
+    Sha256 sha;
+    std::string buf(1 << 20, '\0');
+    uint64_t size = 0;
+    absl::Status s;
+    for (;;) {
+      ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) s = absl::InternalError(StrCat("reading ", file, ": ", std::strerror(errno)));
+      if (n <= 0) break;
+      sha.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+      size += static_cast<uint64_t>(n);
+    }
+    std::fill(buf.begin(), buf.end(), '\0');
+    if (s.ok() && ::lseek(fd, 0, SEEK_SET) != 0) s = absl::InternalError(StrCat("lseek ", file));
+    if (s.ok()) s = upload(job_id, index, fd, size, sha.Hex());
+    ::close(fd);
+    if (s.code() == absl::StatusCode::kAlreadyExists) s = absl::OkStatus();  // stored by an earlier try
+    if (!s.ok()) return absl::Status(s.code(), StrCat("dataset \"", d.name, "\": ", s.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DatasetStager::WipeAllExcept(const std::set<std::string>& keep) {

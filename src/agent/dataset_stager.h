@@ -38,6 +38,12 @@ struct DatasetToStage {
 using DatasetFetcher = std::function<absl::StatusOr<std::string>(
     const std::string& job_id, uint64_t index, uint64_t first_chunk, uint64_t count)>;
 
+// Sends `size` bytes read from `fd` (the job's output file of `write` dataset `index`, whose
+// plaintext SHA-256 is `sha256`) to the server. AlreadyExists counts as done (a retry after a
+// lost reply); Unavailable/DeadlineExceeded are transient; anything else is a refusal.
+using DatasetUploader = std::function<absl::Status(const std::string& job_id, uint64_t index, int fd,
+                                                   uint64_t size, const std::string& sha256)>;
+
 struct DatasetStagerOptions {
   std::string dir;      // per-job tmpfs mount points (created 0700), e.g. <agent data dir>/datasets
   std::string shm_dir;  // fallback parent on /dev/shm (created 0700); "" derives one from `dir`
@@ -55,6 +61,14 @@ class DatasetStager {
   absl::StatusOr<std::vector<ExecDataset>> Stage(const std::string& job_id,
                                                  const std::vector<DatasetToStage>& datasets,
                                                  const DatasetFetcher& fetch);
+  // Write-back (issue 7): for each writable dataset of `staged` (what Stage returned, or the
+  // executor's record after a restart), the job's output is the regular file named like the last
+  // segment of the dataset's name in its directory (e.g. "out/model" at /data/out ->
+  // /data/out/model); its SHA-256 is computed and it is handed to `upload`. FailedPrecondition
+  // (naming the file) when it is missing, a link or not a regular file; the upload's error
+  // otherwise. Other files in the directory are not written back.
+  absl::Status WriteBack(const std::string& job_id, const std::vector<ExecDataset>& staged,
+                         const DatasetUploader& upload);
   // Removes the job's staged data: unmounts its tmpfs, or deletes its /dev/shm fallback files.
   // Idempotent; OK when nothing was staged.
   absl::Status Wipe(const std::string& job_id);
@@ -71,7 +85,10 @@ class DatasetStager {
 
  private:
   explicit DatasetStager(DatasetStagerOptions o) : options_(std::move(o)) {}
-  absl::StatusOr<std::string> MakeJobRoot(const std::string& job_id, uint64_t bytes);
+  // `bytes`: what goes on the job's tmpfs; `fallback_extra`: what else must fit when there is
+  // no per-job tmpfs (the write datasets' limits, each a tmpfs of its own otherwise).
+  absl::StatusOr<std::string> MakeJobRoot(const std::string& job_id, uint64_t bytes, uint64_t fallback_extra,
+                                          bool* mounted);
   absl::Status Fetch(const std::string& job_id, const DatasetToStage& d, const std::string& file,
                      const DatasetFetcher& fetch);
 

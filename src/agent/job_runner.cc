@@ -123,6 +123,7 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
     }
     if (job.ended) {
       ReleaseGpus(job);
+      if (!WriteBack(job)) continue;  // retried next beat; the staged data stays until then
       WipeDatasets(id);
     }
     if (!job.ended) {
@@ -139,6 +140,10 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
     Json r{{"id", id}, {"state", StateName(job.status.state)}, {"reason", job.status.reason}};
     if (job.status.state == ExecState::kExited || job.status.state == ExecState::kCancelled) {
       r["exit_code"] = job.status.exit_code;
+    }
+    if (!job.write_back_error.empty()) {
+      r["state"] = "write_back_failed";
+      r["reason"] = job.write_back_error.substr(0, 512);
     }
     reports.push_back(std::move(r));
     final_in_flight_.insert(id);
@@ -310,6 +315,25 @@ void JobRunner::ReleaseGpus(Local& job) {
   (void)handoff_->Release(job.spec.gpu_uuids);  // an error leaves the device quarantined
 }
 
+bool JobRunner::WriteBack(Local& job) {
+  if (job.write_back_done) return true;
+  bool any = false;
+  for (const ExecDataset& d : job.spec.datasets) any = any || d.writable;
+  if (!any || !job.started || job.status.state != ExecState::kExited || job.status.exit_code != 0) {
+    job.write_back_done = true;  // nothing to write, or a job that failed: nothing is written
+    return true;
+  }
+  absl::Status s = stager_ == nullptr || !upload_
+                       ? absl::FailedPreconditionError("this agent cannot write datasets back")
+                       : stager_->WriteBack(job.spec.job_id, job.spec.datasets, upload_);
+  const bool transient = s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
+  if (!s.ok() && transient && ++job.write_back_attempts < kMaxWriteBackAttempts) return false;
+  if (!s.ok()) job.write_back_error = std::string(s.message());
+  job.write_back_done = true;
+  changed_ = true;
+  return true;
+}
+
 void JobRunner::WipeDatasets(const std::string& id) {
   if (stager_ == nullptr) return;
   (void)stager_->Wipe(id);  // idempotent; a failure is retried at the next end or restart
@@ -393,17 +417,17 @@ void JobRunner::Apply(const Json& assignments) {
       if (!ds.is_array()) l.bad_datasets = true;
       for (size_t i = 0; ds.is_array() && i < ds.size(); ++i) {
         const Json& d = ds[i];
+        // A write dataset has no content to verify (it starts empty): no sha256; size = limit.
+        const bool write = d.is_object() && d.contains("write") && (!d["write"].is_boolean() || d["write"].get<bool>());
         if (!d.is_object() || !d.contains("name") || !d["name"].is_string() ||
-            !d.contains("path") || !d["path"].is_string() || !d.contains("sha256") ||
-            !d["sha256"].is_string() || !d.contains("size") || !d["size"].is_number_unsigned()) {
+            !d.contains("path") || !d["path"].is_string() ||
+            (!write && (!d.contains("sha256") || !d["sha256"].is_string())) ||
+            !d.contains("size") || !d["size"].is_number_unsigned()) {
           l.bad_datasets = true;
           break;
         }
-        l.datasets.push_back(DatasetToStage{i, d["name"].get<std::string>(),
-                                            d["path"].get<std::string>(),
-                                            d.contains("write") && (!d["write"].is_boolean() ||
-                                                                    d["write"].get<bool>()),
-                                            d["size"].get<uint64_t>(), d["sha256"].get<std::string>()});
+        l.datasets.push_back(DatasetToStage{i, d["name"].get<std::string>(), d["path"].get<std::string>(), write,
+                                            d["size"].get<uint64_t>(), d.value("sha256", std::string())});
       }
       l.waiting = true;
       l.wait_until = absl::Now() + kHandoffWait;

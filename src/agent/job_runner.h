@@ -65,6 +65,13 @@ class JobRunner {
   void SetImagePreparer(std::function<absl::Status(const ExecSpec& spec)> prepare) {
     prepare_image_ = std::move(prepare);
   }
+  // Write-back of `write` datasets: after a job exits with code 0, the file it left in each of
+  // them goes to the server through `upload` before the job's end is reported (and before its
+  // staged data is wiped). A refusal ends the job `write_back_failed` with the reason; a
+  // transient error (server unreachable) is retried at the next beats, kMaxWriteBackAttempts
+  // in all. A job that failed or was cancelled writes nothing back.
+  void SetDatasetUploader(DatasetUploader upload) { upload_ = std::move(upload); }
+  static constexpr int kMaxWriteBackAttempts = 5;
   // How long a placed job waits for its GPUs' handoff before it fails to start.
   static constexpr absl::Duration kHandoffWait = absl::Seconds(120);
 
@@ -104,6 +111,9 @@ class JobRunner {
     bool mig_ready = false;                // created; their UUIDs are in spec.gpu_uuids
     std::vector<DatasetToStage> datasets;  // from the assignment's run.datasets
     bool bad_datasets = false;             // the assignment's datasets did not decode
+    int write_back_attempts = 0;
+    bool write_back_done = false;          // nothing (more) to write back
+    std::string write_back_error;          // set: reported as write_back_failed
   };
   static const char* StateName(ExecState s);
   bool ShipLogs(Local& job, const LogShipper& ship);
@@ -117,6 +127,8 @@ class JobRunner {
   void ReleaseGpus(Local& job);
   // Removes a job's staged datasets (idempotent).
   void WipeDatasets(const std::string& id);
+  // Writes an ended job's `write` datasets back (see SetDatasetUploader); true once settled.
+  bool WriteBack(Local& job);
 
   JobExecutor* executor_;
   GpuHandoffService* handoff_ = nullptr;
@@ -125,6 +137,7 @@ class JobRunner {
   MigReconcileReport mig_report_;
   DatasetFetcher fetch_;
   std::function<absl::Status(const ExecSpec& spec)> prepare_image_;
+  DatasetUploader upload_;
   std::string no_executor_reason_;
   std::map<std::string, Local> jobs_;
   std::set<std::string> final_in_flight_;

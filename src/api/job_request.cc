@@ -84,13 +84,17 @@ absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool re
         if (!v.is_string()) return absl::InvalidArgumentError(StrCat(f, ".", k, "\": expected a string"));
       } else if (k == "write") {
         if (!v.is_boolean()) return absl::InvalidArgumentError(StrCat(f, ".write\": expected true or false"));
+      } else if (k == "limit_mib" && !resolved) {
+        if (!v.is_number_unsigned() || v.get<uint64_t>() == 0 || v.get<uint64_t>() > kMaxWriteLimitMib) {
+          return absl::InvalidArgumentError(StrCat(f, ".limit_mib\": expected 1..", kMaxWriteLimitMib));
+        }
       } else if (k == "version" || k == "size" || k == "chunk_size") {
         if (!v.is_number_unsigned()) {
           return absl::InvalidArgumentError(StrCat(f, ".", k, "\": expected a non-negative integer"));
         }
       } else {
         return absl::InvalidArgumentError(StrCat(f, "\": unknown key \"", k.substr(0, 64),
-                                                 "\" (known: name, path, write, tenant)"));
+                                                 "\" (known: name, path, write, limit_mib, tenant)"));
       }
       if (server_field && !resolved) {
         return absl::InvalidArgumentError(StrCat(f, ".", k, "\": set by the server, not by a client"));
@@ -101,6 +105,10 @@ absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool re
     d.name = e["name"].get<std::string>();
     d.path = e["path"].get<std::string>();
     d.write = e.value("write", false);
+    if (e.contains("limit_mib") && !resolved) {
+      if (!d.write) return absl::InvalidArgumentError(StrCat(f, ".limit_mib\": only for a \"write\": true dataset"));
+      d.size = e["limit_mib"].get<uint64_t>() << 20;
+    }
     d.tenant = e.value("tenant", "");
     if (d.name.size() > 255 || !CleanSegments(d.name, false)) {
       return absl::InvalidArgumentError(StrCat(
@@ -117,6 +125,12 @@ absl::StatusOr<std::vector<JobDataset>> DecodeDatasets(const Json& list, bool re
         return absl::InvalidArgumentError(
             StrCat(f, ".path\": \"", d.path, "\" is under ", sys, ", where a dataset may not be mounted"));
       }
+    }
+    // The sandbox's dataset roots (runtime::kDatasetRoots, which this module does not link):
+    // the only places a read-only root offers mount points for datasets.
+    if (!Under(d.path, "/data") && !Under(d.path, "/datasets")) {
+      return absl::InvalidArgumentError(
+          StrCat(f, ".path\": \"", d.path, "\" is not under /data or /datasets (datasets are mounted only there)"));
     }
     if (e.contains("tenant")) {
       WARDEN_RETURN_IF_ERROR(common::ValidateName(StrCat("datasets[", i, "].tenant"), d.tenant));

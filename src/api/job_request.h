@@ -26,6 +26,9 @@ inline constexpr size_t kMaxEnvEntries = 64;
 inline constexpr size_t kMaxEnvValueBytes = 4096;
 inline constexpr size_t kMaxJobDatasets = 16;
 inline constexpr size_t kMaxDatasetPathBytes = 1024;
+// A `write` dataset's size limit ("limit_mib", the job's writable tmpfs for it): default and cap.
+inline constexpr uint64_t kDefaultWriteLimitMib = 256;
+inline constexpr uint64_t kMaxWriteLimitMib = 64 * 1024;
 
 // A vault dataset the job mounts (issue 7 "Datasets"). The client names it; the server fills the
 // `resolved` half at submit, after authorizing it (src/server/job_datasets.cc), and the agent
@@ -33,12 +36,15 @@ inline constexpr size_t kMaxDatasetPathBytes = 1024;
 struct JobDataset {
   std::string name;    // vault object name (the vault's name rules: no traversal)
   std::string path;    // absolute, normalized mount directory in the job, e.g. "/data/train"
-  bool write = false;  // read-write mount (write-back is not implemented yet: refused at submit)
+  // An output dataset: the job gets an empty writable directory (a tmpfs of `size` bytes, from
+  // "limit_mib") and, when it ends with exit code 0, the file named like the last segment of
+  // `name` in it becomes the dataset's next version (agent_dataset_writeback.cc).
+  bool write = false;
   std::string tenant;  // owner tenant's name; "" = the job's own tenant
   // Resolved by the server at submit (JobRunFromJson accepts them; ParseJobSubmit refuses them).
   std::string object_id;
   uint64_t version = 0;
-  uint64_t size = 0;
+  uint64_t size = 0;    // read: the pinned version's size; write: the limit in bytes
   std::string sha256;  // hex, of the plaintext
   uint32_t chunk_size = 0;
   std::string authorized_user;   // the submitting principal, re-checked at every fetch

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cli/node_cmd.h"
+#include "absl/strings/numbers.h"
 #include "common/strings.h"
 
 namespace warden::cli {
@@ -103,6 +104,11 @@ JobCommands AddJobCommands(CLI::App& app) {
                        "TENANT:NAME:PATH mounts TENANT's dataset shared to this job's tenant "
                        "(accepted share + read and copy at TENANT) (repeatable)")
       ->allow_extra_args(false);
+  c.submit->add_option("--write-dataset", st->write_datasets,
+                       "NAME:PATH[:LIMIT_MIB] gives the job an empty writable directory PATH (a tmpfs of "
+                       "LIMIT_MIB, default 256); if the job exits 0, the file PATH/<last segment of NAME> "
+                       "becomes the next version of your dataset NAME (repeatable; needs data write)")
+      ->allow_extra_args(false);
   c.submit->add_option("command", st->command, "the program and its arguments (after --)");
   c.ls = c.job->add_subcommand("ls", "list jobs");
   c.ls->add_option("--state", st->state, "only jobs in this state: queued, placed, running, done, failed, cancelled");
@@ -185,6 +191,24 @@ void RunJobCommand(const JobCommands& c, const JobCommandContext& ctx) {
         }
         Json e{{"name", spec.substr(name_at, colon - name_at)}, {"path", spec.substr(colon + 1)}};
         if (!tenant.empty()) e["tenant"] = tenant;
+        datasets.push_back(std::move(e));
+      }
+      for (const auto& spec : s.write_datasets) {
+        size_t colon = spec.find(':');
+        size_t second = colon == std::string::npos ? std::string::npos : spec.find(':', colon + 1);
+        std::string path = spec.substr(colon == std::string::npos ? 0 : colon + 1,
+                                       second == std::string::npos ? std::string::npos : second - colon - 1);
+        if (colon == std::string::npos || colon == 0 || path.empty()) {
+          ctx.fail(StrCat("--write-dataset \"", spec, "\": expected NAME:PATH[:LIMIT_MIB]"), 2);
+        }
+        Json e{{"name", spec.substr(0, colon)}, {"path", path}, {"write", true}};
+        if (second != std::string::npos) {
+          uint64_t mib = 0;
+          if (!absl::SimpleAtoi(spec.substr(second + 1), &mib)) {
+            ctx.fail(StrCat("--write-dataset \"", spec, "\": LIMIT_MIB must be a number"), 2);
+          }
+          e["limit_mib"] = mib;
+        }
         datasets.push_back(std::move(e));
       }
       if (!datasets.empty()) body["datasets"] = datasets;

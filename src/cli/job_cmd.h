@@ -29,7 +29,7 @@ struct JobCommands {
     double fraction = 0;
     int64_t cpu_millis = 0, memory_mib = 0;
     bool follow = false, stderr_stream = false;
-    std::vector<std::string> env, command, datasets;
+    std::vector<std::string> env, command, datasets, write_datasets;
   };
   std::shared_ptr<State> state;
   CLI::App* job = nullptr;

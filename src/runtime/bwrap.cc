@@ -103,9 +103,22 @@ absl::StatusOr<BwrapPlan> PlanBwrap(const SandboxSpec& spec, const OciInputs& in
   for (const DeviceNode& d : in.devices) {
     a.insert(a.end(), {"--dev-bind", d.host_path, d.container_path});
   }
+  // As in BuildOciSpec: a tmpfs on each dataset root with a dataset below it (mount points on a
+  // read-only root), made read-only once the binds are in place (bwrap's one mapped user owns it).
+  std::vector<std::string> roots;
+  for (const char* root : kDatasetRoots) {
+    for (const DatasetMount& d : spec.datasets) {
+      if (d.container_path.rfind(StrCat(root, "/"), 0) == 0) {
+        roots.push_back(root);
+        break;
+      }
+    }
+  }
+  for (const std::string& root : roots) a.insert(a.end(), {"--perms", "0755", "--size", "65536", "--tmpfs", root});
   for (const DatasetMount& d : spec.datasets) {
     a.insert(a.end(), {d.writable ? "--bind" : "--ro-bind", d.host_dir, d.container_path});
   }
+  for (const std::string& root : roots) a.insert(a.end(), {"--remount-ro", root});
   a.insert(a.end(), {"--perms", "1777", "--size", StrCat(spec.scratch_bytes), "--tmpfs", scratch});
   if (scratch != "/tmp") a.insert(a.end(), {"--perms", "1777", "--size", "67108864", "--tmpfs", "/tmp"});
   a.push_back("--clearenv");

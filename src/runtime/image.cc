@@ -281,10 +281,10 @@ absl::StatusOr<ImageInfo> ImportLayout(const std::string& layout, const std::str
   }
   // Mount points the runtime needs on a read-only root (it cannot create them later: the
   // rootfs belongs to host root, the runtime works as the tenant's unprivileged uid).
-  for (const char* d : {"proc", "dev", "sys", "tmp", "scratch"}) {
+  for (const char* d : {"proc", "dev", "sys", "tmp", "scratch", "data", "datasets"}) {
     std::string p = StrCat(rootfs, "/", d);
     struct stat st;
-    if (lstat(p.c_str(), &st) != 0) mkdir(p.c_str(), 0755);
+    if (lstat(p.c_str(), &st) != 0 && mkdir(p.c_str(), 0755) == 0) chmod(p.c_str(), 0755);  // not the umask
   }
   chmod(rootfs.c_str(), 0755);
   WARDEN_ASSIGN_OR_RETURN(std::string rootfs_digest, ComputeRootfsDigest(rootfs));

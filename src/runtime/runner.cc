@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -354,16 +355,35 @@ class OciRunner final : public Runner {
     return options_.uid_base + it->second * kIdsPerTenant;
   }
 
-  // The host image: a read-only, non-recursive bind of / (RECIPES: / itself cannot be a runc
-  // rootfs). Non-recursive, so /proc, /sys, /dev, /run and other mounts of the host are absent;
-  // read-only, so a careless recursive delete of the state dir cannot reach the host through it.
+  // The host image: the host root, read-only, without the host's other mounts (RECIPES: / itself
+  // cannot be a runc rootfs), plus the empty dataset mount roots (/data, /datasets) that the
+  // host's / lacks and that runc could not create in a read-only root. Built as a read-only
+  // overlay of two lower layers: a tiny read-only tmpfs holding only those empty directories
+  // (<host_rootfs_dir>.skel) over "/" (as a layer, overlayfs takes only the root file system,
+  // not the mounts on it: /proc, /sys, /dev, /run, the agent's dataset tmpfs mounts are absent).
+  // Nothing on the host's / is created or changed. Where overlayfs is not available, a
+  // non-recursive read-only bind of / (no dataset roots: a job with datasets fails to start
+  // with a clear message, see Prepare).
   absl::Status EnsureHostRootfs() {
     const std::string p = HostRootfs();
-    if (Exists(p + "/proc") && Exists(p + "/etc")) return absl::OkStatus();
+    if (Exists(p + "/proc") && Exists(p + "/etc")) {
+      if (RootsReady(p) || host_rootfs_is_plain_) return absl::OkStatus();
+      // An older agent's plain bind (or roots with the wrong mode): replace it (running jobs keep
+      // their own copy of the mount).
+      if (umount2(p.c_str(), MNT_DETACH) != 0) {
+        return absl::InternalError(StrCat("cannot replace the host rootfs at ", p, ": ", Errno()));
+      }
+    }
     std::error_code ec;
     fs::create_directories(p, ec);
     if (ec) return absl::InternalError(StrCat("mkdir ", p, ": ", ec.message()));
     chmod(p.c_str(), 0755);
+    if (absl::Status s = MountHostOverlay(p); s.ok()) {
+      return absl::OkStatus();
+    } else {
+      std::cerr << "gpuwarden runtime: the host image has no dataset mount roots (" << s.message()
+                << "); using a plain read-only bind of /\n";
+    }
     if (mount("/", p.c_str(), nullptr, MS_BIND, nullptr) != 0) {
       return absl::InternalError(StrCat("cannot bind / to ", p, ": ", Errno()));
     }
@@ -371,7 +391,82 @@ class OciRunner final : public Runner {
       umount2(p.c_str(), MNT_DETACH);
       return absl::InternalError(StrCat("cannot make ", p, " read-only: ", Errno()));
     }
+    host_rootfs_is_plain_ = true;
     return absl::OkStatus();
+  }
+
+  // Both dataset roots are directories of mode 0755 under `dir`.
+  static bool RootsReady(const std::string& dir) {
+    for (const char* r : kDatasetRoots) {
+      struct stat st;
+      if (stat((dir + r).c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || (st.st_mode & 07777) != 0755) return false;
+    }
+    return true;
+  }
+
+  absl::Status MountHostOverlay(const std::string& p) {
+    const std::string skel = p + ".skel";
+    std::error_code ec;
+    fs::create_directories(skel, ec);
+    if (ec) return absl::InternalError(StrCat("mkdir ", skel, ": ", ec.message()));
+    // Ours when it is a mount point (another file system than its parent's, e.g. not just a
+    // directory on a /run that is itself tmpfs) holding both roots.
+    struct stat here, parent;
+    bool mounted = stat(skel.c_str(), &here) == 0 && stat(fs::path(skel).parent_path().c_str(), &parent) == 0 &&
+                   here.st_dev != parent.st_dev;
+    if (mounted && !RootsReady(skel)) {
+      umount2(skel.c_str(), MNT_DETACH);
+      mounted = false;
+    }
+    if (!mounted) {
+      if (mount("gpuwarden-skel", skel.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "size=64k,nr_inodes=64,mode=0755") != 0) {
+        return absl::InternalError(StrCat("cannot mount a tmpfs on ", skel, ": ", Errno()));
+      }
+      for (const char* r : kDatasetRoots) {
+        // 0755 whatever the umask: runc gives the tmpfs it mounts on a root this mode.
+        if ((mkdir((skel + r).c_str(), 0755) != 0 && errno != EEXIST) || chmod((skel + r).c_str(), 0755) != 0) {
+          umount2(skel.c_str(), MNT_DETACH);
+          return absl::InternalError(StrCat("mkdir ", skel, r, ": ", Errno()));
+        }
+      }
+      if (mount(nullptr, skel.c_str(), nullptr, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                "size=64k,nr_inodes=64,mode=0755") != 0) {
+        umount2(skel.c_str(), MNT_DETACH);
+        return absl::InternalError(StrCat("cannot make ", skel, " read-only: ", Errno()));
+      }
+    }
+    const std::string opts = StrCat("lowerdir=", skel, ":/");
+    if (mount("gpuwarden-host", p.c_str(), "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
+      return absl::InternalError(StrCat("mount -t overlay -o ", opts, " ", p, ": ", Errno()));
+    }
+    return absl::OkStatus();
+  }
+
+  // The staged dataset tree becomes the job's: owner = the job's host uid, so exactly that uid
+  // reads it (files 0400, directories 0500; 0600/0700 when writable). Another tenant's job has
+  // another uid range and the agent's per-job tmpfs above it is 0700 root. Entries are changed
+  // without following links (the agent created them; a link would be refused anyway).
+  static absl::Status GiveDatasetToJob(const DatasetMount& d, uid_t uid, gid_t gid) {
+    std::error_code ec;
+    auto give = [&](const std::string& path) -> absl::Status {
+      struct stat st;
+      if (lstat(path.c_str(), &st) != 0) return absl::InternalError(StrCat("lstat ", path, ": ", Errno()));
+      if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+        return absl::FailedPreconditionError(StrCat("dataset entry ", path, " is neither a file nor a directory"));
+      }
+      mode_t mode = S_ISDIR(st.st_mode) ? (d.writable ? 0700 : 0500) : (d.writable ? 0600 : 0400);
+      if (lchown(path.c_str(), uid, gid) != 0 || chmod(path.c_str(), mode) != 0) {
+        return absl::InternalError(StrCat("cannot hand ", path, " to the job's user: ", Errno()));
+      }
+      return absl::OkStatus();
+    };
+    for (auto it = fs::recursive_directory_iterator(d.host_dir, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      WARDEN_RETURN_IF_ERROR(give(it->path().string()));
+    }
+    if (ec) return absl::InternalError(StrCat("cannot list dataset dir ", d.host_dir, ": ", ec.message()));
+    return give(d.host_dir);  // last: a 0500 directory must not stop the walk above (we are root)
   }
 
   absl::StatusOr<DeviceNode> ResolveDevice(const std::string& container_path) {
@@ -434,6 +529,16 @@ class OciRunner final : public Runner {
       if (sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC) {
         return absl::FailedPreconditionError(StrCat("dataset dir ", d.host_dir, " is not on tmpfs/ramfs"));
       }
+      for (const char* root : kDatasetRoots) {
+        const std::string r = root;
+        if ((d.container_path == r || d.container_path.rfind(r + "/", 0) == 0) && !Exists(in.rootfs + r)) {
+          return absl::FailedPreconditionError(
+              StrCat("the job's root file system has no ", r, " directory to mount dataset ", d.container_path,
+                     spec.image == "host" ? " on (overlayfs is unavailable here: see the agent's log)"
+                                          : " on (re-import the image: imports add /data and /datasets)"));
+        }
+      }
+      WARDEN_RETURN_IF_ERROR(GiveDatasetToJob(d, in.host_uid_base + kJobUid, in.host_uid_base + kJobGid));
     }
     WARDEN_ASSIGN_OR_RETURN(Json oci, BuildOciSpec(spec, in));
     std::string text = oci.dump(1);
@@ -534,6 +639,7 @@ class OciRunner final : public Runner {
   std::map<std::string, uint32_t> slots_;
   std::mutex starting_mu_;  // held only briefly (may be taken under mu_, never the reverse)
   std::set<std::string> starting_;
+  bool host_rootfs_is_plain_ = false;  // overlayfs failed: the fallback bind is what we have
 };
 
 }  // namespace

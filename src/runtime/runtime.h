@@ -33,7 +33,17 @@ struct GpuDevice {
   std::vector<std::string> mig_cap_nodes;
 };
 
-// A dataset the vault has already decrypted into a memory-backed directory on the node.
+// Where datasets may be mounted in a job: at one of these roots or below it. Every rootfs has
+// them as empty directories (the host image's overlay, imported images); when a dataset is
+// below a root, the sandbox mounts a small tmpfs owned by the container's root (mode 0755: the
+// job's user can neither write there nor create files beside its datasets) on the root first,
+// so the runtime can create the mount points inside it on a read-only root.
+inline constexpr const char* kDatasetRoots[] = {"/data", "/datasets"};
+
+// A dataset the vault has already decrypted into a memory-backed directory on the node. The
+// runner hands the directory and its files to the job's host uid (the tenant's range + 1000)
+// before the job starts: readable by exactly that uid (files 0400; the directory 0500, or
+// 0700 and files 0600 when writable).
 struct DatasetMount {
   std::string host_dir;        // absolute; must be on tmpfs/ramfs (checked when the job starts)
   std::string container_path;  // absolute, e.g. "/data/train"

@@ -218,12 +218,12 @@ absl::Status ValidateSandboxSpec(const SandboxSpec& spec) {
     WARDEN_RETURN_IF_ERROR(CheckAbsPath(StrCat("datasets[", i, "].host_dir"), d.host_dir));
     WARDEN_RETURN_IF_ERROR(CheckAbsPath(StrCat("datasets[", i, "].container_path"), d.container_path));
     if (d.host_dir == "/") return absl::InvalidArgumentError(StrCat("datasets[", i, "].host_dir must not be /"));
-    for (std::string_view banned : {"/", "/proc", "/sys", "/dev", "/tmp", "/scratch", "/etc", "/bin",
-                                    "/sbin", "/usr", "/lib", "/lib64"}) {
-      if (d.container_path == banned || (banned != "/" && IsUnder(d.container_path, banned))) {
-        return absl::InvalidArgumentError(
-            StrCat("datasets[", i, "].container_path ", Quote(d.container_path), " is a reserved location"));
-      }
+    bool under_root = false;
+    for (const char* root : kDatasetRoots) under_root = under_root || IsUnder(d.container_path, root);
+    if (!under_root) {
+      return absl::InvalidArgumentError(
+          StrCat("datasets[", i, "].container_path ", Quote(d.container_path),
+                 " is not under /data or /datasets (the only places a dataset may be mounted)"));
     }
     for (const std::string& t : targets) {
       if (IsUnder(d.container_path, t) || IsUnder(t, d.container_path)) {
@@ -427,9 +427,17 @@ absl::StatusOr<Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in) 
     // lock. nodev is deliberately absent here only.
     add_mount(d.container_path, "none", d.host_path, {"bind", "nosuid", "noexec"});
   }
+  // Dataset roots: a tmpfs owned by the container's root (mode 0755) on each root that has a
+  // dataset below it, so the runtime can create the mount points on a read-only root; the job's
+  // user cannot write there. Its few inodes are bounded by size and nr_inodes.
+  for (const char* root : kDatasetRoots) {
+    bool below = false;
+    for (const DatasetMount& d : spec.datasets) below = below || (d.container_path != root && IsUnder(d.container_path, root));
+    if (below) add_mount(root, "tmpfs", "tmpfs", {"nosuid", "nodev", "noexec", "mode=0755", "size=65536", "nr_inodes=1024"});
+  }
   for (const DatasetMount& d : spec.datasets) {
     add_mount(d.container_path, "none", d.host_dir,
-              {"rbind", "nosuid", "nodev", d.writable ? "rw" : "ro"});
+              {"rbind", "nosuid", "nodev", "noexec", d.writable ? "rw" : "ro"});
   }
 
   Json devices_rules = Json::array();

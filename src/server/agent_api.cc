@@ -16,6 +16,7 @@ AgentApi::AgentApi(cluster::Cluster& cluster, audit::AuditLog& audit)
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/wait", nullptr, 3);
   (void)router_.Add("POST", "/agent/v1/nodes/{node}/jobs/{job}/datasets/{index}", nullptr, 4);
   (void)router_.Add("GET", "/agent/v1/nodes/{node}/jobs/{job}/image", nullptr, 5);
+  (void)router_.Add("PUT", "/agent/v1/nodes/{node}/jobs/{job}/datasets/{index}", nullptr, 6);
 }
 
 void AgentApi::Audit(const http::Request& req, const std::string& node, const char* action,
@@ -44,6 +45,7 @@ http::Response AgentApi::Serve(http::Request& req) {
                        : route->payload == 2 ? "jobs:logs-ship"
                        : route->payload == 3 ? "nodes:wait"
                        : route->payload == 5 ? "images:fetch"
+                       : route->payload == 6 ? "datasets:write-back"
                                              : "datasets:mount-read";
   auto peer = cluster_.AuthenticateAgent(req.peer_certificate_der, node);
   if (!peer.ok()) {
@@ -59,6 +61,7 @@ http::Response AgentApi::Serve(http::Request& req) {
   if (route->payload == 3) return WaitForWork(req, *peer);
   if (route->payload == 4) return JobDataset(req, *peer);
   if (route->payload == 5) return JobImage(req, *peer);
+  if (route->payload == 6) return JobDatasetWriteBack(req, *peer);
   return route->payload == 0 ? Heartbeat(req, *peer) : Renew(req, *peer);
 }
 

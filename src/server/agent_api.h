@@ -16,7 +16,7 @@ namespace warden::server {
 
 // Decodes the job half of a heartbeat body (strict): "jobs": [{"id","state","exit_code"?,
 // "reason"?}] (at most 1024; state one of running, exited, failed_to_start, cancelled, oom,
-// lost) and "gpus": {"clean": [uuid...], "dirty": [uuid...]}. Absent keys leave the outputs
+// lost, write_back_failed) and "gpus": {"clean": [uuid...], "dirty": [uuid...]}. Absent keys leave the outputs
 // empty. InvalidArgument naming the field otherwise. (agent_jobs.cc)
 absl::Status DecodeAgentJobReports(const common::Json& body, std::vector<AgentJobReport>& reports,
                                    AgentGpuReport& gpus);
@@ -44,6 +44,11 @@ class AgentApi {
   void SetDatasetReader(AgentDatasetReader reader) { datasets_ = std::move(reader); }
   // Job images (image_routes.cc). Unset: the image route answers 503.
   void SetImageReader(AgentImageReader reader) { images_ = std::move(reader); }
+  // Write-back of `write` datasets (job_datasets.h). Unset: the write-back route answers 503.
+  void SetDatasetWriter(AgentDatasetWriter writer) { writer_ = std::move(writer); }
+  // http::ServerOptions::stream_body_limit for the agents' listener: the write-back route's body
+  // is streamed (agent_dataset_writeback.cc); every other body is buffered.
+  static uint64_t StreamBodyLimit(std::string_view method, std::string_view target);
 
  private:
   http::Response Heartbeat(http::Request& req, const cluster::AgentPeer& peer);
@@ -54,16 +59,18 @@ class AgentApi {
   http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
   http::Response JobImage(http::Request& req, const cluster::AgentPeer& peer);  // image_routes.cc
+  http::Response JobDatasetWriteBack(http::Request& req, const cluster::AgentPeer& peer);  // agent_dataset_writeback.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;
-  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset, 5 job image
+  // payload: 0 heartbeat, 1 renew, 2 job logs, 3 wait, 4 job dataset, 5 job image, 6 write-back
   http::Router<int> router_;
   JobService* jobs_ = nullptr;
   AgentDatasetReader datasets_;
   AgentImageReader images_;
+  AgentDatasetWriter writer_;
 };
 
 }  // namespace warden::server

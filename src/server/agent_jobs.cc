@@ -55,7 +55,8 @@ absl::Status DecodeAgentJobReports(const Json& body, std::vector<AgentJobReport>
       if (!reason.ok()) return reason.status();
       rep.id = *id;
       rep.state = *state;
-      static const char* kStates[] = {"running", "exited", "failed_to_start", "cancelled", "oom", "lost"};
+      static const char* kStates[] = {"running", "exited", "failed_to_start", "cancelled", "oom", "lost",
+                                      "write_back_failed"};
       bool known = false;
       for (const char* k : kStates) known = known || rep.state == k;
       if (!known) {

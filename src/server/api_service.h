@@ -42,6 +42,8 @@ class VaultService;  // vault_routes.h
 struct AgentDatasetRead;  // job_datasets.h
 struct SharedMountDecision;  // job_datasets.h
 struct AgentImage;        // agent_api.h
+struct AgentDatasetWriteBack;  // job_datasets.h
+struct AgentDatasetWritten;    // job_datasets.h
 
 struct ApiRequest {
   std::string method;
@@ -303,6 +305,9 @@ class ApiService {
   absl::Status ReadJobDatasetForAgent(const std::string& node_id, const std::string& job_id,
                                       uint64_t index, uint64_t first_chunk, uint64_t count,
                                       AgentDatasetRead& out);
+  // agent_dataset_writeback.cc: a job's `write` dataset streamed back by its agent, re-authorized
+  // for the job's submitter and stored as the name's next version (job_datasets.h).
+  absl::Status WriteBackJobDatasetForAgent(const AgentDatasetWriteBack& in, AgentDatasetWritten& out);
   // vault_share_routes.cc: cross-tenant shares.
   absl::StatusOr<common::Json> CreateShare(Call& c);
   absl::StatusOr<common::Json> ListShares(Call& c);
@@ -375,6 +380,15 @@ class ApiService {
   // image_routes.cc: a job's image is "host" or a digest the JOB'S tenant imported
   // (InvalidArgument "unknown image" otherwise, also for another tenant's digest).
   absl::Status AuthorizeJobImage(Call& c, const api::JobRun& run);
+  // agent_dataset_writeback.cc: a `write` dataset at submit (data `write` on the name).
+  absl::Status AuthorizeJobWriteDataset(Call& c, const std::string& where, api::JobDataset& d);
+  // agent_dataset_writeback.cc: `action` on dataset `d` of a job re-decided for the job's
+  // submitter with today's state (user enabled, token unrevoked and unexpired, RBAC under the
+  // current policy, the tenant's data policies with `role:` principals); `decision` says why.
+  // ReadJobDatasetForAgent makes the same decision for `read` inline.
+  absl::Status RecheckJobSubmitter(const std::string& tenant_id, const api::JobDataset& d,
+                                   vault::DataAction action, const std::string& object_id,
+                                   std::string& decision);
   // vault_share_routes.cc: whether a caller without `permission` at {tenant} may read there
   // through a share (kRouteSharedRead; sets c.shared_read_by_tenant_id); the data decision of such
   // a read (records the share id in c.data_decision); a listing filtered to shared names.

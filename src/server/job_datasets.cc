@@ -52,11 +52,7 @@ absl::Status ApiService::AuthorizeJobDataset(Call& c, size_t index, api::JobData
     // (job_dataset_shares.cc).
     return AuthorizeSharedJobDataset(c, where, d);
   }
-  if (d.write) {
-    return absl::UnimplementedError(StrCat(
-        where, "read-write dataset mounts (\"write\": true) are not implemented yet: the agent "
-               "cannot write changes back to the vault; mount it read-only"));
-  }
+  if (d.write) return AuthorizeJobWriteDataset(c, where, d);  // agent_dataset_writeback.cc
   if (options_.vault == nullptr) {
     return absl::UnavailableError("the vault is not running on this server");
   }

@@ -50,4 +50,35 @@ using AgentDatasetReader =
                                uint64_t index, uint64_t first_chunk, uint64_t count,
                                AgentDatasetRead& out)>;
 
+// ---- write-back of `write` datasets (agent_dataset_writeback.cc) ----
+// PUT /agent/v1/nodes/{node}/jobs/{job}/datasets/{index} with a streamed body: the job's output
+// file, sent by the agent of the node the job is placed on after the job exited with code 0.
+// At most this many bytes per body (the api's kMaxWriteLimitMib); each dataset's own limit is
+// checked as the bytes arrive.
+inline constexpr uint64_t kMaxWriteBackBytes = 64ull << 30;
+
+struct AgentDatasetWriteBack {
+  std::string node_id;
+  std::string job_id;
+  uint64_t index = 0;
+  std::string sha256;  // hex, the agent's hash of what it sends; the version must match it
+  // Pulls the next piece of the body (0 at the end); an error (cut connection, malformed
+  // chunking, over the route's limit) leaves nothing stored.
+  std::function<absl::StatusOr<size_t>(char* buf, size_t n)> body;
+  // Called with the outcome after every byte arrived and verified, before the version is
+  // published: the caller's durable audit event. An error refuses the write-back.
+  std::function<absl::Status(const struct AgentDatasetWritten&)> before_commit;
+};
+
+struct AgentDatasetWritten {
+  std::string tenant_name;
+  std::string name;
+  uint64_t version = 0;  // the new version (set once committed)
+  uint64_t bytes = 0;
+  std::string sha256;
+  std::string decision;  // the data policy decision for the write, for the audit event
+};
+
+using AgentDatasetWriter = std::function<absl::Status(const AgentDatasetWriteBack& in, AgentDatasetWritten& out)>;
+
 }  // namespace warden::server

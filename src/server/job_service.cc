@@ -626,6 +626,9 @@ absl::StatusOr<Json> JobService::AgentSync(const std::string& node_id,
     } else if (rep.state == "failed_to_start") {
       state = "failed";
       reason = StrCat("failed to start: ", reason);
+    } else if (rep.state == "write_back_failed") {  // exited 0, its `write` datasets not stored
+      state = "failed";
+      reason = StrCat("writing back its datasets failed: ", reason);
     } else if (rep.state == "lost") {
       state = "failed";
       reason = StrCat("lost by the agent: ", reason);

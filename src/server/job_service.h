@@ -57,7 +57,7 @@ struct JobServiceOptions {
 // One job state transition reported by a node's agent.
 struct AgentJobReport {
   std::string id;
-  // running | exited | failed_to_start | cancelled | oom | lost
+  // running | exited | failed_to_start | cancelled | oom | lost | write_back_failed (exited 0, its write datasets not stored)
   std::string state;
   bool has_exit_code = false;
   int64_t exit_code = 0;

@@ -279,6 +279,10 @@ class ServerImpl final : public Server {
       if (api_ == nullptr) return absl::UnavailableError("the API is not running");
       return api_->OpenJobImageForAgent(node, job, digest, out);
     });
+    agent_api_->SetDatasetWriter([this](const AgentDatasetWriteBack& in, AgentDatasetWritten& out) {
+      if (api_ == nullptr) return absl::UnavailableError("the API is not running");
+      return api_->WriteBackJobDatasetForAgent(in, out);
+    });
     return absl::OkStatus();
   }
 
@@ -294,6 +298,7 @@ class ServerImpl final : public Server {
     opts.client_ca_pem = pki_.ca_cert_pem;
     opts.on_reject = nullptr;
     opts.runs_inline = nullptr;  // every agent call may write the store: blocking pool
+    opts.stream_body_limit = AgentApi::StreamBodyLimit;  // dataset write-back bodies
     WARDEN_ASSIGN_OR_RETURN(agent_https_, http::HttpsServer::Create(opts, [this](http::Request& req) {
                               return agent_api_->Serve(req);
                             }));

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <set>
 
 #include "agent/job_runner.h"
 #include "common/encoding.h"
@@ -169,10 +170,11 @@ TEST_F(DatasetStagerTest, AttackAWrongHashOrSizeOrIntegrityErrorFailsAndLeavesNo
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDataLoss) << r.status();
   EXPECT_EQ(st.JobRoot("job_4"), "");
   EXPECT_FALSE(fs::exists(base_ / "datasets" / "job_4"));
-  // Write mounts are refused by this agent; bad job ids never become paths.
+  // A write dataset without a limit is refused (no unbounded tmpfs); bad job ids never become paths.
   DatasetToStage w = Entry(0, "x", v.data[0]);
   w.write = true;
-  EXPECT_EQ(st.Stage("job_4", {w}, v.Fetcher()).status().code(), absl::StatusCode::kUnimplemented);
+  w.size = 0;
+  EXPECT_EQ(st.Stage("job_4", {w}, v.Fetcher()).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(st.Stage("../job", {}, v.Fetcher()).ok());
 }
 
@@ -263,6 +265,154 @@ TEST_F(DatasetStagerTest, RunnerFailsToStartWhenStagingFails) {
   JobRunner bare(&ex, "");
   bare.Apply(Json::array({WithDatasets("job_u", v.data[0], common::Sha256Hex(v.data[0]))}));
   EXPECT_EQ(ex.started.count("job_u"), 0u);
+}
+
+// ---- write datasets (issue 7 write-back) ----
+
+struct Upload {
+  std::string job;
+  uint64_t index = 0;
+  std::string body;
+  std::string sha256;
+};
+
+// Records what the server would receive; answers `reply` (OK by default).
+struct FakeUploads {
+  std::vector<Upload> got;
+  std::vector<absl::Status> replies;  // consumed front to back; OK when empty
+  DatasetUploader Uploader() {
+    return [this](const std::string& job, uint64_t index, int fd, uint64_t size, const std::string& sha) {
+      std::string body(size, '\0');
+      EXPECT_EQ(::read(fd, body.data(), size), static_cast<ssize_t>(size));
+      got.push_back(Upload{job, index, body, sha});
+      if (replies.empty()) return absl::OkStatus();
+      absl::Status s = replies.front();
+      replies.erase(replies.begin());
+      return s;
+    };
+  }
+};
+
+DatasetToStage Output(uint64_t index, const std::string& name, uint64_t limit) {
+  return DatasetToStage{index, name, "/data/out" + std::to_string(index), true, limit, ""};
+}
+
+TEST_F(DatasetStagerTest, AWriteDatasetIsAnEmptyTmpfsOfItsLimitAndItsFileIsUploadedWithItsHash) {
+  DatasetStager& st = Make(true);
+  FakeVault v;
+  v.data[0] = "input";
+  auto staged = st.Stage("job_w", {Entry(0, "train/v1", v.data[0]), Output(1, "out/model", 1 << 20)}, v.Fetcher());
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  ASSERT_EQ(staged->size(), 2u);
+  const ExecDataset& out = (*staged)[1];
+  EXPECT_TRUE(out.writable);
+  EXPECT_EQ(out.container_path, "/data/out1");
+  EXPECT_TRUE(fs::is_empty(out.host_dir));
+  // Its own tmpfs, sized to the limit: writing past it fails (ENOSPC), nothing spills over.
+  EXPECT_TRUE(DatasetStager::CheckMemoryBacked(out.host_dir).ok());
+  struct statfs sf {};
+  ASSERT_EQ(::statfs(out.host_dir.c_str(), &sf), 0);
+  EXPECT_EQ(static_cast<uint64_t>(sf.f_blocks) * sf.f_bsize, 1u << 20);
+  {
+    std::ofstream big(out.host_dir + "/too-big", std::ios::binary);
+    std::string mib(1 << 20, 'x');
+    big << mib << mib;
+    big.flush();
+    EXPECT_FALSE(big.good()) << "a write past the limit must fail";
+  }
+  fs::remove(out.host_dir + "/too-big");
+  const std::string result = Random(200000, 9);
+  { std::ofstream(out.host_dir + "/model", std::ios::binary) << result; }
+  { std::ofstream(out.host_dir + "/scratch-file") << "not written back"; }
+  FakeUploads up;
+  ASSERT_TRUE(st.WriteBack("job_w", *staged, up.Uploader()).ok());
+  ASSERT_EQ(up.got.size(), 1u) << "only the write dataset, only its named file";
+  EXPECT_EQ(up.got[0].job, "job_w");
+  EXPECT_EQ(up.got[0].index, 1u);
+  EXPECT_EQ(up.got[0].body, result);
+  EXPECT_EQ(up.got[0].sha256, common::Sha256Hex(result));
+  ASSERT_TRUE(st.Wipe("job_w").ok());
+  EXPECT_EQ(st.JobRoot("job_w"), "");
+  EXPECT_FALSE(fs::exists(out.host_dir));
+}
+
+TEST_F(DatasetStagerTest, AttackAMissingFileALinkOrAFifoIsNotWrittenBack) {
+  DatasetStager& st = Make(true);
+  FakeVault v;
+  auto staged = st.Stage("job_x", {Output(0, "out/model", 1 << 20)}, v.Fetcher());
+  ASSERT_TRUE(staged.ok()) << staged.status();
+  const std::string dir = (*staged)[0].host_dir;
+  FakeUploads up;
+  absl::Status s = st.WriteBack("job_x", *staged, up.Uploader());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(s.message()).find("left no file /data/out0/model"), std::string::npos) << s;
+  // A link to a host file (the job could plant one) must not make the agent upload that file.
+  fs::create_symlink("/etc/shadow", dir + "/model");
+  s = st.WriteBack("job_x", *staged, up.Uploader());
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(s.message()).find("symbolic link"), std::string::npos) << s;
+  fs::remove(dir + "/model");
+  ASSERT_EQ(::mkfifo((dir + "/model").c_str(), 0600), 0);
+  s = st.WriteBack("job_x", *staged, up.Uploader());  // must not block on the FIFO
+  EXPECT_NE(std::string(s.message()).find("not a regular file"), std::string::npos) << s;
+  EXPECT_TRUE(up.got.empty());
+  // A directory that is not this job's staged output is refused, whatever the record says.
+  std::vector<ExecDataset> forged = {ExecDataset{"out/model", "/etc", "/data/out", true}};
+  EXPECT_EQ(st.WriteBack("job_x", forged, up.Uploader()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(up.got.empty());
+}
+
+Json WithOutput(const std::string& id) {
+  Json d = Json::array({Json{{"name", "out/model"}, {"path", "/data/out"}, {"write", true}, {"size", uint64_t{1} << 20}}});
+  return Json{{"id", id}, {"name", "n"}, {"run", {{"command", {"x"}}, {"datasets", d}}}, {"gpus", Json::array()}};
+}
+
+TEST_F(DatasetStagerTest, RunnerWritesBackOnlyAfterExitZeroAndReportsARefusal) {
+  DatasetStager& st = Make(true);
+  FakeVault v;
+  RecordingExecutor ex;
+  FakeUploads up;
+  JobRunner runner(&ex, "");
+  runner.SetDatasetStager(&st);
+  runner.SetDatasetFetcher(v.Fetcher());
+  runner.SetDatasetUploader(up.Uploader());
+  runner.Apply(Json::array({WithOutput("job_ok"), WithOutput("job_fail"), WithOutput("job_cancel"),
+                            WithOutput("job_denied"), WithOutput("job_retry")}));
+  for (const char* id : {"job_ok", "job_fail", "job_cancel", "job_denied", "job_retry"}) {
+    ASSERT_EQ(ex.started.count(id), 1u) << id;
+    std::ofstream(ex.started[id].datasets[0].host_dir + "/model") << "result of " << id;
+  }
+  ex.status["job_ok"] = {ExecState::kExited, 0, ""};
+  ex.status["job_fail"] = {ExecState::kExited, 3, ""};
+  ex.status["job_cancel"] = {ExecState::kCancelled, 143, ""};
+  ex.status["job_denied"] = {ExecState::kExited, 0, ""};
+  ex.status["job_retry"] = {ExecState::kExited, 0, ""};
+  // std::map order: job_denied, job_ok, job_retry (job_cancel and job_fail upload nothing).
+  up.replies = {absl::PermissionDeniedError("write: denied by policy p"), absl::OkStatus(),
+                absl::UnavailableError("server unreachable")};
+  Json r = runner.BuildReport(NoLogs(), {});
+  std::map<std::string, Json> by_id;
+  for (const Json& j : r["jobs"]) by_id[j["id"].get<std::string>()] = j;
+  EXPECT_EQ(by_id["job_ok"]["state"], "exited");
+  EXPECT_EQ(by_id["job_fail"]["state"], "exited");
+  EXPECT_EQ(by_id["job_cancel"]["state"], "cancelled");
+  EXPECT_EQ(by_id["job_denied"]["state"], "write_back_failed");
+  EXPECT_NE(by_id["job_denied"]["reason"].get<std::string>().find("denied by policy p"), std::string::npos);
+  EXPECT_EQ(by_id.count("job_retry"), 0u) << "not reported while its write-back is retried";
+  EXPECT_NE(st.JobRoot("job_retry"), "") << "its output stays until it is written back";
+  ASSERT_EQ(up.got.size(), 3u);
+  std::set<std::string> uploaded;
+  for (const Upload& u : up.got) uploaded.insert(u.job);
+  EXPECT_EQ(uploaded, (std::set<std::string>{"job_ok", "job_denied", "job_retry"}));
+  EXPECT_EQ(st.JobRoot("job_fail"), "");
+  EXPECT_EQ(st.JobRoot("job_ok"), "");
+  r = runner.BuildReport(NoLogs(), {});  // the retry succeeds
+  by_id.clear();
+  for (const Json& j : r["jobs"]) by_id[j["id"].get<std::string>()] = j;
+  EXPECT_EQ(by_id["job_retry"]["state"], "exited");
+  EXPECT_EQ(up.got.size(), 4u);
+  EXPECT_EQ(up.got.back().body, "result of job_retry");
+  EXPECT_EQ(st.JobRoot("job_retry"), "");
 }
 
 }  // namespace

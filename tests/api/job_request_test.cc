@@ -100,7 +100,7 @@ namespace {
 TEST(JobSubmitDatasetsTest, DecodesDatasetsIntoTheRunPart) {
   auto sub = ParseJobSubmit(
       R"({"name":"t","command":["x"],"datasets":[{"name":"train/v1","path":"/data/train"},)"
-      R"({"name":"ckpt","path":"/ckpt","write":true,"tenant":"acme"}]})",
+      R"({"name":"ckpt","path":"/datasets/ckpt","write":true,"tenant":"acme"}]})",
       "acme");
   ASSERT_TRUE(sub.ok()) << sub.status();
   ASSERT_EQ(sub->run.datasets.size(), 2u);
@@ -131,29 +131,37 @@ TEST(JobSubmitDatasetsTest, RefusesBadPathsNamesAndCounts) {
            R"({"name":"a","path":"/dev/shm"})",
            R"({"name":"a","path":"/etc"})",
            R"({"name":"a","path":"/da ta"})",          // characters
-           R"({"name":"../a","path":"/d"})",           // name traversal
-           R"({"name":"/a","path":"/d"})",
-           R"({"name":"a//b","path":"/d"})",
-           R"({"name":"","path":"/d"})",
-           R"({"path":"/d"})",                         // missing name
+           R"({"name":"../a","path":"/data/d"})",           // name traversal
+           R"({"name":"/a","path":"/data/d"})",
+           R"({"name":"a//b","path":"/data/d"})",
+           R"({"name":"","path":"/data/d"})",
+           R"({"path":"/data/d"})",                         // missing name
            R"({"name":"a"})",                          // missing path
-           R"({"name":"a","path":"/d","write":"yes"})",
-           R"({"name":"a","path":"/d","tenant":"../x"})",
-           R"({"name":"a","path":"/d","mode":"rw"})",  // unknown key
-           R"({"name":"a","path":"/d","object_id":"obj_1"})",  // server-resolved fields
-           R"({"name":"a","path":"/d","sha256":"00"})",
-           R"({"name":"a","path":"/d","authorized_user":"usr_admin"})",
-           R"({"name":"a","path":"/d"},{"name":"b","path":"/d"})",      // duplicate path
-           R"({"name":"a","path":"/d"},{"name":"b","path":"/d/x"})",    // nested
+           R"({"name":"a","path":"/data/d","write":"yes"})",
+           R"({"name":"a","path":"/data/d","tenant":"../x"})",
+           R"({"name":"a","path":"/data/d","mode":"rw"})",  // unknown key
+           R"({"name":"a","path":"/data/d","object_id":"obj_1"})",  // server-resolved fields
+           R"({"name":"a","path":"/data/d","sha256":"00"})",
+           R"({"name":"a","path":"/data/d","authorized_user":"usr_admin"})",
+           R"({"name":"a","path":"/data/d"},{"name":"b","path":"/data/d"})",      // duplicate path
+           R"({"name":"a","path":"/data/d"},{"name":"b","path":"/data/d/x"})",    // nested
            R"("a")"}) {
     absl::Status s = one(e);
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << e;
     EXPECT_NE(std::string(s.message()).find("datasets"), std::string::npos) << s;
   }
-  EXPECT_TRUE(one(R"({"name":"a","path":"/procfs"})").ok());  // only /proc itself and below
+  // Only /data, /datasets and below (the sandbox's dataset roots).
+  EXPECT_TRUE(one(R"({"name":"a","path":"/data"})").ok());
+  EXPECT_TRUE(one(R"({"name":"a","path":"/datasets/x/y"})").ok());
+  for (const std::string e : {R"({"name":"a","path":"/database"})", R"({"name":"a","path":"/tmp/x"})",
+                              R"({"name":"a","path":"/mnt/data"})", R"({"name":"a","path":"/procfs"})"}) {
+    absl::Status s = one(e);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << e;
+    EXPECT_NE(std::string(s.message()).find("not under /data or /datasets"), std::string::npos) << s;
+  }
   std::string many;
   for (size_t i = 0; i <= kMaxJobDatasets; ++i) {
-    many += (i ? "," : "") + std::string(R"({"name":"a","path":"/d)") + std::to_string(i) + "\"}";
+    many += (i ? "," : "") + std::string(R"({"name":"a","path":"/data/d)") + std::to_string(i) + "\"}";
   }
   EXPECT_FALSE(one(many).ok());
   EXPECT_EQ(ParseJobSubmit(R"({"command":["x"],"datasets":{}})", "acme").status().code(),
@@ -187,7 +195,7 @@ TEST(JobSubmitDatasetsTest, ResolvedDatasetsRoundTripThroughJson) {
 
 TEST(JobSubmitDatasetsTest, ClientsCannotSetTheOwnerTenantIdOrShareId) {
   for (const char* key : {"owner_tenant_id", "share_id"}) {
-    std::string body = std::string(R"({"command":["sh"],"datasets":[{"name":"a","path":"/d","tenant":"acme",")") +
+    std::string body = std::string(R"({"command":["sh"],"datasets":[{"name":"a","path":"/data/d","tenant":"acme",")") +
                        key + R"(":"x"}]})";
     auto s = ParseJobSubmit(body, "beta");
     EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << key;
@@ -214,6 +222,22 @@ TEST(JobSubmitTest, ImageIsHostOrAManifestDigest) {
     auto s = ParseJobSubmit(R"({"name":"x","command":["true"],"image":")" + bad + R"("})", "acme");
     ASSERT_FALSE(s.ok()) << bad;
     EXPECT_NE(std::string(s.status().message()).find("image"), std::string::npos) << s.status();
+  }
+}
+
+TEST(JobSubmitDatasetsTest, AWriteDatasetCarriesItsLimitOnlyWithWrite) {
+  auto sub = ParseJobSubmit(
+      R"({"command":["x"],"datasets":[{"name":"out/m","path":"/data/out","write":true,"limit_mib":8}]})", "acme");
+  ASSERT_TRUE(sub.ok()) << sub.status();
+  EXPECT_TRUE(sub->run.datasets[0].write);
+  EXPECT_EQ(sub->run.datasets[0].size, 8u << 20);
+  for (const std::string e : {R"({"name":"a","path":"/data/a","limit_mib":8})",
+                              R"({"name":"a","path":"/data/a","write":true,"limit_mib":0})",
+                              R"({"name":"a","path":"/data/a","write":true,"limit_mib":65537})",
+                              R"({"name":"a","path":"/data/a","write":true,"limit_mib":"8"})"}) {
+    auto s = ParseJobSubmit(R"({"command":["x"],"datasets":[)" + e + "]}", "acme").status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << e;
+    EXPECT_NE(std::string(s.message()).find("limit_mib"), std::string::npos) << s;
   }
 }
 

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "common/encoding.h"
 #include "harness.h"
 
 namespace warden::testing {
@@ -149,6 +150,51 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
     return out;
   }
 
+  // A write-back body PUT as node `as` (its certificate) for `path_node`'s URL.
+  RunResult AgentPut(const std::string& as, const std::string& path_node, const std::string& job, int index,
+                     const std::string& body, const std::string& sha256) {
+    std::string a = server_.dir() + "/agent-" + as;
+    {
+      std::ofstream(server_.dir() + "/put.bin", std::ios::binary) << body;
+    }
+    std::string cmd = "curl -sS --max-time 10 --cacert " + ShellQuote(server_.dir() + "/data/pki/ca.crt") +
+                      " --cert " + ShellQuote(a + "/node.crt") + " --key " + ShellQuote(a + "/node.key") +
+                      " -o " + ShellQuote(server_.dir() + "/put-reply.txt") + " -w '%{http_code}' -X PUT" +
+                      " -H 'Content-Type: application/octet-stream' -H " + ShellQuote("X-Content-Sha256: " + sha256) +
+                      " --data-binary @" + ShellQuote(server_.dir() + "/put.bin") + " " +
+                      ShellQuote("https://127.0.0.1:" + std::to_string(agent_port_) + "/agent/v1/nodes/" +
+                                 NodeId(path_node) + "/jobs/" + job + "/datasets/" + std::to_string(index));
+    std::filesystem::remove(server_.dir() + "/put-reply.txt");
+    RunResult r = RunShell(cmd);
+    RunResult out;
+    out.code = std::atoi(r.out.c_str());
+    out.out = ReadFile(server_.dir() + "/put-reply.txt");
+    return out;
+  }
+
+  // The dataset's content through the CLI ("" and a non-zero code when there is none).
+  RunResult DatasetGet(const std::string& name) {
+    const std::string out = server_.dir() + "/got.bin";
+    std::filesystem::remove(out);
+    RunResult r = server_.Cli("alice", "dataset get " + name + " " + ShellQuote(out));
+    if (r.code == 0) r.out = ReadFile(out);
+    return r;
+  }
+
+  // Lets the tenant's users read, export (`dataset get`) and write every dataset: with a data
+  // policy in place, each action needs an allow statement.
+  void AllowExport() {
+    std::ofstream(server_.dir() + "/export.json")
+        << R"({"version":1,"statements":[{"id":"export-all","effect":"allow","actions":["read","copy","write"],)"
+           R"("principals":["*"],"resources":["*"]}]})";
+    RunResult p = server_.Cli("acme-admin", "dataset policy set export " + server_.dir() + "/export.json");
+    ASSERT_EQ(p.code, 0) << p.err << p.out;
+  }
+
+  static Json Output(const std::string& name = "out/model") {
+    return Json{{"name", name}, {"path", "/data/out"}, {"write", true}, {"limit_mib", 4}};
+  }
+
   std::vector<Json> AuditEvents(const std::string& action) {
     std::vector<Json> out;
     for (const auto& f : fs::directory_iterator(server_.dir() + "/data/audit")) {
@@ -236,11 +282,6 @@ TEST_P(JobDatasetIT, AttackTenantBMountingTenantAsDatasetIsRefusedAndNothingIsSt
                         e.value("reason", "").find("accepted share") != std::string::npos);
   }
   EXPECT_TRUE(denied);
-  // Read-write mounts are refused clearly until write-back exists.
-  Json rw = Json::array({Json{{"name", "train/v1"}, {"path", "/data/train"}, {"write", true}}});
-  RunResult w = SubmitJson("alice", "acme", Job("true", rw));
-  EXPECT_EQ(w.code, 501) << w.out;
-  EXPECT_NE(w.out.find("read-only"), std::string::npos) << w.out;
 }
 
 TEST_P(JobDatasetIT, AttackOnlyTheJobsOwnAgentFetchesItsDatasetAndARevokedPolicyStopsIt) {
@@ -305,6 +346,111 @@ TEST_P(JobDatasetIT, AttackATamperedCiphertextFailsStagingAndTheJobDoesNotStart)
   EXPECT_EQ(server_.Cli("alice", "job logs " + id).out, "");  // never started
   EXPECT_EQ(DatasetMounts(), "");
   EXPECT_EQ(PlaintextCopiesOnNode(), "");  // the verified chunks before the bad one are gone too
+}
+
+// ---- write-back of `write` datasets (issue 7) ----
+
+TEST_P(JobDatasetIT, AJobWritesItsOutputBackAsANewVersionAndAFailedJobWritesNothing) {
+  AllowExport();
+  // Through the CLI's --write-dataset flag: the job writes /data/out/model (the process executor
+  // names the directory in GPUWARDEN_DATASET_0).
+  RunResult sub = server_.Cli("alice", "job submit -o json --name w --write-dataset out/model:/data/out:4 -- "
+                                       "sh -c 'printf \"model of %s\" \"$GPUWARDEN_JOB_ID\" > \"$GPUWARDEN_DATASET_0/model\"'");
+  ASSERT_EQ(sub.code, 0) << sub.err << sub.out;
+  const std::string id = Json::parse(sub.out).value("id", "");
+  ASSERT_TRUE(WaitState(id, "done")) << Explain(id);
+  const std::string want = "model of " + id;
+  RunResult got = DatasetGet("out/model");
+  ASSERT_EQ(got.code, 0) << got.err;
+  EXPECT_EQ(got.out, want);
+  // One durable event with the bytes and the SHA-256 of what was stored.
+  std::vector<Json> events = AuditEvents("datasets:write-back");
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].value("decision", ""), "allow") << events[0];
+  EXPECT_EQ(events[0].value("bytes", int64_t{0}), static_cast<int64_t>(want.size()));
+  EXPECT_NE(events[0].value("reason", "").find(common::Sha256Hex(want)), std::string::npos) << events[0];
+  EXPECT_NE(events[0].value("reason", "").find("out/model"), std::string::npos) << events[0];
+  // A second job stores the next version; `dataset get` returns the newest.
+  std::string second = SubmitOk(Job("printf second > \"$GPUWARDEN_DATASET_0/model\"", Json::array({Output()})));
+  ASSERT_TRUE(WaitState(second, "done")) << Explain(second);
+  EXPECT_EQ(DatasetGet("out/model").out, "second");
+  // A job that fails (or is cancelled) writes nothing back, whatever it left.
+  std::string failed =
+      SubmitOk(Job("printf partial > \"$GPUWARDEN_DATASET_0/model\"; exit 3", Json::array({Output("out/failed")})));
+  ASSERT_TRUE(WaitState(failed, "failed")) << Explain(failed);
+  EXPECT_NE(DatasetGet("out/failed").code, 0);
+  // A successful job that left no output file fails with the reason, and stores nothing.
+  std::string empty = SubmitOk(Job("true", Json::array({Output("out/empty")})));
+  ASSERT_TRUE(WaitState(empty, "failed")) << Explain(empty);
+  EXPECT_NE(Show("alice", empty).value("reason", "").find("left no file /data/out/empty"), std::string::npos)
+      << Show("alice", empty);
+  EXPECT_NE(DatasetGet("out/empty").code, 0);
+  // The output tmpfs mounts are gone with the jobs.
+  EXPECT_TRUE(Wait([&] { return DatasetMounts().empty(); })) << DatasetMounts();
+}
+
+TEST_P(JobDatasetIT, AttackTenantBCannotWriteIntoAsDatasetAndForgedUploadsAreRefused) {
+  AllowExport();
+  // Refused at submit: a write into another tenant's dataset.
+  Json theirs = Json::array({Json{{"name", "train/v1"}, {"tenant", "acme"}, {"path", "/data/out"}, {"write", true}}});
+  RunResult r = SubmitJson("bob", "beta", Job("true", theirs));
+  EXPECT_EQ(r.code, 403) << r.out;
+  // A running job of acme with a write dataset (index 0) and a read-only one (index 1).
+  std::string id = SubmitOk(Job("sleep 30", Json::array({Output(), Train()[0]})));
+  ASSERT_TRUE(WaitState(id, "running")) << Explain(id);
+  const std::string mine = Show("alice", id).value("node", "");
+  const std::string other = mine == "node-a" ? "node-b" : "node-a";
+  const std::string forged = "forged model";
+  const std::string sha = common::Sha256Hex(forged);
+  // Another node, under its own id: the job is not assigned to it.
+  EXPECT_EQ(AgentPut(other, other, id, 0, forged, sha).code, 404);
+  // Another node's certificate under the owning node's URL.
+  r = AgentPut(other, mine, id, 0, forged, sha);
+  EXPECT_TRUE(r.code == 401 || r.code == 403) << r.code << " " << r.out;
+  // The owning node, but the read-only dataset: nothing can be written into train/v1.
+  r = AgentPut(mine, mine, id, 1, forged, sha);
+  EXPECT_EQ(r.code, 403) << r.out;
+  // The owning node with a body that does not match its hash (a cut or altered upload).
+  r = AgentPut(mine, mine, id, 0, forged, common::Sha256Hex("something else"));
+  EXPECT_NE(r.code, 201) << r.out;
+  // Over the dataset's limit (4 MiB): refused while it streams.
+  r = AgentPut(mine, mine, id, 0, std::string((4 << 20) + 1, 'x'), common::Sha256Hex(std::string((4 << 20) + 1, 'x')));
+  EXPECT_NE(r.code, 201) << r.out;
+  if (r.code != 0) {  // 0: cut while sending
+    EXPECT_NE(r.out.find("limit"), std::string::npos) << r.out;
+  }
+  // Nothing was stored: no half version, train/v1 untouched.
+  EXPECT_NE(DatasetGet("out/model").code, 0);
+  EXPECT_EQ(DatasetGet("train/v1").out, ReadFile(plain_));
+  int denied = 0;
+  for (const Json& e : AuditEvents("datasets:write-back")) denied += e.value("decision", "") == "deny";
+  EXPECT_GE(denied, 5);
+  // Cancelled: writes nothing either.
+  ASSERT_EQ(server_.Cli("alice", "job cancel --grace 1s " + id).code, 0);
+  ASSERT_TRUE(WaitState(id, "cancelled")) << Explain(id);
+  EXPECT_NE(DatasetGet("out/model").code, 0);
+}
+
+TEST_P(JobDatasetIT, AttackWritePermissionRevokedBeforeTheJobEndsStoresNothing) {
+  AllowExport();
+  std::string id = SubmitOk(Job("sleep 3; printf late > \"$GPUWARDEN_DATASET_0/model\"", Json::array({Output()})));
+  ASSERT_TRUE(WaitState(id, "running")) << Explain(id);
+  std::ofstream(server_.dir() + "/deny-write.json")
+      << R"({"version":1,"statements":[{"id":"no-out-writes","effect":"deny","actions":["write"],)"
+         R"("principals":["*"],"resources":["prefix:out/"]}]})";
+  RunResult p = server_.Cli("acme-admin", "dataset policy set lockdown " + server_.dir() + "/deny-write.json");
+  ASSERT_EQ(p.code, 0) << p.err << p.out;
+  ASSERT_TRUE(WaitState(id, "failed")) << Explain(id);
+  const std::string reason = Show("alice", id).value("reason", "");
+  EXPECT_NE(reason.find("writing back its datasets failed"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("no-out-writes"), std::string::npos) << reason;
+  EXPECT_NE(DatasetGet("out/model").code, 0);
+  bool denied = false;
+  for (const Json& e : AuditEvents("datasets:write-back")) {
+    denied = denied || (e.value("decision", "") == "deny" && e.value("reason", "").find("no-out-writes") != std::string::npos);
+  }
+  EXPECT_TRUE(denied);
+  EXPECT_TRUE(Wait([&] { return DatasetMounts().empty(); })) << DatasetMounts();
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, JobDatasetIT, ::testing::Values("sqlite", "postgres"),

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "harness.h"
@@ -66,6 +67,9 @@ class SandboxJobIT : public ::testing::Test {
       const std::string root = server_.dir() + "/agent-" + name + "/sandbox/runtime";
       (void)RunShell("for c in $(runc --root " + root + " list -q 2>/dev/null); do runc --root " + root +
                      " kill $c KILL 2>/dev/null; done; true");
+      // A test that stopped early leaves its staged datasets mounted.
+      (void)RunShell("for m in $(awk '{print $2}' /proc/mounts | grep -F " +
+                     ShellQuote(server_.dir() + "/agent-" + name + "/datasets/") + "); do umount -l $m; done; true");
     }
   }
 
@@ -258,4 +262,81 @@ TEST_F(SandboxJobIT, AnAgentKilledMidJobReattachesToItsSandboxedJob) {
 }
 
 }  // namespace
+// Issue 7, dataset mounts under the sandbox with the host image: the mount point /data/train
+// lives on the sandbox's dataset root (the host image's read-only root has no /data of its own),
+// the staged files belong to exactly the job's host uid, a read-only dataset cannot be written,
+// another tenant's job on the same node (and other host users) cannot read the staged bytes,
+// and after the job no plaintext is left on the node.
+TEST_F(SandboxJobIT, ASandboxedJobReadsItsDatasetAndAnotherTenantCannotSeeIt) {
+  const std::string marker = "GPUWARDEN-SANDBOX-PLAINTEXT-" + std::to_string(getpid());
+  const std::string plain = server_.dir() + "/train.bin";
+  {
+    std::ofstream out(plain, std::ios::binary);
+    for (int i = 0; i < 5000; ++i) out << marker << " line " << i << "\n";
+  }
+  const std::string sha = RunShell("sha256sum " + ShellQuote(plain)).out.substr(0, 64);
+  RunResult put = server_.Cli("alice", "dataset put train/v1 " + ShellQuote(plain));
+  ASSERT_EQ(put.code, 0) << put.err << put.out;
+  ::unlink(plain.c_str());
+
+  const std::string job_a = Submit(
+      "alice",
+      "--name reader --dataset train/v1:/data/train -- sh -c '"
+      "sha256sum /data/train/v1 | cut -d\" \" -f1; "
+      "(echo x >> /data/train/v1) 2>/dev/null && echo WROTE-DATASET || echo write=refused; "
+      "(touch /data/train/new) 2>/dev/null && echo CREATED-IN-DATASET || echo create=refused; "
+      "(touch /data/beside) 2>/dev/null && echo CREATED-IN-ROOT || echo root=refused; "
+      "echo ready; sleep 15'");
+  ASSERT_FALSE(job_a.empty());
+  ASSERT_TRUE(WaitState("alice", job_a, "running")) << Explain("alice", job_a);
+  ASSERT_TRUE(Wait([&] { return Logs("alice", job_a).find("ready") != std::string::npos; }))
+      << Explain("alice", job_a);
+
+  // On the node: the staged file belongs to acme's job uid (its range + 1000), mode 0400.
+  const std::string agent_dir = server_.dir() + "/agent-node-a";
+  const std::string staged = agent_dir + "/datasets/" + job_a + "/0/v1";
+  struct stat st {};
+  ASSERT_EQ(::stat(staged.c_str(), &st), 0) << staged;
+  Json slots = Json::parse(ReadFile(agent_dir + "/sandbox/uid-slots.json"), nullptr, false);
+  // Only acme has run a job on this node so far: one slot (the runner keys it by the tenant).
+  ASSERT_TRUE(slots.is_object() && slots.size() == 1u) << slots.dump();
+  const uint32_t acme_uid = (1u << 20) + slots.begin().value().get<uint32_t>() * 65536u + 1000u;
+  EXPECT_EQ(st.st_uid, acme_uid);
+  EXPECT_EQ(st.st_mode & 07777, 0400u);
+
+  // Straight on the host, as a uid of another tenant's range and as another host user (the
+  // path is there): the per-job tmpfs is 0700 root and the file is acme's job uid's alone.
+  for (uint32_t uid : {acme_uid + 65536u, 65534u}) {
+    RunResult r = RunShell("setpriv --reuid=" + std::to_string(uid) + " --regid=" + std::to_string(uid) +
+                           " --clear-groups cat " + ShellQuote(staged));
+    EXPECT_NE(r.code, 0) << uid;
+    EXPECT_EQ(r.out.find(marker), std::string::npos) << uid;
+  }
+  // Another tenant's sandboxed job on the same node looks for it while it is staged: the agent's
+  // dataset dir, the /dev/shm fallback, and its own dataset roots.
+  const std::string look =
+      "cat " + staged + " 2>&1 | head -c 200; echo; "
+      "ls -la " + agent_dir + "/datasets/ 2>&1; ls " + agent_dir + "/datasets/" + job_a + " 2>&1; "
+      "cat /dev/shm/gpuwarden-datasets-*/" + job_a + "/0/v1 2>&1 | head -c 200; echo; "
+      "grep -rlF " + marker + " /data /datasets /dev/shm " + agent_dir + " 2>/dev/null; echo looked";
+  const std::string job_b = SubmitJson("bob", "beta", Json{{"name", "snoop"}, {"command", {"sh", "-c", look}}});
+  ASSERT_TRUE(WaitState("bob", job_b, "done")) << Explain("bob", job_b);
+  const std::string snoop = Logs("bob", job_b);
+  EXPECT_NE(snoop.find("looked"), std::string::npos) << snoop;
+  EXPECT_EQ(snoop.find(marker), std::string::npos) << snoop;
+  EXPECT_EQ(snoop.find(job_a + "\n"), std::string::npos) << "the staged dir is not listed: " << snoop;
+  EXPECT_EQ(Show("alice", job_a).value("state", ""), "running") << "staged the whole time";
+
+  ASSERT_TRUE(WaitState("alice", job_a, "done")) << Explain("alice", job_a);
+  EXPECT_EQ(Logs("alice", job_a), sha + "\nwrite=refused\ncreate=refused\nroot=refused\nready\n");
+  // Nothing of it is left on the node: no mount, no file holding the plaintext.
+  ASSERT_TRUE(Wait([&] {
+    return RunShell("grep -F " + ShellQuote(agent_dir + "/datasets/") + " /proc/mounts").out.empty();
+  })) << RunShell("cat /proc/mounts").out;
+  EXPECT_EQ(RunShell("grep -rlF " + ShellQuote(marker) + " " + ShellQuote(agent_dir) +
+                     " /dev/shm/gpuwarden-datasets-* 2>/dev/null; true")
+                .out,
+            "");
+}
+
 }  // namespace warden::testing

@@ -2,6 +2,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <set>
 
 #include "runtime/oci_spec.h"
@@ -94,8 +95,10 @@ TEST(SandboxSpecTest, RefusesMalformedFields) {
   bad([](SandboxSpec& s) { s.cpu_millis = 1; }, "cpu_millis");
   bad([](SandboxSpec& s) { s.scratch_bytes = 0; }, "scratch_bytes");
   bad([](SandboxSpec& s) { s.wall_time = absl::ZeroDuration(); }, "wall_time");
-  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/proc/x", false}}; }, "reserved");
-  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/", false}}; }, "reserved");
+  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/proc/x", false}}; }, "not under /data or /datasets");
+  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/", false}}; }, "not under /data or /datasets");
+  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/tmp/x", false}}; }, "not under /data or /datasets");
+  bad([](SandboxSpec& s) { s.datasets = {{"/run/ds", "/database", false}}; }, "not under /data or /datasets");
   bad([](SandboxSpec& s) { s.datasets = {{"/run/a", "/data", false}, {"/run/b", "/data/x", false}}; }, "overlaps");
 }
 
@@ -251,6 +254,54 @@ TEST(BwrapPlanTest, CarriesTheSameIsolationAsTheOciSpec) {
   bool mem = false;
   for (const auto& [file, value] : plan->cgroup_writes) mem |= file == "/sys/fs/cgroup/memory/warden/alpha/job-1/memory.limit_in_bytes" && value == "536870912";
   EXPECT_TRUE(mem);
+}
+
+// Problem of issue 7: runc cannot create /data/train on a read-only root. A dataset below a root
+// gets a root tmpfs (owned by the container's root, 0755, not executable) mounted before it; the
+// dataset itself is a read-only bind unless writable.
+TEST(OciSpecTest, DatasetsBelowARootGetARootTmpfsBeforeTheirBind) {
+  SandboxSpec s = GoodSpec();
+  s.datasets = {{"/dev/shm/ds/0", "/data/train", false}, {"/dev/shm/ds/1", "/datasets", true}};
+  ASSERT_TRUE(ValidateSandboxSpec(s).ok());
+  auto j = BuildOciSpec(s, Inputs());
+  ASSERT_TRUE(j.ok()) << j.status();
+  int root_tmpfs = -1, train = -1, whole = -1, i = 0;
+  for (const Json& m : (*j)["mounts"]) {
+    const std::string dest = m["destination"].get<std::string>();
+    const auto opts = m["options"].get<std::vector<std::string>>();
+    auto has = [&](const char* o) { return std::find(opts.begin(), opts.end(), o) != opts.end(); };
+    if (dest == "/data") {
+      root_tmpfs = i;
+      EXPECT_EQ(m["type"], "tmpfs");
+      EXPECT_TRUE(has("mode=0755") && has("noexec") && has("nosuid") && has("nodev")) << m.dump();
+      for (const std::string& o : opts) EXPECT_EQ(o.find("uid="), std::string::npos) << "owned by the job: " << m.dump();
+    }
+    if (dest == "/data/train") {
+      train = i;
+      EXPECT_EQ(m["source"], "/dev/shm/ds/0");
+      EXPECT_TRUE(has("ro") && has("noexec") && has("nosuid") && has("nodev")) << m.dump();
+    }
+    if (dest == "/datasets" && m["type"] == "none") {
+      whole = i;
+      EXPECT_TRUE(has("rw")) << m.dump();
+    }
+    EXPECT_FALSE(dest == "/datasets" && m["type"] == "tmpfs") << "no root tmpfs under a dataset at the root itself";
+    ++i;
+  }
+  ASSERT_GE(root_tmpfs, 0);
+  EXPECT_LT(root_tmpfs, train);
+  EXPECT_GE(whole, 0);
+
+  auto plan = PlanBwrap(s, Inputs(), *j, "/usr/bin/bwrap");
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::string cmd;
+  for (const std::string& a : plan->args) cmd += a + " ";
+  const size_t t = cmd.find("--tmpfs /data "), b = cmd.find("--ro-bind /dev/shm/ds/0 /data/train ");
+  ASSERT_NE(t, std::string::npos) << cmd;
+  ASSERT_NE(b, std::string::npos) << cmd;
+  EXPECT_LT(t, b);
+  EXPECT_NE(cmd.find("--bind /dev/shm/ds/1 /datasets "), std::string::npos) << cmd;
+  EXPECT_GT(cmd.find("--remount-ro /data "), b) << cmd;
 }
 
 TEST(BwrapPlanTest, CompilesTheSeccompProfile) {
