@@ -167,52 +167,6 @@ absl::Status ApiService::WriteBackJobDatasetForAgent(const AgentDatasetWriteBack
   return absl::OkStatus();
 }
 
-absl::Status ApiService::RecheckJobSubmitter(const std::string& tenant_id, const api::JobDataset& d,
-                                             vault::DataAction action, const std::string& object_id,
-                                             std::string& decision) {
-  const std::string verb(vault::DataActionName(action));
-  auto user = store_.GetUser(d.authorized_user);
-  if (!user.ok() || user->disabled) {
-    decision = StrCat(verb, ": the submitting user is disabled or no longer exists");
-    return absl::PermissionDeniedError(decision);
-  }
-  auth::Identity id;
-  id.user_id = d.authorized_user;
-  if (!d.authorized_token.empty()) {
-    auto tok = store_.GetToken(d.authorized_token);
-    if (!tok.ok() || tok->revoked || (tok->expires_at != 0 && tok->expires_at <= clock_.NowUnix())) {
-      decision = StrCat(verb, ": the API token that submitted the job is revoked or expired");
-      return absl::PermissionDeniedError(decision);
-    }
-    id.kind = auth::Identity::Kind::kApiToken;
-    id.token_id = d.authorized_token;
-  }
-  std::shared_ptr<const rbac::Policy> pol = policy();
-  WARDEN_ASSIGN_OR_RETURN(auto policies, options_.vault->Policies(tenant_id));
-  vault::AccessRequest r;
-  r.action = action;
-  r.user_id = id.user_id;
-  r.token_id = id.token_id;
-  r.object_id = object_id;
-  r.name = d.name;
-  std::vector<std::string> role_ids;
-  if (!policies->empty()) {  // `role:` principals, as in AuthorizeData (fail closed on errors)
-    WARDEN_ASSIGN_OR_RETURN(auto bindings, store_.ListBindings());
-    for (const auto& b : bindings) {
-      const bool mine = !id.token_id.empty() ? (b.subject_kind == "token" && b.subject_id == id.token_id)
-                                             : (b.subject_kind == "user" && b.subject_id == id.user_id);
-      if (mine && (b.scope_tenant_id.empty() || b.scope_tenant_id == tenant_id)) role_ids.push_back(b.role_id);
-    }
-    for (const auto& rid : role_ids) r.roles.push_back(rid);
-  }
-  vault::AccessDecision dec =
-      vault::AuthorizeDataAccess(GrantsOf(*pol, id), pol->TenantIndex(tenant_id), *policies, r, std::nullopt);
-  decision = StrCat(verb, ": ", dec.reason,
-                    dec.policy.empty() ? "" : StrCat(" [policy ", dec.policy, " statement ", dec.statement, "]"));
-  if (!dec.allowed) return absl::PermissionDeniedError(decision);
-  return absl::OkStatus();
-}
-
 uint64_t AgentApi::StreamBodyLimit(std::string_view method, std::string_view target) {
   // PUT /agent/v1/nodes/{node}/jobs/{job}/datasets/{index}: the router checks the rest.
   if (method != "PUT") return 0;

@@ -382,10 +382,12 @@ class ApiService {
   absl::Status AuthorizeJobImage(Call& c, const api::JobRun& run);
   // agent_dataset_writeback.cc: a `write` dataset at submit (data `write` on the name).
   absl::Status AuthorizeJobWriteDataset(Call& c, const std::string& where, api::JobDataset& d);
-  // agent_dataset_writeback.cc: `action` on dataset `d` of a job re-decided for the job's
+  // job_datasets.cc: `action` on dataset `d` of a job re-decided for the job's
   // submitter with today's state (user enabled, token unrevoked and unexpired, RBAC under the
   // current policy, the tenant's data policies with `role:` principals); `decision` says why.
-  // ReadJobDatasetForAgent makes the same decision for `read` inline.
+  // ReadJobDatasetForAgent makes it for `read`, the write-back for `write` (job_datasets.cc).
+  absl::StatusOr<auth::Identity> JobSubmitterIdentity(const api::JobDataset& d, std::string_view verb,
+                                                      std::string& decision);
   absl::Status RecheckJobSubmitter(const std::string& tenant_id, const api::JobDataset& d,
                                    vault::DataAction action, const std::string& object_id,
                                    std::string& decision);

@@ -115,9 +115,9 @@ absl::Status ApiService::AuthorizeSharedJobDataset(Call& c, const std::string& w
     return absl::Status(s.code(), StrCat(where, s.message()));
   };
   if (d.write) {
-    return absl::UnimplementedError(StrCat(
-        where,
-        "read-write mounts of another tenant's dataset are not possible: shares are read-only"));
+    // A share only ever lets tenant B read: writing into A's dataset is not B's to do.
+    return absl::PermissionDeniedError(StrCat(
+        where, "a job cannot write into another tenant's dataset (shares are read-only)"));
   }
   if (options_.vault == nullptr)
     return absl::UnavailableError("the vault is not running on this server");

@@ -119,22 +119,7 @@ absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
   // Re-decide for the principal that submitted the job, with today's state: the user must still
   // be enabled, the token (if one submitted) unrevoked and unexpired, and RBAC + the tenant's
   // data policies must still allow the read.
-  auto user = store_.GetUser(d.authorized_user);
-  if (!user.ok() || user->disabled) {
-    out.decision = "read: the submitting user is disabled or no longer exists";
-    return absl::PermissionDeniedError(out.decision);
-  }
-  auth::Identity id;
-  id.user_id = d.authorized_user;
-  if (!d.authorized_token.empty()) {
-    auto tok = store_.GetToken(d.authorized_token);
-    if (!tok.ok() || tok->revoked || (tok->expires_at != 0 && tok->expires_at <= clock_.NowUnix())) {
-      out.decision = "read: the API token that submitted the job is revoked or expired";
-      return absl::PermissionDeniedError(out.decision);
-    }
-    id.kind = auth::Identity::Kind::kApiToken;
-    id.token_id = d.authorized_token;
-  }
+  WARDEN_ASSIGN_OR_RETURN(auth::Identity id, JobSubmitterIdentity(d, "read", out.decision));
   std::shared_ptr<const rbac::Policy> pol = policy();
   rbac::Grants grants = GrantsOf(*pol, id);
   rbac::TenantRef tref = pol->TenantIndex(nd.tenant_id);
@@ -157,31 +142,61 @@ absl::Status ApiService::ReadJobDatasetForAgent(const std::string& node_id,
     if (!s.ok()) return absl::PermissionDeniedError(out.decision);
     return ReadPinnedChunks(owner_id, d, first_chunk, count, out);
   }
-  WARDEN_ASSIGN_OR_RETURN(auto policies, options_.vault->Policies(nd.tenant_id));
-  std::vector<std::string> role_ids;
+  WARDEN_RETURN_IF_ERROR(
+      RecheckJobSubmitter(nd.tenant_id, d, vault::DataAction::kRead, d.object_id, out.decision));
+  return ReadPinnedChunks(nd.tenant_id, d, first_chunk, count, out);
+}
+
+absl::StatusOr<auth::Identity> ApiService::JobSubmitterIdentity(const api::JobDataset& d,
+                                                                std::string_view verb,
+                                                                std::string& decision) {
+  auto user = store_.GetUser(d.authorized_user);
+  if (!user.ok() || user->disabled) {
+    decision = StrCat(verb, ": the submitting user is disabled or no longer exists");
+    return absl::PermissionDeniedError(decision);
+  }
+  auth::Identity id;
+  id.user_id = d.authorized_user;
+  if (!d.authorized_token.empty()) {
+    auto tok = store_.GetToken(d.authorized_token);
+    if (!tok.ok() || tok->revoked || (tok->expires_at != 0 && tok->expires_at <= clock_.NowUnix())) {
+      decision = StrCat(verb, ": the API token that submitted the job is revoked or expired");
+      return absl::PermissionDeniedError(decision);
+    }
+    id.kind = auth::Identity::Kind::kApiToken;
+    id.token_id = d.authorized_token;
+  }
+  return id;
+}
+
+absl::Status ApiService::RecheckJobSubmitter(const std::string& tenant_id, const api::JobDataset& d,
+                                             vault::DataAction action, const std::string& object_id,
+                                             std::string& decision) {
+  const std::string verb(vault::DataActionName(action));
+  WARDEN_ASSIGN_OR_RETURN(auth::Identity id, JobSubmitterIdentity(d, verb, decision));
+  std::shared_ptr<const rbac::Policy> pol = policy();
+  WARDEN_ASSIGN_OR_RETURN(auto policies, options_.vault->Policies(tenant_id));
   vault::AccessRequest r;
-  r.action = vault::DataAction::kRead;
+  r.action = action;
   r.user_id = id.user_id;
   r.token_id = id.token_id;
-  r.object_id = d.object_id;
+  r.object_id = object_id;
   r.name = d.name;
+  std::vector<std::string> role_ids;
   if (!policies->empty()) {  // `role:` principals, as in AuthorizeData (fail closed on errors)
     WARDEN_ASSIGN_OR_RETURN(auto bindings, store_.ListBindings());
-    const bool token = !id.token_id.empty();
     for (const auto& b : bindings) {
-      const bool mine = token ? (b.subject_kind == "token" && b.subject_id == id.token_id)
-                              : (b.subject_kind == "user" && b.subject_id == id.user_id);
-      if (mine && (b.scope_tenant_id.empty() || b.scope_tenant_id == nd.tenant_id)) {
-        role_ids.push_back(b.role_id);
-      }
+      const bool mine = !id.token_id.empty() ? (b.subject_kind == "token" && b.subject_id == id.token_id)
+                                             : (b.subject_kind == "user" && b.subject_id == id.user_id);
+      if (mine && (b.scope_tenant_id.empty() || b.scope_tenant_id == tenant_id)) role_ids.push_back(b.role_id);
     }
     for (const auto& rid : role_ids) r.roles.push_back(rid);
   }
-  vault::AccessDecision dec = vault::AuthorizeDataAccess(grants, tref, *policies, r, std::nullopt);
-  out.decision = StrCat("read: ", Decision(dec));
-  if (!dec.allowed) return absl::PermissionDeniedError(out.decision);
-
-  return ReadPinnedChunks(nd.tenant_id, d, first_chunk, count, out);
+  vault::AccessDecision dec =
+      vault::AuthorizeDataAccess(GrantsOf(*pol, id), pol->TenantIndex(tenant_id), *policies, r, std::nullopt);
+  decision = StrCat(verb, ": ", Decision(dec));
+  if (!dec.allowed) return absl::PermissionDeniedError(decision);
+  return absl::OkStatus();
 }
 
 absl::Status ApiService::ReadPinnedChunks(const std::string& owner_tenant_id,
