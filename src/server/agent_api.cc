@@ -35,6 +35,20 @@ void AgentApi::Audit(const http::Request& req, const std::string& node, const ch
   (void)audit_.Append(std::move(e));
 }
 
+audit::AuditEvent AgentApi::NodeEvent(const http::Request& req, const cluster::AgentPeer& peer,
+                                      const char* action) {
+  audit::AuditEvent e;
+  e.request_id = req.request_id;
+  e.actor_kind = "node";
+  e.actor_name = peer.node_name;
+  e.actor_id = peer.node_id;
+  e.action = action;
+  e.method = req.method;
+  e.resource = req.path;
+  e.source = req.remote_address;
+  return e;
+}
+
 http::Response AgentApi::Serve(http::Request& req) {
   http::Response err;
   const auto* route = router_.Match(req, &err);

@@ -55,13 +55,18 @@ class AgentApi {
   http::Response Renew(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobLogs(http::Request& req, const cluster::AgentPeer& peer);  // agent_jobs.cc
   // Long-poll: {"generation":N} -> {"generation":M} once the node's assignments change (or after
-  // kMaxNodeWait); 429 when too many agents wait already (agent_jobs.cc).
+  // kMaxNodeWait), holding no thread meanwhile; 429 when the node has too many waits pending
+  // (agent_jobs.cc).
   http::Response WaitForWork(http::Request& req, const cluster::AgentPeer& peer);
   http::Response JobDataset(http::Request& req, const cluster::AgentPeer& peer);  // agent_datasets.cc
   http::Response JobImage(http::Request& req, const cluster::AgentPeer& peer);  // image_routes.cc
   http::Response JobDatasetWriteBack(http::Request& req, const cluster::AgentPeer& peer);  // agent_dataset_writeback.cc
   void Audit(const http::Request& req, const std::string& node, const char* action, int status,
              const std::string& reason);
+  // The fields every node-actor event shares (request, node, action, method, path, source); the
+  // caller adds tenant, decision, status, bytes and reason.
+  static audit::AuditEvent NodeEvent(const http::Request& req, const cluster::AgentPeer& peer,
+                                     const char* action);
 
   cluster::Cluster& cluster_;
   audit::AuditLog& audit_;

@@ -185,15 +185,7 @@ http::Response AgentApi::JobDatasetWriteBack(http::Request& req, const cluster::
   AgentDatasetWritten out;
   absl::Status s;
   bool audit_down = false;
-  audit::AuditEvent e;
-  e.request_id = req.request_id;
-  e.actor_kind = "node";
-  e.actor_name = peer.node_name;
-  e.actor_id = peer.node_id;
-  e.action = "datasets:write-back";
-  e.method = req.method;
-  e.resource = req.path;
-  e.source = req.remote_address;
+  audit::AuditEvent e = NodeEvent(req, peer, "datasets:write-back");
   auto describe = [&](const AgentDatasetWritten& w, const absl::Status& st) {
     std::string what = w.name.empty() ? StrCat("job ", job, " dataset ", in.index)
                                       : StrCat("job ", job, " dataset ", in.index, " \"", w.name, "\"");

@@ -53,19 +53,11 @@ http::Response AgentApi::JobDataset(http::Request& req, const cluster::AgentPeer
   }
   // One durable event per range with the bytes sent and the policy decision; no byte leaves
   // unless it was recorded (fail closed, like a download).
-  audit::AuditEvent e;
-  e.request_id = req.request_id;
-  e.actor_kind = "node";
-  e.actor_name = peer.node_name;
-  e.actor_id = peer.node_id;
+  audit::AuditEvent e = NodeEvent(req, peer, "datasets:mount-read");
   e.tenant = read.tenant_name;
-  e.action = "datasets:mount-read";
-  e.method = req.method;
-  e.resource = req.path;
   e.decision = s.ok() ? "allow" : "deny";
   e.status = r.status;
   e.bytes = s.ok() ? static_cast<int64_t>(read.data.size()) : 0;
-  e.source = req.remote_address;
   std::string what = read.name.empty()
                          ? StrCat("job ", job, " dataset ", index)
                          : StrCat("job ", job, " dataset ", index, " \"", read.name, "\" v",

@@ -296,19 +296,11 @@ http::Response AgentApi::JobImage(http::Request& req, const cluster::AgentPeer& 
                            : absl::UnavailableError("images are not served by this server");
   http::Response r = s.ok() ? http::Response{} : http::Response::Error(s);
   // One durable event per fetch (digest, tenant, bytes); no byte leaves unless it was recorded.
-  audit::AuditEvent e;
-  e.request_id = req.request_id;
-  e.actor_kind = "node";
-  e.actor_name = peer.node_name;
-  e.actor_id = peer.node_id;
+  audit::AuditEvent e = NodeEvent(req, peer, "images:fetch");
   e.tenant = img.tenant_name;
-  e.action = "images:fetch";
-  e.method = req.method;
-  e.resource = req.path;
   e.decision = s.ok() ? "allow" : "deny";
   e.status = r.status;
   e.bytes = s.ok() ? img.size : 0;
-  e.source = req.remote_address;
   e.reason = StrCat("job ", job, " image ", digest.substr(0, 80), s.ok() ? "" : StrCat(": ", s.message()))
                  .substr(0, 512);
   if (absl::Status a = audit_.Append(std::move(e)); !a.ok()) {
