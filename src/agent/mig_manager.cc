@@ -1,9 +1,6 @@
 // The agent's MIG instances: create at the planned placement, record, destroy, reconcile.
 #include "agent/mig_manager.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -13,6 +10,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "gpu/handoff.h"
 
 namespace warden::agent {
 namespace {
@@ -23,21 +21,6 @@ using common::StrCat;
 constexpr int kStateVersion = 1;
 constexpr size_t kMaxStateBytes = 1 << 20;
 constexpr size_t kMaxRecords = 64 * gpu::kComputeSlices;
-
-absl::Status WriteFileAtomic(const std::string& path, const std::string& data) {
-  const std::string tmp = path + ".tmp";
-  ::unlink(tmp.c_str());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(StrCat("create ", tmp, ": ", std::strerror(errno)));
-  bool ok = ::write(fd, data.data(), data.size()) == static_cast<ssize_t>(data.size()) &&
-            ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
-    ::unlink(tmp.c_str());
-    return absl::InternalError(StrCat("write ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::vector<MigRecord>> Decode(const std::string& path, const std::string& text) {
   auto bad = [&](std::string_view why) {
@@ -118,7 +101,7 @@ absl::Status MigManager::SaveLocked() const {
                         {"profile_id", r.profile_id},
                         {"start", r.start}});
   }
-  return WriteFileAtomic(path_, Json{{"version", kStateVersion}, {"instances", list}}.dump());
+  return gpu::WriteFileAtomic(path_, Json{{"version", kStateVersion}, {"instances", list}}.dump());
 }
 
 absl::StatusOr<std::vector<std::string>> MigManager::Acquire(

@@ -36,6 +36,17 @@ std::string Shorten(std::string s) {
   return s;
 }
 
+std::string ProcessList(const std::vector<GpuProcess>& procs) {
+  std::string out;
+  for (size_t i = 0; i < procs.size() && i < 8; ++i) {
+    out += StrCat(i ? ", " : "", procs[i].pid);
+  }
+  if (procs.size() > 8) out += ", ...";
+  return out;
+}
+
+}  // namespace
+
 absl::Status WriteFileAtomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
   ::unlink(tmp.c_str());
@@ -50,17 +61,6 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& data) {
   }
   return absl::OkStatus();
 }
-
-std::string ProcessList(const std::vector<GpuProcess>& procs) {
-  std::string out;
-  for (size_t i = 0; i < procs.size() && i < 8; ++i) {
-    out += StrCat(i ? ", " : "", procs[i].pid);
-  }
-  if (procs.size() > 8) out += ", ...";
-  return out;
-}
-
-}  // namespace
 
 std::string_view HandoffStateName(HandoffState s) {
   switch (s) {

@@ -136,6 +136,10 @@ class HandoffController {
   std::string corrupt_reason_;  // set when the state file could not be read, until the next Sync
 };
 
+// Node-local state files (handoff state, the agent's MIG instance records): written to PATH.tmp
+// (mode 0600, not following a link), fsynced, renamed over PATH; InternalError naming the file.
+absl::Status WriteFileAtomic(const std::string& path, const std::string& data);
+
 // The state file's text and its strict reader (exposed for tests). DataLoss naming the problem
 // for anything that is not a file this code wrote.
 std::string EncodeHandoffState(const std::map<std::string, DeviceHandoff, std::less<>>& devices);
