@@ -24,6 +24,7 @@
 #include <memory>
 
 #include "cli/cli_internal.h"
+#include "cli/transfer.h"
 #include "common/encoding.h"
 #include "common/strings.h"
 #include "http/client.h"
@@ -63,101 +64,6 @@ class Sha256 {
 
  private:
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx_;
-};
-
-std::string HumanBytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) {
-    b /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", b, units[u]);
-  return buf;
-}
-
-// Progress on stderr: bytes, rate, ETA. Redrawn at most 5 times a second.
-class Progress {
- public:
-  Progress(bool on, uint64_t total, uint64_t start)
-      : on_(on), total_(total), start_bytes_(start), t0_(std::chrono::steady_clock::now()) {}
-  void Update(uint64_t done, bool final = false) {
-    if (!on_) return;
-    auto now = std::chrono::steady_clock::now();
-    if (!final && now - last_ < std::chrono::milliseconds(200)) return;
-    last_ = now;
-    double secs = std::chrono::duration<double>(now - t0_).count();
-    double rate = secs > 0 ? static_cast<double>(done - start_bytes_) / secs : 0;
-    std::string eta = "-";
-    if (rate > 0 && total_ >= done) {
-      auto left = static_cast<int64_t>(static_cast<double>(total_ - done) / rate);
-      eta = StrCat(left / 60, ":", left % 60 < 10 ? "0" : "", left % 60);
-    }
-    int pct = total_ ? static_cast<int>(100.0 * static_cast<double>(done) / static_cast<double>(total_)) : 100;
-    std::cerr << "\r" << HumanBytes(static_cast<double>(done)) << " / "
-              << HumanBytes(static_cast<double>(total_)) << " (" << pct << "%)  "
-              << HumanBytes(rate) << "/s  ETA " << eta << "    " << (final ? "\n" : "")
-              << std::flush;
-  }
-
- private:
-  bool on_;
-  uint64_t total_, start_bytes_;
-  std::chrono::steady_clock::time_point t0_, last_{};
-};
-
-// One connection for a whole transfer (keep-alive).
-class Transfer {
- public:
-  explicit Transfer(const Session& s) : s_(s) {
-    http::ClientOptions opts;
-    opts.base_url = s.url;
-    opts.ca_pem = s.ca_pem;
-    opts.timeout = absl::Minutes(5);
-    auto c = http::HttpsClient::Create(opts);
-    if (!c.ok()) Fail(std::string(c.status().message()), 3);
-    client_ = std::move(*c);
-  }
-  http::ClientResponse Do(const std::string& method, const std::string& path,
-                          std::string_view body, const char* content_type) {
-    auto r = client_->Do(method, path, body, Headers(content_type));
-    if (!r.ok()) Fail(std::string(r.status().message()), 3);
-    return std::move(*r);
-  }
-  // A streamed transfer; the error (source, sink or network) is returned, not fatal, so that
-  // the caller can clean up first.
-  absl::StatusOr<http::ClientResponse> Stream(const std::string& method, const std::string& path,
-                                              const http::StreamTransfer& transfer,
-                                              const char* content_type) {
-    return client_->Stream(method, path, transfer, Headers(content_type));
-  }
-  Json DoJson(const std::string& method, const std::string& path, const Json& body) {
-    auto r = Do(method, path, body.is_null() ? "" : body.dump(),
-                body.is_null() ? nullptr : "application/json");
-    if (r.status >= 400) Fail(ErrorOf(r));
-    auto j = common::ParseJsonStrict(r.body);
-    if (!j.ok()) Fail("server sent a malformed reply");
-    return *j;
-  }
-  std::vector<std::pair<std::string, std::string>> Headers(const char* content_type) const {
-    std::vector<std::pair<std::string, std::string>> headers = {
-        {"Authorization", "Bearer " + s_.token}};
-    if (!s_.otp.empty()) headers.emplace_back("X-Warden-OTP", s_.otp);
-    if (content_type != nullptr) headers.emplace_back("Content-Type", content_type);
-    return headers;
-  }
-  static std::string ErrorOf(const http::ClientResponse& r) {
-    auto j = common::ParseJsonStrict(r.body);
-    if (j.ok() && j->is_object() && j->contains("error") && (*j)["error"].is_object()) {
-      return (*j)["error"].value("message", StrCat("HTTP ", r.status));
-    }
-    return StrCat("HTTP ", r.status);
-  }
-
- private:
-  Session s_;
-  std::unique_ptr<http::HttpsClient> client_;
 };
 
 // Where interrupted uploads are remembered (next to the CLI's credentials).
@@ -261,14 +167,14 @@ void Put(const DatasetCommands& c, const Session& s) {
       Fail(StrCat(r.status().message(), " (run the same command again to resume the upload)"), 3);
     }
     if (r->status == 409 && attempt < 3 &&
-        Transfer::ErrorOf(*r).find("expects offset") != std::string::npos) {
+        ErrorOf(*r).find("expects offset") != std::string::npos) {
       Json u = t.DoJson("GET", StrCat(prefix, "/uploads/", upload_id), nullptr);
       offset = u.value("received", uint64_t{0});
       std::cerr << "resuming upload " << upload_id << " at "
                 << HumanBytes(static_cast<double>(offset)) << "\n";
       continue;
     }
-    if (r->status >= 400) Fail(Transfer::ErrorOf(*r));
+    if (r->status >= 400) Fail(ErrorOf(*r));
     offset = sent;
     break;
   }
@@ -325,7 +231,7 @@ void Get(const DatasetCommands& c, const Session& s) {
                     StrCat(prefix, "/content?name=", QueryEscape(c.name), "&version=", version),
                     tr, nullptr);
   if (!r.ok()) fail(StrCat("download failed: ", r.status().message()));
-  if (r->status >= 400) fail(Transfer::ErrorOf(*r));
+  if (r->status >= 400) fail(ErrorOf(*r));
   bar.Update(done, true);
   out.close();
   if (done != size || sha.Hex() != expect) {

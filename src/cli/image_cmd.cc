@@ -8,11 +8,11 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 
+#include "cli/transfer.h"
 #include "common/strings.h"
 #include "http/client.h"
 
@@ -28,50 +28,6 @@ std::string Tenant(const ImageCommands& c, const Session& s) {
   return t;
 }
 
-// "12.3 MiB" style sizes for the progress line and the listing.
-std::string Size(double b) {
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  for (; b >= 1024 && u < 4; ++u) b /= 1024;
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.1f %s", b, kUnits[u]);
-  return buf;
-}
-
-// A bar redrawn at most 5 times a second: [#####.....] 52% 12.0 MiB / 23.0 MiB 40.1 MiB/s
-class UploadBar {
- public:
-  UploadBar(bool on, uint64_t total) : on_(on), total_(total), t0_(std::chrono::steady_clock::now()) {}
-  void Draw(uint64_t done, bool final) {
-    if (!on_) return;
-    auto now = std::chrono::steady_clock::now();
-    if (!final && now - last_ < std::chrono::milliseconds(200)) return;
-    last_ = now;
-    const double frac = total_ ? static_cast<double>(done) / static_cast<double>(total_) : 1.0;
-    const int width = 30, filled = static_cast<int>(frac * width);
-    const double secs = std::chrono::duration<double>(now - t0_).count();
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.append(static_cast<size_t>(width - filled), '.');
-    std::cerr << "\r[" << bar << "] " << static_cast<int>(frac * 100) << "% "
-              << Size(static_cast<double>(done)) << " / " << Size(static_cast<double>(total_)) << " "
-              << Size(secs > 0 ? static_cast<double>(done) / secs : 0) << "/s   "
-              << (final ? "\n" : "") << std::flush;
-  }
-
- private:
-  bool on_;
-  uint64_t total_;
-  std::chrono::steady_clock::time_point t0_, last_{};
-};
-
-std::string ErrorOf(const http::ClientResponse& r) {
-  auto j = common::ParseJsonStrict(r.body);
-  if (j.ok() && j->is_object() && j->contains("error") && (*j)["error"].is_object()) {
-    return (*j)["error"].value("message", StrCat("HTTP ", r.status));
-  }
-  return StrCat("HTTP ", r.status);
-}
-
 Json Import(const ImageCommands& c, const Session& s) {
   int fd = ::open(c.file.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) Fail(StrCat("cannot open ", c.file, ": ", std::strerror(errno)), 2);
@@ -82,35 +38,25 @@ Json Import(const ImageCommands& c, const Session& s) {
                         "`docker save` or `skopeo copy ... oci-archive:FILE`)"), 2);
   }
   const uint64_t total = static_cast<uint64_t>(st.st_size);
-  http::ClientOptions opts;
-  opts.base_url = s.url;
-  opts.ca_pem = s.ca_pem;
-  opts.timeout = absl::Minutes(10);  // the server verifies and extracts before it answers
-  auto client = http::HttpsClient::Create(opts);
-  if (!client.ok()) Fail(std::string(client.status().message()), 3);
-  UploadBar bar(c.progress || ::isatty(STDERR_FILENO), total);
+  Transfer t(s, absl::Minutes(10));  // the server verifies and extracts before it answers
+  Progress bar(c.progress || ::isatty(STDERR_FILENO), total, 0);
   uint64_t sent = 0;
-  http::StreamTransfer t;
-  t.size = static_cast<int64_t>(total);
-  t.source = [&](char* buf, size_t n) -> absl::StatusOr<size_t> {
+  http::StreamTransfer body;
+  body.size = static_cast<int64_t>(total);
+  body.source = [&](char* buf, size_t n) -> absl::StatusOr<size_t> {
     for (;;) {
       ssize_t got = ::read(fd, buf, n);
       if (got < 0 && errno == EINTR) continue;
       if (got < 0) return absl::InternalError(StrCat("read ", c.file, ": ", std::strerror(errno)));
       sent += static_cast<uint64_t>(got);
-      bar.Draw(sent, false);
+      bar.Update(sent);
       return static_cast<size_t>(got);
     }
   };
-  std::vector<std::pair<std::string, std::string>> headers = {{"Authorization", "Bearer " + s.token},
-                                                              {"Content-Type", "application/x-tar"},
-                                                              // a refusal (permission, size) comes
-                                                              // back before the archive is sent
-                                                              {"Expect", "100-continue"}};
-  if (!s.otp.empty()) headers.emplace_back("X-Warden-OTP", s.otp);
-  auto r = (*client)->Stream("POST", StrCat("/api/v1/tenants/", Tenant(c, s), "/images"), t, headers);
+  auto r = t.Stream("POST", StrCat("/api/v1/tenants/", Tenant(c, s), "/images"), body,
+                    "application/x-tar", /*expect_continue=*/true);
   ::close(fd);
-  bar.Draw(sent, true);
+  bar.Update(sent, true);
   if (!r.ok()) Fail(std::string(r.status().message()), 3);
   if (r->status >= 400) Fail(StrCat("image import refused: ", ErrorOf(*r)));
   auto j = common::ParseJsonStrict(r->body);
@@ -126,7 +72,7 @@ void PrintList(const Json& items) {
     struct tm tm;
     if (t > 0 && gmtime_r(&t, &tm) != nullptr) std::strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
     std::printf("%-71s %10s  %-20s %s\n", i.value("digest", "").c_str(),
-                Size(static_cast<double>(i.value("size", uint64_t{0}))).c_str(), when,
+                HumanBytes(static_cast<double>(i.value("size", uint64_t{0}))).c_str(), when,
                 i.value("imported_by", "").c_str());
   }
 }
@@ -161,7 +107,7 @@ bool RunImageCommand(ImageCommands& c, const Session& s, const std::string& outp
       std::cout << j.dump(2) << "\n";
     } else {
       std::cout << "imported " << j.value("digest", "") << " ("
-                << Size(static_cast<double>(j.value("size", uint64_t{0}))) << ") for tenant "
+                << HumanBytes(static_cast<double>(j.value("size", uint64_t{0}))) << ") for tenant "
                 << j.value("tenant", "") << "\n";
     }
   } else if (c.ls->parsed()) {
