@@ -173,10 +173,28 @@ NodeCommands AddNodeCommands(CLI::App& app) {
       ->required();
   c.pool = named("pool", "move the node to another pool (jobs the new pool does not admit are requeued)");
   c.pool->add_option("pool", state->pool, "the new pool")->required();
+
+  c.pools = app.add_subcommand("pool", "node pools and the tenants they are dedicated to")
+                ->require_subcommand(1);
+  c.pool_ls = c.pools->add_subcommand("ls", "list pools: dedication and node count");
+  c.pool_dedicate = c.pools->add_subcommand(
+      "dedicate",
+      "reserve a pool for tenants: only their jobs run there from now on (other tenants' jobs "
+      "placed there are requeued at once); tenants with isolation \"dedicated\" run only in "
+      "such pools");
+  c.pool_dedicate->add_option("pool", state->pool, "pool name (need not have nodes yet)")
+      ->required();
+  c.pool_dedicate->add_option("--tenant", state->tenants, "tenant the pool is for (repeatable)")
+      ->required();
+  c.pool_general = c.pools->add_subcommand(
+      "general", "make a dedicated pool general again (any tenant not bound to dedicated pools)");
+  c.pool_general->add_option("pool", state->pool, "pool name")->required();
   return c;
 }
 
-bool NodeCommands::Parsed() const { return node != nullptr && node->parsed(); }
+bool NodeCommands::Parsed() const {
+  return (node != nullptr && node->parsed()) || (pools != nullptr && pools->parsed());
+}
 
 void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
   const auto& s = *c.state;
@@ -228,6 +246,39 @@ void RunNodeCommand(const NodeCommands& c, const NodeCommandContext& ctx) {
   } else if (c.rm->parsed()) {
     Json j = ctx.request("DELETE", "/api/v1/nodes/" + s.name, nullptr);
     print(j, [&] { std::cout << "removed node " << s.name << "; its certificates are revoked\n"; });
+  } else if (c.pool_ls->parsed()) {
+    Json j = ctx.request("GET", "/api/v1/pools", nullptr);
+    print(j, [&] {
+      std::vector<std::vector<std::string>> rows = {{"POOL", "DEDICATED TO", "NODES", "CHANGED"}};
+      for (const auto& p : j["pools"]) {
+        std::string to;
+        for (const auto& t : p.value("dedicated_to", Json::array())) {
+          to += StrCat(to.empty() ? "" : ",", t.get<std::string>());
+        }
+        if (to.empty()) to = p.value("reserved", false) ? "(deleted tenants: no one)" : "- (general)";
+        rows.push_back({Str(p, "name"), to, std::to_string(p.value("nodes", 0)),
+                        Ago(p.value("updated_at", int64_t{0}))});
+      }
+      PrintRows(rows);
+    });
+  } else if (c.pool_dedicate->parsed() || c.pool_general->parsed()) {
+    Json tenants = Json::array();
+    if (c.pool_dedicate->parsed()) {
+      for (const auto& t : s.tenants) tenants.push_back(t);
+    }
+    Json j = ctx.request("PUT", "/api/v1/pools/" + s.pool, Json{{"dedicated_to", tenants}});
+    print(j, [&] {
+      std::string to;
+      for (const auto& t : j.value("dedicated_to", Json::array())) {
+        to += StrCat(to.empty() ? "" : ", ", t.get<std::string>());
+      }
+      if (to.empty()) {
+        std::cout << "pool " << s.pool << " is general\n";
+      } else {
+        std::cout << "pool " << s.pool << " is dedicated to " << to << " ("
+                  << j.value("nodes", 0) << " nodes); other tenants' jobs there were requeued\n";
+      }
+    });
   } else if (c.pool->parsed()) {
     Json j = ctx.request("PATCH", "/api/v1/nodes/" + s.name, Json{{"pool", s.pool}});
     print(j, [&] { std::cout << "node " << s.name << " is now in pool " << j.value("pool", "") << "\n"; });

@@ -1,4 +1,4 @@
-// `gpuwarden node ...` verbs (node_cmd.cc), registered on the CLI's App by cli.cc. The CLI's
+// `gpuwarden node ...` and `gpuwarden pool ...` verbs (node_cmd.cc), registered on the CLI's App by cli.cc. The CLI's
 // session handling stays in cli.cc: it hands in how to send a request and how to fail.
 #pragma once
 
@@ -26,12 +26,15 @@ struct NodeCommands {
   struct State {
     std::string name, pool, ttl = "1h";
     std::vector<std::string> args;
+    std::vector<std::string> tenants;
   };
   std::shared_ptr<State> state;
   CLI::App* node = nullptr;
   CLI::App *jt_create = nullptr, *jt_ls = nullptr, *ls = nullptr, *show = nullptr,
            *cordon = nullptr, *uncordon = nullptr, *drain = nullptr, *rm = nullptr,
            *label = nullptr, *taint = nullptr, *pool = nullptr;
+  // `gpuwarden pool ls|dedicate|general` (cluster admins): pools and their dedication.
+  CLI::App *pools = nullptr, *pool_ls = nullptr, *pool_dedicate = nullptr, *pool_general = nullptr;
   bool Parsed() const;
 };
 

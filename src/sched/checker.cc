@@ -81,7 +81,7 @@ class Collector {
     }
     const Isolation iso = Effective(j);
     const bool dedicated_pool = node.pool < st_.pools.size() &&
-                                !st_.pools[node.pool].spec.dedicated_to.empty();
+                                st_.pools[node.pool].spec.dedicated();
     if (node.pool >= st_.pools.size()) {
       Add("state", StrCat("node ", node.spec.name, " is in unknown pool ", node.pool));
     } else {

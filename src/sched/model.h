@@ -81,6 +81,10 @@ struct Toleration {
 struct PoolSpec {
   std::string name;
   std::vector<TenantId> dedicated_to;  // empty: a general pool any non-dedicated tenant may use
+  // Dedicated even with dedicated_to empty: every tenant it was reserved for is gone, and a pool
+  // that was kept apart must not silently open to everyone (no job runs there).
+  bool reserved = false;
+  bool dedicated() const { return reserved || !dedicated_to.empty(); }
 };
 
 struct NodeGpuSpec {

@@ -330,7 +330,7 @@ struct Scheduler::Impl {
     for (uint32_t ci = 0; ci < classes.size(); ++ci) {
       const NodeClass& c = classes[ci];
       if (j.pool && c.pool != *j.pool) continue;
-      const bool dedicated_pool = !st.pools[c.pool].spec.dedicated_to.empty();
+      const bool dedicated_pool = st.pools[c.pool].spec.dedicated();
       // Invariant 2: a dedicated pool runs only its tenants' jobs.
       if (dedicated_pool && !DedicatedTo(c.pool, j.tenant)) continue;
       if (iso == Isolation::kDedicated && !dedicated_pool) continue;
@@ -513,7 +513,7 @@ struct Scheduler::Impl {
       return StrCat("a GPU fraction needs isolation shared, tenant ", t.spec.name, " now requires ",
                     IsolationName(iso));
     }
-    const bool dedicated_pool = !st.pools[node.pool].spec.dedicated_to.empty();
+    const bool dedicated_pool = st.pools[node.pool].spec.dedicated();
     if (dedicated_pool && !DedicatedTo(node.pool, j.tenant)) {
       return StrCat("pool ", st.pools[node.pool].spec.name, " is no longer open to tenant ",
                     t.spec.name);
@@ -988,13 +988,15 @@ absl::StatusOr<PoolId> Scheduler::AddPool(const PoolSpec& spec) {
   return id;
 }
 
-absl::Status Scheduler::SetPoolDedication(PoolId pool, const std::vector<TenantId>& tenants) {
+absl::Status Scheduler::SetPoolDedication(PoolId pool, const std::vector<TenantId>& tenants,
+                                          bool reserved) {
   Impl& m = *impl_;
   if (pool >= m.st.pools.size()) return absl::NotFoundError(StrCat("no pool with id ", pool));
   for (TenantId t : tenants) {
     if (!m.Known(t)) return absl::InvalidArgumentError(StrCat("no tenant ", t));
   }
   m.st.pools[pool].spec.dedicated_to = tenants;
+  m.st.pools[pool].spec.reserved = reserved;
   m.elig_cache.clear();
   m.RequeueMisplaced(0);
   m.SelfCheck("SetPoolDedication");
@@ -1257,14 +1259,14 @@ absl::StatusOr<JobId> Scheduler::Submit(const JobSpec& spec) {
     auto pit = m.pool_by_name.find(spec.pool);
     if (pit == m.pool_by_name.end()) return absl::NotFoundError(StrCat("no pool named ", spec.pool));
     pool = pit->second;
-    const auto& ded = m.st.pools[*pool].spec.dedicated_to;
+    const bool dedicated_pool = m.st.pools[*pool].spec.dedicated();
     // Attack: targeting another tenant's dedicated pool.
-    if (!ded.empty() && !m.DedicatedTo(*pool, tid)) {
+    if (dedicated_pool && !m.DedicatedTo(*pool, tid)) {
       return absl::PermissionDeniedError(StrCat("pool ", spec.pool,
                                                 " is dedicated to other tenants; tenant ",
                                                 t.spec.name, " may not run jobs there"));
     }
-    if (ded.empty() && iso == Isolation::kDedicated) {
+    if (!dedicated_pool && iso == Isolation::kDedicated) {
       return absl::PermissionDeniedError(StrCat("isolation dedicated: pool ", spec.pool,
                                                 " is not dedicated to tenant ", t.spec.name));
     }

@@ -79,8 +79,10 @@ class Scheduler {
   absl::Status SetTenantWeight(TenantId tenant, double weight);
   // InvalidArgument: bad name or unknown tenant; AlreadyExists: name taken.
   absl::StatusOr<PoolId> AddPool(const PoolSpec& spec);
-  // Re-dedicates a pool; jobs of tenants no longer allowed there are requeued.
-  absl::Status SetPoolDedication(PoolId pool, const std::vector<TenantId>& tenants);
+  // Re-dedicates a pool (empty `tenants` and !reserved: a general pool again; `reserved`: kept
+  // dedicated even with no tenant listed); jobs of tenants no longer allowed there are requeued.
+  absl::Status SetPoolDedication(PoolId pool, const std::vector<TenantId>& tenants,
+                                 bool reserved = false);
 
   // --- nodes -------------------------------------------------------------------------------
   // InvalidArgument: unknown pool or GPU model, mixed models, MIG mode on a non-MIG model,

@@ -165,6 +165,9 @@ const std::vector<RouteSpec>& ApiService::Routes() {
        &ApiService::DeleteNode},
       {"PATCH", "/api/v1/nodes/{node}", "nodes:manage", Scope::kCluster, "nodes:update",
        &ApiService::PatchNode},
+      {"GET", "/api/v1/pools", "nodes:read", Scope::kCluster, "pools:list", &ApiService::ListPools},
+      {"PUT", "/api/v1/pools/{pool}", "nodes:manage", Scope::kCluster, "pools:dedicate",
+       &ApiService::PutPool},
       // Tamper-evident log (audit_routes.cc).
       {"GET", "/api/v1/audit/events", "audit:read", Scope::kCluster, nullptr,
        &ApiService::QueryAudit, 200, kRouteDurableRead},

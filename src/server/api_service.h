@@ -260,6 +260,8 @@ class ApiService {
   absl::StatusOr<common::Json> LabelNode(Call& c);
   absl::StatusOr<common::Json> TaintNode(Call& c);
   absl::StatusOr<common::Json> PatchNode(Call& c);  // node_pool_routes.cc (issue 6)
+  absl::StatusOr<common::Json> ListPools(Call& c);  // node_pool_routes.cc (issue 6)
+  absl::StatusOr<common::Json> PutPool(Call& c);    // node_pool_routes.cc (issue 6)
   absl::StatusOr<common::Json> DeleteNode(Call& c);
   absl::StatusOr<common::Json> SetNodeSchedule(Call& c, const char* schedule);
   // audit_routes.cc

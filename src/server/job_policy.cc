@@ -1,11 +1,14 @@
 // JobService, tenant policy half (issue 6): each tenant's isolation policy and quota, stored in
 // the tenant_policies table (migration 7), loaded into the scheduler at Start and pushed into it
-// on every change; live node label/taint/pool changes; per-tenant usage and quota gauges.
+// on every change; pools dedicated to tenants (pool_dedications, migration 8), the same way;
+// live node label/taint/pool changes; per-tenant usage and quota gauges.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
+#include "common/ids.h"
 #include "common/metrics.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -155,6 +158,138 @@ absl::StatusOr<sched::TenantPolicy> JobService::SetTenantPolicy(const std::strin
   }
   cv_.notify_all();
   return policy;
+}
+
+absl::Status JobService::LoadPoolDedicationsLocked() {
+  WARDEN_ASSIGN_OR_RETURN(auto rows, store_.ListPoolDedications());
+  for (const store::PoolDedication& row : rows) {
+    auto ids = common::ParseJsonStrict(row.tenant_ids_json);
+    if (!ids.ok() || !ids->is_array()) {
+      // Fail closed, as for tenant policies: a pool that was kept apart must not open up.
+      return absl::DataLossError(StrCat("the stored dedication of pool ", row.pool,
+                                        " cannot be read: ", row.tenant_ids_json));
+    }
+    std::vector<sched::TenantId> tenants;
+    for (const Json& id : *ids) {
+      if (!id.is_string()) {
+        return absl::DataLossError(StrCat("the stored dedication of pool ", row.pool,
+                                          " holds a non-string tenant id"));
+      }
+      auto tenant = store_.GetTenant(id.get<std::string>());
+      if (!tenant.ok()) continue;  // deleted since
+      WARDEN_ASSIGN_OR_RETURN(sched::TenantId t, TenantLocked(tenant->name));
+      tenants.push_back(t);
+    }
+    // Dedicated to tenants that were all deleted since: it stays apart (no one's jobs run there)
+    // until a cluster admin dedicates it again or makes it general.
+    const bool reserved = tenants.empty() && !ids->empty();
+    std::optional<sched::PoolId> pool = sched_->FindPool(row.pool);
+    if (!pool) {
+      WARDEN_ASSIGN_OR_RETURN(pool, sched_->AddPool({row.pool, {}}));
+    }
+    WARDEN_RETURN_IF_ERROR(sched_->SetPoolDedication(*pool, tenants, reserved));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<JobService::PoolView> JobService::PoolViewLocked(sched::PoolId pool) {
+  const sched::ClusterState& st = sched_->state();
+  if (pool >= st.pools.size()) return absl::NotFoundError(StrCat("no pool with id ", pool));
+  const sched::PoolSpec& spec = st.pools[pool].spec;
+  PoolView v;
+  v.name = spec.name;
+  v.reserved = spec.reserved;
+  for (sched::TenantId t : spec.dedicated_to) {
+    if (const sched::TenantState* ts = st.tenant(t)) v.dedicated_to.push_back(ts->spec.name);
+  }
+  std::sort(v.dedicated_to.begin(), v.dedicated_to.end());
+  for (const sched::NodeState& n : st.nodes) {
+    if (!n.removed && n.pool == pool) ++v.nodes;
+  }
+  return v;
+}
+
+absl::StatusOr<std::vector<JobService::PoolView>> JobService::ListPools() {
+  std::lock_guard lock(mu_);
+  if (!sched_) return absl::UnavailableError("the job service is not running");
+  WARDEN_ASSIGN_OR_RETURN(auto rows, store_.ListPoolDedications());
+  std::vector<PoolView> out;
+  for (sched::PoolId p = 0; p < sched_->state().pools.size(); ++p) {
+    WARDEN_ASSIGN_OR_RETURN(PoolView v, PoolViewLocked(p));
+    for (const store::PoolDedication& row : rows) {
+      if (row.pool != v.name) continue;
+      v.updated_at = row.updated_at;
+      v.updated_by = row.updated_by;
+    }
+    out.push_back(std::move(v));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const PoolView& a, const PoolView& b) { return a.name < b.name; });
+  return out;
+}
+
+absl::StatusOr<JobService::PoolView> JobService::SetPoolDedication(
+    const std::string& pool_name, const std::vector<std::string>& tenant_names,
+    const std::string& user_id) {
+  WARDEN_RETURN_IF_ERROR(common::ValidateName("pool name", pool_name));
+  // Resolve every tenant before changing anything: an unknown name refuses the whole change.
+  std::vector<std::pair<std::string, std::string>> named;  // (name, id), sorted, unique
+  for (const std::string& name : tenant_names) {
+    auto tenant = store_.GetTenantByName(name);
+    if (!tenant.ok()) {
+      if (absl::IsNotFound(tenant.status())) {
+        return absl::NotFoundError(StrCat("no tenant named \"", name, "\""));
+      }
+      return tenant.status();
+    }
+    named.emplace_back(tenant->name, tenant->id);
+  }
+  std::sort(named.begin(), named.end());
+  named.erase(std::unique(named.begin(), named.end()), named.end());
+  PoolView view;
+  {
+    std::lock_guard lock(mu_);
+    if (!sched_) return absl::UnavailableError("the job service is not running");
+    std::vector<sched::TenantId> tenants;
+    Json ids = Json::array();
+    for (const auto& [name, id] : named) {
+      WARDEN_ASSIGN_OR_RETURN(sched::TenantId t, TenantLocked(name));
+      tenants.push_back(t);
+      ids.push_back(id);
+    }
+    store::PoolDedication row{pool_name, ids.dump(), clock_.NowUnix(), user_id};
+    WARDEN_RETURN_IF_ERROR(store_.PutPoolDedication(row));
+    std::optional<sched::PoolId> pool = sched_->FindPool(pool_name);
+    if (!pool) {
+      WARDEN_ASSIGN_OR_RETURN(pool, sched_->AddPool({pool_name, {}}));
+    }
+    WARDEN_RETURN_IF_ERROR(sched_->SetPoolDedication(*pool, tenants));
+    CheckLocked("a pool dedication change");
+    WARDEN_RETURN_IF_ERROR(PersistLocked());
+    // Jobs of other tenants that named this pool can never run there now; submitting one is
+    // refused, so those already in the system end (their agents stop them) rather than wait
+    // forever or fail obscurely at the next restart.
+    const sched::ClusterState& st = sched_->state();
+    std::vector<std::string> closed;
+    for (const auto& [id, t] : active_) {
+      const sched::JobRecord* r = sched_->FindJob(t.sid);
+      if (r == nullptr || !r->pool || *r->pool != *pool) continue;
+      const auto& ded = st.pools[*pool].spec.dedicated_to;
+      if (std::find(ded.begin(), ded.end(), r->tenant) == ded.end()) closed.push_back(id);
+    }
+    for (const std::string& id : closed) {
+      WARDEN_RETURN_IF_ERROR(EndLocked(
+          id, "failed",
+          StrCat("pool ", pool_name, " was dedicated to other tenants; the job named that pool"),
+          std::nullopt));
+    }
+    WARDEN_ASSIGN_OR_RETURN(view, PoolViewLocked(*pool));
+    view.updated_at = row.updated_at;
+    view.updated_by = row.updated_by;
+    kicked_ = true;
+  }
+  cv_.notify_all();
+  return view;
 }
 
 void JobService::UpdateTenantGaugesLocked() {

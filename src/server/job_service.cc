@@ -125,6 +125,7 @@ absl::Status JobService::Start(bool loop) {
   so.plan_mig_mode_changes = false;
   WARDEN_ASSIGN_OR_RETURN(sched_, sched::Scheduler::Create(so));
   WARDEN_RETURN_IF_ERROR(LoadTenantPoliciesLocked());
+  WARDEN_RETURN_IF_ERROR(LoadPoolDedicationsLocked());
   WARDEN_RETURN_IF_ERROR(SyncNodesLocked());
   WARDEN_ASSIGN_OR_RETURN(auto jobs, store_.ListJobs(std::nullopt, std::nullopt, true));
   for (store::Job& rec : jobs) {

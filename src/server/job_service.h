@@ -176,6 +176,24 @@ class JobService {
                                                       const std::string& user_id,
                                                       bool only_stricter);
 
+  // ---- node pools dedicated to tenants (issue 6; job_policy.cc) ----
+  struct PoolView {
+    std::string name;
+    std::vector<std::string> dedicated_to;  // tenant names, sorted; empty and !reserved: general
+    bool reserved = false;  // still dedicated, though every tenant it was for was deleted
+    int nodes = 0;          // nodes in the pool that the scheduler knows
+    int64_t updated_at = 0;  // last dedication change (0: never)
+    std::string updated_by;  // user id
+  };
+  // Every pool the scheduler knows (from nodes, join tokens used, or a dedication), by name.
+  absl::StatusOr<std::vector<PoolView>> ListPools();
+  // Stores the pool's dedication and applies it at once: the placed and running jobs of tenants
+  // no longer allowed there are requeued and their agents told to stop them. An empty list makes
+  // it a general pool. NotFound naming an unknown tenant; InvalidArgument for a bad pool name.
+  absl::StatusOr<PoolView> SetPoolDedication(const std::string& pool,
+                                             const std::vector<std::string>& tenant_names,
+                                             const std::string& user_id);
+
   // One round: sync nodes from the store, a scheduling pass, persist changes. Public for tests.
   absl::Status Tick();
   // Wakes the loop now (a job was submitted, a node changed).
@@ -204,6 +222,8 @@ class JobService {
   absl::Status AddNodeLocked(const store::Node& n);
   absl::StatusOr<sched::TenantId> TenantLocked(const std::string& name);
   absl::Status LoadTenantPoliciesLocked();  // job_policy.cc; at Start, before any job
+  absl::Status LoadPoolDedicationsLocked();  // job_policy.cc; at Start, before any node
+  absl::StatusOr<PoolView> PoolViewLocked(sched::PoolId pool);  // job_policy.cc
   absl::Status SyncNodeMetaLocked(const store::Node& n, NodeSeen& seen);  // job_policy.cc
   void UpdateTenantGaugesLocked();  // job_policy.cc
   // A stored node's labels (sorted) and hard taints (PreferNoSchedule left out); NoExecute ones

@@ -222,6 +222,17 @@ const std::vector<Migration>& Migrations() {
            " updated_at BIGINT NOT NULL,"
            " updated_by TEXT NOT NULL)",
        }},
+      // 8: node pools dedicated to tenants (issue 6). `tenant_ids` is a JSON array of tenant ids;
+      // a pool without a row (or with "[]") is a general pool. No foreign key: the job service
+      // ignores the ids of deleted tenants.
+      {8,
+       {
+           "CREATE TABLE pool_dedications ("
+           " pool TEXT PRIMARY KEY,"
+           " tenant_ids TEXT NOT NULL,"
+           " updated_at BIGINT NOT NULL,"
+           " updated_by TEXT NOT NULL)",
+       }},
   };
   return *migrations;
 }

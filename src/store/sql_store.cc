@@ -928,6 +928,33 @@ class SqlStore final : public Store {
     return out;
   }
 
+  absl::Status PutPoolDedication(const PoolDedication& d) override {
+    return Write(/*policy=*/false, [&]() -> absl::Status {
+      return db_
+          ->Exec("INSERT INTO pool_dedications (pool, tenant_ids, updated_at, updated_by)"
+                 " VALUES (?, ?, ?, ?) ON CONFLICT (pool) DO UPDATE SET"
+                 " tenant_ids = excluded.tenant_ids, updated_at = excluded.updated_at,"
+                 " updated_by = excluded.updated_by",
+                 {d.pool, d.tenant_ids_json, d.updated_at, d.updated_by})
+          .status();
+    });
+  }
+
+  absl::StatusOr<std::vector<PoolDedication>> ListPoolDedications() override {
+    WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query("SELECT pool, tenant_ids, updated_at, updated_by"
+                                                  " FROM pool_dedications ORDER BY pool"));
+    std::vector<PoolDedication> out;
+    for (const Row& r : rows) {
+      PoolDedication d;
+      d.pool = r.String(0);
+      d.tenant_ids_json = r.String(1);
+      WARDEN_ASSIGN_OR_RETURN(d.updated_at, r.Int(2));
+      d.updated_by = r.String(3);
+      out.push_back(std::move(d));
+    }
+    return out;
+  }
+
   absl::StatusOr<int64_t> PolicyGeneration() override {
     WARDEN_ASSIGN_OR_RETURN(Rows rows,
                             db_->Query("SELECT generation FROM policy_generation WHERE id = 1"));

@@ -171,6 +171,15 @@ struct TenantPolicy {
   std::string updated_by;  // user id
 };
 
+// A node pool's dedication (issue 6, migration 8): `tenant_ids_json` is a JSON array of the ids
+// of the tenants the pool is reserved for, sorted; "[]" makes it a general pool again.
+struct PoolDedication {
+  std::string pool;
+  std::string tenant_ids_json = "[]";
+  int64_t updated_at = 0;
+  std::string updated_by;  // user id
+};
+
 // A cross-tenant share of vault objects (issue 5, migration 6): `name` in the owner tenant (a
 // name prefix when is_prefix) offered to the target tenant. state: offered | accepted | declined |
 // revoked. decided_*: who accepted or declined; revoked_*: who revoked (owner side).
@@ -333,6 +342,10 @@ class Store {
   // row; List returns every row (tenants without one have the defaults).
   virtual absl::Status PutTenantPolicy(const TenantPolicy& p) = 0;
   virtual absl::StatusOr<std::vector<TenantPolicy>> ListTenantPolicies() = 0;
+  // Pool dedications (schema version 8). Put inserts or replaces the pool's row; List returns
+  // every row, by pool name.
+  virtual absl::Status PutPoolDedication(const PoolDedication& d) = 0;
+  virtual absl::StatusOr<std::vector<PoolDedication>> ListPoolDedications() = 0;
   // Vault shares (schema version 6). CreateVaultShare: AlreadyExists for a taken id.
   // GetVaultShare: NotFound. TransitionVaultShare moves the share to `to` only if its state is one
   // of `from` now (one compare-and-set UPDATE), recording `by`/`at` as decided_* (accepted,

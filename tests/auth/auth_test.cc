@@ -479,6 +479,12 @@ class CountingStore final : public store::Store {
   absl::StatusOr<std::vector<store::TenantPolicy>> ListTenantPolicies() override {
     return real_->ListTenantPolicies();
   }
+  absl::Status PutPoolDedication(const store::PoolDedication& d) override {
+    return real_->PutPoolDedication(d);
+  }
+  absl::StatusOr<std::vector<store::PoolDedication>> ListPoolDedications() override {
+    return real_->ListPoolDedications();
+  }
   absl::Status CreateVaultShare(const store::VaultShare& v) override {
     return real_->CreateVaultShare(v);
   }

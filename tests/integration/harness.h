@@ -345,6 +345,30 @@ inline pid_t StartAgentProcess(const WardenServer& server, const std::string& na
   return pid;
 }
 
+// ---- jobs through the CLI (shared by the job, MIG and pool fixtures) ----
+
+// `job submit -o json ARGS` as `who`; returns the job id ("" after a failed expectation).
+inline std::string SubmitJob(WardenServer& server, const std::string& who,
+                             const std::string& args) {
+  RunResult r = server.Cli(who, "job submit -o json " + args);
+  EXPECT_EQ(r.code, 0) << r.err << r.out;
+  auto j = common::Json::parse(r.out, nullptr, false);
+  return j.is_object() ? j.value("id", "") : "";
+}
+
+// `job show -o json ID` as `who` ({} when it fails).
+inline common::Json ShowJob(WardenServer& server, const std::string& who, const std::string& id) {
+  auto j = common::Json::parse(server.Cli(who, "job show -o json " + id).out, nullptr, false);
+  return j.is_object() ? j : common::Json::object();
+}
+
+// Waits up to 30 s for the job to reach `state`.
+inline bool WaitJobState(WardenServer& server, const std::string& who, const std::string& id,
+                         const std::string& state) {
+  return WaitUntil([&] { return ShowJob(server, who, id).value("state", "") == state; },
+                   std::chrono::seconds(30));
+}
+
 // The node's status as `node ls` shows it to the admin ("" while it is not listed).
 inline std::string NodeStatus(WardenServer& server, const std::string& name) {
   RunResult r = server.Cli("admin", "node ls -o json");

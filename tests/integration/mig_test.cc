@@ -59,20 +59,11 @@ class MigIT : public ::testing::Test {
   std::string AgentLog() { return ReadFile(server_.dir() + "/agent-node-a.log"); }
 
   std::string Submit(const std::string& who, const std::string& args) {
-    RunResult r = server_.Cli(who, "job submit -o json " + args);
-    EXPECT_EQ(r.code, 0) << r.err << r.out;
-    auto j = Json::parse(r.out, nullptr, false);
-    return j.is_object() ? j.value("id", "") : "";
+    return SubmitJob(server_, who, args);
   }
-
-  Json Show(const std::string& who, const std::string& id) {
-    auto j = Json::parse(server_.Cli(who, "job show -o json " + id).out, nullptr, false);
-    return j.is_object() ? j : Json::object();
-  }
-
+  Json Show(const std::string& who, const std::string& id) { return ShowJob(server_, who, id); }
   bool WaitState(const std::string& who, const std::string& id, const std::string& state) {
-    return WaitUntil([&] { return Show(who, id).value("state", "") == state; },
-                     std::chrono::seconds(30));
+    return WaitJobState(server_, who, id, state);
   }
 
   Json Node() {

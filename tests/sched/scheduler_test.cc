@@ -236,6 +236,35 @@ TEST_F(SchedulerTest, RededicatingAPoolRequeuesTheTenantsNoLongerAllowed) {
   (void)b;
 }
 
+TEST_F(SchedulerTest, AReservedPoolWithNoTenantLeftRunsNoOnesJobs) {
+  const TenantId a = AddTenant("a", Isolation::kMig);
+  AddTenant("b", Isolation::kMig);
+  const PoolId p = AddPool("p", {a});
+  const NodeId n = AddNode(MakeNode("n1", "p", 1));
+  const JobId ja = Submit(Whole("a", 1));
+  s_->Schedule();
+  ASSERT_TRUE(Placed(ja));
+  // Every tenant it was dedicated to is gone: it stays apart, so a's job leaves and b's waits.
+  ASSERT_TRUE(s_->SetPoolDedication(p, {}, /*reserved=*/true).ok());
+  EXPECT_EQ(Job(ja).state, JobState::kQueued);
+  const JobId jb = Submit(Whole("b", 1));
+  s_->Schedule();
+  EXPECT_EQ(Job(jb).state, JobState::kQueued);
+  auto named = s_->Submit([&] {
+    JobSpec spec = Whole("b", 1);
+    spec.pool = "p";
+    return spec;
+  }());
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kPermissionDenied) << named.status();
+  // Made general again: b's job runs there once the GPU a's job left is verified clean (a's
+  // job, no longer wanted, is cancelled so that b's is the only one waiting).
+  ASSERT_TRUE(s_->Cancel(ja).ok());
+  ASSERT_TRUE(s_->SetPoolDedication(p, {}).ok());
+  ASSERT_TRUE(s_->ReportGpuVerification(n, 0, true).ok());
+  s_->Schedule();
+  EXPECT_TRUE(Placed(jb));
+}
+
 // ---- invariant 3: verification before a GPU changes tenant ----------------------------------
 
 TEST_F(SchedulerTest, AFreedGpuGoesToAnotherTenantOnlyAfterVerification) {

@@ -45,7 +45,8 @@ class JobPolicyTest : public ::testing::Test {
     ASSERT_TRUE(jobs_->Start(/*loop=*/false).ok());
   }
 
-  void AddNode(const std::string& id, const std::string& name, int gpus) {
+  void AddNode(const std::string& id, const std::string& name, int gpus,
+               const std::string& pool = "default") {
     cluster::NodeInventory inv;
     inv.hostname = name;
     inv.os = "Debian GNU/Linux 12 (bookworm)";
@@ -62,7 +63,7 @@ class JobPolicyTest : public ::testing::Test {
     store::Node n;
     n.id = id;
     n.name = name;
-    n.pool = "default";
+    n.pool = pool;
     n.inventory_json = cluster::EncodeInventory(inv).dump();
     ASSERT_TRUE(store_->CreateNode(n).ok());
   }
@@ -83,8 +84,9 @@ class JobPolicyTest : public ::testing::Test {
     return j.ok() ? *j : store::Job{};
   }
   store::Job Stored(const std::string& id) { return *store_->GetJob(id); }
-  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {}) {
-    auto r = jobs_->AgentSync(node, reports, {});
+  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {},
+            const AgentGpuReport& gpus = {}) {
+    auto r = jobs_->AgentSync(node, reports, gpus);
     EXPECT_TRUE(r.ok()) << r.status();
     return r.ok() ? *r : Json::array();
   }
@@ -254,6 +256,98 @@ TEST_F(JobPolicyTest, NodeTaintsAndLabelsReachTheSchedulerWithoutARestart) {
   EXPECT_EQ(Stored(waits.id).state, "queued");
   EXPECT_EQ(Stored(sel.id).state, "queued");
   EXPECT_TRUE(Sync("nod_1").empty());
+}
+
+// Pools dedicated to tenants (migration 8): stored, applied at once (another tenant's running
+// job leaves, its agent is told to stop it), enforced on submit, kept across a restart, undone.
+TEST_F(JobPolicyTest, PoolDedicationIsStoredAppliedAndSurvivesARestart) {
+  AddNode("nod_1", "n1", 1, "gold");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  store::Job b = Submit("ten_b", "beta", R"({"name":"b","gpus":1,"command":["sleep","9"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  Sync("nod_1", {{b.id, "running"}});
+  ASSERT_EQ(Stored(b.id).state, "running");
+  AgentGpuReport clean;  // what the agent reports once the freed GPU is scrubbed and checked
+  clean.clean = {Json::parse(Stored(b.id).assignment_json)[0]["uuid"].get<std::string>()};
+
+  // An unknown tenant refuses the whole change; nothing is stored.
+  auto bad = jobs_->SetPoolDedication("gold", {"acme", "nosuch"}, "usr_admin");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kNotFound) << bad.status();
+  EXPECT_NE(std::string(bad.status().message()).find("nosuch"), std::string::npos);
+  EXPECT_TRUE(store_->ListPoolDedications()->empty());
+
+  store::Job pinned =
+      Submit("ten_b", "beta", R"({"name":"p","gpus":1,"pool":"gold","command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  ASSERT_EQ(Stored(pinned.id).state, "queued");  // the pool's one GPU is busy
+
+  auto set = jobs_->SetPoolDedication("gold", {"acme", "acme"}, "usr_admin");
+  ASSERT_TRUE(set.ok()) << set.status();
+  // A job that named the pool can never run there now: it ends, with the reason.
+  EXPECT_EQ(Stored(pinned.id).state, "failed");
+  EXPECT_NE(Stored(pinned.id).reason.find("pool gold was dedicated to other tenants"),
+            std::string::npos)
+      << Stored(pinned.id).reason;
+  EXPECT_EQ(set->dedicated_to, std::vector<std::string>{"acme"});
+  EXPECT_EQ(set->nodes, 1);
+  EXPECT_EQ(Stored(b.id).state, "queued");  // beta's job leaves the pool at once
+  EXPECT_TRUE(Sync("nod_1").empty());       // and its agent is told to stop it
+  auto rows = store_->ListPoolDedications();
+  ASSERT_EQ(rows->size(), 1u);
+  EXPECT_EQ((*rows)[0].tenant_ids_json, R"(["ten_a"])");
+  EXPECT_EQ((*rows)[0].updated_by, "usr_admin");
+
+  // Attack: beta naming the pool is refused; without naming it, beta's jobs never land there.
+  auto named = jobs_->Submit("ten_b", "beta",
+                             R"({"name":"x","gpus":1,"pool":"gold","command":["true"]})", "usr_1");
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kPermissionDenied) << named.status();
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(b.id).state, "queued");
+  Sync("nod_1", {}, clean);  // the GPU beta left is clean: acme may have it
+  store::Job a = Submit("ten_a", "acme", R"({"name":"a","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(a.id).node_id, "nod_1");
+
+  // Kept across a restart (loaded before the nodes and jobs come back).
+  Restart();
+  auto again = jobs_->Submit("ten_b", "beta",
+                             R"({"name":"y","gpus":1,"pool":"gold","command":["true"]})", "usr_1");
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kPermissionDenied) << again.status();
+  auto pools = jobs_->ListPools();
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  ASSERT_EQ(pools->size(), 1u);
+  EXPECT_EQ((*pools)[0].name, "gold");
+  EXPECT_EQ((*pools)[0].dedicated_to, std::vector<std::string>{"acme"});
+  EXPECT_EQ((*pools)[0].updated_by, "usr_admin");
+
+  // General again: beta's waiting job runs there once acme's job is done.
+  ASSERT_TRUE(jobs_->SetPoolDedication("gold", {}, "usr_admin").ok());
+  Sync("nod_1", {{a.id, "exited", true, 0}});
+  Sync("nod_1", {}, clean);
+  ASSERT_TRUE(jobs_->Tick().ok());
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(b.id).node_id, "nod_1");
+}
+
+// A pool dedicated only to tenants that were deleted stays apart after a restart: it must not
+// silently become a general pool that every tenant's jobs may use.
+TEST_F(JobPolicyTest, APoolWhoseTenantsWereDeletedStaysApart) {
+  ASSERT_TRUE(store_->CreateTenant({"ten_c", "gamma", 1}).ok());
+  AddNode("nod_1", "n1", 1, "gold");
+  ASSERT_TRUE(jobs_->SetPoolDedication("gold", {"gamma"}, "usr_admin").ok());
+  ASSERT_TRUE(store_->DeleteTenant("ten_c").ok());
+  Restart();
+  auto pools = jobs_->ListPools();
+  ASSERT_TRUE(pools.ok()) << pools.status();
+  ASSERT_EQ(pools->size(), 1u);
+  EXPECT_TRUE((*pools)[0].reserved);
+  EXPECT_TRUE((*pools)[0].dedicated_to.empty());
+  store::Job b = Submit("ten_b", "beta", R"({"name":"b","gpus":1,"command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  EXPECT_EQ(Stored(b.id).state, "queued");
+  auto named = jobs_->Submit("ten_b", "beta",
+                             R"({"name":"x","gpus":1,"pool":"gold","command":["true"]})", "usr_1");
+  EXPECT_EQ(named.status().code(), absl::StatusCode::kPermissionDenied) << named.status();
 }
 
 }  // namespace

@@ -116,5 +116,26 @@ TEST_P(StoreTest, TenantPoliciesAreInsertedReplacedAndListed) {
   EXPECT_EQ((*all)[1].updated_by, "usr_2");
 }
 
+// Pool dedications (migration 8): insert, replace (back to general with "[]"), list by pool.
+TEST_P(StoreTest, PoolDedicationsAreInsertedReplacedAndListed) {
+  EXPECT_TRUE(store_->ListPoolDedications()->empty());
+  PoolDedication d{"zeta", R"(["t1"])", 100, "usr_1"};
+  ASSERT_TRUE(store_->PutPoolDedication(d).ok());
+  ASSERT_TRUE(store_->PutPoolDedication({"alpha", R"(["t0","t2"])", 50, "u"}).ok());
+  d.tenant_ids_json = "[]";
+  d.updated_at = 200;
+  d.updated_by = "usr_2";
+  ASSERT_TRUE(store_->PutPoolDedication(d).ok());
+  auto all = store_->ListPoolDedications();
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].pool, "alpha");
+  EXPECT_EQ((*all)[0].tenant_ids_json, R"(["t0","t2"])");
+  EXPECT_EQ((*all)[1].pool, "zeta");
+  EXPECT_EQ((*all)[1].tenant_ids_json, "[]");
+  EXPECT_EQ((*all)[1].updated_at, 200);
+  EXPECT_EQ((*all)[1].updated_by, "usr_2");
+}
+
 }  // namespace
 }  // namespace warden::store::testing
