@@ -23,6 +23,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (d.digest.size() != 71 || d.digest.find('/') != std::string::npos) std::abort();
     }
   }
+  auto legacy = ParseDockerArchiveManifest(text);
+  if (!legacy.ok() && legacy.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
+  if (legacy.ok()) {
+    // Paths are joined under the extracted archive: never absolute, never "..".
+    for (const std::string& p : legacy->layers) {
+      const std::string q = "/" + p + "/";
+      if (p.empty() || p[0] == '/' || q.find("/../") != std::string::npos ||
+          q.find("/./") != std::string::npos || q.find("//") != std::string::npos) {
+        std::abort();
+      }
+    }
+  }
   auto config = ParseImageConfig(text);
   if (!config.ok() && config.status().code() != absl::StatusCode::kInvalidArgument) std::abort();
   if (config.ok()) {

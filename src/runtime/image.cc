@@ -432,6 +432,10 @@ absl::StatusOr<ImageInfo> ImportImage(const std::string& image_root, const std::
     opts.apply_whiteouts = false;
     auto stats = ExtractTar(reader, layout, opts);
     if (!stats.ok()) return absl::InvalidArgumentError(StrCat("image archive: ", std::string(stats.status().message())));
+    // A legacy `docker save` archive (no OCI layout): rewritten into one (docker_archive.cc).
+    if (!fs::exists(layout + "/oci-layout") && fs::exists(layout + "/manifest.json")) {
+      WARDEN_RETURN_IF_ERROR(DockerArchiveToLayout(layout));
+    }
   } else if (!S_ISDIR(st.st_mode)) {
     return absl::InvalidArgumentError(StrCat(path, " is neither an OCI layout directory nor a tar archive"));
   }

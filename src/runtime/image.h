@@ -1,5 +1,6 @@
 // Per-tenant image store. Images arrive as OCI image layouts (a directory, or a tar archive of
-// one); every blob is checked against its sha256 digest (index -> manifest -> config -> layers,
+// one: oci-archive, `docker save` of Docker 25+) or as legacy `docker save` tar archives (turned
+// into a layout first, see DockerArchiveToLayout); every blob is checked against its sha256 digest (index -> manifest -> config -> layers,
 // and each uncompressed layer against the config's diff_ids), layers are extracted safely (no
 // path traversal, no writes through symlinks, no device nodes, setuid/setgid bits dropped) and
 // the image's config env is refused when it sets a loader variable.
@@ -75,5 +76,19 @@ struct ImageConfig {
 absl::StatusOr<Descriptor> ParseImageIndex(std::string_view json);
 absl::StatusOr<ImageManifest> ParseImageManifest(std::string_view json);
 absl::StatusOr<ImageConfig> ParseImageConfig(std::string_view json);
+
+// Legacy `docker save` archives (docker_archive.cc): manifest.json is
+// [{"Config": "<hex>.json", "RepoTags": [...], "Layers": ["<id>/layer.tar", ...]}]. Exactly one
+// image per archive; paths relative and inside it. InvalidArgument naming the problem.
+struct DockerArchiveManifest {
+  std::string config;
+  std::vector<std::string> layers;
+  std::vector<std::string> repo_tags;
+};
+absl::StatusOr<DockerArchiveManifest> ParseDockerArchiveManifest(std::string_view json);
+// Rewrites an extracted legacy archive in `dir` into an OCI image layout in place (blobs named by
+// their sha256, a manifest and index synthesized from them); ImportImage then verifies it like
+// any layout. Used only on ImportImage's own extracted copy, never on a caller's directory.
+absl::Status DockerArchiveToLayout(const std::string& dir);
 
 }  // namespace warden::runtime

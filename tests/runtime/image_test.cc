@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/json.h"
 #include "runtime/image.h"
 
 namespace warden::runtime {
@@ -167,6 +168,83 @@ TEST_F(ImageStoreTest, ImportsADockerSaveStyleArchiveWithLegacyLinks) {
   auto bad = ImportImage(Store(), "beta", tar2);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(Message(bad.status()).find("missing"), std::string::npos) << bad.status();
+}
+
+// Docker before 25 (e.g. Debian 12's docker.io 20.10) saves manifest.json, "<config hex>.json"
+// and uncompressed "<id>/layer.tar" files, with no OCI layout: imported through a synthesized
+// layout, verified the same way (the config's diff_ids against the layers).
+TEST_F(ImageStoreTest, ImportsALegacyDockerSaveArchive) {
+  std::string layout = Build("bb");
+  auto blob = [&](const std::string& digest) { return layout + "/blobs/sha256/" + digest.substr(7); };
+  auto read = [](const std::string& p) {
+    std::ifstream f(p);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  };
+  common::Json index = common::Json::parse(read(layout + "/index.json"));
+  common::Json manifest =
+      common::Json::parse(read(blob(index["manifests"][0]["digest"].get<std::string>())));
+  const std::string config = manifest["config"]["digest"];
+  const std::string layer = manifest["layers"][0]["digest"];
+  const fs::path legacy = base_ / "legacy";
+  fs::create_directories(legacy / "5e1d0c9a");
+  fs::copy_file(blob(config), legacy / (config.substr(7) + ".json"));
+  ASSERT_EQ(std::system(("gzip -dc " + blob(layer) + " > " + (legacy / "5e1d0c9a/layer.tar").string())
+                            .c_str()),
+            0);
+  auto write_manifest = [&](const std::string& layer_path) {
+    std::ofstream(legacy / "manifest.json")
+        << R"([{"Config":")" << config.substr(7) << R"(.json","RepoTags":["bb:latest"],"Layers":[")"
+        << layer_path << R"("]}])";
+  };
+  write_manifest("5e1d0c9a/layer.tar");
+  std::ofstream(legacy / "repositories") << R"({"bb":{"latest":"5e1d0c9a"}})";
+  auto pack = [&](const std::string& name) {
+    std::string tar = (base_ / name).string();
+    EXPECT_EQ(std::system(("tar -C " + legacy.string() + " -cf " + tar + " .").c_str()), 0);
+    return tar;
+  };
+  const std::string tar = pack("legacy.tar");
+  auto info = ImportImage(Store(), "alpha", tar);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_TRUE(fs::exists(info->rootfs + "/bin/busybox"));
+  EXPECT_EQ(info->cmd, std::vector<std::string>{"/bin/sh"});
+  // The digest depends on the content alone: the same archive gives the same image elsewhere.
+  auto again = ImportImage(Store(), "beta", tar);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->digest, info->digest);
+
+  // A layer path that leaves the archive is refused by name.
+  write_manifest("../../etc/passwd");
+  auto escape = ImportImage(Store(), "gamma", pack("escape.tar"));
+  ASSERT_FALSE(escape.ok());
+  EXPECT_NE(Message(escape.status()).find("leaves the archive"), std::string::npos) << escape.status();
+  // A layer whose content differs from the config's diff_id is refused.
+  write_manifest("5e1d0c9a/layer.tar");
+  {
+    std::fstream f(legacy / "5e1d0c9a/layer.tar", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(0, std::ios::end);
+    f << std::string(1024, '\0');  // two more zero blocks: a valid tar, another digest
+  }
+  auto tampered = ImportImage(Store(), "gamma", pack("tampered.tar"));
+  ASSERT_FALSE(tampered.ok());
+  EXPECT_EQ(tampered.status().code(), absl::StatusCode::kDataLoss) << tampered.status();
+  EXPECT_FALSE(LookupImage(Store(), "gamma", info->digest).ok());
+}
+
+TEST(ImageParserTest, DockerArchiveManifest) {
+  auto m = ParseDockerArchiveManifest(
+      R"([{"Config":"abc.json","RepoTags":["x:1"],"Layers":["d1/layer.tar","d2/layer.tar"]}])");
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ(m->config, "abc.json");
+  EXPECT_EQ(m->layers.size(), 2u);
+  EXPECT_EQ(m->repo_tags, std::vector<std::string>{"x:1"});
+  for (const char* bad :
+       {"{}", "[]", R"([{"Config":"a"},{"Config":"b"}])", R"([{"Layers":[]}])",
+        R"([{"Config":"/etc/shadow","Layers":[]}])", R"([{"Config":"a","Layers":["x/../../y"]}])",
+        R"([{"Config":"a","Layers":[1]}])", R"([{"Config":"a","Layers":["a//b"]}])"}) {
+    EXPECT_EQ(ParseDockerArchiveManifest(bad).status().code(), absl::StatusCode::kInvalidArgument)
+        << bad;
+  }
 }
 
 TEST_F(ImageStoreTest, RefusesANonLayout) {
