@@ -171,6 +171,7 @@ $(sed 's/^/    /' "$LOGINS")
     $BIN user ls --tenant globex        # refused: acme-dev has no rights in globex
     $BIN token create ci --role viewer  # an API token, shown once
     (as admin) $BIN node ls; $BIN node show gpu-node-1; $BIN node cordon gpu-node-2
+    (as admin) $BIN pool dedicate h200 --tenant acme   # only acme's jobs run on the H200 node; $BIN pool ls
 
   sample jobs of two tenants (acme-dev and globex-dev, logged in under $DATA/cli-*-dev):
 $(sed 's/^/    /' "$JOBS_NOTE")
