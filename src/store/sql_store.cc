@@ -79,119 +79,92 @@ constexpr std::string_view kVaultShareCols =
     "id, owner_tenant_id, name, is_prefix, target_tenant_id, state, offered_by, offered_at,"
     " decided_by, decided_at, revoked_by, revoked_at";
 
+// One column into a field, by the field's type: text, integer, or a 0/1 flag.
+absl::Status Cell(const Row& r, size_t i, std::string& out) {
+  out = r.String(i);
+  return absl::OkStatus();
+}
+absl::Status Cell(const Row& r, size_t i, int64_t& out) {
+  WARDEN_ASSIGN_OR_RETURN(out, r.Int(i));
+  return absl::OkStatus();
+}
+absl::Status Cell(const Row& r, size_t i, bool& out) {
+  WARDEN_ASSIGN_OR_RETURN(int64_t v, r.Int(i));
+  out = v != 0;
+  return absl::OkStatus();
+}
+
+// A new T from the row's columns 0, 1, ... into `fields`, in that order: the k*Cols lists name
+// the columns in the same order as each decoder's fields.
+template <typename T, typename... F>
+absl::StatusOr<T> Decode(const Row& r, F T::*... fields) {
+  T out;
+  size_t i = 0;
+  absl::Status s;
+  ((s = s.ok() ? Cell(r, i++, out.*fields) : s), ...);
+  if (!s.ok()) return s;
+  return out;
+}
+
 absl::StatusOr<VaultShare> ToVaultShare(const Row& r) {
-  VaultShare s;
-  s.id = r.String(0);
-  s.owner_tenant_id = r.String(1);
-  s.name = r.String(2);
-  WARDEN_ASSIGN_OR_RETURN(int64_t prefix, r.Int(3));
-  s.is_prefix = prefix != 0;
-  s.target_tenant_id = r.String(4);
-  s.state = r.String(5);
-  s.offered_by = r.String(6);
-  WARDEN_ASSIGN_OR_RETURN(s.offered_at, r.Int(7));
-  s.decided_by = r.String(8);
-  WARDEN_ASSIGN_OR_RETURN(s.decided_at, r.Int(9));
-  s.revoked_by = r.String(10);
-  WARDEN_ASSIGN_OR_RETURN(s.revoked_at, r.Int(11));
-  return s;
+  using V = VaultShare;
+  return Decode(r, &V::id, &V::owner_tenant_id, &V::name, &V::is_prefix, &V::target_tenant_id,
+                &V::state, &V::offered_by, &V::offered_at, &V::decided_by, &V::decided_at,
+                &V::revoked_by, &V::revoked_at);
 }
 
 constexpr std::string_view kBindingCols =
     "id, subject_kind, subject_id, role_id, scope_tenant_id, created_at";
 
 absl::StatusOr<ExternalIdentity> ToExternalIdentity(const Row& r) {
-  ExternalIdentity x;
-  x.provider = r.String(0);
-  x.subject = r.String(1);
-  x.user_id = r.String(2);
-  x.email = r.String(3);
-  WARDEN_ASSIGN_OR_RETURN(x.created_at, r.Int(4));
-  WARDEN_ASSIGN_OR_RETURN(x.last_login_at, r.Int(5));
-  return x;
+  using X = ExternalIdentity;
+  return Decode(r, &X::provider, &X::subject, &X::user_id, &X::email, &X::created_at,
+                &X::last_login_at);
 }
 
 absl::StatusOr<Tenant> ToTenant(const Row& r) {
-  Tenant t;
-  t.id = r.String(0);
-  t.name = r.String(1);
-  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(2));
-  return t;
+  return Decode(r, &Tenant::id, &Tenant::name, &Tenant::created_at);
 }
 
 absl::StatusOr<User> ToUser(const Row& r) {
-  User u;
-  u.id = r.String(0);
-  u.name = r.String(1);
-  u.tenant_id = r.String(2);
-  u.password_hash = r.String(3);
-  WARDEN_ASSIGN_OR_RETURN(int64_t disabled, r.Int(4));
-  u.disabled = disabled != 0;
-  WARDEN_ASSIGN_OR_RETURN(u.created_at, r.Int(5));
-  return u;
+  return Decode(r, &User::id, &User::name, &User::tenant_id, &User::password_hash, &User::disabled,
+                &User::created_at);
 }
 
 absl::StatusOr<Session> ToSession(const Row& r) {
-  Session s;
-  s.id_hash = r.String(0);
-  s.user_id = r.String(1);
-  WARDEN_ASSIGN_OR_RETURN(s.created_at, r.Int(2));
-  WARDEN_ASSIGN_OR_RETURN(s.last_seen, r.Int(3));
-  WARDEN_ASSIGN_OR_RETURN(s.expires_at, r.Int(4));
-  WARDEN_ASSIGN_OR_RETURN(int64_t mfa, r.Int(5));
-  s.mfa = mfa != 0;
-  WARDEN_ASSIGN_OR_RETURN(s.mfa_at, r.Int(6));
-  return s;
+  using S = Session;
+  return Decode(r, &S::id_hash, &S::user_id, &S::created_at, &S::last_seen, &S::expires_at,
+                &S::mfa, &S::mfa_at);
 }
 
 absl::StatusOr<UserMfa> ToUserMfa(const Row& r) {
-  UserMfa m;
-  m.user_id = r.String(0);
-  m.sealed_secret = r.String(1);
-  WARDEN_ASSIGN_OR_RETURN(int64_t confirmed, r.Int(2));
-  m.confirmed = confirmed != 0;
-  WARDEN_ASSIGN_OR_RETURN(m.last_step, r.Int(3));
-  WARDEN_ASSIGN_OR_RETURN(m.created_at, r.Int(4));
-  WARDEN_ASSIGN_OR_RETURN(m.confirmed_at, r.Int(5));
-  return m;
+  using M = UserMfa;
+  return Decode(r, &M::user_id, &M::sealed_secret, &M::confirmed, &M::last_step, &M::created_at,
+                &M::confirmed_at);
 }
 
 absl::StatusOr<ApiToken> ToToken(const Row& r) {
-  ApiToken t;
-  t.id = r.String(0);
-  t.name = r.String(1);
-  t.token_hash = r.String(2);
-  t.user_id = r.String(3);
-  t.tenant_id = r.String(4);
-  t.role_id = r.String(5);
-  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(6));
-  WARDEN_ASSIGN_OR_RETURN(t.expires_at, r.Int(7));
-  WARDEN_ASSIGN_OR_RETURN(int64_t revoked, r.Int(8));
-  t.revoked = revoked != 0;
-  return t;
+  using T = ApiToken;
+  return Decode(r, &T::id, &T::name, &T::token_hash, &T::user_id, &T::tenant_id, &T::role_id,
+                &T::created_at, &T::expires_at, &T::revoked);
 }
 
 absl::StatusOr<Role> ToRole(const Row& r) {
+  // Column 3 (permissions) is JSON: decoded on its own after the plain columns.
   Role role;
   role.id = r.String(0);
   role.name = r.String(1);
   role.tenant_id = r.String(2);
   WARDEN_ASSIGN_OR_RETURN(role.permissions, DecodePermissions(r.String(3)));
-  WARDEN_ASSIGN_OR_RETURN(int64_t builtin, r.Int(4));
-  role.builtin = builtin != 0;
-  WARDEN_ASSIGN_OR_RETURN(role.created_at, r.Int(5));
+  WARDEN_RETURN_IF_ERROR(Cell(r, 4, role.builtin));
+  WARDEN_RETURN_IF_ERROR(Cell(r, 5, role.created_at));
   return role;
 }
 
 absl::StatusOr<Binding> ToBinding(const Row& r) {
-  Binding b;
-  b.id = r.String(0);
-  b.subject_kind = r.String(1);
-  b.subject_id = r.String(2);
-  b.role_id = r.String(3);
-  b.scope_tenant_id = r.String(4);
-  WARDEN_ASSIGN_OR_RETURN(b.created_at, r.Int(5));
-  return b;
+  using B = Binding;
+  return Decode(r, &B::id, &B::subject_kind, &B::subject_id, &B::role_id, &B::scope_tenant_id,
+                &B::created_at);
 }
 
 constexpr std::string_view kJoinTokenCols =
@@ -205,63 +178,45 @@ constexpr std::string_view kJobCols =
     " finished_at, exit_code, reason, submitted_by, cancel_requested_at, cancel_grace_ms";
 
 absl::StatusOr<Job> ToJob(const Row& r) {
-  Job j;
-  j.id = r.String(0);
-  j.tenant_id = r.String(1);
-  j.name = r.String(2);
-  j.spec_json = r.String(3);
-  j.state = r.String(4);
-  j.node_id = r.String(5);
-  j.assignment_json = r.String(6);
-  WARDEN_ASSIGN_OR_RETURN(j.seq, r.Int(7));
-  WARDEN_ASSIGN_OR_RETURN(j.submitted_at, r.Int(8));
-  WARDEN_ASSIGN_OR_RETURN(j.started_at, r.Int(9));
-  WARDEN_ASSIGN_OR_RETURN(j.finished_at, r.Int(10));
+  using J = Job;
+  // Columns 0-10 plain; 11 (exit_code) may be NULL; 12-15 plain again.
+  WARDEN_ASSIGN_OR_RETURN(Job j, Decode(r, &J::id, &J::tenant_id, &J::name, &J::spec_json,
+                                        &J::state, &J::node_id, &J::assignment_json, &J::seq,
+                                        &J::submitted_at, &J::started_at, &J::finished_at));
   j.has_exit_code = !r.IsNull(11);
-  WARDEN_ASSIGN_OR_RETURN(j.exit_code, r.Int(11));
+  WARDEN_RETURN_IF_ERROR(Cell(r, 11, j.exit_code));
   j.reason = r.String(12);
   j.submitted_by = r.String(13);
-  WARDEN_ASSIGN_OR_RETURN(j.cancel_requested_at, r.Int(14));
-  WARDEN_ASSIGN_OR_RETURN(j.cancel_grace_ms, r.Int(15));
+  WARDEN_RETURN_IF_ERROR(Cell(r, 14, j.cancel_requested_at));
+  WARDEN_RETURN_IF_ERROR(Cell(r, 15, j.cancel_grace_ms));
   return j;
 }
 
 absl::StatusOr<JoinToken> ToJoinToken(const Row& r) {
-  JoinToken t;
-  t.id = r.String(0);
-  t.token_hash = r.String(1);
-  t.pool = r.String(2);
-  t.created_by = r.String(3);
-  WARDEN_ASSIGN_OR_RETURN(t.created_at, r.Int(4));
-  WARDEN_ASSIGN_OR_RETURN(t.expires_at, r.Int(5));
-  WARDEN_ASSIGN_OR_RETURN(t.used_at, r.Int(6));
-  t.used_by_node = r.String(7);
-  return t;
+  using T = JoinToken;
+  return Decode(r, &T::id, &T::token_hash, &T::pool, &T::created_by, &T::created_at,
+                &T::expires_at, &T::used_at, &T::used_by_node);
 }
 
 absl::StatusOr<Node> ToNode(const Row& r) {
-  Node n;
-  n.id = r.String(0);
-  n.name = r.String(1);
-  n.pool = r.String(2);
-  n.labels_json = r.String(3);
-  n.taints_json = r.String(4);
-  n.schedule = r.String(5);
-  n.status = r.String(6);
-  n.inventory_json = r.String(7);
-  WARDEN_ASSIGN_OR_RETURN(n.joined_at, r.Int(8));
-  WARDEN_ASSIGN_OR_RETURN(n.last_heartbeat, r.Int(9));
-  return n;
+  using N = Node;
+  return Decode(r, &N::id, &N::name, &N::pool, &N::labels_json, &N::taints_json, &N::schedule,
+                &N::status, &N::inventory_json, &N::joined_at, &N::last_heartbeat);
 }
 
 absl::StatusOr<NodeCert> ToNodeCert(const Row& r) {
-  NodeCert c;
-  c.serial = r.String(0);
-  c.node_id = r.String(1);
-  WARDEN_ASSIGN_OR_RETURN(c.issued_at, r.Int(2));
-  WARDEN_ASSIGN_OR_RETURN(c.not_after, r.Int(3));
-  WARDEN_ASSIGN_OR_RETURN(c.revoked_at, r.Int(4));
-  return c;
+  using C = NodeCert;
+  return Decode(r, &C::serial, &C::node_id, &C::issued_at, &C::not_after, &C::revoked_at);
+}
+
+absl::StatusOr<TenantPolicy> ToTenantPolicy(const Row& r) {
+  using P = TenantPolicy;
+  return Decode(r, &P::tenant_id, &P::policy_json, &P::updated_at, &P::updated_by);
+}
+
+absl::StatusOr<PoolDedication> ToPoolDedication(const Row& r) {
+  using P = PoolDedication;
+  return Decode(r, &P::pool, &P::tenant_ids_json, &P::updated_at, &P::updated_by);
 }
 
 template <typename T>
@@ -916,16 +871,7 @@ class SqlStore final : public Store {
     WARDEN_ASSIGN_OR_RETURN(
         Rows rows, db_->Query("SELECT tenant_id, policy, updated_at, updated_by"
                               " FROM tenant_policies ORDER BY tenant_id"));
-    std::vector<TenantPolicy> out;
-    for (const Row& r : rows) {
-      TenantPolicy p;
-      p.tenant_id = r.String(0);
-      p.policy_json = r.String(1);
-      WARDEN_ASSIGN_OR_RETURN(p.updated_at, r.Int(2));
-      p.updated_by = r.String(3);
-      out.push_back(std::move(p));
-    }
-    return out;
+    return ToList(rows, &ToTenantPolicy);
   }
 
   absl::Status PutPoolDedication(const PoolDedication& d) override {
@@ -943,16 +889,7 @@ class SqlStore final : public Store {
   absl::StatusOr<std::vector<PoolDedication>> ListPoolDedications() override {
     WARDEN_ASSIGN_OR_RETURN(Rows rows, db_->Query("SELECT pool, tenant_ids, updated_at, updated_by"
                                                   " FROM pool_dedications ORDER BY pool"));
-    std::vector<PoolDedication> out;
-    for (const Row& r : rows) {
-      PoolDedication d;
-      d.pool = r.String(0);
-      d.tenant_ids_json = r.String(1);
-      WARDEN_ASSIGN_OR_RETURN(d.updated_at, r.Int(2));
-      d.updated_by = r.String(3);
-      out.push_back(std::move(d));
-    }
-    return out;
+    return ToList(rows, &ToPoolDedication);
   }
 
   absl::StatusOr<int64_t> PolicyGeneration() override {
