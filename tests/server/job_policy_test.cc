@@ -6,68 +6,16 @@
 
 #include <filesystem>
 
-#include "cluster/cluster.h"
-#include "common/clock.h"
 #include "common/metrics.h"
-#include "common/rng.h"
-#include "gpu/gpu.h"
-#include "server/job_service.h"
+#include "job_fixture.h"
 
 namespace warden::server {
 namespace {
 
 using common::Json;
 
-class JobPolicyTest : public ::testing::Test {
+class JobPolicyTest : public testing::JobServiceFixture {
  protected:
-  void SetUp() override {
-    dir_ = ::testing::TempDir() + "job_policy_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    auto st = store::OpenStore({"sqlite://" + dir_ + "/state.db"});
-    ASSERT_TRUE(st.ok()) << st.status();
-    store_ = std::move(*st);
-    ASSERT_TRUE(store_->CreateTenant({"ten_a", "acme", 1}).ok());
-    ASSERT_TRUE(store_->CreateTenant({"ten_b", "beta", 1}).ok());
-    Restart();
-  }
-
-  void Restart() {
-    if (jobs_) jobs_->Stop();
-    jobs_.reset();
-    JobServiceOptions o;
-    o.data_dir = dir_;
-    o.check_invariants = true;  // the stateful checker after every change; aborts on a violation
-    auto j = JobService::Create(*store_, clock_, rng_, o);
-    ASSERT_TRUE(j.ok()) << j.status();
-    jobs_ = std::move(*j);
-    ASSERT_TRUE(jobs_->Start(/*loop=*/false).ok());
-  }
-
-  void AddNode(const std::string& id, const std::string& name, int gpus,
-               const std::string& pool = "default") {
-    cluster::NodeInventory inv;
-    inv.hostname = name;
-    inv.os = "Debian GNU/Linux 12 (bookworm)";
-    inv.kernel = "6.1.0";
-    inv.arch = "x86_64";
-    inv.cpus = 16;
-    inv.memory_mib = 65536;
-    inv.agent_version = "test";
-    inv.gpu_backend = "sim";
-    auto spec = gpu::ParseSimSpec(std::to_string(gpus) + "xH100-80GB");
-    gpu::SimOptions so;
-    so.seed = name;
-    inv.gpus = gpu::ExpandSimSpec(*spec, so);
-    store::Node n;
-    n.id = id;
-    n.name = name;
-    n.pool = pool;
-    n.inventory_json = cluster::EncodeInventory(inv).dump();
-    ASSERT_TRUE(store_->CreateNode(n).ok());
-  }
-
   // What `node taint` / `node label` store (cluster::Cluster::UpdateTaints / UpdateLabels).
   void SetNodeMeta(const std::string& id, const std::string& labels, const std::string& taints) {
     auto n = store_->GetNode(id);
@@ -77,31 +25,12 @@ class JobPolicyTest : public ::testing::Test {
     ASSERT_TRUE(store_->UpdateNode(*n).ok());
   }
 
-  store::Job Submit(const std::string& tenant_id, const std::string& tenant,
-                    const std::string& body) {
-    auto j = jobs_->Submit(tenant_id, tenant, body, "usr_1");
-    EXPECT_TRUE(j.ok()) << j.status();
-    return j.ok() ? *j : store::Job{};
-  }
-  store::Job Stored(const std::string& id) { return *store_->GetJob(id); }
-  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {},
-            const AgentGpuReport& gpus = {}) {
-    auto r = jobs_->AgentSync(node, reports, gpus);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : Json::array();
-  }
   sched::TenantPolicy Policy(sched::Isolation iso, int64_t gpu_millis) {
     sched::TenantPolicy p;
     p.isolation = iso;
     p.quota.gpu_millis = gpu_millis;
     return p;
   }
-
-  std::string dir_;
-  common::FakeClock clock_;
-  common::Rng& rng_ = common::SecureRng::Get();
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<JobService> jobs_;
 };
 
 TEST_F(JobPolicyTest, PolicyIsStoredAppliedAndSurvivesARestart) {

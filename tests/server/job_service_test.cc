@@ -10,67 +10,21 @@
 #include <set>
 #include <thread>
 
-#include "cluster/cluster.h"
-#include "common/clock.h"
-#include "common/rng.h"
-#include "gpu/gpu.h"
+#include "job_fixture.h"
 
 namespace warden::server {
 namespace {
 
 using common::Json;
 
-class JobServiceTest : public ::testing::Test {
+class JobServiceTest : public testing::JobServiceFixture {
  protected:
-  void SetUp() override {
-    dir_ = ::testing::TempDir() + "job_service_" + std::to_string(::getpid()) + "_" +
-           ::testing::UnitTest::GetInstance()->current_test_info()->name();
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    auto st = store::OpenStore({"sqlite://" + dir_ + "/state.db"});
-    ASSERT_TRUE(st.ok()) << st.status();
-    store_ = std::move(*st);
-    ASSERT_TRUE(store_->CreateTenant({"ten_a", "acme", 1}).ok());
-    ASSERT_TRUE(store_->CreateTenant({"ten_b", "beta", 1}).ok());
-    Restart();
-  }
-
-  void Restart() {
-    if (jobs_) jobs_->Stop();
-    jobs_.reset();
-    JobServiceOptions o;
-    o.data_dir = dir_;
-    o.check_invariants = true;
+  JobServiceOptions Options() override {
+    JobServiceOptions o = JobServiceFixture::Options();
     o.max_log_bytes = 4096;
     o.max_log_waiters = max_log_waiters_;
     o.max_watches_per_node = max_watches_per_node_;
-    auto j = JobService::Create(*store_, clock_, rng_, o);
-    ASSERT_TRUE(j.ok()) << j.status();
-    jobs_ = std::move(*j);
-    ASSERT_TRUE(jobs_->Start(/*loop=*/false).ok());
-  }
-
-  // A node with `gpus` simulated H100s, ready and active.
-  void AddNode(const std::string& id, const std::string& name, int gpus) {
-    cluster::NodeInventory inv;
-    inv.hostname = name;
-    inv.os = "Debian GNU/Linux 12 (bookworm)";
-    inv.kernel = "6.1.0";
-    inv.arch = "x86_64";
-    inv.cpus = 16;
-    inv.memory_mib = 65536;
-    inv.agent_version = "test";
-    inv.gpu_backend = "sim";
-    auto spec = gpu::ParseSimSpec(std::to_string(gpus) + "xH100-80GB");
-    gpu::SimOptions so;
-    so.seed = name;
-    inv.gpus = gpu::ExpandSimSpec(*spec, so);
-    store::Node n;
-    n.id = id;
-    n.name = name;
-    n.pool = "default";
-    n.inventory_json = cluster::EncodeInventory(inv).dump();
-    ASSERT_TRUE(store_->CreateNode(n).ok());
+    return o;
   }
 
   void SetNodeStatus(const std::string& id, const std::string& status) {
@@ -78,21 +32,6 @@ class JobServiceTest : public ::testing::Test {
     ASSERT_TRUE(n.ok());
     n->status = status;
     ASSERT_TRUE(store_->UpdateNode(*n).ok());
-  }
-
-  store::Job Submit(const std::string& tenant_id, const std::string& tenant, const std::string& body) {
-    auto j = jobs_->Submit(tenant_id, tenant, body, "usr_1");
-    EXPECT_TRUE(j.ok()) << j.status();
-    return j.ok() ? *j : store::Job{};
-  }
-
-  store::Job Stored(const std::string& id) { return *store_->GetJob(id); }
-
-  Json Sync(const std::string& node, std::vector<AgentJobReport> reports = {},
-            AgentGpuReport gpus = {}) {
-    auto r = jobs_->AgentSync(node, reports, gpus);
-    EXPECT_TRUE(r.ok()) << r.status();
-    return r.ok() ? *r : Json::array();
   }
 
   int max_log_waiters_ = 2;
@@ -112,11 +51,6 @@ class JobServiceTest : public ::testing::Test {
     jobs_->CancelNodeWatch(node, *id);  // after this the watch can no longer fire
     return got.wait_for(std::chrono::seconds(0)) == std::future_status::ready ? got.get() : seen;
   }
-  std::string dir_;
-  common::FakeClock clock_;
-  common::Rng& rng_ = common::SecureRng::Get();
-  std::unique_ptr<store::Store> store_;
-  std::unique_ptr<JobService> jobs_;
 };
 
 TEST_F(JobServiceTest, ImageForNodeAnswersOnlyTheNodeTheJobIsPlacedOn) {
