@@ -14,9 +14,11 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "common/json.h"
@@ -343,6 +345,43 @@ inline pid_t StartAgentProcess(const WardenServer& server, const std::string& na
     _exit(127);
   }
   return pid;
+}
+
+// Kills (SIGKILL) every agent in `agents` that is still running (pid > 0; set to -1 after), then
+// what killed agents leave behind by design: their jobs' process groups (the supervisor keeps
+// jobs running across an agent restart) and their dataset mounts.
+inline void KillAgents(const WardenServer& server, std::map<std::string, pid_t>& agents) {
+  for (auto& [name, pid] : agents) {
+    if (pid > 0) {
+      kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+      pid = -1;
+    }
+  }
+  for (const auto& [name, pid] : agents) {
+    const std::string dir = server.dir() + "/agent-" + name;
+    (void)RunShell("for f in " + dir + "/jobs/*/pid; do g=$(awk '{print $2}' $f 2>/dev/null); "
+                   "[ -n \"$g\" ] && kill -9 -$g 2>/dev/null; done; "
+                   "for m in $(awk '{print $2}' /proc/mounts | grep -F " +
+                   ShellQuote(dir + "/datasets/") + "); do umount -l $m; done; true");
+  }
+}
+
+// Creates each (user, tenant, role) with `password` as the admin and logs it in under its own
+// name; an empty `password` gives each user "pw-<user>-0123456789".
+inline void CreateUsers(
+    WardenServer& server,
+    const std::vector<std::tuple<std::string, std::string, std::string>>& users,
+    const std::string& password = "") {
+  for (const auto& [user, tenant, role] : users) {
+    const std::string pw = password.empty() ? "pw-" + user + "-0123456789" : password;
+    RunResult r = server.Cli(
+        "admin",
+        "user create " + user + " --tenant " + tenant + " --role " + role + " --password-stdin",
+        pw + "\n");
+    ASSERT_EQ(r.code, 0) << r.err;
+    server.Login(user, user, pw);
+  }
 }
 
 // ---- jobs through the CLI (shared by the job, MIG and pool fixtures) ----

@@ -32,21 +32,15 @@ class JobDatasetShareIT : public ::testing::TestWithParam<std::string> {
     for (const char* t : {"acme", "beta", "gamma"}) {
       ASSERT_EQ(server_.Cli("admin", std::string("tenant create ") + t).code, 0);
     }
-    for (const auto& [user, tenant, role] :
-         std::vector<std::tuple<std::string, std::string, std::string>>{
-             {"alice", "acme", "developer"},
-             {"acme-admin", "acme", "tenant-admin"},
-             {"bob", "beta", "tenant-admin"},
-             {"bea", "beta", "developer"},      // acme grants her read + copy
-             {"bert", "beta", "developer"},     // acme grants him read only
-             {"cid", "gamma", "developer"}}) {  // acme grants him read + copy, but no share
-      RunResult r = server_.Cli(
-          "admin",
-          "user create " + user + " --tenant " + tenant + " --role " + role + " --password-stdin",
-          std::string(kPw) + "\n");
-      ASSERT_EQ(r.code, 0) << r.err;
-      server_.Login(user, user, kPw);
-    }
+    CreateUsers(server_,
+                {{"alice", "acme", "developer"},
+                 {"acme-admin", "acme", "tenant-admin"},
+                 {"bob", "beta", "tenant-admin"},
+                 {"bea", "beta", "developer"},    // acme grants her read + copy
+                 {"bert", "beta", "developer"},   // acme grants him read only
+                 {"cid", "gamma", "developer"}},  // acme grants him read + copy, but no share
+                kPw);
+    ASSERT_FALSE(HasFatalFailure());
     marker_ = "GPUWARDEN-SHARED-PLAINTEXT-" + std::to_string(getpid()) + "-" + GetParam();
     plain_ = server_.dir() + "/model.bin";
     {
@@ -86,22 +80,7 @@ class JobDatasetShareIT : public ::testing::TestWithParam<std::string> {
     ASSERT_EQ(p.code, 0) << p.err << p.out;
   }
 
-  void TearDown() override {
-    for (auto& [name, pid] : agents_) {
-      if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-    }
-    for (const auto& [name, pid] : agents_) {
-      (void)RunShell("for f in " + server_.dir() + "/agent-" + name +
-                     "/jobs/*/pid; do g=$(awk '{print $2}' $f 2>/dev/null); "
-                     "[ -n \"$g\" ] && kill -9 -$g 2>/dev/null; done; "
-                     "for m in $(awk '{print $2}' /proc/mounts | grep -F " +
-                     ShellQuote(server_.dir() + "/agent-" + name + "/datasets/") +
-                     "); do umount -l $m; done; true");
-    }
-  }
+  void TearDown() override { KillAgents(server_, agents_); }
 
   std::string UserId(const std::string& who) {
     auto j =

@@ -34,15 +34,12 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
     server_.Login("admin", "admin", server_.admin_password());
     ASSERT_EQ(server_.Cli("admin", "tenant create acme").code, 0);
     ASSERT_EQ(server_.Cli("admin", "tenant create beta").code, 0);
-    for (const auto& [user, tenant, role] : std::vector<std::tuple<std::string, std::string, std::string>>{
-             {"alice", "acme", "developer"}, {"acme-admin", "acme", "tenant-admin"},
-             {"bob", "beta", "developer"}}) {
-      RunResult r = server_.Cli("admin", "user create " + user + " --tenant " + tenant + " --role " +
-                                             role + " --password-stdin",
-                                std::string(kPw) + "\n");
-      ASSERT_EQ(r.code, 0) << r.err;
-      server_.Login(user, user, kPw);
-    }
+    CreateUsers(server_,
+                {{"alice", "acme", "developer"},
+                 {"acme-admin", "acme", "tenant-admin"},
+                 {"bob", "beta", "developer"}},
+                kPw);
+    ASSERT_FALSE(HasFatalFailure());
     // The plaintext carries a marker so that a scan of the node finds any copy left behind.
     marker_ = "GPUWARDEN-PLAINTEXT-" + std::to_string(getpid()) + "-" + GetParam();
     plain_ = server_.dir() + "/train.bin";
@@ -57,22 +54,7 @@ class JobDatasetIT : public ::testing::TestWithParam<std::string> {
     JoinAgent("node-b");
   }
 
-  void TearDown() override {
-    for (auto& [name, pid] : agents_) {
-      if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-    }
-    for (const auto& [name, pid] : agents_) {
-      (void)RunShell("for f in " + server_.dir() + "/agent-" + name +
-                     "/jobs/*/pid; do g=$(awk '{print $2}' $f 2>/dev/null); "
-                     "[ -n \"$g\" ] && kill -9 -$g 2>/dev/null; done; "
-                     "for m in $(awk '{print $2}' /proc/mounts | grep -F " +
-                     ShellQuote(server_.dir() + "/agent-" + name + "/datasets/") +
-                     "); do umount -l $m; done; true");
-    }
-  }
+  void TearDown() override { KillAgents(server_, agents_); }
 
   void JoinAgent(const std::string& name) {
     pid_t pid = StartAgentProcess(server_, name, "sim:1xH100-80GB", JoinTokenFile(server_),

@@ -26,14 +26,8 @@ class JobIT : public ::testing::TestWithParam<std::string> {
     server_.Login("admin", "admin", server_.admin_password());
     ASSERT_EQ(server_.Cli("admin", "tenant create acme").code, 0);
     ASSERT_EQ(server_.Cli("admin", "tenant create beta").code, 0);
-    for (auto [user, tenant] : {std::pair{"alice", "acme"}, std::pair{"bob", "beta"}}) {
-      RunResult r = server_.Cli("admin",
-                                std::string("user create ") + user + " --tenant " + tenant +
-                                    " --role developer --password-stdin",
-                                std::string("pw-") + user + "-0123456789\n");
-      ASSERT_EQ(r.code, 0) << r.err;
-      server_.Login(user, user, std::string("pw-") + user + "-0123456789");
-    }
+    CreateUsers(server_, {{"alice", "acme", "developer"}, {"bob", "beta", "developer"}});
+    ASSERT_FALSE(HasFatalFailure());
     JoinAgent("node-a");
     JoinAgent("node-b");
   }
@@ -44,15 +38,7 @@ class JobIT : public ::testing::TestWithParam<std::string> {
                                   std::to_string(heartbeat_ms) + "ms\n");
   }
 
-  void TearDown() override {
-    for (auto& [name, pid] : agents_) StopAgent(name, SIGKILL);
-    // Jobs of killed agents keep running (that is the point of the supervisor): end them.
-    for (const auto& [name, pid] : agents_) {
-      (void)RunShell("for f in " + server_.dir() + "/agent-" + name +
-                     "/jobs/*/pid; do g=$(awk '{print $2}' $f 2>/dev/null); "
-                     "[ -n \"$g\" ] && kill -9 -$g 2>/dev/null; done; true");
-    }
-  }
+  void TearDown() override { KillAgents(server_, agents_); }
 
   std::string TokenFile() { return JoinTokenFile(server_); }
 

@@ -21,30 +21,15 @@ class PoolIT : public ::testing::TestWithParam<std::string> {
     server_.Login("admin", "admin", server_.admin_password());
     ASSERT_EQ(server_.Cli("admin", "tenant create acme").code, 0);
     ASSERT_EQ(server_.Cli("admin", "tenant create beta").code, 0);
-    for (auto [user, tenant, role] : {std::tuple{"alice", "acme", "developer"},
-                                      std::tuple{"ta", "acme", "tenant-admin"},
-                                      std::tuple{"bob", "beta", "developer"}}) {
-      RunResult r = server_.Cli("admin", std::string("user create ") + user + " --tenant " +
-                                             tenant + " --role " + role + " --password-stdin",
-                                std::string("pw-") + user + "-0123456789\n");
-      ASSERT_EQ(r.code, 0) << r.err;
-      server_.Login(user, user, std::string("pw-") + user + "-0123456789");
-    }
+    CreateUsers(server_, {{"alice", "acme", "developer"},
+                          {"ta", "acme", "tenant-admin"},
+                          {"bob", "beta", "developer"}});
+    ASSERT_FALSE(HasFatalFailure());
     Join("node-gold", "gold");
     Join("node-gen", "");
   }
 
-  void TearDown() override {
-    for (auto& [name, pid] : agents_) {
-      if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, nullptr, 0);
-      }
-      (void)RunShell("for f in " + server_.dir() + "/agent-" + name +
-                     "/jobs/*/pid; do g=$(awk '{print $2}' $f 2>/dev/null); "
-                     "[ -n \"$g\" ] && kill -9 -$g 2>/dev/null; done; true");
-    }
-  }
+  void TearDown() override { KillAgents(server_, agents_); }
 
   void Join(const std::string& name, const std::string& pool) {
     agents_[name] = StartAgentProcess(server_, name, "sim:1xH100-80GB",
