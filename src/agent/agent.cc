@@ -420,7 +420,31 @@ class Session {
     opts.connect_timeout = absl::Seconds(5);
     WARDEN_ASSIGN_OR_RETURN(client_, http::HttpsClient::Create(opts));
     waiter_.SetClient(opts, StrCat("/agent/v1/nodes/", state_.node_id, "/wait"));
+    {
+      std::lock_guard lock(xfer_mu_);  // the transfer worker's next connection uses this identity
+      xfer_opts_ = opts;
+      xfer_opts_.timeout = absl::Seconds(60);
+      ++xfer_gen_;
+    }
     return absl::OkStatus();
+  }
+
+  // The transfer worker's connection, made from the identity the session thread last connected
+  // with (renewed certificates included). Worker thread only.
+  absl::StatusOr<http::HttpsClient*> TransferClient() {
+    http::ClientOptions opts;
+    uint64_t gen;
+    {
+      std::lock_guard lock(xfer_mu_);
+      opts = xfer_opts_;
+      gen = xfer_gen_;
+    }
+    if (gen == 0) return absl::UnavailableError("not connected to the server yet");
+    if (xfer_client_ == nullptr || xfer_client_gen_ != gen) {
+      WARDEN_ASSIGN_OR_RETURN(xfer_client_, http::HttpsClient::Create(opts));
+      xfer_client_gen_ = gen;
+    }
+    return xfer_client_.get();
   }
 
   absl::StatusOr<Json> Post(const std::string& what, const Json& body) {
@@ -462,10 +486,12 @@ class Session {
     return absl::OkStatus();
   }
 
+  // The three transfers below run on the JobRunner's worker thread (job_runner.h), over their own
+  // connection (TransferClient), so that the heartbeat never waits for them.
   // A job's image archive from the server into `dest` (image_cache.h ImageFetcher), streamed.
  public:
   absl::Status FetchImage(const std::string& job, const std::string& digest, const std::string& dest) {
-    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    WARDEN_ASSIGN_OR_RETURN(http::HttpsClient * client, TransferClient());
     int fd = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) return absl::InternalError(StrCat("cannot create ", dest, ": ", std::strerror(errno)));
     http::StreamTransfer t;
@@ -478,13 +504,13 @@ class Session {
       }
       return absl::OkStatus();
     };
-    auto resp = client_->Stream("GET",
+    auto resp = client->Stream("GET",
                                 StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job,
                                        "/image?digest=", digest),
                                 t);
     ::close(fd);
     if (!resp.ok()) {
-      client_.reset();
+      xfer_client_.reset();
       return resp.status();
     }
     if (resp->status == 200) return absl::OkStatus();
@@ -497,13 +523,13 @@ class Session {
   // A range of one of a job's datasets from the server (dataset_stager.h DatasetFetcher).
   absl::StatusOr<std::string> FetchDataset(const std::string& job, uint64_t index,
                                            uint64_t first_chunk, uint64_t count) {
-    WARDEN_RETURN_IF_ERROR(EnsureClient());
-    auto resp = client_->Do("POST",
+    WARDEN_ASSIGN_OR_RETURN(http::HttpsClient * client, TransferClient());
+    auto resp = client->Do("POST",
                             StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job, "/datasets/",
                                    index, "?chunk=", first_chunk, "&count=", count),
                             "", {{"Content-Type", "application/octet-stream"}});
     if (!resp.ok()) {
-      client_.reset();
+      xfer_client_.reset();
       return resp.status();
     }
     if (resp->status == 200) return std::move(resp->body);
@@ -518,7 +544,7 @@ class Session {
   // DatasetUploader; the server's route is agent_dataset_writeback.cc).
   absl::Status UploadDataset(const std::string& job, uint64_t index, int fd, uint64_t size,
                              const std::string& sha256) {
-    WARDEN_RETURN_IF_ERROR(EnsureClient());
+    WARDEN_ASSIGN_OR_RETURN(http::HttpsClient * client, TransferClient());
     http::StreamTransfer t;
     t.size = static_cast<int64_t>(size);
     t.source = [fd](char* buf, size_t n) -> absl::StatusOr<size_t> {
@@ -528,10 +554,10 @@ class Session {
         if (errno != EINTR) return absl::InternalError(StrCat("reading the job's output: ", std::strerror(errno)));
       }
     };
-    auto resp = client_->Stream("PUT", StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job, "/datasets/", index),
+    auto resp = client->Stream("PUT", StrCat("/agent/v1/nodes/", state_.node_id, "/jobs/", job, "/datasets/", index),
                                 t, {{"Content-Type", "application/octet-stream"}, {"X-Content-Sha256", sha256}});
     if (!resp.ok()) {
-      client_.reset();
+      xfer_client_.reset();
       return resp.status().code() == absl::StatusCode::kInternal ? resp.status()
                                                                    : absl::UnavailableError(resp.status().message());
     }
@@ -601,6 +627,11 @@ class Session {
   std::unique_ptr<gpu::GpuBackend> backend_;
   std::string backend_name_;
   std::unique_ptr<http::HttpsClient> client_;
+  std::mutex xfer_mu_;
+  http::ClientOptions xfer_opts_;  // guarded by xfer_mu_
+  uint64_t xfer_gen_ = 0;          // guarded by xfer_mu_; bumped with each new identity/connection
+  std::unique_ptr<http::HttpsClient> xfer_client_;  // transfer worker only
+  uint64_t xfer_client_gen_ = 0;                    // transfer worker only
   std::string sent_inventory_;
   std::string schedule_;
   JobRunner* runner_;
@@ -831,7 +862,10 @@ static int RunAgentMain(int argc, char** argv) {
     session.handoff_ = std::move(handoff);
     session.handoff_->Start();
   }
-  return session.Run();
+  runner.SetTransferDone(WakeSession);  // a prepared job starts at once, not at the next beat
+  const int rc = session.Run();
+  runner.StopTransfers();  // before the session its transfers use goes away
+  return rc;
 }
 
 int RunAgentCommand(int argc, char** argv) {

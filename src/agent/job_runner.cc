@@ -1,7 +1,11 @@
 #include "agent/job_runner.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "agent/gpu_handoff.h"
 #include "common/strings.h"
@@ -30,8 +34,88 @@ std::string ReadAt(const std::string& path, int64_t offset, int64_t max) {
 
 }  // namespace
 
+// The transfer worker: one thread, started with the first transfer, running them in order (one
+// at a time: the image cache imports one image at a time, and a node's link is shared anyway).
+class JobRunner::Worker {
+ public:
+  ~Worker() { Stop(); }
+
+  std::function<void()> on_done;  // set before the first Enqueue
+
+  std::shared_ptr<JobTransfer> Enqueue(std::function<absl::Status(JobTransfer&)> task) {
+    auto t = std::make_shared<JobTransfer>();
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      t->status = absl::CancelledError("the agent is stopping");
+      t->done.store(true, std::memory_order_release);
+      return t;
+    }
+    queue_.emplace_back(t, std::move(task));
+    if (!thread_.joinable()) thread_ = std::thread([this] { Loop(); });
+    cv_.notify_one();
+    return t;
+  }
+
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    for (auto& [t, task] : queue_) {  // never run
+      t->status = absl::CancelledError("the agent is stopping");
+      t->done.store(true, std::memory_order_release);
+    }
+    queue_.clear();
+  }
+
+ private:
+  void Loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      auto [t, task] = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      absl::Status s = task(*t);
+      t->status = std::move(s);
+      t->done.store(true, std::memory_order_release);
+      if (on_done) on_done();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::pair<std::shared_ptr<JobTransfer>, std::function<absl::Status(JobTransfer&)>>>
+      queue_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+bool JobRunner::Local::busy() const {
+  auto running = [](const std::shared_ptr<JobTransfer>& t) {
+    return t != nullptr && !t->done.load(std::memory_order_acquire);
+  };
+  return running(prep) || running(wb);
+}
+
 JobRunner::JobRunner(JobExecutor* executor, std::string no_executor_reason)
-    : executor_(executor), no_executor_reason_(std::move(no_executor_reason)) {}
+    : worker_(std::make_unique<Worker>()),
+      executor_(executor),
+      no_executor_reason_(std::move(no_executor_reason)) {}
+
+JobRunner::~JobRunner() { StopTransfers(); }
+
+void JobRunner::StopTransfers() { worker_->Stop(); }
+
+void JobRunner::SetTransferDone(std::function<void()> done) { worker_->on_done = std::move(done); }
+
+std::shared_ptr<JobTransfer> JobRunner::Enqueue(std::function<absl::Status(JobTransfer&)> task) {
+  return worker_->Enqueue(std::move(task));
+}
 
 const char* JobRunner::StateName(ExecState s) {
   switch (s) {
@@ -108,7 +192,8 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
   Json reports = Json::array();
   std::set<std::string> held;
   for (auto& [id, job] : jobs_) {
-    if (job.waiting) TryStart(job);
+    // (Not once the server moved it elsewhere: a preparation that returns then starts nothing.)
+    if (job.waiting && job.assigned) TryStart(job);
     if (!job.ended && job.started && executor_ != nullptr) {
       auto st = executor_->Poll(id);
       if (st.ok()) {
@@ -124,7 +209,7 @@ Json JobRunner::BuildReport(const LogShipper& ship, const std::vector<gpu::GpuDe
     if (job.ended) {
       ReleaseGpus(job);
       if (!WriteBack(job)) continue;  // retried next beat; the staged data stays until then
-      WipeDatasets(id);
+      if (!job.busy()) WipeDatasets(id);  // else once its preparation returned (Apply)
     }
     if (!job.ended) {
       for (const auto& u : job.spec.gpu_uuids) held.insert(u);
@@ -230,34 +315,56 @@ void JobRunner::TryStart(Local& job) {
     changed_ = true;
     return;
   }
-  if (job.spec.image != "host") {
-    absl::Status s = prepare_image_ ? prepare_image_(job.spec)
-                                    : absl::FailedPreconditionError("this agent cannot run container images");
-    if (!s.ok()) {
+  const bool image = job.spec.image != "host";
+  if (!job.prepared && (image || !job.datasets.empty())) {
+    if (image && !prepare_image_) {
       job.ended = true;
-      job.status = {ExecState::kFailedToStart, 127, StrCat("preparing its image failed: ", s.message())};
+      job.status = {ExecState::kFailedToStart, 127,
+                    "preparing its image failed: this agent cannot run container images"};
       changed_ = true;
       return;
     }
-  }
-  if (!job.datasets.empty()) {
-    absl::Status s;
-    if (stager_ == nullptr || !fetch_) {
-      s = absl::FailedPreconditionError("this agent cannot mount datasets");
-    } else {
-      auto staged = stager_->Stage(job.spec.job_id, job.datasets, fetch_);
-      if (staged.ok()) {
-        job.spec.datasets = std::move(*staged);
-      } else {
-        s = staged.status();
-      }
-    }
-    if (!s.ok()) {
+    if (!job.datasets.empty() && (stager_ == nullptr || !fetch_)) {
       job.ended = true;
-      job.status = {ExecState::kFailedToStart, 127, StrCat("staging its datasets failed: ", s.message())};
+      job.status = {ExecState::kFailedToStart, 127,
+                    "staging its datasets failed: this agent cannot mount datasets"};
       changed_ = true;
       return;
     }
+    if (job.prep == nullptr) {
+      // On the worker: the image (fetched and imported, or found verified in the cache), then
+      // the datasets. The job waits meanwhile; the heartbeat goes on.
+      job.prep = Enqueue([spec = job.spec, datasets = job.datasets, prepare = prepare_image_,
+                          stager = stager_, fetch = fetch_](JobTransfer& t) -> absl::Status {
+        if (spec.image != "host") {
+          if (absl::Status s = prepare(spec); !s.ok()) {
+            return absl::Status(s.code(), StrCat("preparing its image failed: ", s.message()));
+          }
+        }
+        if (!datasets.empty()) {
+          auto staged = stager->Stage(spec.job_id, datasets, fetch);
+          if (!staged.ok()) {
+            return absl::Status(staged.status().code(), StrCat("staging its datasets failed: ",
+                                                               staged.status().message()));
+          }
+          t.staged = std::move(*staged);
+        }
+        return absl::OkStatus();
+      });
+    }
+    if (!job.prep->done.load(std::memory_order_acquire)) {
+      job.waiting = true;
+      return;
+    }
+    std::shared_ptr<JobTransfer> prep = std::move(job.prep);
+    if (!prep->status.ok()) {
+      job.ended = true;
+      job.status = {ExecState::kFailedToStart, 127, std::string(prep->status.message())};
+      changed_ = true;
+      return;
+    }
+    job.spec.datasets = std::move(prep->staged);
+    job.prepared = true;
   }
   if (absl::Status s = executor_->Start(job.spec); !s.ok()) {
     job.ended = true;
@@ -323,9 +430,21 @@ bool JobRunner::WriteBack(Local& job) {
     job.write_back_done = true;  // nothing to write, or a job that failed: nothing is written
     return true;
   }
-  absl::Status s = stager_ == nullptr || !upload_
-                       ? absl::FailedPreconditionError("this agent cannot write datasets back")
-                       : stager_->WriteBack(job.spec.job_id, job.spec.datasets, upload_);
+  absl::Status s;
+  if (stager_ == nullptr || !upload_) {
+    s = absl::FailedPreconditionError("this agent cannot write datasets back");
+  } else {
+    // On the worker (a job's output can be large); this beat and the next ones go on meanwhile.
+    if (job.wb == nullptr) {
+      job.wb = Enqueue([id = job.spec.job_id, datasets = job.spec.datasets, stager = stager_,
+                        upload = upload_](JobTransfer&) {
+        return stager->WriteBack(id, datasets, upload);
+      });
+    }
+    if (!job.wb->done.load(std::memory_order_acquire)) return false;
+    s = std::move(job.wb->status);
+    job.wb.reset();
+  }
   const bool transient = s.code() == absl::StatusCode::kUnavailable || s.code() == absl::StatusCode::kDeadlineExceeded;
   if (!s.ok() && transient && ++job.write_back_attempts < kMaxWriteBackAttempts) return false;
   if (!s.ok()) job.write_back_error = std::string(s.message());
@@ -341,6 +460,9 @@ void JobRunner::WipeDatasets(const std::string& id) {
 
 void JobRunner::Apply(const Json& assignments) {
   for (const std::string& id : final_in_flight_) {
+    // A job cancelled while its preparation runs is forgotten (below, as unassigned) only once
+    // that transfer returned: its staged data is wiped after, never under it.
+    if (jobs_[id].busy()) continue;
     WipeDatasets(id);
     if (executor_ != nullptr && jobs_[id].started) (void)executor_->Forget(id);
     jobs_.erase(id);
@@ -461,6 +583,10 @@ void JobRunner::Apply(const Json& assignments) {
     if (!job.ended && job.started && !job.cancel_sent) {
       (void)executor_->Cancel(it->first, absl::Seconds(5));
       job.cancel_sent = true;
+    }
+    if (job.busy()) {  // forgotten at a later beat, once its transfer returned
+      ++it;
+      continue;
     }
     if (job.ended || !job.started) {
       ReleaseGpus(job);

@@ -8,11 +8,17 @@
 // wait for it, up to kHandoffWait, then fail to start) and released when it ends, which starts
 // their scrub; a GPU no job holds is reported clean only once the handoff made it available, and
 // dirty once a handoff failed. Without one (unit tests): clean unless the backend shows processes.
-// Used from the agent's session thread only; not thread-safe.
+// Transfers (a job's image fetch and import, its dataset staging, its write-back) run on the
+// runner's own worker thread, one at a time, so that a large image or dataset never holds up the
+// heartbeat: a node that misses three beats is declared unreachable and its jobs are requeued.
+// A job waits (still "placed" for the server) until its preparation is done. The methods are
+// called from the agent's session thread only; not thread-safe.
 #pragma once
 
+#include <atomic>
 #include <functional>
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <string_view>
@@ -30,6 +36,13 @@ namespace warden::agent {
 
 class GpuHandoffService;
 
+// One transfer on the JobRunner's worker: `done` is set (release) after `status` and `staged`.
+struct JobTransfer {
+  std::atomic<bool> done{false};
+  absl::Status status;
+  std::vector<ExecDataset> staged;  // a preparation's staged datasets
+};
+
 // Sends `data` (read at `offset` of the job's `stream`) to the server; returns the offset to
 // continue from.
 using LogShipper = std::function<absl::StatusOr<int64_t>(
@@ -40,6 +53,17 @@ class JobRunner {
   // `executor` may be null (no executor configured): assigned jobs are then reported as failed to
   // start with `no_executor_reason`.
   JobRunner(JobExecutor* executor, std::string no_executor_reason);
+  ~JobRunner();
+  JobRunner(const JobRunner&) = delete;
+  JobRunner& operator=(const JobRunner&) = delete;
+
+  // Stops the transfer worker once its current transfer returns; transfers still queued end
+  // Cancelled. Call before whatever the transfer callbacks use (the agent's session) goes away.
+  // Idempotent; the destructor calls it.
+  void StopTransfers();
+  // Called on the worker thread after each transfer (the agent wakes its session loop, so a job
+  // whose preparation finished starts without waiting for the next beat). Set before any job.
+  void SetTransferDone(std::function<void()> done);
 
   // The verified GPU handoff; call before Recover. Not owned; may be null.
   void SetHandoff(GpuHandoffService* handoff) { handoff_ = handoff; }
@@ -60,8 +84,9 @@ class JobRunner {
   void AnnotateMig(std::vector<gpu::GpuDevice>& gpus) const {
     if (mig_ != nullptr) mig_->Annotate(gpus);
   }
-  // Job images (issue 7, image_cache.h): called before a job whose image is not "host" starts;
-  // an error ends it failed_to_start with the reason. Unset: such jobs fail to start.
+  // Job images (issue 7, image_cache.h): called (on the transfer worker) before a job whose image
+  // is not "host" starts; an error ends it failed_to_start with the reason. Unset: such jobs fail
+  // to start.
   void SetImagePreparer(std::function<absl::Status(const ExecSpec& spec)> prepare) {
     prepare_image_ = std::move(prepare);
   }
@@ -114,6 +139,11 @@ class JobRunner {
     int write_back_attempts = 0;
     bool write_back_done = false;          // nothing (more) to write back
     std::string write_back_error;          // set: reported as write_back_failed
+    std::shared_ptr<JobTransfer> prep;  // image and datasets, on the worker
+    bool prepared = false;                  // prep succeeded; spec.datasets holds what it staged
+    std::shared_ptr<JobTransfer> wb;    // the write-back in flight, on the worker
+    // A transfer of this job is still running: its staged data must not be wiped yet.
+    bool busy() const;
   };
   static const char* StateName(ExecState s);
   bool ShipLogs(Local& job, const LogShipper& ship);
@@ -130,6 +160,12 @@ class JobRunner {
   // Writes an ended job's `write` datasets back (see SetDatasetUploader); true once settled.
   bool WriteBack(Local& job);
 
+  // Queues `task` on the transfer worker; the returned JobTransfer is done once it ran (or Cancelled
+  // when the worker stopped first).
+  std::shared_ptr<JobTransfer> Enqueue(std::function<absl::Status(JobTransfer&)> task);
+
+  class Worker;
+  std::unique_ptr<Worker> worker_;
   JobExecutor* executor_;
   GpuHandoffService* handoff_ = nullptr;
   DatasetStager* stager_ = nullptr;

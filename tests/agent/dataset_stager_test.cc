@@ -15,6 +15,7 @@
 #include <set>
 
 #include "agent/job_runner.h"
+#include "beat_until.h"
 #include "common/encoding.h"
 
 namespace warden::agent {
@@ -218,11 +219,8 @@ Json WithDatasets(const std::string& id, const std::string& plain, const std::st
               {"gpus", Json::array()}};
 }
 
-LogShipper NoLogs() {
-  return [](const std::string&, const std::string&, int64_t offset, std::string_view data) {
-    return absl::StatusOr<int64_t>(offset + static_cast<int64_t>(data.size()));
-  };
-}
+using testing::BeatUntil;
+using testing::NoLogs;
 
 TEST_F(DatasetStagerTest, RunnerStagesBeforeStartAndWipesAfterTheEnd) {
   DatasetStager& st = Make(true);
@@ -233,7 +231,7 @@ TEST_F(DatasetStagerTest, RunnerStagesBeforeStartAndWipesAfterTheEnd) {
   runner.SetDatasetStager(&st);
   runner.SetDatasetFetcher(v.Fetcher());
   runner.Apply(Json::array({WithDatasets("job_r", v.data[0], common::Sha256Hex(v.data[0]))}));
-  ASSERT_EQ(ex.started.count("job_r"), 1u);
+  ASSERT_TRUE(BeatUntil(runner, [&] { return ex.started.count("job_r") == 1; }));
   const ExecSpec& spec = ex.started["job_r"];
   ASSERT_EQ(spec.datasets.size(), 1u);
   EXPECT_EQ(spec.datasets[0].container_path, "/data/train");
@@ -255,8 +253,12 @@ TEST_F(DatasetStagerTest, RunnerFailsToStartWhenStagingFails) {
   runner.SetDatasetStager(&st);
   runner.SetDatasetFetcher(v.Fetcher());
   runner.Apply(Json::array({WithDatasets("job_t", v.data[0], common::Sha256Hex("tampered"))}));
+  Json r;
+  ASSERT_TRUE(BeatUntil(runner, [&] {
+    r = runner.BuildReport(NoLogs(), {});
+    return !r["jobs"].empty();
+  }));
   EXPECT_EQ(ex.started.count("job_t"), 0u) << "a job whose data did not verify must not start";
-  Json r = runner.BuildReport(NoLogs(), {});
   ASSERT_EQ(r["jobs"].size(), 1u);
   EXPECT_EQ(r["jobs"][0]["state"], "failed_to_start");
   EXPECT_NE(r["jobs"][0]["reason"].get<std::string>().find("SHA-256"), std::string::npos) << r;
@@ -265,6 +267,9 @@ TEST_F(DatasetStagerTest, RunnerFailsToStartWhenStagingFails) {
   JobRunner bare(&ex, "");
   bare.Apply(Json::array({WithDatasets("job_u", v.data[0], common::Sha256Hex(v.data[0]))}));
   EXPECT_EQ(ex.started.count("job_u"), 0u);
+  r = bare.BuildReport(NoLogs(), {});
+  ASSERT_EQ(r["jobs"].size(), 1u);
+  EXPECT_EQ(r["jobs"][0]["reason"], "staging its datasets failed: this agent cannot mount datasets");
 }
 
 // ---- write datasets (issue 7 write-back) ----
@@ -378,6 +383,7 @@ TEST_F(DatasetStagerTest, RunnerWritesBackOnlyAfterExitZeroAndReportsARefusal) {
   runner.SetDatasetUploader(up.Uploader());
   runner.Apply(Json::array({WithOutput("job_ok"), WithOutput("job_fail"), WithOutput("job_cancel"),
                             WithOutput("job_denied"), WithOutput("job_retry")}));
+  ASSERT_TRUE(BeatUntil(runner, [&] { return ex.started.size() == 5; }));
   for (const char* id : {"job_ok", "job_fail", "job_cancel", "job_denied", "job_retry"}) {
     ASSERT_EQ(ex.started.count(id), 1u) << id;
     std::ofstream(ex.started[id].datasets[0].host_dir + "/model") << "result of " << id;
@@ -387,32 +393,34 @@ TEST_F(DatasetStagerTest, RunnerWritesBackOnlyAfterExitZeroAndReportsARefusal) {
   ex.status["job_cancel"] = {ExecState::kCancelled, 143, ""};
   ex.status["job_denied"] = {ExecState::kExited, 0, ""};
   ex.status["job_retry"] = {ExecState::kExited, 0, ""};
-  // std::map order: job_denied, job_ok, job_retry (job_cancel and job_fail upload nothing).
+  // Uploads run on the runner's worker in the order the beat met them (std::map order:
+  // job_denied, job_ok, job_retry; job_cancel and job_fail upload nothing); job_retry's first
+  // attempt meets an unreachable server and is tried again at a later beat.
   up.replies = {absl::PermissionDeniedError("write: denied by policy p"), absl::OkStatus(),
                 absl::UnavailableError("server unreachable")};
-  Json r = runner.BuildReport(NoLogs(), {});
   std::map<std::string, Json> by_id;
-  for (const Json& j : r["jobs"]) by_id[j["id"].get<std::string>()] = j;
+  ASSERT_TRUE(BeatUntil(runner, [&] {
+    Json r = runner.BuildReport(NoLogs(), {});
+    for (const Json& j : r["jobs"]) by_id[j["id"].get<std::string>()] = j;
+    return by_id.size() == 5;
+  }));
   EXPECT_EQ(by_id["job_ok"]["state"], "exited");
   EXPECT_EQ(by_id["job_fail"]["state"], "exited");
   EXPECT_EQ(by_id["job_cancel"]["state"], "cancelled");
   EXPECT_EQ(by_id["job_denied"]["state"], "write_back_failed");
   EXPECT_NE(by_id["job_denied"]["reason"].get<std::string>().find("denied by policy p"), std::string::npos);
-  EXPECT_EQ(by_id.count("job_retry"), 0u) << "not reported while its write-back is retried";
-  EXPECT_NE(st.JobRoot("job_retry"), "") << "its output stays until it is written back";
-  ASSERT_EQ(up.got.size(), 3u);
-  std::set<std::string> uploaded;
-  for (const Upload& u : up.got) uploaded.insert(u.job);
-  EXPECT_EQ(uploaded, (std::set<std::string>{"job_ok", "job_denied", "job_retry"}));
-  EXPECT_EQ(st.JobRoot("job_fail"), "");
-  EXPECT_EQ(st.JobRoot("job_ok"), "");
-  r = runner.BuildReport(NoLogs(), {});  // the retry succeeds
-  by_id.clear();
-  for (const Json& j : r["jobs"]) by_id[j["id"].get<std::string>()] = j;
   EXPECT_EQ(by_id["job_retry"]["state"], "exited");
-  EXPECT_EQ(up.got.size(), 4u);
+  // Four uploads: the failed job and the cancelled one wrote nothing; job_retry's output stayed
+  // staged after its first attempt failed, and the second attempt sent it whole.
+  ASSERT_EQ(up.got.size(), 4u);
+  std::multiset<std::string> uploaded;
+  for (const Upload& u : up.got) uploaded.insert(u.job);
+  EXPECT_EQ(uploaded, (std::multiset<std::string>{"job_ok", "job_denied", "job_retry", "job_retry"}));
+  EXPECT_EQ(up.got.back().job, "job_retry");
   EXPECT_EQ(up.got.back().body, "result of job_retry");
-  EXPECT_EQ(st.JobRoot("job_retry"), "");
+  for (const char* id : {"job_ok", "job_fail", "job_cancel", "job_denied", "job_retry"}) {
+    EXPECT_EQ(st.JobRoot(id), "") << id << ": staged data must be gone once it is settled";
+  }
 }
 
 }  // namespace

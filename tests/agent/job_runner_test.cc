@@ -3,13 +3,17 @@
 #include "agent/job_runner.h"
 
 #include "agent/gpu_handoff.h"
+#include "beat_until.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <future>
 #include <map>
+#include <thread>
 
 namespace warden::agent {
 namespace {
@@ -68,11 +72,8 @@ std::string EnvOf(const ExecSpec& s, const std::string& k) {
   return "<unset>";
 }
 
-LogShipper NoLogs() {
-  return [](const std::string&, const std::string&, int64_t offset, std::string_view data) {
-    return absl::StatusOr<int64_t>(offset + static_cast<int64_t>(data.size()));
-  };
-}
+using testing::BeatUntil;
+using testing::NoLogs;
 
 TEST(JobRunnerTest, StartsAssignedJobsWithExactlyTheirGpusVisible) {
   FakeExecutor fake;
@@ -188,22 +189,76 @@ TEST(JobRunnerTest, AnImageIsPreparedBeforeTheJobStartsOrTheJobFailsWithTheReaso
     return fail ? absl::DataLossError("image " + spec.image + ": rootfs corrupted") : absl::OkStatus();
   });
   runner.Apply(Json::array({with_image("job_2"), Assignment("job_3", {})}));
-  EXPECT_EQ(prepared, std::vector<std::string>{"ten_a job_2 " + digest});  // host jobs need none
-  ASSERT_EQ(fake.started.count("job_2"), 1u);
+  EXPECT_EQ(fake.started["job_3"].image, "host");  // host jobs need no preparation: at once
+  ASSERT_TRUE(BeatUntil(runner, [&] { return fake.started.count("job_2") == 1; }));
+  EXPECT_EQ(prepared, std::vector<std::string>{"ten_a job_2 " + digest});
   EXPECT_EQ(fake.started["job_2"].image, digest);
   EXPECT_EQ(fake.started["job_3"].image, "host");
   fail = true;
   runner.Apply(Json::array({with_image("job_2"), Assignment("job_3", {}), with_image("job_4")}));
-  EXPECT_EQ(fake.started.count("job_4"), 0u);
-  Json r = runner.BuildReport(NoLogs(), {});
   bool seen = false;
-  for (const Json& j : r["jobs"]) {
-    if (j["id"] != "job_4") continue;
-    seen = true;
-    EXPECT_EQ(j["state"], "failed_to_start");
-    EXPECT_EQ(j["reason"], "preparing its image failed: image " + digest + ": rootfs corrupted");
+  Json r;
+  ASSERT_TRUE(BeatUntil(runner, [&] {
+    r = runner.BuildReport(NoLogs(), {});
+    for (const Json& j : r["jobs"]) {
+      if (j["id"] != "job_4") continue;
+      seen = true;
+      EXPECT_EQ(j["state"], "failed_to_start");
+      EXPECT_EQ(j["reason"], "preparing its image failed: image " + digest + ": rootfs corrupted");
+    }
+    return seen;
+  })) << r.dump();
+  EXPECT_EQ(fake.started.count("job_4"), 0u);
+}
+
+// A slow preparation (a large image) runs on the runner's worker: heartbeats go on meanwhile, the
+// job is not reported (still "placed" for the server) and starts once it is ready; a job the
+// server moves away while its image is being prepared never starts here.
+TEST(JobRunnerTest, ASlowImagePreparationDoesNotHoldUpTheHeartbeat) {
+  const std::string digest = "sha256:" + std::string(64, 'f');
+  auto with_image = [&](const std::string& id) {
+    Json a = Assignment(id, {});
+    a["tenant"] = "ten_a";
+    a["run"]["image"] = digest;
+    return a;
+  };
+  FakeExecutor fake;
+  JobRunner runner(&fake, "");
+  std::promise<void> release_first, release_second;
+  std::shared_future<void> first = release_first.get_future().share();
+  std::shared_future<void> second = release_second.get_future().share();
+  std::atomic<int> calls{0}, done{0};
+  runner.SetTransferDone([&] { ++done; });
+  runner.SetImagePreparer([&](const ExecSpec& spec) {
+    ++calls;
+    (spec.job_id == "job_1" ? first : second).wait();  // as long as the download takes
+    return absl::OkStatus();
+  });
+  runner.Apply(Json::array({with_image("job_1")}));
+  for (int beat = 0; beat < 5; ++beat) {  // each returns at once while the image downloads
+    const auto t0 = std::chrono::steady_clock::now();
+    Json r = runner.BuildReport(NoLogs(), {});
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+    EXPECT_TRUE(r["jobs"].empty()) << r.dump();  // waiting: nothing to report yet
+    runner.Apply(Json::array({with_image("job_1")}));
   }
-  EXPECT_TRUE(seen) << r.dump();
+  EXPECT_EQ(fake.started.count("job_1"), 0u);
+  release_first.set_value();
+  ASSERT_TRUE(BeatUntil(runner, [&] { return fake.started.count("job_1") == 1; }));
+  EXPECT_EQ(calls.load(), 1);  // prepared once, whatever the number of beats
+  EXPECT_GE(done.load(), 1);   // the agent's session was woken
+
+  // Moved elsewhere mid-preparation: kept until the transfer returns, then forgotten unstarted.
+  runner.Apply(Json::array({with_image("job_1"), with_image("job_2")}));
+  ASSERT_TRUE(BeatUntil(runner, [&] { return calls.load() == 2; }));
+  runner.Apply(Json::array({with_image("job_1")}));  // job_2 is no longer placed here
+  (void)runner.BuildReport(NoLogs(), {});
+  release_second.set_value();
+  ASSERT_TRUE(BeatUntil(runner, [&] {
+    runner.Apply(Json::array({with_image("job_1")}));
+    return runner.size() == 1;
+  }));
+  EXPECT_EQ(fake.started.count("job_2"), 0u);
 }
 
 TEST(JobRunnerTest, ReattachesToRecoveredJobs) {
