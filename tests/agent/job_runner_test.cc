@@ -65,6 +65,14 @@ Json Assignment(const std::string& id, std::vector<std::string> gpus, Json env =
               {"gpus", g}};
 }
 
+// An assignment of tenant ten_a's job `id` that runs image `digest`.
+Json WithImage(const std::string& id, const std::string& digest) {
+  Json a = Assignment(id, {});
+  a["tenant"] = "ten_a";
+  a["run"]["image"] = digest;
+  return a;
+}
+
 std::string EnvOf(const ExecSpec& s, const std::string& k) {
   for (const auto& [key, v] : s.env) {
     if (key == k) return v;
@@ -165,12 +173,7 @@ TEST(JobRunnerTest, WithoutAnExecutorAssignedJobsFailToStartWithTheReason) {
 
 TEST(JobRunnerTest, AnImageIsPreparedBeforeTheJobStartsOrTheJobFailsWithTheReason) {
   const std::string digest = "sha256:" + std::string(64, 'e');
-  auto with_image = [&](const std::string& id) {
-    Json a = Assignment(id, {});
-    a["tenant"] = "ten_a";
-    a["run"]["image"] = digest;
-    return a;
-  };
+  auto with_image = [&](const std::string& id) { return WithImage(id, digest); };
   FakeExecutor fake;
   {
     JobRunner runner(&fake, "");  // no preparer: an image cannot be run here
@@ -216,12 +219,7 @@ TEST(JobRunnerTest, AnImageIsPreparedBeforeTheJobStartsOrTheJobFailsWithTheReaso
 // server moves away while its image is being prepared never starts here.
 TEST(JobRunnerTest, ASlowImagePreparationDoesNotHoldUpTheHeartbeat) {
   const std::string digest = "sha256:" + std::string(64, 'f');
-  auto with_image = [&](const std::string& id) {
-    Json a = Assignment(id, {});
-    a["tenant"] = "ten_a";
-    a["run"]["image"] = digest;
-    return a;
-  };
+  auto with_image = [&](const std::string& id) { return WithImage(id, digest); };
   FakeExecutor fake;
   JobRunner runner(&fake, "");
   std::promise<void> release_first, release_second;
