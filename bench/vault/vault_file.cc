@@ -8,6 +8,7 @@
 // encrypt), temp file + verification + rename (on decrypt).
 //   --threads=1  ObjectStoreOptions::pipeline = false (everything on the calling thread)
 //   --rehash     ObjectStoreOptions::rehash_on_read = true (decrypt re-hashes the plaintext)
+//   --pieces=N, --piece-kib=K   the pipeline's ring (default 4 pieces of 1024 KiB)
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -37,6 +38,10 @@ int main(int argc, char** argv) {
       so.pipeline = true;
     } else if (flag == "--rehash") {
       so.rehash_on_read = true;
+    } else if (flag.rfind("--pieces=", 0) == 0) {
+      so.pipeline_pieces = std::stoul(flag.substr(9));
+    } else if (flag.rfind("--piece-kib=", 0) == 0) {
+      so.pipeline_piece_size = std::stoul(flag.substr(12)) * 1024;
     } else {
       return Fail("unknown flag " + flag);
     }
@@ -45,7 +50,7 @@ int main(int argc, char** argv) {
   }
   if (argc != 5) {
     return Fail(
-        "usage: vault_file [--threads=1|2] [--rehash] encrypt KEYFILE IN VAULT_DIR | "
+        "usage: vault_file [--threads=1|2] [--rehash] [--pieces=N] [--piece-kib=K] encrypt KEYFILE IN VAULT_DIR | "
         "decrypt KEYFILE VAULT_DIR OUT");
   }
   const std::string mode = argv[1];
