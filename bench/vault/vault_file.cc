@@ -50,7 +50,8 @@ int main(int argc, char** argv) {
   }
   if (argc != 5) {
     return Fail(
-        "usage: vault_file [--threads=1|2] [--rehash] [--pieces=N] [--piece-kib=K] encrypt KEYFILE IN VAULT_DIR | "
+        "usage: vault_file [--threads=1|2] [--rehash] [--pieces=N] [--piece-kib=K] encrypt KEYFILE "
+        "IN VAULT_DIR | "
         "decrypt KEYFILE VAULT_DIR OUT");
   }
   const std::string mode = argv[1];

@@ -747,7 +747,7 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
 
 absl::StatusOr<ObjectInfo> ObjectStore::GetImpl(std::string_view tenant, std::string_view object_id,
                                                 uint64_t version, const ByteSink& sink,
-                                                bool pipelined) {
+                                                bool pipelined, int out_fd) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("object id", object_id));
   Meta m;
@@ -788,6 +788,18 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetImpl(std::string_view tenant, std::st
   WARDEN_ASSIGN_OR_RETURN(std::string dek,
                           keyring_.Unwrap(tenant, KeyContext(object_id, version), m.key));
   const ObjectDecryptor::Expect expect{std::string(tenant), std::string(object_id), version};
+  if (pipelined && out_fd >= 0 && !rehash) {
+    // Nothing to hash: both threads open chunks (README.md "Two-core file transfers").
+    auto recorded = common::HexDecode(m.info.sha256_hex);
+    absl::Status st = recorded ? internal::OpenToFileOnTwoThreads(
+                                     dek, expect, fd, m.info.size, *recorded, tag,
+                                     m.info.chunk_size, options_.pipeline_piece_size, out_fd)
+                               : absl::DataLossError(StrCat("object ", object_id, " version ",
+                                                            version, " has a malformed SHA-256"));
+    internal::Wipe(dek);
+    if (!st.ok()) return st;
+    return m.info;
+  }
   internal::Sha256Stream hash;  // the helper's, when pipelined
   // Download half of the pipeline: this thread reads and opens chunks and copies the verified
   // plaintext into pieces; the helper hands full pieces to `sink` (and hashes them if needed).
@@ -818,8 +830,9 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetImpl(std::string_view tenant, std::st
                    return sink(p);
                  });
   }
-  auto dec = ObjectDecryptor::Create(dek, expect, pipelined ? to_ring : sink,
-                                     /*expect_final=*/true, /*hash_plaintext=*/rehash && !pipelined);
+  auto dec =
+      ObjectDecryptor::Create(dek, expect, pipelined ? to_ring : sink,
+                              /*expect_final=*/true, /*hash_plaintext=*/rehash && !pipelined);
   internal::Wipe(dek);
   if (!dec.ok()) return dec.status();
   std::string buf(kIoBuffer, '\0');
@@ -887,8 +900,9 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetToFile(std::string_view tenant, std::
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Errno("cannot create", tmp);
   // With the pipeline the sink runs on the helper thread (one piece at a time, in order).
-  auto info = GetImpl(tenant, oid, version, [fd](std::string_view b) { return WriteAll(fd, b); },
-                      options_.pipeline);
+  auto info = GetImpl(
+      tenant, oid, version, [fd](std::string_view b) { return WriteAll(fd, b); }, options_.pipeline,
+      fd);
   if (info.ok() && ::fsync(fd) != 0) info = Errno("fsync", tmp);
   ::close(fd);
   if (!info.ok()) {

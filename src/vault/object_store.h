@@ -67,12 +67,13 @@ struct ObjectStoreOptions {
   std::string root;  // e.g. DATA_DIR/vault; created 0700
   uint32_t chunk_size = kDefaultChunkSize;
   // Two-core transfers for Put/PutFile and GetToFile (README.md "Two-core file transfers"): a
-  // helper thread hashes the plaintext while the caller reads and seals (put), or writes the
-  // plaintext while the caller reads and opens chunks (GetToFile). `pipeline_pieces` pieces of
-  // `pipeline_piece_size` bytes are in flight at most (default 4 x 1 MiB).
+  // helper thread hashes the plaintext while the caller reads and seals (put); GetToFile opens
+  // chunks on both threads, or, when the plaintext must be re-hashed, has the helper hash and
+  // write. `pipeline_pieces` pieces of `pipeline_piece_size` bytes are in flight at most
+  // (default 8 x 256 KiB); a two-thread GetToFile works in blocks of `pipeline_piece_size`.
   bool pipeline = true;
-  size_t pipeline_piece_size = size_t{1} << 20;
-  size_t pipeline_pieces = 4;
+  size_t pipeline_piece_size = size_t{256} << 10;
+  size_t pipeline_pieces = 8;
   // Reads re-hash the plaintext and compare it with the recorded SHA-256 even when the recorded
   // digest verified against its content digest tag (belt and braces; costs a SHA-256 pass).
   // Versions stored without a digest tag (before it existed) are always re-hashed.
@@ -186,8 +187,10 @@ class ObjectStore {
   absl::StatusOr<UploadState> BeginUploadImpl(std::string_view tenant, std::string_view name,
                                               const Labels& labels, bool encryptor_hashes);
   absl::Status PipelinedPut(Session& s, const ByteSource& source);
+  // `out_fd` >= 0: `sink` writes to that file, which the two-thread download may also pwrite.
   absl::StatusOr<ObjectInfo> GetImpl(std::string_view tenant, std::string_view object_id,
-                                     uint64_t version, const ByteSink& sink, bool pipelined);
+                                     uint64_t version, const ByteSink& sink, bool pipelined,
+                                     int out_fd = -1);
   absl::Status ReencryptLocked(std::string_view tenant, Meta& meta);
   void Hook(std::string_view point) const {
     if (options_.hook) options_.hook(point);

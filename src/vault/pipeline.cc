@@ -1,9 +1,17 @@
 #include "vault/pipeline.h"
 
 #include <openssl/crypto.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <utility>
+
+#include "common/status.h"
+#include "common/strings.h"
 
 namespace warden::vault::internal {
 
@@ -87,6 +95,122 @@ absl::Status PieceRing::Finish() {
 size_t PieceRing::max_in_flight() const {
   std::lock_guard<std::mutex> lock(mu_);
   return max_in_flight_;
+}
+
+namespace {
+
+absl::Status PwriteAll(int fd, const char* data, size_t len, uint64_t off) {
+  while (len > 0) {
+    ssize_t n = ::pwrite(fd, data, len, static_cast<off_t>(off));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return absl::UnavailableError(common::StrCat("write failed: ", std::strerror(errno)));
+    }
+    data += n;
+    len -= static_cast<size_t>(n);
+    off += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status OpenToFileOnTwoThreads(std::string_view data_key,
+                                    const ObjectDecryptor::Expect& expect, int in_fd, uint64_t size,
+                                    std::string_view sha256, std::string_view tag,
+                                    uint32_t chunk_size, size_t piece_size, int out_fd) {
+  using common::StrCat;
+  if (chunk_size < kMinChunkSize || chunk_size > kMaxChunkSize) {
+    return absl::DataLossError(StrCat("object ", expect.object_id, " has a bad chunk size"));
+  }
+  const uint64_t cs = chunk_size;
+  const uint64_t ct = cs + kChunkTagSize;
+  const uint64_t total = size == 0 ? 1 : (size + cs - 1) / cs;  // chunks; the last is final
+  if (total > kMaxChunks) return absl::DataLossError("recorded size beyond 2^32 chunks");
+  std::string header(kMaxHeaderSize, '\0');
+  ssize_t got = ::pread(in_fd, header.data(), header.size(), 0);
+  size_t header_len = 0;
+  auto h = ParseHeader(std::string_view(header.data(), got > 0 ? static_cast<size_t>(got) : 0),
+                       &header_len);
+  if (!h.ok()) {
+    return absl::IsUnavailable(h.status())
+               ? absl::DataLossError(StrCat("object ", expect.object_id, " has a truncated header"))
+               : h.status();
+  }
+  if (h->chunk_size != chunk_size) {
+    return absl::DataLossError(
+        StrCat("object ", expect.object_id, ": the header's chunk size differs from the metadata"));
+  }
+  header.resize(header_len);
+  // The whole layout follows from the recorded size: anything cut off or appended is refused
+  // here, before any plaintext is written (a changed size is caught by the final flag, the last
+  // chunk's tag and the digest tag).
+  const uint64_t last_len = size - (total - 1) * cs;
+  const uint64_t want = header_len + (total - 1) * ct + last_len + kChunkTagSize;
+  struct stat st {};
+  if (::fstat(in_fd, &st) != 0) {
+    return absl::UnavailableError(StrCat("cannot stat content: ", std::strerror(errno)));
+  }
+  if (static_cast<uint64_t>(st.st_size) != want) {
+    return absl::DataLossError(StrCat("object ", expect.object_id, " content is ", st.st_size,
+                                      " bytes, its recorded size needs ", want,
+                                      ": truncated or appended to"));
+  }
+  const uint64_t block = std::max<uint64_t>(1, piece_size / cs);  // chunks per block
+  std::unique_ptr<ObjectDecryptor> decs[2];
+  ByteSink sinks[2];  // each thread's: appends to its own output buffer
+  for (int i = 0; i < 2; ++i) {
+    WARDEN_ASSIGN_OR_RETURN(
+        decs[i], ObjectDecryptor::Create(
+                     data_key, expect, [&sinks, i](std::string_view p) { return sinks[i](p); },
+                     /*expect_final=*/true, /*hash_plaintext=*/false));
+    WARDEN_RETURN_IF_ERROR(decs[i]->Update(header));  // checks tenant, object id and version
+  }
+  WARDEN_RETURN_IF_ERROR(decs[0]->VerifyDigestTag(size, sha256, tag));
+  std::atomic<bool> stop{false};
+  absl::Status status[2];
+  auto work = [&](int parity) {
+    ObjectDecryptor& dec = *decs[parity];
+    std::string in(static_cast<size_t>(block * ct), '\0');
+    std::string out(static_cast<size_t>(block * cs), '\0');
+    size_t out_len = 0;
+    sinks[parity] = [&](std::string_view p) {
+      std::memcpy(out.data() + out_len, p.data(), p.size());
+      out_len += p.size();
+      return absl::OkStatus();
+    };
+    absl::Status s;
+    for (uint64_t first = static_cast<uint64_t>(parity) * block; s.ok() && first < total;
+         first += 2 * block) {
+      if (stop.load(std::memory_order_relaxed)) break;
+      const uint64_t n = std::min(block, total - first);
+      const bool has_final = first + n == total;
+      const size_t len =
+          static_cast<size_t>((n - 1) * ct + (has_final ? last_len + kChunkTagSize : ct));
+      ssize_t r = ::pread(in_fd, in.data(), len, static_cast<off_t>(header_len + first * ct));
+      if (r != static_cast<ssize_t>(len)) {
+        s = r < 0 ? absl::UnavailableError(StrCat("cannot read content: ", std::strerror(errno)))
+                  : absl::DataLossError(
+                        StrCat("object ", expect.object_id, " is truncated at chunk ", first));
+        break;
+      }
+      out_len = 0;
+      for (uint64_t j = 0; s.ok() && j < n; ++j) {
+        const bool final = first + j + 1 == total;
+        std::string_view sealed(in.data() + j * ct, final ? last_len + kChunkTagSize : ct);
+        s = dec.OpenChunkAt(first + j, final, sealed);
+      }
+      if (s.ok()) s = PwriteAll(out_fd, out.data(), out_len, first * cs);
+    }
+    OPENSSL_cleanse(out.data(), out.size());
+    if (!s.ok()) stop.store(true, std::memory_order_relaxed);
+    status[parity] = std::move(s);
+  };
+  std::thread helper(work, 1);
+  work(0);
+  helper.join();
+  for (auto& s : status) WARDEN_RETURN_IF_ERROR(s);
+  return absl::OkStatus();
 }
 
 }  // namespace warden::vault::internal

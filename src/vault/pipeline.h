@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "vault/format.h"
 
 namespace warden::vault::internal {
 
@@ -73,5 +74,22 @@ class PieceRing {
   absl::Status error_;
   std::thread helper_;
 };
+
+// Download of a whole object into a file on two threads, for versions whose recorded size and
+// SHA-256 are vouched for by their content digest tag (so no plaintext hash is needed). STREAM
+// chunks are independent once their index and final flag are known, and both follow from the
+// recorded `size` (as in ObjectStore::ReadChunks), so the calling thread opens the even and a
+// helper the odd blocks of `piece_size` bytes' worth of chunks, each with its own decryptor,
+// reading with pread from `in_fd` (the content file) and writing the verified plaintext with
+// pwrite at its offset in `out_fd`. Before any chunk is opened: the header must name `expect`
+// and `chunk_size`, `tag` must verify for (`size`, `sha256`) (raw bytes), and the content file
+// must be exactly as long as `size` implies (a truncated file, or one with anything appended,
+// fails). A chunk that does not authenticate or a read or write error on either thread stops
+// both (DataLoss / Unavailable); `out_fd` may then hold partial plaintext that the caller must
+// discard.
+absl::Status OpenToFileOnTwoThreads(std::string_view data_key,
+                                    const ObjectDecryptor::Expect& expect, int in_fd, uint64_t size,
+                                    std::string_view sha256, std::string_view tag,
+                                    uint32_t chunk_size, size_t piece_size, int out_fd);
 
 }  // namespace warden::vault::internal

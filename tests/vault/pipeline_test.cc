@@ -22,9 +22,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using internal::PieceRing;
-using testing::TempDir;
 using testing::Pattern;
 using testing::ReadAll;
+using testing::TempDir;
 
 void WriteAllTo(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << data;
@@ -90,7 +90,7 @@ TEST(PieceRingTest, ProducerThatGivesUpStopsTheHelper) {
       ASSERT_TRUE(ring.Publish(8).ok());
     }
     ASSERT_TRUE(ring.Acquire().ok());  // abandoned while holding a piece
-  }  // must not hang
+  }                                    // must not hang
   EXPECT_LE(calls.load(), 3);
 }
 
@@ -235,19 +235,26 @@ TEST_F(StorePipelineTest, WriteErrorDuringPutPublishesNothing) {
   EXPECT_TRUE(NothingPublishedOrPending());
 }
 
-TEST_F(StorePipelineTest, WriteErrorOnTheHelperThreadLeavesNoOutput) {
+// Download modes: (pipeline, rehash) = two threads opening chunks; a PieceRing whose helper
+// hashes and writes; one thread.
+const std::pair<bool, bool> kModes[] = {{true, false}, {true, true}, {false, false}};
+
+TEST_F(StorePipelineTest, WriteErrorOnEitherThreadLeavesNoOutput) {
   std::string data = Pattern(300000);
   ASSERT_TRUE(PutFile("big", data).ok());
-  absl::StatusOr<std::string> got;
-  {
-    FileSizeLimit limit(100000);  // the plaintext output fails on the helper after ~100 KB
-    got = GetFile("big");
+  for (auto [pipeline, rehash] : kModes) {
+    Open(pipeline, rehash);
+    absl::StatusOr<std::string> got;
+    {
+      FileSizeLimit limit(100000);  // plaintext writes past ~100 KB fail, on whichever thread
+      got = GetFile("big");
+    }
+    EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << rehash << got.status();
+    ExpectNoOutput();
+    auto again = GetFile("big");  // nothing stuck: the next read works
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(*again, data);
   }
-  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
-  ExpectNoOutput();
-  auto again = GetFile("big");  // nothing stuck: the next read works
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(*again, data);
 }
 
 // ---- reads that trust the recorded SHA-256 through the digest tag ----
@@ -327,7 +334,7 @@ TEST_F(StorePipelineTest, TagFromAnotherVersionFails) {
 }
 
 // The chunk attacks, on the path that no longer re-hashes: each must fail on its own.
-TEST_F(StorePipelineTest, ChunkAttacksFailWithoutRehash) {
+TEST_F(StorePipelineTest, ChunkAttacksFailOnEveryDownloadPath) {
   const size_t ct = 4096 + kChunkTagSize;
   std::string data = Pattern(5 * 4096 + 100);  // 6 chunks, the last one short
   auto put = PutFile("d", data);
@@ -350,7 +357,8 @@ TEST_F(StorePipelineTest, ChunkAttacksFailWithoutRehash) {
          c[c.size() - 1] ^= 0x01;
          return c;
        }},
-      {"truncated at a chunk boundary", [&](std::string c) { return c.substr(0, header + 5 * ct); }},
+      {"truncated at a chunk boundary",
+       [&](std::string c) { return c.substr(0, header + 5 * ct); }},
       {"truncated mid-chunk", [&](std::string c) { return c.substr(0, header + 3 * ct + 9); }},
       {"chunks 1 and 2 swapped",
        [&](std::string c) {
@@ -365,11 +373,15 @@ TEST_F(StorePipelineTest, ChunkAttacksFailWithoutRehash) {
       {"chunk appended after the final one",
        [&](std::string c) { return c + c.substr(header, ct); }},
   };
-  for (const auto& a : attacks) {
-    WriteAllTo(path, a.edit(good));
-    auto got = GetFile("d");
-    EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss) << a.what << ": " << got.status();
-    ExpectNoOutput();
+  for (auto [pipeline, rehash] : kModes) {
+    Open(pipeline, rehash);
+    for (const auto& a : attacks) {
+      WriteAllTo(path, a.edit(good));
+      auto got = GetFile("d");
+      EXPECT_EQ(got.status().code(), absl::StatusCode::kDataLoss)
+          << a.what << " (pipeline " << pipeline << ", rehash " << rehash << "): " << got.status();
+      ExpectNoOutput();
+    }
   }
   WriteAllTo(path, good);
   auto ok = GetFile("d");
