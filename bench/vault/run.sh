@@ -62,17 +62,21 @@ t() {  # appends "wall" to $1.wall and "user+sys" to $1.cpu
   awk '{printf "%.2f\n", $1}' "$DIR/time" >> "$DIR/$name.wall"
   awk '{printf "%.2f\n", $2 + $3}' "$DIR/time" >> "$DIR/$name.cpu"
 }
+# Each output is compared and deleted at once, so that at most four 1 GiB files sit in memory
+# (tmpfs pages cannot be evicted without swap; more of them put the shared machine under memory
+# pressure, and page allocation then costs whichever step runs next several times its CPU).
+check() { cmp "$DIR/plain" "$1" || { echo "$1 differs"; exit 1; }; rm -f "$1"; }
 for round in $(seq "$REPS"); do
   rm -rf "$DIR"/c.* "$DIR"/p.* "$DIR"/v.*
   t age_enc age -r "$recipient" -o "$DIR/c.age" "$DIR/plain"
   t vault_enc "$V" encrypt "$DIR/master.key" "$DIR/plain" "$DIR/v.2t"
   t vault_enc_1t "$V" --threads=1 encrypt "$DIR/master.key" "$DIR/plain" "$DIR/v.1t"
-  t age_dec age -d -i "$DIR/age.key" -o "$DIR/p.age" "$DIR/c.age"
-  t vault_dec "$V" decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.2t"
-  t vault_dec_1t "$V" --threads=1 decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.1t"
-  t vault_dec_rehash "$V" --rehash decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.rehash"
+  rm -rf "$DIR/v.1t"
+  t age_dec age -d -i "$DIR/age.key" -o "$DIR/p.age" "$DIR/c.age"; check "$DIR/p.age"
+  t vault_dec "$V" decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.2t"; check "$DIR/p.2t"
+  t vault_dec_1t "$V" --threads=1 decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.1t"; check "$DIR/p.1t"
+  t vault_dec_rehash "$V" --rehash decrypt "$DIR/master.key" "$DIR/v.2t" "$DIR/p.rehash"; check "$DIR/p.rehash"
 done
-for p in p.age p.2t p.1t p.rehash; do cmp "$DIR/plain" "$DIR/$p" || { echo "$p differs"; exit 1; }; done
 echo "round trips: identical"
 for f in age_enc vault_enc vault_enc_1t age_dec vault_dec vault_dec_1t vault_dec_rehash; do
   wall=$(stats < "$DIR/$f.wall"); med=${wall%% *}
