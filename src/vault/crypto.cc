@@ -5,6 +5,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/kdf.h>
 #include <openssl/params.h>
 #include <openssl/rand.h>
@@ -75,6 +76,17 @@ absl::StatusOr<std::string> Hkdf(std::string_view ikm, std::string_view salt, st
   std::string out(length, '\0');
   if (EVP_KDF_derive(ctx.get(), U8(out), out.size(), params) != 1) {
     return OpenSslError("HKDF-SHA256");
+  }
+  return out;
+}
+
+std::string HmacSha256(std::string_view key, std::string_view data) {
+  std::string out(32, '\0');
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), U8(data), data.size(), U8(out),
+           &len) == nullptr ||
+      len != out.size()) {
+    std::abort();  // no HMAC-SHA256: nothing in the vault can be verified
   }
   return out;
 }

@@ -29,6 +29,9 @@ void Wipe(std::string& s);
 absl::StatusOr<std::string> Hkdf(std::string_view ikm, std::string_view salt, std::string_view info,
                                  size_t length);
 
+// HMAC-SHA256 (32 raw bytes).
+std::string HmacSha256(std::string_view key, std::string_view data);
+
 // One-shot AES-256-GCM for small blobs (key wrapping). Seal returns ciphertext || tag. Open returns
 // DataLoss when the tag does not verify (nothing of the plaintext is returned then).
 absl::StatusOr<std::string> GcmSeal(std::string_view key, std::string_view nonce,

@@ -59,6 +59,23 @@ absl::StatusOr<std::string> DeriveChunkKeys(std::string_view data_key, const Obj
       internal::kKeySize + kPrefixSize);
 }
 
+// The key of the content digest tag: a separate HKDF output of the same data key (never a GCM key).
+absl::StatusOr<std::string> DeriveDigestKey(std::string_view data_key, const ObjectHeader& h) {
+  return internal::Hkdf(
+      data_key, h.salt,
+      StrCat("gpuwarden/vault/v1 digest-key|", h.tenant, "|", h.object_id, "|", h.version),
+      internal::kKeySize);
+}
+
+std::string DigestTagOf(std::string_view digest_key, std::string_view header_bytes, uint64_t size,
+                        std::string_view sha256) {
+  std::string in = "gpuwarden/vault/v1 content-digest|";
+  in.append(header_bytes);
+  PutBe(in, size, 8);
+  in.append(sha256);
+  return internal::HmacSha256(digest_key, in);
+}
+
 void MakeNonce(char* nonce, std::string_view prefix, uint64_t index, bool final) {
   std::memcpy(nonce, prefix.data(), kPrefixSize);
   SetBe(nonce + kPrefixSize, index, 4);
@@ -176,6 +193,11 @@ absl::StatusOr<ObjectHeader> ParseHeader(std::string_view bytes, size_t* consume
 
 ObjectEncryptor::~ObjectEncryptor() {
   if (!buf_.empty()) OPENSSL_cleanse(buf_.data(), buf_.size());
+  internal::Wipe(digest_key_);
+}
+
+std::string ObjectEncryptor::DigestTag(uint64_t size, std::string_view sha256) const {
+  return DigestTagOf(digest_key_, header_bytes_, size, sha256);
 }
 
 absl::Status ObjectEncryptor::Init(std::string_view data_key, const ObjectHeader& header,
@@ -190,6 +212,7 @@ absl::Status ObjectEncryptor::Init(std::string_view data_key, const ObjectHeader
         StrCat("chunk size ", header.chunk_size, " must be a power of two in 4 KiB..16 MiB"));
   }
   WARDEN_ASSIGN_OR_RETURN(std::string keys, DeriveChunkKeys(data_key, header));
+  WARDEN_ASSIGN_OR_RETURN(digest_key_, DeriveDigestKey(data_key, header));
   header_bytes_ = EncodeHeader(header);
   aad_ = header_bytes_ + std::string(8, '\0');
   prefix_ = keys.substr(internal::kKeySize);
@@ -292,6 +315,7 @@ absl::Status ObjectEncryptor::Finish() {
 
 ObjectDecryptor::~ObjectDecryptor() {
   internal::Wipe(data_key_);
+  internal::Wipe(digest_key_);
   if (!plain_.empty()) OPENSSL_cleanse(plain_.data(), plain_.size());
 }
 
@@ -390,8 +414,14 @@ absl::Status ObjectDecryptor::Update(std::string_view p) {
     }
     header_ = std::move(*h);
     auto keys = DeriveChunkKeys(data_key_, header_);
+    auto digest_key = DeriveDigestKey(data_key_, header_);
     internal::Wipe(data_key_);
     if (!keys.ok()) return Fail(keys.status());
+    if (!digest_key.ok()) {
+      internal::Wipe(*keys);
+      return Fail(digest_key.status());
+    }
+    digest_key_ = std::move(*digest_key);
     aad_ = header_buf_.substr(0, consumed) + std::string(8, '\0');
     prefix_ = keys->substr(internal::kKeySize);
     ctx_.reset(EVP_CIPHER_CTX_new());
@@ -421,6 +451,21 @@ absl::Status ObjectDecryptor::Update(std::string_view p) {
     std::memcpy(held_.data() + held_len_, p.data(), n);
     held_len_ += n;
     p.remove_prefix(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ObjectDecryptor::VerifyDigestTag(uint64_t size, std::string_view sha256,
+                                              std::string_view tag) const {
+  if (!have_header_) {
+    return absl::FailedPreconditionError("VerifyDigestTag needs the object header fed first");
+  }
+  std::string want =
+      DigestTagOf(digest_key_, std::string_view(aad_.data(), aad_.size() - 8), size, sha256);
+  if (tag.size() != want.size() || CRYPTO_memcmp(tag.data(), want.data(), want.size()) != 0) {
+    return absl::DataLossError(
+        StrCat("object ", expect_.object_id, " version ", expect_.version,
+               ": the recorded size and SHA-256 do not match their digest tag (metadata altered)"));
   }
   return absl::OkStatus();
 }

@@ -85,6 +85,11 @@ class ObjectEncryptor {
   const internal::Sha256Stream& hash_state() const { return hash_; }
   // Raw SHA-256 of the plaintext; valid after Finish() with hashing on.
   const std::string& sha256() const { return sha256_; }
+  // The content digest tag (32 bytes): HMAC-SHA256, under a key derived from the data key, over
+  // the header, the plaintext size and its raw SHA-256. Recorded next to the size and hash, it
+  // lets a reader that authenticated the chunks trust the recorded hash without re-hashing
+  // (README.md "Content digest tag"). The caller passes the hash of exactly the plaintext it fed.
+  std::string DigestTag(uint64_t size, std::string_view sha256) const;
 
  private:
   ObjectEncryptor() = default;
@@ -94,6 +99,7 @@ class ObjectEncryptor {
   std::string header_bytes_;
   std::string aad_;  // header || BE64(index); the index part rewritten per chunk
   std::string prefix_;
+  std::string digest_key_;
   internal::CipherCtxPtr ctx_;
   ByteSink sink_;
   std::string buf_;
@@ -137,6 +143,12 @@ class ObjectDecryptor {
   // wrong claim fails authentication. No plaintext hash is kept in this mode.
   absl::Status OpenChunkAt(uint64_t index, bool final, std::string_view sealed);
 
+  // Checks a recorded (size, raw SHA-256) against its content digest tag (see
+  // ObjectEncryptor::DigestTag) under this object's data key. Needs the header fed first
+  // (FailedPrecondition otherwise); DataLoss when the tag does not match, i.e. the recorded size
+  // or hash is not the one the vault computed for this content.
+  absl::Status VerifyDigestTag(uint64_t size, std::string_view sha256, std::string_view tag) const;
+
   uint64_t chunks() const { return next_chunk_; }
   uint64_t plaintext_bytes() const { return plaintext_bytes_; }
   const internal::Sha256Stream& hash_state() const { return hash_; }
@@ -160,6 +172,7 @@ class ObjectDecryptor {
   ObjectHeader header_;
   std::string aad_;
   std::string prefix_;
+  std::string digest_key_;
   internal::CipherCtxPtr ctx_;
   std::string held_;  // ciphertext of the chunk not yet known to be final or not
   size_t held_len_ = 0;

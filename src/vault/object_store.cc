@@ -16,6 +16,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "vault/crypto.h"
+#include "vault/pipeline.h"
 
 namespace warden::vault {
 
@@ -102,6 +103,9 @@ struct ObjectStore::Meta {
   ObjectInfo info;
   WrappedKey key;
   std::string content;  // file name inside the object's directory
+  // Hex content digest tag (ObjectEncryptor::DigestTag) over size and sha256; empty in versions
+  // written before it existed (their reads re-hash).
+  std::string digest_tag;
 
   std::string Encode() const {
     common::Json j = {{"format", kMetaFormat},
@@ -117,6 +121,7 @@ struct ObjectStore::Meta {
                       {"kek_version", key.kek_version},
                       {"wrapped_key", common::Base64UrlEncode(key.blob)},
                       {"content", content}};
+    if (!digest_tag.empty()) j["digest_tag"] = digest_tag;
     return j.dump(1);
   }
 
@@ -144,6 +149,7 @@ struct ObjectStore::Meta {
       if (!blob) return bad("wrapped_key is not base64url");
       m.key.blob = std::move(*blob);
       m.content = j->at("content").get<std::string>();
+      if (j->contains("digest_tag")) m.digest_tag = j->at("digest_tag").get<std::string>();
     } catch (const std::exception& e) {
       return bad(e.what());
     }
@@ -163,6 +169,10 @@ struct ObjectStore::Session {
   int64_t created_unix = 0;
   int fd = -1;
   std::unique_ptr<ObjectEncryptor> enc;
+  // Put with the pipeline hashes on a helper thread, not in the encryptor; the raw SHA-256 it
+  // computed is set here before the commit.
+  bool external_hash = false;
+  std::string sha256;
   bool done = false;
   uint64_t writer = 0;  // the newest streaming writer's claim
   ~Session() {
@@ -307,6 +317,13 @@ absl::StatusOr<std::vector<uint64_t>> ObjectStore::VisibleVersions(std::string_v
 
 absl::StatusOr<UploadState> ObjectStore::BeginUpload(std::string_view tenant, std::string_view name,
                                                      const Labels& labels) {
+  return BeginUploadImpl(tenant, name, labels, /*encryptor_hashes=*/true);
+}
+
+absl::StatusOr<UploadState> ObjectStore::BeginUploadImpl(std::string_view tenant,
+                                                         std::string_view name,
+                                                         const Labels& labels,
+                                                         bool encryptor_hashes) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateObjectName(name));
   WARDEN_RETURN_IF_ERROR(ValidateLabels(labels));
@@ -369,10 +386,12 @@ absl::StatusOr<UploadState> ObjectStore::BeginUpload(std::string_view tenant, st
   }
   ObjectHeader h{s->chunk_size, s->salt, s->tenant, s->object_id, s->version};
   int fd = s->fd;
-  auto enc = ObjectEncryptor::Create(dek, h, [fd](std::string_view b) { return WriteAll(fd, b); });
+  auto enc = ObjectEncryptor::Create(
+      dek, h, [fd](std::string_view b) { return WriteAll(fd, b); }, encryptor_hashes);
   internal::Wipe(dek);
   if (!enc.ok()) return enc.status();
   s->enc = std::move(*enc);
+  s->external_hash = !encryptor_hashes;
   if (::fsync(s->fd) != 0) return Errno("fsync", part);
   common::Json state = {{"format", kMetaFormat},
                         {"tenant", s->tenant},
@@ -587,7 +606,10 @@ absl::StatusOr<ObjectInfo> ObjectStore::Publish(Session& s,
   m.info.object_id = s.object_id;
   m.info.version = s.version;
   m.info.size = s.enc->plaintext_bytes();
-  m.info.sha256_hex = common::HexEncode(s.enc->sha256());
+  const std::string& sha = s.external_hash ? s.sha256 : s.enc->sha256();
+  if (sha.size() != 32) return absl::InternalError("upload finished without a plaintext SHA-256");
+  m.info.sha256_hex = common::HexEncode(sha);
+  m.digest_tag = common::HexEncode(s.enc->DigestTag(m.info.size, sha));
   m.info.labels = s.labels;
   m.info.created_unix = s.created_unix;
   m.info.chunk_size = s.chunk_size;
@@ -643,15 +665,44 @@ absl::StatusOr<ObjectInfo> ObjectStore::CommitUpload(
   return out;
 }
 
+// Upload half of the two-core pipeline: this thread reads a piece and seals and writes it while
+// the helper computes the plaintext SHA-256 over the same piece (both only read it). The hash
+// cannot be split (SHA-256 is sequential), so it gets a core of its own; reading, sealing and
+// writing on this one cost about as much (bench/RESULTS.md "Vault on two cores").
+absl::Status ObjectStore::PipelinedPut(Session& s, const ByteSource& source) {
+  internal::Sha256Stream hash;
+  internal::PieceRing ring(options_.pipeline_piece_size, options_.pipeline_pieces,
+                           [&hash](std::string_view piece) {
+                             hash.Update(piece);
+                             return absl::OkStatus();
+                           });
+  while (true) {
+    WARDEN_ASSIGN_OR_RETURN(char* buf, ring.Acquire());
+    // An error below destroys the ring, which stops the helper before `hash` goes away.
+    WARDEN_ASSIGN_OR_RETURN(size_t n, source(buf, ring.piece_size()));
+    if (n == 0) break;
+    if (n > ring.piece_size()) return absl::InternalError("byte source overfilled its buffer");
+    WARDEN_RETURN_IF_ERROR(ring.Publish(n));
+    WARDEN_RETURN_IF_ERROR(s.enc->Update(std::string_view(buf, n)));
+    Hook("chunk");
+  }
+  WARDEN_RETURN_IF_ERROR(ring.Finish());
+  s.sha256 = hash.Finish();
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ObjectInfo> ObjectStore::Put(std::string_view tenant, std::string_view name,
                                             const Labels& labels, const ByteSource& source) {
-  WARDEN_ASSIGN_OR_RETURN(UploadState up, BeginUpload(tenant, name, labels));
+  const bool pipelined = options_.pipeline;
+  WARDEN_ASSIGN_OR_RETURN(UploadState up,
+                          BeginUploadImpl(tenant, name, labels, /*encryptor_hashes=*/!pipelined));
   WARDEN_ASSIGN_OR_RETURN(Session * s, SessionFor(tenant, up.upload_id));
   absl::Status st;
   {
     std::lock_guard<std::mutex> lock(s->mu);
-    std::string buf(kIoBuffer, '\0');
-    while (true) {
+    std::string buf(pipelined ? 0 : kIoBuffer, '\0');
+    if (pipelined) st = PipelinedPut(*s, source);
+    while (!pipelined) {
       auto n = source(buf.data(), buf.size());
       if (!n.ok()) {
         st = n.status();
@@ -691,6 +742,12 @@ absl::StatusOr<ObjectInfo> ObjectStore::PutFile(std::string_view tenant, std::st
 
 absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::string_view object_id,
                                                 uint64_t version, const ByteSink& sink) {
+  return GetImpl(tenant, object_id, version, sink, /*pipelined=*/false);
+}
+
+absl::StatusOr<ObjectInfo> ObjectStore::GetImpl(std::string_view tenant, std::string_view object_id,
+                                                uint64_t version, const ByteSink& sink,
+                                                bool pipelined, int out_fd) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("object id", object_id));
   Meta m;
@@ -716,10 +773,66 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
     }
   }
   const int fd = file.fd;
+  // With a content digest tag the chunk tags and the digest tag together vouch for the recorded
+  // SHA-256 (README.md "Content digest tag"), so the plaintext is not hashed again unless asked.
+  std::string tag;
+  if (!m.digest_tag.empty()) {
+    auto raw = common::HexDecode(m.digest_tag);
+    if (!raw || raw->size() != 32) {
+      return absl::DataLossError(
+          StrCat("object ", object_id, " version ", version, " has a malformed digest tag"));
+    }
+    tag = std::move(*raw);
+  }
+  const bool rehash = tag.empty() || options_.rehash_on_read;
   WARDEN_ASSIGN_OR_RETURN(std::string dek,
                           keyring_.Unwrap(tenant, KeyContext(object_id, version), m.key));
+  const ObjectDecryptor::Expect expect{std::string(tenant), std::string(object_id), version};
+  if (pipelined && out_fd >= 0 && !rehash) {
+    // Nothing to hash: both threads open chunks (README.md "Two-core file transfers").
+    auto recorded = common::HexDecode(m.info.sha256_hex);
+    absl::Status st = recorded ? internal::OpenToFileOnTwoThreads(
+                                     dek, expect, fd, m.info.size, *recorded, tag,
+                                     m.info.chunk_size, options_.pipeline_piece_size, out_fd)
+                               : absl::DataLossError(StrCat("object ", object_id, " version ",
+                                                            version, " has a malformed SHA-256"));
+    internal::Wipe(dek);
+    if (!st.ok()) return st;
+    return m.info;
+  }
+  internal::Sha256Stream hash;  // the helper's, when pipelined
+  // Download half of the pipeline: this thread reads and opens chunks and copies the verified
+  // plaintext into pieces; the helper hands full pieces to `sink` (and hashes them if needed).
+  std::optional<internal::PieceRing> ring;
+  char* piece = nullptr;
+  size_t fill = 0;
+  ByteSink to_ring = [&](std::string_view chunk) -> absl::Status {
+    while (!chunk.empty()) {
+      if (piece == nullptr) {
+        WARDEN_ASSIGN_OR_RETURN(piece, ring->Acquire());
+        fill = 0;
+      }
+      size_t n = std::min(chunk.size(), ring->piece_size() - fill);
+      std::memcpy(piece + fill, chunk.data(), n);
+      fill += n;
+      chunk.remove_prefix(n);
+      if (fill == ring->piece_size()) {
+        piece = nullptr;
+        WARDEN_RETURN_IF_ERROR(ring->Publish(fill));
+      }
+    }
+    return absl::OkStatus();
+  };
+  if (pipelined) {
+    ring.emplace(options_.pipeline_piece_size, options_.pipeline_pieces,
+                 [&hash, &sink, rehash](std::string_view p) {
+                   if (rehash) hash.Update(p);
+                   return sink(p);
+                 });
+  }
   auto dec =
-      ObjectDecryptor::Create(dek, {std::string(tenant), std::string(object_id), version}, sink);
+      ObjectDecryptor::Create(dek, expect, pipelined ? to_ring : sink,
+                              /*expect_final=*/true, /*hash_plaintext=*/rehash && !pipelined);
   internal::Wipe(dek);
   if (!dec.ok()) return dec.status();
   std::string buf(kIoBuffer, '\0');
@@ -735,11 +848,29 @@ absl::StatusOr<ObjectInfo> ObjectStore::GetById(std::string_view tenant, std::st
     st = (*dec)->Update(std::string_view(buf.data(), static_cast<size_t>(n)));
   }
   if (st.ok()) st = (*dec)->Finish();
-  if (!st.ok()) return st;
+  std::string sha;
+  if (st.ok() && pipelined) {
+    if (piece != nullptr) st = ring->Publish(fill);
+    // Joins the helper: every verified piece reached the sink, or its first error is here.
+    absl::Status done = ring->Finish();
+    if (st.ok()) st = done;
+    if (st.ok() && rehash) sha = hash.Finish();
+  } else if (st.ok() && rehash) {
+    sha = (*dec)->sha256();
+  }
+  if (!st.ok()) return st;  // an unfinished ring is stopped by its destructor
   if ((*dec)->plaintext_bytes() != m.info.size ||
-      common::HexEncode((*dec)->sha256()) != m.info.sha256_hex) {
+      (rehash && common::HexEncode(sha) != m.info.sha256_hex)) {
     return absl::DataLossError(StrCat("object ", object_id, " version ", version,
                                       " does not match its recorded size and SHA-256"));
+  }
+  if (!tag.empty()) {
+    auto recorded = common::HexDecode(m.info.sha256_hex);
+    if (!recorded) {
+      return absl::DataLossError(
+          StrCat("object ", object_id, " version ", version, " has a malformed SHA-256"));
+    }
+    WARDEN_RETURN_IF_ERROR((*dec)->VerifyDigestTag(m.info.size, *recorded, tag));
   }
   return m.info;
 }
@@ -759,9 +890,19 @@ absl::StatusOr<ObjectInfo> ObjectStore::Get(std::string_view tenant, std::string
 absl::StatusOr<ObjectInfo> ObjectStore::GetToFile(std::string_view tenant, std::string_view name,
                                                   uint64_t version, const std::string& out_path) {
   std::string tmp = StrCat(out_path, ".partial.", common::HexEncode(options_.rng->Bytes(6)));
+  WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
+  WARDEN_RETURN_IF_ERROR(ValidateObjectName(name));
+  std::string oid;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    WARDEN_ASSIGN_OR_RETURN(oid, ObjectIdForName(tenant, name));
+  }
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Errno("cannot create", tmp);
-  auto info = Get(tenant, name, version, [fd](std::string_view b) { return WriteAll(fd, b); });
+  // With the pipeline the sink runs on the helper thread (one piece at a time, in order).
+  auto info = GetImpl(
+      tenant, oid, version, [fd](std::string_view b) { return WriteAll(fd, b); }, options_.pipeline,
+      fd);
   if (info.ok() && ::fsync(fd) != 0) info = Errno("fsync", tmp);
   ::close(fd);
   if (!info.ok()) {
@@ -993,6 +1134,7 @@ absl::Status ObjectStore::ReencryptLocked(std::string_view tenant, Meta& m) {
   next.key = *wrapped;
   next.info.kek_version = wrapped->kek_version;
   next.content = new_content;
+  next.digest_tag = common::HexEncode((*enc)->DigestTag(m.info.size, (*enc)->sha256()));
   WARDEN_RETURN_IF_ERROR(
       internal::WriteFileAtomic(StrCat(odir, "/", MetaFile(m.info.version)), next.Encode()));
   ::unlink(old_path.c_str());  // a crash before this leaves an unreferenced file Recover() removes

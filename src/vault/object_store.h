@@ -66,6 +66,18 @@ using ByteSource = std::function<absl::StatusOr<size_t>(char* buf, size_t cap)>;
 struct ObjectStoreOptions {
   std::string root;  // e.g. DATA_DIR/vault; created 0700
   uint32_t chunk_size = kDefaultChunkSize;
+  // Two-core transfers for Put/PutFile and GetToFile (README.md "Two-core file transfers"): a
+  // helper thread hashes the plaintext while the caller reads and seals (put); GetToFile opens
+  // chunks on both threads, or, when the plaintext must be re-hashed, has the helper hash and
+  // write. `pipeline_pieces` pieces of `pipeline_piece_size` bytes are in flight at most
+  // (default 8 x 256 KiB); a two-thread GetToFile works in blocks of `pipeline_piece_size`.
+  bool pipeline = true;
+  size_t pipeline_piece_size = size_t{256} << 10;
+  size_t pipeline_pieces = 8;
+  // Reads re-hash the plaintext and compare it with the recorded SHA-256 even when the recorded
+  // digest verified against its content digest tag (belt and braces; costs a SHA-256 pass).
+  // Versions stored without a digest tag (before it existed) are always re-hashed.
+  bool rehash_on_read = false;
   common::Clock* clock = nullptr;
   common::Rng* rng = nullptr;
   // Test seam for crash tests: called at named points ("chunk", "rewrap", "reencrypt").
@@ -84,7 +96,8 @@ class ObjectStore {
   ~ObjectStore();
 
   // Stores a new version of `name` from `source`. InvalidArgument: bad tenant, name or labels.
-  // FailedPrecondition: tenant shredded. On any error nothing becomes visible.
+  // FailedPrecondition: tenant shredded. On any error nothing becomes visible (and the upload's
+  // files are removed). With options.pipeline, `source` is called on the calling thread only.
   absl::StatusOr<ObjectInfo> Put(std::string_view tenant, std::string_view name,
                                  const Labels& labels, const ByteSource& source);
   absl::StatusOr<ObjectInfo> PutFile(std::string_view tenant, std::string_view name,
@@ -100,7 +113,8 @@ class ObjectStore {
   absl::StatusOr<ObjectInfo> GetById(std::string_view tenant, std::string_view object_id,
                                      uint64_t version, const ByteSink& sink);
   // Decrypts into `out_path` through a temporary file renamed into place only after the whole
-  // object verified: on any error no plaintext file is left behind.
+  // object verified: on any error (a chunk that does not authenticate, a read or write error on
+  // either thread of the pipeline) no plaintext file is left behind.
   absl::StatusOr<ObjectInfo> GetToFile(std::string_view tenant, std::string_view name,
                                        uint64_t version, const std::string& out_path);
 
@@ -170,6 +184,13 @@ class ObjectStore {
   absl::StatusOr<Session*> SessionFor(std::string_view tenant, std::string_view upload_id);
   absl::Status LoadSessionLocked(Session& s);
   absl::StatusOr<ObjectInfo> Publish(Session& s, std::optional<std::string> expected_sha256_hex);
+  absl::StatusOr<UploadState> BeginUploadImpl(std::string_view tenant, std::string_view name,
+                                              const Labels& labels, bool encryptor_hashes);
+  absl::Status PipelinedPut(Session& s, const ByteSource& source);
+  // `out_fd` >= 0: `sink` writes to that file, which the two-thread download may also pwrite.
+  absl::StatusOr<ObjectInfo> GetImpl(std::string_view tenant, std::string_view object_id,
+                                     uint64_t version, const ByteSink& sink, bool pipelined,
+                                     int out_fd = -1);
   absl::Status ReencryptLocked(std::string_view tenant, Meta& meta);
   void Hook(std::string_view point) const {
     if (options_.hook) options_.hook(point);

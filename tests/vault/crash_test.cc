@@ -22,16 +22,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::TempDir;
-
-std::string Pattern(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
+using testing::Pattern;
+using testing::ReadAll;
 
 struct Vault {
   std::unique_ptr<Keyring> keyring;

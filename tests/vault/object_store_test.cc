@@ -16,23 +16,8 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::TempDir;
-
-std::string Pattern(size_t n, uint32_t seed = 7) {
-  std::string s(n, '\0');
-  uint32_t x = seed;
-  for (size_t i = 0; i < n; ++i) {
-    x = x * 1664525u + 1013904223u;
-    s[i] = static_cast<char>(x >> 24);
-  }
-  return s;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+using testing::Pattern;
+using testing::ReadAll;
 
 ByteSource FromString(const std::string& data) {
   auto pos = std::make_shared<size_t>(0);

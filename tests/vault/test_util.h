@@ -3,7 +3,10 @@
 
 #include <stdlib.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 
 namespace warden::vault::testing {
@@ -24,5 +27,23 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Deterministic pseudo-random bytes (an LCG), different for each seed.
+inline std::string Pattern(size_t n, uint32_t seed = 7) {
+  std::string s(n, '\0');
+  uint32_t x = seed;
+  for (size_t i = 0; i < n; ++i) {
+    x = x * 1664525u + 1013904223u;
+    s[i] = static_cast<char>(x >> 24);
+  }
+  return s;
+}
+
+inline std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 }  // namespace warden::vault::testing
