@@ -300,10 +300,12 @@ int main(int argc, char** argv) {
   int writers = 8;
   double seconds = 5;
   long verify_events = 1000000;
+  std::string side = "both";  // --side gpuwarden|sqlite|both: one side alone, for profiling
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--writers")) writers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--verify-events")) verify_events = std::atol(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--side")) side = argv[i + 1];
     if (!std::strcmp(argv[i], "--preallocation")) {
       std::string m = argv[i + 1];
       using P = warden::audit::AuditPreallocation;
@@ -323,9 +325,10 @@ int main(int argc, char** argv) {
     int rounds = std::max(1, static_cast<int>(seconds));
     for (int round = 0; round < rounds; ++round) {
       long j0 = JournalCommits(dir);
-      Result a = ours.Round(writers, seconds / rounds, n_ours);
+      Result a, b;
+      if (side != "sqlite") a = ours.Round(writers, seconds / rounds, n_ours);
       long j1 = JournalCommits(dir);
-      Result b = sqlite.Round(writers, seconds / rounds, n_sqlite);
+      if (side != "gpuwarden") b = sqlite.Round(writers, seconds / rounds, n_sqlite);
       long j2 = JournalCommits(dir);
       if (j0 >= 0 && j1 >= 0 && j2 >= 0) {
         journal_ours += j1 - j0;
