@@ -48,6 +48,7 @@ struct Metrics {
   common::metrics::CounterFamily& failures;
   common::metrics::Counter& preallocations;
   common::metrics::Counter& preallocation_failures;
+  common::metrics::Counter& index_failures;
 
   static Metrics& Get() {
     auto& r = common::metrics::Registry::Default();
@@ -69,6 +70,10 @@ struct Metrics {
         r.AddCounter("audit_preallocation_failures_total",
                      "Audit segment preallocations that found no room (the log then extends "
                      "the file per batch).")
+            .WithLabels({}),
+        r.AddCounter("audit_index_write_failures_total",
+                     "Audit index appends that failed after their events were durable (the "
+                     "entries are retried with the next batch; the index is rebuilt at start).")
             .WithLabels({}),
     };
     return m;
@@ -534,7 +539,7 @@ void MerkleAuditLog::WriteIndex() {
     pending_index_.clear();
     return;
   }
-  metrics_.failures.WithLabels({"index"}).Inc();
+  metrics_.index_failures.Inc();
   if (::ftruncate(idx_fd_, static_cast<off_t>(idx_bytes_)) != 0) {
     needs_cut_ = true;  // the next batch cuts both files back first, or fails
   }
