@@ -513,6 +513,9 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
     t.seq = status.ok() ? static_cast<int64_t>(first_seq + i) : -1;
     CompleteTicket(t);
   }
+  // The index entries, after the acknowledgement and before the second sink (so on_durable
+  // also tells that the batch's entries were written, or are pending after a failure).
+  WriteIndex();
   if (status.ok() && options_.on_durable) {
     // After the acknowledgement: the second sink never delays the callers.
     std::vector<std::string_view> durable_lines;  // into `data`
@@ -525,7 +528,6 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
     }
     options_.on_durable(first_seq, batch_time_ms, durable_lines);
   }
-  WriteIndex();
 }
 
 // The index entries of acknowledged events, appended to the index file. A failure (disk full)

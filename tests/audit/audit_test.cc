@@ -15,6 +15,7 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <span>
 #include <thread>
 
 #include "audit/segment.h"
@@ -350,15 +351,32 @@ TEST_F(AuditLogTest, FailedIndexWriteKeepsEntriesPendingAndCatchesUpInOrder) {
   IndexFaultIo io;
   AuditOptions o = Opts();
   o.io = &io;
+  // The writer calls on_durable after the batch's index write (or its failure and cut-back):
+  // waiting for it makes every check below deterministic.
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t durable_end = 0;
+  o.on_durable = [&](uint64_t first, int64_t, std::span<const std::string_view> lines) {
+    std::lock_guard lock(mu);
+    durable_end = first + lines.size();
+    cv.notify_all();
+  };
   auto log = OpenAuditLog(o, clock_);
   ASSERT_TRUE(log.ok());
+  auto append = [&](const std::string& resource) {
+    auto seq = (*log)->AppendForSeq(Event(resource));
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10),
+                            [&] { return durable_end > static_cast<uint64_t>(*seq); }));
+  };
   const std::string idx = dir_ + "/" + internal::IndexName(0);
-  ASSERT_TRUE((*log)->Append(Event("/a")).ok());
+  append("/a");
   EXPECT_EQ(Slurp(idx).size(), internal::kIndexEntrySize);
   io.fail = true;
-  ASSERT_TRUE((*log)->Append(Event("/b")).ok()) << "the event is durable in its segment";
-  ASSERT_TRUE((*log)->Append(Event("/c")).ok());
-  EXPECT_GT(io.failed.load(), 0);
+  append("/b");  // durable in its segment: acknowledged although its index entry failed
+  append("/c");
+  EXPECT_EQ(io.failed.load(), 2);
   EXPECT_EQ(Slurp(idx).size(), internal::kIndexEntrySize) << "half-written entries were not cut";
   // Queries and proofs use the in-memory index meanwhile.
   auto page = (*log)->Query(AuditQuery{});
@@ -366,7 +384,7 @@ TEST_F(AuditLogTest, FailedIndexWriteKeepsEntriesPendingAndCatchesUpInOrder) {
   ASSERT_EQ(page->items.size(), 3u);
   EXPECT_EQ(page->items[2].resource, "/c");
   io.fail = false;
-  ASSERT_TRUE((*log)->Append(Event("/d")).ok());
+  append("/d");
   EXPECT_EQ(Slurp(idx).size(), 4 * internal::kIndexEntrySize);
   log->reset();  // a clean stop: no recovery runs, so the file is as the writer left it
   VerifyReport r = Verify(dir_);
