@@ -88,8 +88,8 @@ long JournalCommits(const std::string& dir) {
 warden::audit::AuditPreallocation g_preallocation = warden::audit::AuditPreallocation::kZeroFill;
 
 // Durations (us) of each side's durable-commit system calls, so that the per-batch / per-commit
-// cost can be compared apart from CPU scheduling: ours through the AuditFileIo seam (the
-// segment write and its fdatasync), SQLite's through a VFS that times xSync (the WAL's
+// cost can be compared apart from CPU scheduling: ours through the AuditFileIo seam (every
+// write() and fdatasync of the log: batches, index entries, checkpoints), SQLite's through a VFS that times xSync (the WAL's
 // fdatasync, and the database file's at its checkpoints).
 struct Latencies {
   std::mutex mu;
@@ -98,15 +98,17 @@ struct Latencies {
     std::lock_guard lock(mu);
     us.push_back(v);
   }
-  // "median X us, p90 Y us, N calls"
+  // "median X us, p90 Y us, max Z us, total T ms, N calls"
   std::string Summary() {
     std::lock_guard lock(mu);
     if (us.empty()) return "none";
     std::vector<double> v = us;
     std::sort(v.begin(), v.end());
-    char buf[96];
-    std::snprintf(buf, sizeof buf, "median %.0f us, p90 %.0f us, %zu calls", v[v.size() / 2],
-                  v[v.size() * 9 / 10], v.size());
+    double sum = 0;
+    for (double x : v) sum += x;
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "median %.0f us, p90 %.0f us, max %.0f us, total %.0f ms, %zu calls",
+                  v[v.size() / 2], v[v.size() * 9 / 10], v.back(), sum / 1000, v.size());
     return buf;
   }
 };
@@ -461,8 +463,8 @@ int main(int argc, char** argv) {
   std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
   // Per commit, apart from CPU load: what one durable batch (ours) or transaction (SQLite)
   // spends in its system calls, and the wall time per batch / commit.
-  std::printf("gpuwarden segment write(): %s\n", g_our_write.Summary().c_str());
-  std::printf("gpuwarden fdatasync: %s\n", g_our_sync.Summary().c_str());
+  std::printf("gpuwarden write() (segment, index, checkpoint): %s\n", g_our_write.Summary().c_str());
+  std::printf("gpuwarden fdatasync (batches, checkpoints): %s\n", g_our_sync.Summary().c_str());
   std::printf("sqlite xSync (fdatasync): %s\n", g_sqlite_sync.Summary().c_str());
   if (verify_events > 0) {
     Result v = BenchVerify(dir + "/verify", verify_events);
