@@ -89,8 +89,8 @@ warden::audit::AuditPreallocation g_preallocation = warden::audit::AuditPrealloc
 
 // Durations (us) of each side's durable-commit system calls, so that the per-batch / per-commit
 // cost can be compared apart from CPU scheduling: ours through the AuditFileIo seam (every
-// write() and fdatasync of the log: batches, index entries, checkpoints), SQLite's through a VFS that times xSync (the WAL's
-// fdatasync, and the database file's at its checkpoints).
+// write() and fdatasync of the log: batches, index entries, checkpoints), SQLite's through a
+// VFS that times xSync (the WAL's fdatasync, and the database file's at its checkpoints).
 struct Latencies {
   std::mutex mu;
   std::vector<double> us;
@@ -107,7 +107,8 @@ struct Latencies {
     double sum = 0;
     for (double x : v) sum += x;
     char buf[160];
-    std::snprintf(buf, sizeof buf, "median %.0f us, p90 %.0f us, max %.0f us, total %.0f ms, %zu calls",
+    std::snprintf(buf, sizeof buf,
+                  "median %.0f us, p90 %.0f us, max %.0f us, total %.0f ms, %zu calls",
                   v[v.size() / 2], v[v.size() * 9 / 10], v.back(), sum / 1000, v.size());
     return buf;
   }
@@ -463,7 +464,8 @@ int main(int argc, char** argv) {
   std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
   // Per commit, apart from CPU load: what one durable batch (ours) or transaction (SQLite)
   // spends in its system calls, and the wall time per batch / commit.
-  std::printf("gpuwarden write() (segment, index, checkpoint): %s\n", g_our_write.Summary().c_str());
+  std::printf("gpuwarden write() (segment, index, checkpoint): %s\n",
+              g_our_write.Summary().c_str());
   std::printf("gpuwarden fdatasync (batches, checkpoints): %s\n", g_our_sync.Summary().c_str());
   std::printf("sqlite xSync (fdatasync): %s\n", g_sqlite_sync.Summary().c_str());
   if (verify_events > 0) {

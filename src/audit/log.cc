@@ -110,7 +110,8 @@ bool AwaitTicket(Ticket& t, std::chrono::steady_clock::time_point deadline) {
     timespec ts{static_cast<time_t>(secs.count()),
                 static_cast<long>(std::chrono::nanoseconds(left - secs).count())};
     // EAGAIN (already done), EINTR and ETIMEDOUT all come back to the check above.
-    ::syscall(SYS_futex, FutexWord(t.state), FUTEX_WAIT_PRIVATE, Ticket::kSleeping, &ts, nullptr, 0);
+    ::syscall(SYS_futex, FutexWord(t.state), FUTEX_WAIT_PRIVATE, Ticket::kSleeping, &ts, nullptr,
+              0);
     s = t.state.load(std::memory_order_acquire);
   }
   return true;

@@ -394,7 +394,8 @@ TEST_F(AuditLogTest, FailedIndexWriteKeepsEntriesPendingAndCatchesUpInOrder) {
   std::string seg = Slurp(Seg0(dir_));
   uint64_t expected_offset = 0;
   for (int i = 0; i < 4; ++i) {
-    internal::IndexEntry e = internal::ReadIndexEntry(entries.data() + i * internal::kIndexEntrySize);
+    internal::IndexEntry e =
+        internal::ReadIndexEntry(entries.data() + i * internal::kIndexEntrySize);
     EXPECT_EQ(e.offset, expected_offset) << "entry " << i;
     expected_offset = seg.find('\n', expected_offset) + 1;
   }
