@@ -390,6 +390,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string dir = argv[1];
+  std::filesystem::create_directories(dir);
   int writers = 8;
   double seconds = 5;
   long verify_events = 1000000;
