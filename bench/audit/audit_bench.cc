@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -86,6 +87,96 @@ long JournalCommits(const std::string& dir) {
 
 warden::audit::AuditPreallocation g_preallocation = warden::audit::AuditPreallocation::kZeroFill;
 
+// Durations (us) of each side's durable-commit system calls, so that the per-batch / per-commit
+// cost can be compared apart from CPU scheduling: ours through the AuditFileIo seam (every
+// write() and fdatasync of the log: batches, index entries, checkpoints), SQLite's through a
+// VFS that times xSync (the WAL's fdatasync, and the database file's at its checkpoints).
+struct Latencies {
+  std::mutex mu;
+  std::vector<double> us;
+  void Add(double v) {
+    std::lock_guard lock(mu);
+    us.push_back(v);
+  }
+  // "median X us, p90 Y us, max Z us, total T ms, N calls"
+  std::string Summary() {
+    std::lock_guard lock(mu);
+    if (us.empty()) return "none";
+    std::vector<double> v = us;
+    std::sort(v.begin(), v.end());
+    double sum = 0;
+    for (double x : v) sum += x;
+    char buf[160];
+    std::snprintf(buf, sizeof buf,
+                  "median %.0f us, p90 %.0f us, max %.0f us, total %.0f ms, %zu calls",
+                  v[v.size() / 2], v[v.size() * 9 / 10], v.back(), sum / 1000, v.size());
+    return buf;
+  }
+};
+Latencies g_our_sync, g_our_write, g_sqlite_sync;
+
+double Micros(Clock::time_point since) {
+  return std::chrono::duration<double, std::micro>(Clock::now() - since).count();
+}
+
+class TimingIo : public warden::audit::AuditFileIo {
+ public:
+  ssize_t Write(int fd, const void* data, size_t size) override {
+    auto t = Clock::now();
+    ssize_t n = AuditFileIo::Write(fd, data, size);
+    g_our_write.Add(Micros(t));
+    return n;
+  }
+  int Datasync(int fd) override {
+    auto t = Clock::now();
+    int r = AuditFileIo::Datasync(fd);
+    g_our_sync.Add(Micros(t));
+    return r;
+  }
+};
+TimingIo g_timing_io;
+
+// SQLite's default VFS with xSync timed: the files keep their own methods but xSync. The unix
+// VFS gives the database file and the WAL different method tables: each gets a timed copy.
+sqlite3_vfs g_timed_vfs;
+constexpr int kMaxMethods = 8;
+const sqlite3_io_methods* g_sqlite_methods[kMaxMethods] = {};
+sqlite3_io_methods g_timed_methods[kMaxMethods];
+int TimedSync(sqlite3_file* f, int flags) {
+  const sqlite3_io_methods* orig = g_sqlite_methods[f->pMethods - g_timed_methods];
+  auto t = Clock::now();
+  int rc = orig->xSync(f, flags);
+  g_sqlite_sync.Add(Micros(t));
+  return rc;
+}
+int TimedOpen(sqlite3_vfs* vfs, const char* name, sqlite3_file* f, int flags, int* out) {
+  auto* real = static_cast<sqlite3_vfs*>(vfs->pAppData);
+  int rc = real->xOpen(real, name, f, flags, out);
+  if (rc != SQLITE_OK || f->pMethods == nullptr) return rc;
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  for (int i = 0; i < kMaxMethods; ++i) {
+    if (g_sqlite_methods[i] == nullptr) {
+      g_sqlite_methods[i] = f->pMethods;
+      g_timed_methods[i] = *f->pMethods;
+      g_timed_methods[i].xSync = TimedSync;
+    }
+    if (g_sqlite_methods[i] == f->pMethods) {
+      f->pMethods = &g_timed_methods[i];
+      break;
+    }
+  }
+  return rc;
+}
+void RegisterTimedVfs() {
+  sqlite3_vfs* real = sqlite3_vfs_find(nullptr);
+  g_timed_vfs = *real;
+  g_timed_vfs.zName = "timed";
+  g_timed_vfs.pAppData = real;
+  g_timed_vfs.xOpen = TimedOpen;
+  sqlite3_vfs_register(&g_timed_vfs, /*makeDflt=*/1);
+}
+
 struct Result {
   long events = 0;
   double seconds = 0;
@@ -130,6 +221,7 @@ struct AuditSide {
     warden::audit::AuditOptions opts;
     opts.dir = dir;
     opts.preallocation = g_preallocation;
+    opts.io = &g_timing_io;
     auto l = warden::audit::OpenAuditLog(opts, warden::common::RealClock::Get());
     if (!l.ok()) {
       std::fprintf(stderr, "audit_bench: %s\n", std::string(l.status().message()).c_str());
@@ -158,6 +250,7 @@ struct SqliteSide {
   std::vector<sqlite3*> dbs;
   std::vector<sqlite3_stmt*> stmts;
   SqliteSide(const std::string& dir, int writers) {
+    RegisterTimedVfs();
     std::filesystem::remove_all(dir);
     std::filesystem::create_directories(dir);
     std::string path = dir + "/audit.db";
@@ -297,13 +390,16 @@ int main(int argc, char** argv) {
     return 2;
   }
   std::string dir = argv[1];
+  std::filesystem::create_directories(dir);
   int writers = 8;
   double seconds = 5;
   long verify_events = 1000000;
+  std::string side = "both";  // --side gpuwarden|sqlite|both: one side alone, for profiling
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--writers")) writers = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--verify-events")) verify_events = std::atol(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--side")) side = argv[i + 1];
     if (!std::strcmp(argv[i], "--preallocation")) {
       std::string m = argv[i + 1];
       using P = warden::audit::AuditPreallocation;
@@ -323,9 +419,10 @@ int main(int argc, char** argv) {
     int rounds = std::max(1, static_cast<int>(seconds));
     for (int round = 0; round < rounds; ++round) {
       long j0 = JournalCommits(dir);
-      Result a = ours.Round(writers, seconds / rounds, n_ours);
+      Result a, b;
+      if (side != "sqlite") a = ours.Round(writers, seconds / rounds, n_ours);
       long j1 = JournalCommits(dir);
-      Result b = sqlite.Round(writers, seconds / rounds, n_sqlite);
+      if (side != "gpuwarden") b = sqlite.Round(writers, seconds / rounds, n_sqlite);
       long j2 = JournalCommits(dir);
       if (j0 >= 0 && j1 >= 0 && j2 >= 0) {
         journal_ours += j1 - j0;
@@ -366,6 +463,12 @@ int main(int argc, char** argv) {
   std::printf("sqlite WAL synchronous=FULL: %ld durable inserts in %.2f s = %.0f/s (%d writers)\n",
               peer.events, peer.seconds, peer.rate(), writers);
   std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
+  // Per commit, apart from CPU load: what one durable batch (ours) or transaction (SQLite)
+  // spends in its system calls, and the wall time per batch / commit.
+  std::printf("gpuwarden write() (segment, index, checkpoint): %s\n",
+              g_our_write.Summary().c_str());
+  std::printf("gpuwarden fdatasync (batches, checkpoints): %s\n", g_our_sync.Summary().c_str());
+  std::printf("sqlite xSync (fdatasync): %s\n", g_sqlite_sync.Summary().c_str());
   if (verify_events > 0) {
     Result v = BenchVerify(dir + "/verify", verify_events);
     std::printf("audit verify: %ld events in %.3f s CPU = %.0f events/s (one core)\n", v.events,

@@ -8,8 +8,10 @@
 // leader stuck in fdatasync. seq and time are assigned by the writer, in file order, so a failed
 // batch leaves no gap: its events are cut back and never acknowledged.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,7 +20,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <deque>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
@@ -46,6 +48,7 @@ struct Metrics {
   common::metrics::CounterFamily& failures;
   common::metrics::Counter& preallocations;
   common::metrics::Counter& preallocation_failures;
+  common::metrics::Counter& index_failures;
 
   static Metrics& Get() {
     auto& r = common::metrics::Registry::Default();
@@ -68,18 +71,58 @@ struct Metrics {
                      "Audit segment preallocations that found no room (the log then extends "
                      "the file per batch).")
             .WithLabels({}),
+        r.AddCounter("audit_index_write_failures_total",
+                     "Audit index appends that failed after their events were durable (the "
+                     "entries are retried with the next batch; the index is rebuilt at start).")
+            .WithLabels({}),
     };
     return m;
   }
 };
 
-// One Append waiting for the writer.
+// One Append waiting for the writer. The writer fills status and seq, then publishes them with
+// the release store of `state` (kDone); the caller waits on `state` itself (a futex), so a batch's
+// acknowledgement wakes exactly its callers, each without touching the queue's mutex.
 struct Ticket {
+  static constexpr uint32_t kQueued = 0, kSleeping = 1, kDone = 2;
   std::string body;  // EncodeEventBody
-  bool done = false;
   absl::Status status;
   int64_t seq = -1;
+  std::atomic<uint32_t> state{kQueued};
 };
+static_assert(std::atomic<uint32_t>::is_always_lock_free &&
+              sizeof(std::atomic<uint32_t>) == sizeof(uint32_t));
+
+uint32_t* FutexWord(std::atomic<uint32_t>& a) { return reinterpret_cast<uint32_t*>(&a); }
+
+// Waits until the writer marks `t` done, at most until `deadline`. True when it is done.
+bool AwaitTicket(Ticket& t, std::chrono::steady_clock::time_point deadline) {
+  uint32_t s = t.state.load(std::memory_order_acquire);
+  while (s != Ticket::kDone) {
+    // Tell the writer a wake-up is needed (it skips the syscall for callers not asleep yet).
+    if (s == Ticket::kQueued &&
+        !t.state.compare_exchange_strong(s, Ticket::kSleeping, std::memory_order_acq_rel)) {
+      continue;  // s now holds the new state (done)
+    }
+    auto left = deadline - std::chrono::steady_clock::now();
+    if (left <= std::chrono::nanoseconds::zero()) return false;
+    auto secs = std::chrono::duration_cast<std::chrono::seconds>(left);
+    timespec ts{static_cast<time_t>(secs.count()),
+                static_cast<long>(std::chrono::nanoseconds(left - secs).count())};
+    // EAGAIN (already done), EINTR and ETIMEDOUT all come back to the check above.
+    ::syscall(SYS_futex, FutexWord(t.state), FUTEX_WAIT_PRIVATE, Ticket::kSleeping, &ts, nullptr,
+              0);
+    s = t.state.load(std::memory_order_acquire);
+  }
+  return true;
+}
+
+// Publishes t's status and seq (written before this call) and wakes its caller if it sleeps.
+void CompleteTicket(Ticket& t) {
+  if (t.state.exchange(Ticket::kDone, std::memory_order_acq_rel) == Ticket::kSleeping) {
+    ::syscall(SYS_futex, FutexWord(t.state), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+  }
+}
 
 struct Segment {
   uint64_t first_seq = 0;
@@ -127,20 +170,16 @@ class MerkleAuditLog final : public AuditLog {
   void AppendNoWait(AuditEvent event) override {
     auto ticket = std::make_shared<Ticket>();
     ticket->body = internal::EncodeEventBody(event);
-    std::lock_guard lock(mu_);
-    queue_.push_back(std::move(ticket));
-    cv_.notify_all();
+    Enqueue(std::move(ticket));
   }
 
   absl::StatusOr<int64_t> AppendForSeq(AuditEvent event) override {
+    const auto deadline =
+        std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(options_.append_timeout);
     auto ticket = std::make_shared<Ticket>();
     ticket->body = internal::EncodeEventBody(event);  // the costly part, outside any lock
-    std::unique_lock lock(mu_);
-    queue_.push_back(ticket);
-    cv_.notify_all();
-    bool done = done_cv_.wait_for(lock, absl::ToChronoNanoseconds(options_.append_timeout),
-                                  [&] { return ticket->done; });
-    if (!done) {
+    Enqueue(ticket);
+    if (!AwaitTicket(*ticket, deadline)) {
       // The event may still reach the disk later (it stays queued): it is then in the log with
       // the status the handler meant, while the client got 503. Refusing is what matters here.
       SetHealthy(false);
@@ -185,8 +224,23 @@ class MerkleAuditLog final : public AuditLog {
     healthy_ = h;
     metrics_.healthy.Set(h ? 1 : 0);
   }
+  // Queues a ticket; wakes the writer only when it waits for this many (one wake-up per batch,
+  // not one per event: on a VM each is an inter-processor interrupt).
+  void Enqueue(std::shared_ptr<Ticket> ticket) {
+    bool wake = false;
+    {
+      std::lock_guard lock(mu_);
+      queue_.push_back(std::move(ticket));
+      if (queue_.size() >= wake_at_) {
+        wake_at_ = kNoWake;
+        wake = true;
+      }
+    }
+    if (wake) cv_.notify_one();
+  }
   void WriterLoop();
   void WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch);
+  void WriteIndex();
   absl::Status WriteAll(int fd, std::string_view data, const std::string& path);
   absl::Status OpenSegmentForAppend(uint64_t first_seq, bool create);
   void Preallocate(uint64_t need);
@@ -206,13 +260,20 @@ class MerkleAuditLog final : public AuditLog {
   // Queue and tickets.
   std::mutex mu_;
   std::condition_variable cv_;       // the writer waits for work
-  std::condition_variable done_cv_;  // appenders wait for their ticket
-  std::deque<std::shared_ptr<Ticket>> queue_;
+  static constexpr size_t kNoWake = std::numeric_limits<size_t>::max();
+  size_t wake_at_ = kNoWake;         // queue length at which an appender wakes the writer
+  std::vector<std::shared_ptr<Ticket>> queue_;  // swapped with the writer's batch (no copies)
   bool stop_ = false;
 
   // Owned by the writer thread (and Recover before it starts).
   int seg_fd_ = -1, idx_fd_ = -1, cp_fd_ = -1;
-  uint64_t idx_bytes_ = 0;   // durable size of the current index file
+  uint64_t idx_bytes_ = 0;   // size of the current index file (all of it written entries)
+  std::string pending_index_;  // entries of durable events not in the index file yet
+  // Per-batch buffers, kept to reuse their capacity.
+  std::string batch_data_;
+  std::vector<MerkleHash> batch_leaves_;
+  std::vector<uint64_t> batch_offsets_;
+  std::vector<int64_t> batch_times_;
   uint64_t allocated_ = 0;   // size of the current segment file (>= its durable bytes: zeros)
   uint64_t prealloc_retry_at_ = 0;  // after a failed preallocation: segment bytes to retry at
   uint64_t cp_bytes_ = 0;    // size of checkpoints.log
@@ -366,12 +427,19 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   if (status.ok() && segments_.back().bytes >= options_.segment_bytes &&
       !segments_.back().offsets.empty()) {
     uint64_t first = static_cast<uint64_t>(size_.load());
+    // The full segment's index gets its last entries first (they would land in the new one's).
+    WriteIndex();
+    if (!pending_index_.empty()) {
+      status = absl::UnavailableError(StrCat("cannot complete audit index ",
+                                             Path(segments_.back().index),
+                                             " before starting a new segment"));
+    }
     // The full segment keeps no zero tail (readers would accept one: this only tidies; a crash
     // before the cut is durable leaves one).
-    if (allocated_ > segments_.back().bytes) {
+    if (status.ok() && allocated_ > segments_.back().bytes) {
       (void)::ftruncate(seg_fd_, static_cast<off_t>(segments_.back().bytes));
     }
-    status = OpenSegmentForAppend(first, /*create=*/true);
+    if (status.ok()) status = OpenSegmentForAppend(first, /*create=*/true);
     if (status.ok()) {
       std::unique_lock lock(tree_mu_);
       segments_.push_back(
@@ -381,33 +449,34 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   }
   const uint64_t first_seq = static_cast<uint64_t>(size_.load());
   Segment& seg = segments_.back();
-  std::string data, index;
-  std::vector<MerkleHash> leaves;
-  std::vector<uint64_t> offsets;
-  std::vector<int64_t> times;
-  std::vector<std::string_view> durable_lines;  // into `data`, for options_.on_durable
+  std::string& data = batch_data_;
+  data.clear();
+  batch_leaves_.clear();
+  batch_offsets_.clear();
+  batch_times_.clear();
+  const size_t index_mark = pending_index_.size();  // this batch's entries start here
   int64_t batch_time_ms = 0;
   if (status.ok()) {
     int64_t now_ms = std::max(absl::ToUnixMillis(clock_.Now()), last_time_ms_);
-    leaves.reserve(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) {
       size_t start = data.size();
       internal::AppendEventHeader(data, static_cast<int64_t>(first_seq + i), now_ms);
       data += batch[i]->body;
       MerkleHash leaf = LeafHash(std::string_view(data).substr(start));
       data.push_back('\n');
-      leaves.push_back(leaf);
-      offsets.push_back(seg.bytes + start);
-      times.push_back(now_ms);
-      internal::AppendIndexEntry(index, IndexEntry{seg.bytes + start, now_ms,
-                                                   internal::HashPrefix(leaf)});
+      batch_leaves_.push_back(leaf);
+      batch_offsets_.push_back(seg.bytes + start);
+      batch_times_.push_back(now_ms);
+      internal::AppendIndexEntry(pending_index_, IndexEntry{seg.bytes + start, now_ms,
+                                                            internal::HashPrefix(leaf)});
     }
     Preallocate(seg.bytes + data.size());
     if (::lseek(seg_fd_, static_cast<off_t>(seg.bytes), SEEK_SET) < 0) {
       status = ErrnoError(errno, "audit log seek failed on", Path(seg.name));
     }
     if (status.ok()) status = WriteAll(seg_fd_, data, Path(seg.name));
-    if (status.ok()) status = WriteAll(idx_fd_, index, Path(internal::IndexName(seg.first_seq)));
+    // The index is not written here: it is derived (rebuilt at start) and never synced, so its
+    // write waits until the callers are acknowledged (WriteIndex), off the commit path.
     if (status.ok()) {
       metrics_.syncs.Inc();
       if (io_.Datasync(seg_fd_) != 0) {
@@ -415,7 +484,10 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
         status = ErrnoError(errno, "audit log fdatasync failed on", Path(seg.name));
       }
     }
-    if (!status.ok()) (void)CutBack();
+    if (!status.ok()) {
+      pending_index_.resize(index_mark);
+      (void)CutBack();
+    }
     if (status.ok()) {
       batch_time_ms = now_ms;
       last_time_ms_ = now_ms;
@@ -424,29 +496,30 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   }
   if (status.ok()) {
     std::unique_lock lock(tree_mu_);
-    for (const MerkleHash& leaf : leaves) tree_.Append(leaf);
-    seg.offsets.insert(seg.offsets.end(), offsets.begin(), offsets.end());
-    seg.times.insert(seg.times.end(), times.begin(), times.end());
+    for (const MerkleHash& leaf : batch_leaves_) tree_.Append(leaf);
+    seg.offsets.insert(seg.offsets.end(), batch_offsets_.begin(), batch_offsets_.end());
+    seg.times.insert(seg.times.end(), batch_times_.begin(), batch_times_.end());
     seg.bytes += data.size();
-    idx_bytes_ += index.size();
     size_ += static_cast<int64_t>(batch.size());
   } else {
     metrics_.failures.WithLabels({reason}).Inc(static_cast<double>(batch.size()));
   }
-  std::unique_lock lock(mu_);
-  for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i]->done = true;
-    batch[i]->status = status.ok() ? absl::OkStatus()
-                                   : absl::UnavailableError(StrCat(status.message(),
-                                                                   "; request refused"));
-    batch[i]->seq = status.ok() ? static_cast<int64_t>(first_seq + i) : -1;
-  }
   if (status.ok()) metrics_.events.Inc(static_cast<double>(batch.size()));
   SetHealthy(status.ok());
-  done_cv_.notify_all();
-  lock.unlock();
+  absl::Status refused;
+  if (!status.ok()) refused = absl::UnavailableError(StrCat(status.message(), "; request refused"));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Ticket& t = *batch[i];
+    t.status = refused;
+    t.seq = status.ok() ? static_cast<int64_t>(first_seq + i) : -1;
+    CompleteTicket(t);
+  }
+  // The index entries, after the acknowledgement and before the second sink (so on_durable
+  // also tells that the batch's entries were written, or are pending after a failure).
+  WriteIndex();
   if (status.ok() && options_.on_durable) {
     // After the acknowledgement: the second sink never delays the callers.
+    std::vector<std::string_view> durable_lines;  // into `data`
     durable_lines.reserve(batch.size());
     size_t start = 0;
     for (size_t i = 0; i < batch.size(); ++i) {
@@ -458,25 +531,47 @@ void MerkleAuditLog::WriteBatch(std::vector<std::shared_ptr<Ticket>>& batch) {
   }
 }
 
+// The index entries of acknowledged events, appended to the index file. A failure (disk full)
+// cuts the file back to its whole entries and keeps them pending for the next batch: the index
+// lags but never skips or reorders an entry, and recovery rebuilds it from the segment anyway.
+void MerkleAuditLog::WriteIndex() {
+  if (pending_index_.empty()) return;
+  const std::string path = Path(segments_.back().index);
+  if (WriteAll(idx_fd_, pending_index_, path).ok()) {
+    idx_bytes_ += pending_index_.size();
+    pending_index_.clear();
+    return;
+  }
+  metrics_.index_failures.Inc();
+  if (::ftruncate(idx_fd_, static_cast<off_t>(idx_bytes_)) != 0) {
+    needs_cut_ = true;  // the next batch cuts both files back first, or fails
+  }
+}
+
 void MerkleAuditLog::WriterLoop() {
   const auto interval = absl::ToChronoNanoseconds(options_.checkpoint_interval);
+  std::vector<std::shared_ptr<Ticket>> batch;
   while (true) {
-    std::vector<std::shared_ptr<Ticket>> batch;
+    batch.clear();
     {
       std::unique_lock lock(mu_);
-      cv_.wait_until(lock, LastCheckpointAt() + interval,
-                     [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty() && !stop_) {
+        wake_at_ = 1;
+        cv_.wait_until(lock, LastCheckpointAt() + interval,
+                       [&] { return stop_ || !queue_.empty(); });
+      }
       if (stop_ && queue_.empty()) return;
       // Group commit: callers acknowledged by the last batch come straight back with their next
       // event. Taking the first of them alone would alternate batches of 1 and N-1; waiting a
       // fraction of a sync's duration for as many as last time keeps the batches full. The wait
       // is bounded by that fraction, so it costs little on a fast disk and nothing when idle.
       if (queue_.size() < last_batch_size_ && !stop_) {
+        wake_at_ = last_batch_size_;
         cv_.wait_for(lock, std::min(last_sync_ / 4, std::chrono::nanoseconds(2'000'000)),
                      [&] { return stop_ || queue_.size() >= last_batch_size_; });
       }
-      batch.assign(queue_.begin(), queue_.end());
-      queue_.clear();
+      wake_at_ = kNoWake;
+      batch.swap(queue_);
     }
     if (!batch.empty()) {
       auto start = std::chrono::steady_clock::now();

@@ -15,6 +15,7 @@
 #include <fstream>
 #include <mutex>
 #include <set>
+#include <span>
 #include <thread>
 
 #include "audit/segment.h"
@@ -318,6 +319,86 @@ TEST_F(AuditLogTest, StalledDiskTimesOutInsteadOfHanging) {
   io.Stall(false);
   ASSERT_TRUE((*log)->Append(Event("/fast")).ok());
   EXPECT_TRUE((*log)->Healthy());
+}
+
+// Fails writes to index files only (the segment and checkpoints still work).
+class IndexFaultIo : public AuditFileIo {
+ public:
+  std::atomic<bool> fail{false};
+  std::atomic<int> failed{0};
+  ssize_t Write(int fd, const void* data, size_t size) override {
+    char target[4096];
+    ssize_t n = ::readlink(("/proc/self/fd/" + std::to_string(fd)).c_str(), target,
+                           sizeof target - 1);
+    std::string path(target, n > 0 ? static_cast<size_t>(n) : 0);
+    if (fail && path.size() > 4 && path.compare(path.size() - 4, 4, ".idx") == 0) {
+      ++failed;
+      if (size > 1) {
+        // Half an entry reaches the file first, as on a filling disk: it must be cut back.
+        (void)AuditFileIo::Write(fd, data, size / 2);
+      }
+      errno = ENOSPC;
+      return -1;
+    }
+    return AuditFileIo::Write(fd, data, size);
+  }
+};
+
+// The index is written after the callers are acknowledged (it is derived and never synced), so
+// a failed index write neither fails durable events nor leaves a torn or skipped entry: the
+// entries stay pending and reach the file in order with the next batch.
+TEST_F(AuditLogTest, FailedIndexWriteKeepsEntriesPendingAndCatchesUpInOrder) {
+  IndexFaultIo io;
+  AuditOptions o = Opts();
+  o.io = &io;
+  // The writer calls on_durable after the batch's index write (or its failure and cut-back):
+  // waiting for it makes every check below deterministic.
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t durable_end = 0;
+  o.on_durable = [&](uint64_t first, int64_t, std::span<const std::string_view> lines) {
+    std::lock_guard lock(mu);
+    durable_end = first + lines.size();
+    cv.notify_all();
+  };
+  auto log = OpenAuditLog(o, clock_);
+  ASSERT_TRUE(log.ok());
+  auto append = [&](const std::string& resource) {
+    auto seq = (*log)->AppendForSeq(Event(resource));
+    ASSERT_TRUE(seq.ok()) << seq.status();
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(10),
+                            [&] { return durable_end > static_cast<uint64_t>(*seq); }));
+  };
+  const std::string idx = dir_ + "/" + internal::IndexName(0);
+  append("/a");
+  EXPECT_EQ(Slurp(idx).size(), internal::kIndexEntrySize);
+  io.fail = true;
+  append("/b");  // durable in its segment: acknowledged although its index entry failed
+  append("/c");
+  EXPECT_EQ(io.failed.load(), 2);
+  EXPECT_EQ(Slurp(idx).size(), internal::kIndexEntrySize) << "half-written entries were not cut";
+  // Queries and proofs use the in-memory index meanwhile.
+  auto page = (*log)->Query(AuditQuery{});
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->items.size(), 3u);
+  EXPECT_EQ(page->items[2].resource, "/c");
+  io.fail = false;
+  append("/d");
+  EXPECT_EQ(Slurp(idx).size(), 4 * internal::kIndexEntrySize);
+  log->reset();  // a clean stop: no recovery runs, so the file is as the writer left it
+  VerifyReport r = Verify(dir_);
+  EXPECT_TRUE(r.ok()) << Problems(r);
+  std::string entries = Slurp(idx);
+  ASSERT_EQ(entries.size(), 4 * internal::kIndexEntrySize);
+  std::string seg = Slurp(Seg0(dir_));
+  uint64_t expected_offset = 0;
+  for (int i = 0; i < 4; ++i) {
+    internal::IndexEntry e =
+        internal::ReadIndexEntry(entries.data() + i * internal::kIndexEntrySize);
+    EXPECT_EQ(e.offset, expected_offset) << "entry " << i;
+    expected_offset = seg.find('\n', expected_offset) + 1;
+  }
 }
 
 TEST_F(AuditLogTest, CheckpointsEveryNEventsFormAVerifiedChain) {
