@@ -92,6 +92,7 @@ class OciRunner final : public Runner {
   }
 
   absl::Status Start(const SandboxSpec& spec) override {
+    ReapShims();
     WARDEN_RETURN_IF_ERROR(ValidateSandboxSpec(spec));
     if (std::optional<absl::Status> warm = TryPrepared(spec)) return *warm;
     std::lock_guard<std::mutex> lock(mu_);
@@ -118,6 +119,7 @@ class OciRunner final : public Runner {
   }
 
   absl::StatusOr<JobInfo> Get(const std::string& job_id) override {
+    ReapShims();
     if (ValidJobId(job_id) == false) return absl::InvalidArgumentError("malformed job id");
     const std::string dir = JobDir(job_id);
     auto rec_text = ReadFileToString(dir + "/job.json");
@@ -282,6 +284,7 @@ class OciRunner final : public Runner {
       }
       close(pfd);
     }
+    ReapShims();
     std::error_code ec;
     fs::remove_all(JobDir(job_id), ec);
     if (ec) return absl::InternalError(StrCat("cannot remove job ", job_id, ": ", ec.message()));
@@ -639,6 +642,21 @@ class OciRunner final : public Runner {
   std::string RuntimeRoot() const { return options_.state_dir + "/runtime"; }
   std::string SlotsFile() const { return options_.state_dir + "/uid-slots.json"; }
   std::string HostRootfs() const { return options_.host_rootfs_dir; }
+
+  // Collects the shims this runner spawned that have exited (they are its children; nothing
+  // else in the process waits for them). Cheap: called from Start, Get and Remove.
+  void ReapShims() {
+    std::lock_guard<std::mutex> lock(shims_mu_);
+    for (auto it = shims_.begin(); it != shims_.end();) {
+      int status = 0;
+      pid_t r = waitpid(*it, &status, WNOHANG);
+      if (r == *it || (r < 0 && errno == ECHILD)) {
+        it = shims_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
 
   // Prepared sandboxes left by an earlier runner: one whose shim lives ends by itself (its
   // runner's descriptors are gone); one whose shim died is deleted here.
@@ -1014,10 +1032,10 @@ class OciRunner final : public Runner {
     return line;
   }
 
-  // Starts the shim detached: posix_spawn (a vfork-style clone: copying the agent's page tables
-  // for a fork cost milliseconds per job) in a new session; the shim forks once more itself and
-  // its first process exits at once, so the shim is reparented away from the runner and survives
-  // it. Then waits for the shim's start report on fd 3.
+  // Starts the shim: posix_spawn (a vfork-style clone: copying the agent's page tables for a fork
+  // cost milliseconds per job) in a new session, so no signal meant for the agent's process group
+  // reaches it and it survives the agent (init adopts it). It stays the runner's child until it
+  // exits: ReapShims() collects it. Then waits for the shim's start report on fd 3.
   //
   // A prepared sandbox's shim also gets `extra` as fds 4, 5, ...; with `keep_start` the start
   // pipe is read up to the first line only and its read end handed back in *keep_start (the
@@ -1078,15 +1096,10 @@ class OciRunner final : public Runner {
       close(pipefd[0]);
       return absl::InternalError(StrCat("cannot start the job's shim ", args[0], ": ", std::strerror(rc)));
     }
-    // Reaped after the report: the shim's first process exits as soon as it has forked.
-    struct Reaper {
-      pid_t pid;
-      ~Reaper() {
-        int status = 0;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-      }
-    } reaper{pid};
+    {
+      std::lock_guard<std::mutex> lock(shims_mu_);
+      shims_.push_back(pid);
+    }
     std::string line = ReadReport(pipefd[0], 120'000, keep_start != nullptr);
     if (keep_start != nullptr && line == "ok") {
       *keep_start = pipefd[0];
@@ -1109,12 +1122,15 @@ class OciRunner final : public Runner {
   static constexpr size_t kMaxIdleInotify = 16;
   std::mutex inotify_mu_;  // a leaf: held only to take or return an instance
   std::vector<int> idle_inotify_;
+  std::mutex shims_mu_;  // a leaf
+  std::vector<pid_t> shims_;  // spawned, not yet reaped
   std::mutex prepared_mu_;  // a leaf, like starting_mu_
   std::vector<std::unique_ptr<PreparedSandbox>> prepared_;
 
  public:
   ~OciRunner() override {
     DropPrepared("", "");
+    ReapShims();  // the rest (still running) are adopted by init when this process ends
     for (int fd : idle_inotify_) close(fd);
   }
 };

@@ -5,8 +5,10 @@
 // the runner, a restarted runner loses no job (issue 7: "the agent restarts without losing track
 // of running jobs").
 //
-// Started by the runner with posix_spawn in a new session; forks once at start and the first
-// process exits (see ShimMain). Protocol with the runner: fd 3 is the write end of a pipe; the shim writes "ok\n" once the
+// Started by the runner with posix_spawn in its own session: the runner's child, which the runner
+// reaps once it exits (and which init adopts if the runner dies first); no extra fork, since
+// every process hand-off costs a scheduler wake-up on the start path. Protocol with the runner:
+// fd 3 is the write end of a pipe; the shim writes "ok\n" once the
 // container runs, or "err <message>\n", then closes it. SIGTERM to the shim means "cancel".
 #include <fcntl.h>
 #include <poll.h>
@@ -135,16 +137,6 @@ void Report(int fd, const std::string& line) {
 int ShimMain(int argc, char** argv) {
   if (argc < 2) return 2;
   std::string dir = argv[argc - 1];  // a prepared sandbox's moves at the hand-over
-  // The runner spawned us in a new session and reaps this first process; the shim proper is its
-  // child, reparented to init (or the nearest subreaper) once this one exits, so it outlives the
-  // runner and the runner never waits on it.
-  pid_t detached = fork();
-  if (detached < 0) {
-    const char msg[] = "err the shim cannot fork\n";
-    (void)!write(3, msg, sizeof(msg) - 1);
-    return 1;
-  }
-  if (detached > 0) _exit(0);
   int start_fd = fcntl(3, F_GETFD) >= 0 ? 3 : -1;
   if (start_fd >= 0) fcntl(start_fd, F_SETFD, FD_CLOEXEC);
 

@@ -384,6 +384,20 @@ TEST_P(SandboxPathTest, ARestartedRunnerReattachesToRunningJobs) {
   EXPECT_EQ(runner_->Get(s.job_id).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(RuncTest, FinishedShimsAreReapedNotLeftAsZombies) {
+  SandboxSpec s = Spec("alpha", "z", {"/bin/true"});
+  ASSERT_TRUE(runner_->Start(s).ok());
+  int pid = 0;
+  std::ifstream(state_ / "jobs" / s.job_id / "shim.pid") >> pid;
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(getpgid(pid), pid) << "the shim runs in its own session";
+  ASSERT_TRUE(runner_->Wait(s.job_id, absl::Seconds(30)).ok());
+  ASSERT_TRUE(runner_->Remove(s.job_id).ok());  // waits for the shim's exit
+  // A zombie still answers kill(pid, 0); a reaped process does not.
+  EXPECT_EQ(kill(pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
+}
+
 TEST_F(RuncTest, ListingWhileJobsStartNeverReportsThemLost) {
   // Regression: a job between "directory written" and "shim recorded" looked like a dead shim.
   std::atomic<bool> stop{false};
