@@ -2,11 +2,12 @@
 # Packs what tests/gpu/sandbox_gpu.sh and runtime_runc_test need on the GPU machine (Ubuntu 24.04,
 # no runc, no busybox-static, different Abseil) into build/gpu-carry, for the device runner's
 # `carry`. Run after building the release targets sandbox_run, warden-sandbox-shim,
-# runtime_runc_test and escape-helper. Then, on the GPU machine, from the repository root:
+# warden-sandbox-launcher, runtime_runc_test and escape-helper. Then, on the GPU machine, from the repository root:
 #
 #   C=$PWD/build/gpu-carry; export PATH=$C:$PATH LD_LIBRARY_PATH=$C/lib
 #   RUNC=$C/runc WARDEN_BIN=$C OUT=$OUT bash tests/gpu/sandbox_gpu.sh
 #   BUSYBOX=$C/busybox WARDEN_SHIM_PATH=$C/src/runtime/warden-sandbox-shim \
+#     WARDEN_LAUNCHER_PATH=$C/src/runtime/warden-sandbox-launcher \
 #     WARDEN_ESCAPE_HELPER=$C/tests/runtime/escape-helper $C/tests/runtime/runtime_runc_test
 set -euo pipefail
 B="${1:-build/release}"
@@ -14,7 +15,7 @@ C=build/gpu-carry
 rm -rf "$C"
 mkdir -p "$C/tests/runtime" "$C/src/runtime" "$C/lib"
 cp "$B/tests/runtime/sandbox_run" "$B/tests/runtime/runtime_runc_test" "$B/tests/runtime/escape-helper" "$C/tests/runtime/"
-cp "$B/src/runtime/warden-sandbox-shim" "$C/src/runtime/"
+cp "$B/src/runtime/warden-sandbox-shim" "$B/src/runtime/warden-sandbox-launcher" "$C/src/runtime/"
 strip "$C/tests/runtime/sandbox_run" "$C/tests/runtime/runtime_runc_test" "$C/src/runtime/warden-sandbox-shim"
 cp "$(command -v runc)" "$C/runc"
 cp /bin/busybox "$C/busybox"

@@ -4,7 +4,8 @@
 # client notes the time just before its HTTPS submit, and the job's first act is to print the time
 # it started; the latency is the difference (one machine, one clock). Jobs are submitted one after
 # another (GAP=SECONDS apart, default none) and each reserves CPU_MILLIS (default 1000).
-#   [EXECUTOR=process|sandbox] [GAP=S] [KEEP=DIR] bash bench/jobs/submit_to_running.sh BIN [N] [HEARTBEAT]
+#   [EXECUTOR=process|sandbox] [PREPARED=N] [GAP=S] [KEEP=DIR] bash bench/jobs/submit_to_running.sh BIN [N] [HEARTBEAT]
+# PREPARED: the agents' --prepared-sandboxes (sandbox executor; default 0, every job starts cold).
 # Prints p50/p90/p99/max in milliseconds, and the submit request's own share. HEARTBEAT is the
 # agents' heartbeat interval (agent.heartbeat_interval; default 500ms); since agents long-poll for
 # placements (/agent/v1/nodes/{id}/wait) it no longer bounds the latency.
@@ -44,7 +45,8 @@ echo "bench-dev-password-0123" | "$BIN" user create dev --tenant bench --role de
 for a in 1 2; do
   "$BIN" node join-token create -o json | sed -n 's/.*"token": "\([^"]*\)".*/\1/p' > "$DIR/token-$a"
   "$BIN" agent --server "$URL" --join-token "$DIR/token-$a" --data-dir "$DIR/agent-$a" \
-    --gpus sim:2xH100-80GB --name "bench-$a" --executor "$EXECUTOR" > "$DIR/agent-$a.log" 2>&1 &
+    --gpus sim:2xH100-80GB --name "bench-$a" --executor "$EXECUTOR" \
+    --prepared-sandboxes "${PREPARED:-0}" > "$DIR/agent-$a.log" 2>&1 &
   PIDS+=($!)
 done
 for _ in $(seq 1 100); do
@@ -80,7 +82,7 @@ done < "$DIR/submitted"
 sort -n "$DIR/latencies" > "$DIR/sorted"
 COUNT="$(wc -l < "$DIR/sorted")"
 pct() { sed -n "$(( ($1 * COUNT + 99) / 100 ))p" "$DIR/sorted"; }
-echo "jobs: $COUNT of $N ran (heartbeat interval $HB, executor $EXECUTOR)"
+echo "jobs: $COUNT of $N ran (heartbeat interval $HB, executor $EXECUTOR, prepared sandboxes ${PREPARED:-0})"
 echo "submit-to-running ms: p50 $(pct 50)  p90 $(pct 90)  p99 $(pct 99)  max $(tail -1 "$DIR/sorted")"
 sort -n "$DIR/submit-ms" > "$DIR/sorted"
 echo "of which the submit request (curl start to response) ms: p50 $(pct 50)  p99 $(pct 99)"

@@ -35,10 +35,16 @@ srun_batch before
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2fx", a/b}'; }
 declare -A P50 P99
 EXECUTORS="process"
-if [ "$(id -u)" = 0 ] && command -v runc > /dev/null; then EXECUTORS="process sandbox"; fi
+# sandbox: every job starts a container (cold); sandbox-prepared: the agents keep one prepared
+# sandbox per recently run (tenant, image) (--prepared-sandboxes 1), so after each agent's first
+# job of the tenant the job is handed to a waiting sandbox.
+if [ "$(id -u)" = 0 ] && command -v runc > /dev/null; then EXECUTORS="process sandbox sandbox-prepared"; fi
 for ex in $EXECUTORS; do
   # One job at a time (GAP), as srun runs them.
-  OURS="$(EXECUTOR=$ex GAP="${GAP:-0.5}" bash "$HERE/submit_to_running.sh" "$BIN" "$N" 5s)"
+  prepared=0
+  executor="$ex"
+  if [ "$ex" = sandbox-prepared ]; then prepared=1; executor=sandbox; fi
+  OURS="$(EXECUTOR=$executor PREPARED=$prepared GAP="${GAP:-0.5}" bash "$HERE/submit_to_running.sh" "$BIN" "$N" 5s)"
   echo "$OURS"
   P50[$ex]="$(echo "$OURS" | sed -n 's/^submit-to-running ms: p50 \([0-9]*\).*/\1/p')"
   P99[$ex]="$(echo "$OURS" | sed -n 's/^submit-to-running ms:.* p99 \([0-9]*\).*/\1/p')"

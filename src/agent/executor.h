@@ -110,6 +110,10 @@ struct RuntimeExecutorOptions {
   absl::Duration default_wall_time = absl::Hours(24);
   int64_t pids_max = 4096;
   uint64_t scratch_bytes = 1ull << 30;
+  // Prepared sandboxes kept waiting per (tenant, image) recently run (warm_pool.h); 0: none, every
+  // job starts cold. Needs runner.launcher_path.
+  int prepared_per_pair = 0;
+  size_t prepared_pairs = 8;
 };
 absl::StatusOr<std::unique_ptr<JobExecutor>> CreateRuntimeExecutor(RuntimeExecutorOptions options);
 

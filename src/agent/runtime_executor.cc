@@ -21,6 +21,7 @@
 
 #include "agent/exec_files.h"
 #include "agent/executor.h"
+#include "agent/warm_pool.h"
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
@@ -106,7 +107,9 @@ std::string MiB(uint64_t bytes) { return StrCat(bytes >> 20, " MiB"); }
 class RuntimeExecutor final : public JobExecutor {
  public:
   RuntimeExecutor(RuntimeExecutorOptions options, std::unique_ptr<runtime::Runner> runner)
-      : options_(std::move(options)), runner_(std::move(runner)) {}
+      : options_(std::move(options)),
+        runner_(std::move(runner)),
+        warm_(runner_.get(), options_.prepared_per_pair, options_.prepared_pairs) {}
 
   std::string_view name() const override { return "sandbox"; }
 
@@ -129,6 +132,7 @@ class RuntimeExecutor final : public JobExecutor {
       if (started.code() != absl::StatusCode::kAlreadyExists) ::unlink(spec_path.c_str());
       return started;
     }
+    warm_.Used(sandbox);  // the tenant's next job of this image may find a sandbox waiting
     return absl::OkStatus();
   }
 
@@ -277,6 +281,7 @@ class RuntimeExecutor final : public JobExecutor {
 
   RuntimeExecutorOptions options_;
   std::unique_ptr<runtime::Runner> runner_;
+  WarmPool warm_;  // after runner_: destroyed first
 };
 
 }  // namespace

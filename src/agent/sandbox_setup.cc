@@ -89,6 +89,16 @@ std::vector<std::string> FindShimCommand() {
   return {exe, "agent", "shim"};
 }
 
+std::string FindLauncher() {
+  const std::string exe = SelfExe();
+  const std::string dir = exe.substr(0, exe.rfind('/'));
+  for (const std::string& cand : {dir + "/warden-sandbox-launcher", dir + "/../libexec/gpuwarden/warden-sandbox-launcher",
+                                  dir + "/src/runtime/warden-sandbox-launcher"}) {
+    if (Executable(cand)) return cand;
+  }
+  return "";
+}
+
 absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSetup& setup,
                                                                 std::string* chosen) {
   if (::geteuid() != 0) {
@@ -100,6 +110,15 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
   o.runner.image_root = setup.data_dir + "/images";
   o.runner.shim_command = FindShimCommand();
   o.runner.cancel_grace = setup.max_cancel_grace;
+  if (setup.prepared_sandboxes > 0) {
+    o.runner.launcher_path = FindLauncher();
+    if (o.runner.launcher_path.empty()) {
+      return absl::FailedPreconditionError(
+          "--prepared-sandboxes needs warden-sandbox-launcher installed next to the gpuwarden binary (or in "
+          "../libexec/gpuwarden)");
+    }
+    o.prepared_per_pair = setup.prepared_sandboxes;
+  }
   // The tenant's mapped root inside the job must traverse (never list) the data dir down to the
   // bundle, the image store and the stand-in device nodes; the files in it keep their modes.
   ::chmod(setup.data_dir.c_str(), 0711);
@@ -150,6 +169,7 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
     attempt.runner.runtime = kind;
     // bwrap's runner cannot signal a job, so Poll cannot cut a grace short: use the default grace.
     if (kind == runtime::RuntimeKind::kBwrap) attempt.runner.cancel_grace = absl::Seconds(10);
+    if (kind == runtime::RuntimeKind::kBwrap) attempt.prepared_per_pair = 0;  // OCI runtimes only
     auto created = CreateRuntimeExecutor(std::move(attempt));
     if (created.ok()) {
       if (chosen != nullptr) *chosen = StrCat(name, " (shim: ", o.runner.shim_command[0], ")");

@@ -18,6 +18,8 @@ struct SandboxSetup {
   gpu::GpuBackend* backend = nullptr;  // may be null (no GPUs)
   bool simulated_gpus = false;
   absl::Duration max_cancel_grace = absl::Hours(1);
+  // Prepared sandboxes per recently run (tenant, image) (--prepared-sandboxes); 0: off.
+  int prepared_sandboxes = 0;
 };
 
 // FailedPrecondition naming what is missing (not root, no runtime found, ...) when the sandbox
@@ -28,5 +30,8 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
 // The shim program: warden-sandbox-shim next to this executable (or in ../libexec/gpuwarden or
 // the build tree's src/runtime), else this executable's hidden `agent shim` verb.
 std::vector<std::string> FindShimCommand();
+
+// warden-sandbox-launcher (pid 1 of prepared sandboxes), looked for where the shim is; "" if none.
+std::string FindLauncher();
 
 }  // namespace warden::agent

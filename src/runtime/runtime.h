@@ -90,6 +90,7 @@ struct JobInfo {
   std::optional<JobResult> result;  // set once kExited
   std::string stdout_path;          // readable while the job runs (append-only file)
   std::string stderr_path;
+  bool prepared = false;  // handed to a prepared sandbox rather than started cold
 };
 
 // kBwrap: bubblewrap, for nodes where no OCI runtime works; see README "bubblewrap fallback" for
@@ -104,6 +105,9 @@ struct RunnerOptions {
   // The shim program and the arguments before the job directory. The gpuwarden binary offers
   // it as a hidden verb; tests use the warden-sandbox-shim executable.
   std::vector<std::string> shim_command;
+  // The static warden-sandbox-launcher, pid 1 of prepared sandboxes (see Runner::Prepare). Empty:
+  // Prepare refuses and every job starts cold.
+  std::string launcher_path;
   // Per-tenant image stores: <image_root>/<tenant>/... (see image.h).
   std::string image_root;
   // The host image's root: a read-only, non-recursive bind of / shared by all jobs, created on
@@ -149,6 +153,21 @@ class Runner {
 
   // Deletes an exited job's directory (logs included). FailedPrecondition while it runs.
   virtual absl::Status Remove(const std::string& job_id) = 0;
+
+  // Prepared sandboxes (runtime/README.md "Prepared sandboxes"): creates one sandbox shaped like
+  // `like` (its tenant, image, scratch size and egress; argv, env, cwd, job id and the
+  // memory/pids/CPU limits are ignored) whose pid 1 waits for a job. A later Start() whose OCI
+  // spec equals a waiting sandbox's, except for the process (argv, env, cwd) and the cgroup
+  // limits, hands the job to that sandbox instead of starting a container: the limits are
+  // written to its cgroup, then the launcher execs the job. Each sandbox takes exactly one job
+  // and ends with it. Sandboxes end when the runner is destroyed (or its process dies).
+  // FailedPrecondition without RunnerOptions::launcher_path or under bubblewrap; InvalidArgument
+  // for a shape with datasets or GPUs (jobs with either always start cold).
+  virtual absl::Status Prepare(const SandboxSpec& like) = 0;
+  // Prepared sandboxes of (tenant, image) waiting for a job.
+  virtual int PreparedCount(const std::string& tenant, const std::string& image) = 0;
+  // Ends the waiting sandboxes of (tenant, image); both empty: every one.
+  virtual void DropPrepared(const std::string& tenant, const std::string& image) = 0;
 };
 
 // Opens the state dir (creating it) and re-attaches to the jobs recorded there.

@@ -5,7 +5,10 @@
 // the runner, a restarted runner loses no job (issue 7: "the agent restarts without losing track
 // of running jobs").
 //
-// Protocol with the runner: fd 3 is the write end of a pipe; the shim writes "ok\n" once the
+// Started by the runner with posix_spawn in its own session: the runner's child, which the runner
+// reaps once it exits (and which init adopts if the runner dies first); no extra fork, since
+// every process hand-off costs a scheduler wake-up on the start path. Protocol with the runner:
+// fd 3 is the write end of a pipe; the shim writes "ok\n" once the
 // container runs, or "err <message>\n", then closes it. SIGTERM to the shim means "cancel".
 #include <fcntl.h>
 #include <poll.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <chrono>
 #include <sstream>
 #include <sys/stat.h>
@@ -58,7 +62,9 @@ void ChildStdio(int out_fd, int err_fd) {
   dup2(err_fd, 2);
 }
 
-int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
+// `pass` lists descriptors handed to the command as 3, 4, ... (runc's --preserve-fds); their
+// numbers in the shim are above those targets (see ShimMain).
+int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd, const std::vector<int>& pass = {}) {
   std::vector<char*> argv;
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -66,6 +72,9 @@ int RunCommand(const std::vector<std::string>& args, int out_fd, int err_fd) {
   if (pid < 0) return -1;
   if (pid == 0) {
     ChildStdio(out_fd, err_fd);
+    for (size_t i = 0; i < pass.size(); ++i) {
+      if (dup2(pass[i], 3 + static_cast<int>(i)) < 0) _exit(126);  // dup2 clears close-on-exec
+    }
     execvp(argv[0], argv.data());
     _exit(127);
   }
@@ -127,7 +136,7 @@ void Report(int fd, const std::string& line) {
 
 int ShimMain(int argc, char** argv) {
   if (argc < 2) return 2;
-  const std::string dir = argv[argc - 1];
+  std::string dir = argv[argc - 1];  // a prepared sandbox's moves at the hand-over
   int start_fd = fcntl(3, F_GETFD) >= 0 ? 3 : -1;
   if (start_fd >= 0) fcntl(start_fd, F_SETFD, FD_CLOEXEC);
 
@@ -152,10 +161,30 @@ int ShimMain(int argc, char** argv) {
   sigprocmask(SIG_BLOCK, &mask, nullptr);
   int sig_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
 
+  // A prepared sandbox (runtime/README.md "Prepared sandboxes") gets from the runner: fd 4, the
+  // control pipe (one line "handoff <job dir> <wall time ms>", or end of file when the runner
+  // dropped the sandbox); fds 5 and 6, the launcher's job and report pipes, and fd 7, the
+  // launcher program, all three passed on to runc (--preserve-fds) and closed here. After "ok"
+  // the start pipe (fd 3) stays open until the hand-over is acknowledged on it.
+  int control_fd = -1;
+  std::vector<int> pass;
+  if (rec.prepared) {
+    for (int fd = 4; fd <= 7; ++fd) {
+      if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+        Report(start_fd, "err the prepared sandbox's descriptors are missing");
+        return 1;
+      }
+    }
+    control_fd = 4;
+    pass = {5, 6, 7};
+  }
+  bool handed_over = !rec.prepared;
+
   int out_fd = open((dir + "/stdout.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   int err_fd = open((dir + "/stderr.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
   const std::string& rt = rec.runtime_path;
-  const std::string log = dir + "/runtime.log";
+  const std::string cid = rec.ContainerId();
+  std::string log = dir + "/runtime.log";
   auto runtime_cmd = [&](std::vector<std::string> tail) {
     std::vector<std::string> args = {rt, "--root", rec.runtime_root, "--log", log, "--log-format", "json"};
     args.insert(args.end(), tail.begin(), tail.end());
@@ -206,13 +235,18 @@ int ShimMain(int argc, char** argv) {
     close(seccomp_fd);
     init_pid = pid;
   } else {
-    int rc = RunCommand(runtime_cmd({"run", "--detach", "--bundle", dir + "/bundle", "--pid-file",
-                                     dir + "/container.pid", rec.job_id}),
-                        out_fd, err_fd);
+    std::vector<std::string> run = {"run", "--detach", "--bundle", dir + "/bundle", "--pid-file", dir + "/container.pid"};
+    if (!pass.empty()) {
+      run.push_back("--preserve-fds");
+      run.push_back(std::to_string(pass.size()));
+    }
+    run.push_back(cid);
+    int rc = RunCommand(runtime_cmd(run), out_fd, err_fd, pass);
+    for (int fd : pass) close(fd);  // the launcher holds them now; end of file must reach the runner
     if (rc != 0) {
       std::string msg = LastRuntimeError(log);
       if (msg.empty()) msg = StrCat(rt, " run exited with ", rc);
-      RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+      RunCommand(runtime_cmd({"delete", "--force", cid}), err_fd, err_fd);
       result.error = msg;
       int code = finish(1);
       Report(start_fd, "err " + msg);  // last: the runner may delete the job dir once it has this
@@ -223,16 +257,23 @@ int ShimMain(int argc, char** argv) {
   }
   int pid_fd = init_pid > 0 ? static_cast<int>(syscall(SYS_pidfd_open, init_pid, 0)) : -1;
   if (pid_fd < 0) {
-    if (!bwrap) RunCommand(runtime_cmd({"delete", "--force", rec.job_id}), err_fd, err_fd);
+    if (!bwrap) RunCommand(runtime_cmd({"delete", "--force", cid}), err_fd, err_fd);
     result.error = "the runtime reported no container pid";
     int code = finish(1);
     Report(start_fd, "err " + result.error);
     return code;
   }
-  Report(start_fd, "ok");
-  start_fd = -1;
+  if (handed_over) {
+    Report(start_fd, "ok");
+    start_fd = -1;
+  } else {
+    const char ok[] = "ok\n";
+    (void)!write(start_fd, ok, sizeof(ok) - 1);
+  }
 
-  const int64_t wall_deadline = started_ms + rec.wall_time_ms;
+  // A prepared sandbox has no job yet: no wall time until the hand-over.
+  int64_t wall_deadline = handed_over ? started_ms + rec.wall_time_ms : -1;
+  std::string control_buf;
   int64_t kill_at = -1;
   bool stopping = false;
   auto begin_stop = [&]() {
@@ -240,7 +281,7 @@ int ShimMain(int argc, char** argv) {
     if (bwrap) {
       SignalCgroup(rec, SIGTERM);
     } else {
-      RunCommand(runtime_cmd({"kill", rec.job_id, "TERM"}), err_fd, err_fd);
+      RunCommand(runtime_cmd({"kill", cid, "TERM"}), err_fd, err_fd);
     }
     kill_at = NowMs() + rec.grace_ms;
   };
@@ -248,10 +289,57 @@ int ShimMain(int argc, char** argv) {
     int64_t now = NowMs();
     int64_t next = stopping ? kill_at : wall_deadline;
     int timeout = next < 0 ? -1 : static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(next - now, 1 << 30)));
-    pollfd fds[2] = {{pid_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}};
-    int n = poll(fds, 2, timeout);
+    pollfd fds[3] = {{pid_fd, POLLIN, 0}, {sig_fd, POLLIN, 0}, {control_fd, POLLIN, 0}};
+    int n = poll(fds, control_fd >= 0 ? 3 : 2, timeout);
     if (n < 0 && errno != EINTR) break;
     if (fds[0].revents & POLLIN) break;
+    if (control_fd >= 0 && (fds[2].revents & (POLLIN | POLLHUP | POLLERR))) {
+      char buf[4096];
+      ssize_t r = read(control_fd, buf, sizeof(buf));
+      if (r > 0) control_buf.append(buf, static_cast<size_t>(r));
+      size_t nl = control_buf.find('\n');
+      if (r == 0 || (r < 0 && errno != EINTR) || control_buf.size() > 8192) {
+        // The runner dropped the sandbox (or died) before handing a job over: end it. (The
+        // launcher also sees end of file on its job pipe and exits by itself.)
+        close(control_fd);
+        control_fd = -1;
+        if (!stopping) {
+          stopping = true;
+          RunCommand(runtime_cmd({"kill", cid, "KILL"}), err_fd, err_fd);
+          kill_at = NowMs() + 1000;
+        }
+      } else if (nl != std::string::npos) {
+        // "handoff <wall time ms> <job dir>": from now on this is that job's shim.
+        const std::string line = control_buf.substr(0, nl);
+        std::string verb, new_dir;
+        int64_t wall_ms = 0;
+        size_t sp1 = line.find(' '), sp2 = sp1 == std::string::npos ? sp1 : line.find(' ', sp1 + 1);
+        if (sp2 != std::string::npos) {
+          verb = line.substr(0, sp1);
+          wall_ms = static_cast<int64_t>(ParseU64(line, sp1 + 1));
+          new_dir = line.substr(sp2 + 1);
+        }
+        close(control_fd);
+        control_fd = -1;
+        if (verb == "handoff" && !new_dir.empty() && new_dir[0] == '/' && wall_ms > 0 && !stopping) {
+          dir = new_dir;
+          log = dir + "/runtime.log";
+          rec.job_id = new_dir.substr(new_dir.rfind('/') + 1);
+          rec.wall_time_ms = wall_ms;
+          wall_deadline = NowMs() + wall_ms;
+          handed_over = true;
+          WriteFileAtomic(dir + "/shim.pid", StrCat(getpid(), " ", ProcessStartTime(getpid()), "\n"), 0600, false, nullptr);
+          Report(start_fd, "ok");
+          start_fd = -1;
+        } else {
+          Report(start_fd, "err malformed hand-over");
+          start_fd = -1;
+          stopping = true;
+          RunCommand(runtime_cmd({"kill", cid, "KILL"}), err_fd, err_fd);
+          kill_at = NowMs() + 1000;
+        }
+      }
+    }
     if (fds[1].revents & POLLIN) {
       signalfd_siginfo si;
       while (read(sig_fd, &si, sizeof(si)) == static_cast<ssize_t>(sizeof(si))) {
@@ -262,14 +350,14 @@ int ShimMain(int argc, char** argv) {
       }
     }
     now = NowMs();
-    if (!stopping && now >= wall_deadline) {
+    if (!stopping && wall_deadline >= 0 && now >= wall_deadline) {
       result.wall_time_exceeded = true;
       begin_stop();
     } else if (stopping && kill_at >= 0 && now >= kill_at) {
       if (bwrap) {
         SignalCgroup(rec, SIGKILL);
       } else {
-        RunCommand(runtime_cmd({"kill", "--all", rec.job_id, "KILL"}), err_fd, err_fd);
+        RunCommand(runtime_cmd({"kill", "--all", cid, "KILL"}), err_fd, err_fd);
       }
       kill_at = now + 1000;  // repeat until init is gone
     }
@@ -293,6 +381,15 @@ int ShimMain(int argc, char** argv) {
     // Not our child (should not happen: we are its subreaper). Exit status unknown.
     result.lost = true;
   }
+  if (!handed_over) {
+    // A prepared sandbox that never got a job: nothing to report; remove the container and the
+    // sandbox's directory (the runner forgets it when its start pipe reaches end of file).
+    if (start_fd >= 0) close(start_fd);
+    RunCommand({rt, "--root", rec.runtime_root, "delete", "--force", cid}, err_fd, err_fd);
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+    return 0;
+  }
   CgroupCounters st = ReadCgroupCounters(rec.memory_dir, rec.cpu_dir, rec.cgroup_v1);
   result.oom_killed = st.oom_kills > 0;
   result.usage.peak_memory_bytes = st.peak_memory_bytes;
@@ -315,7 +412,7 @@ int ShimMain(int argc, char** argv) {
     return code;
   }
   int code = finish(0);
-  RunCommand({rt, "--root", rec.runtime_root, "delete", "--force", rec.job_id}, err_fd, err_fd);
+  RunCommand({rt, "--root", rec.runtime_root, "delete", "--force", cid}, err_fd, err_fd);
   return code;
 }
 

@@ -45,6 +45,13 @@ struct JobRecord {
   std::vector<std::pair<std::string, std::string>> cgroup_writes;  // file, value, in order
   std::vector<std::string> cgroup_procs;                            // cgroup.procs files to join
   std::string seccomp_file;                                         // compiled BPF for bwrap
+  // The runtime's container id; empty means job_id. A prepared sandbox keeps the id it was
+  // created with ("prep-..."), so after the hand-over it differs from the job id.
+  std::string container_id;
+  // Started as a prepared sandbox (runtime/README.md "Prepared sandboxes"): pid 1 is the
+  // launcher and the shim takes the hand-over on its control pipe.
+  bool prepared = false;
+  const std::string& ContainerId() const { return container_id.empty() ? job_id : container_id; }
 };
 
 namespace shim {
@@ -132,7 +139,8 @@ inline std::string EncodeJobRecord(const JobRecord& r) {
                         {"kind", r.kind},                 {"exec_args", r.exec_args},
                         {"run_uid", r.run_uid},           {"run_gid", r.run_gid},
                         {"cgroup_dirs", r.cgroup_dirs},   {"cgroup_writes", r.cgroup_writes},
-                        {"cgroup_procs", r.cgroup_procs}, {"seccomp_file", r.seccomp_file}}
+                        {"cgroup_procs", r.cgroup_procs}, {"seccomp_file", r.seccomp_file},
+                        {"container_id", r.container_id}, {"prepared", r.prepared}}
       .dump();
 }
 
@@ -162,6 +170,9 @@ inline bool DecodeJobRecord(const std::string& text, JobRecord* r, std::string* 
     r->cgroup_writes = j.at("cgroup_writes").get<std::vector<std::pair<std::string, std::string>>>();
     r->cgroup_procs = j.at("cgroup_procs").get<std::vector<std::string>>();
     r->seccomp_file = j.at("seccomp_file").get<std::string>();
+    // Absent in records written before prepared sandboxes existed.
+    r->container_id = j.value("container_id", std::string());
+    r->prepared = j.value("prepared", false);
   } catch (const std::exception& e) {
     *err = std::string("job.json: ") + e.what();
     return false;

@@ -82,6 +82,10 @@ class RuntimeExecutorTest : public ::testing::Test {
       return absl::NotFoundError("no such GPU");
     };
     o.default_memory_bytes = 256ull << 20;
+    if (prepared_ > 0) {
+      o.runner.launcher_path = WARDEN_LAUNCHER_PATH;
+      o.prepared_per_pair = prepared_;
+    }
     auto e = CreateRuntimeExecutor(std::move(o));
     ASSERT_TRUE(e.ok()) << e.status();
     exec_ = std::move(*e);
@@ -119,6 +123,7 @@ class RuntimeExecutorTest : public ::testing::Test {
   std::unique_ptr<JobExecutor> exec_;
   std::vector<std::string> started_;
   int n_ = 0;
+  int prepared_ = 0;
 };
 
 TEST_F(RuntimeExecutorTest, RunsInTheSandboxWithExactlyTheAssignedGpu) {
@@ -225,6 +230,58 @@ TEST_F(RuntimeExecutorTest, LimitsReachTheSandboxOomAndWallTime) {
   st = WaitEnded(slow.job_id, std::chrono::seconds(20));
   EXPECT_EQ(st.state, ExecState::kExited) << st.reason;
   EXPECT_NE(st.reason.find("wall-time limit exceeded"), std::string::npos) << st.reason;
+}
+
+}  // namespace
+}  // namespace warden::agent
+
+namespace warden::agent {
+namespace {
+
+size_t PreparedWaiting(const fs::path& base) {
+  std::error_code ec;
+  size_t n = 0;
+  for (auto it = fs::directory_iterator(base / "sandbox" / "prepared", ec); !ec && it != fs::directory_iterator(); ++it) ++n;
+  return n;
+}
+
+bool RanPrepared(const fs::path& base, const std::string& id) {
+  return Slurp((base / "sandbox" / "jobs" / id / "job.json").string()).find("\"prepared\":true") != std::string::npos;
+}
+
+TEST_F(RuntimeExecutorTest, PreparedSandboxesServeATenantsNextJobOnly) {
+  exec_.reset();
+  prepared_ = 1;
+  Open();
+  ExecSpec first = Spec("acme", "echo first");
+  ASSERT_TRUE(Start(first).ok());
+  EXPECT_FALSE(RanPrepared(base_, first.job_id));  // nothing was waiting yet
+  for (int i = 0; i < 200 && PreparedWaiting(base_) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(PreparedWaiting(base_), 1u) << "no sandbox was prepared after acme's first job";
+  // Another tenant's job does not take acme's sandbox.
+  ExecSpec other = Spec("globex", "id -u");
+  ASSERT_TRUE(Start(other).ok());
+  EXPECT_FALSE(RanPrepared(base_, other.job_id));
+  // A job with a GPU starts cold.
+  ExecSpec gpu = Spec("acme", "ls /dev | grep nvidia");
+  gpu.gpu_uuids = {kGpu0};
+  ASSERT_TRUE(Start(gpu).ok());
+  EXPECT_FALSE(RanPrepared(base_, gpu.job_id));
+  // acme's next job is handed to the waiting sandbox, with its own command, env and limits.
+  ExecSpec second = Spec("acme", "echo second uid=$(id -u) home=$HOME pid=$$");
+  ASSERT_TRUE(Start(second).ok());
+  EXPECT_TRUE(RanPrepared(base_, second.job_id));
+  EXPECT_EQ(WaitEnded(second.job_id).state, ExecState::kExited);
+  EXPECT_EQ(Slurp(exec_->LogPaths(second.job_id).first), "second uid=1000 home=/tmp pid=1\n");
+  EXPECT_EQ(WaitEnded(gpu.job_id).state, ExecState::kExited);
+  EXPECT_EQ(Slurp(exec_->LogPaths(gpu.job_id).first), "nvidia0\n");
+  // The executor going away ends the sandboxes still waiting.
+  for (int i = 0; i < 200 && PreparedWaiting(base_) < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (const std::string& id : started_) WaitEnded(id);
+  exec_.reset();
+  for (int i = 0; i < 200 && PreparedWaiting(base_) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(PreparedWaiting(base_), 0u);
+  Open();  // for TearDown
 }
 
 }  // namespace

@@ -9,8 +9,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
@@ -38,6 +40,10 @@ std::string g_image_alpha, g_image_beta;
 std::string ShimPath() {
   const char* p = std::getenv("WARDEN_SHIM_PATH");
   return p ? p : WARDEN_SHIM_PATH;
+}
+std::string LauncherPath() {
+  const char* p = std::getenv("WARDEN_LAUNCHER_PATH");
+  return p ? p : WARDEN_LAUNCHER_PATH;
 }
 std::string HelperPath() {
   const char* p = std::getenv("WARDEN_ESCAPE_HELPER");
@@ -88,6 +94,7 @@ class RuncTest : public ::testing::Test {
       GTEST_SKIP() << g_skip;
     }
     name_ = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name_.begin(), name_.end(), '/', '-');  // parameterised tests: "Name/Prepared"
     state_ = g_base / ("state-" + name_);
     fs::remove_all(state_);
     Open();
@@ -113,6 +120,7 @@ class RuncTest : public ::testing::Test {
     o.runtime = kind_;
     o.state_dir = state_.string();
     o.shim_command = {ShimPath()};
+    o.launcher_path = LauncherPath();
     o.image_root = (g_base / "images").string();
     o.host_dev_dir = (g_base / "dev").string();
     o.cancel_grace = absl::Seconds(1);
@@ -147,9 +155,28 @@ class RuncTest : public ::testing::Test {
     JobResult result;
     std::string out, err;
   };
+  // Starts `s` cold, or with warm_ through a sandbox prepared for it beforehand (with the
+  // default limits of Spec(), so the job's own limits are the ones written at the hand-over).
+  absl::Status StartJob(const SandboxSpec& s) {
+    if (warm_) {
+      SandboxSpec like = s;
+      like.memory_bytes = 128ull << 20;
+      like.pids_max = 64;
+      like.cpu_millis = 1000;
+      absl::Status prepared = runner_->Prepare(like);
+      EXPECT_TRUE(prepared.ok()) << prepared;
+    }
+    absl::Status st = runner_->Start(s);
+    if (warm_ && st.ok()) {
+      auto info = runner_->Get(s.job_id);
+      EXPECT_TRUE(info.ok() && info->prepared) << s.job_id << " did not run in its prepared sandbox";
+    }
+    return st;
+  }
+
   Run RunJob(const SandboxSpec& s) {
     Run r;
-    absl::Status st = runner_->Start(s);
+    absl::Status st = StartJob(s);
     EXPECT_TRUE(st.ok()) << st;
     if (!st.ok()) return r;
     auto res = runner_->Wait(s.job_id, absl::Seconds(60));
@@ -177,7 +204,7 @@ class RuncTest : public ::testing::Test {
   void StartVictim() {
     victim_ = Spec("beta", "victim", Sh("echo victim-secret > /scratch/secret; i=0; while true; do "
                                         "i=$((i+1)); echo tick $i; sleep 0.1; done"));
-    ASSERT_TRUE(runner_->Start(victim_).ok());
+    ASSERT_TRUE(StartJob(victim_).ok());
   }
   void ExpectVictimUnharmed() {
     auto info = runner_->Get(victim_.job_id);
@@ -221,9 +248,22 @@ class RuncTest : public ::testing::Test {
   std::function<std::string(std::string)> hook_;
   SandboxSpec victim_;
   RuntimeKind kind_ = RuntimeKind::kRunc;
+  bool warm_ = false;  // start jobs through prepared sandboxes (SandboxPathTest's "Prepared")
 };
 
-TEST_F(RuncTest, RunsAJobAndCapturesOutputExitCodeAndUsage) {
+// The tests that must hold on both start paths: cold (a container per job) and prepared (a job
+// handed to a sandbox made before it arrived).
+class SandboxPathTest : public RuncTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    warm_ = GetParam();
+    RuncTest::SetUp();
+  }
+};
+INSTANTIATE_TEST_SUITE_P(Paths, SandboxPathTest, ::testing::Values(false, true),
+                         [](const ::testing::TestParamInfo<bool>& i) { return i.param ? "Prepared" : "Cold"; });
+
+TEST_P(SandboxPathTest, RunsAJobAndCapturesOutputExitCodeAndUsage) {
   Run r = RunJob(Spec("alpha", "a", Sh("echo hello; echo oops >&2; id -u; exit 3")));
   EXPECT_EQ(r.result.exit_code, 3);
   EXPECT_EQ(r.result.signal, 0);
@@ -235,8 +275,8 @@ TEST_F(RuncTest, RunsAJobAndCapturesOutputExitCodeAndUsage) {
   EXPECT_GT(r.result.usage.cpu_time_usec, 0u);
 }
 
-TEST_F(RuncTest, AStartFailureIsReportedWithTheRuntimesMessage) {
-  absl::Status st = runner_->Start(Spec("alpha", "nf", {"/bin/does-not-exist"}));
+TEST_P(SandboxPathTest, AStartFailureIsReportedWithTheRuntimesMessage) {
+  absl::Status st = StartJob(Spec("alpha", "nf", {"/bin/does-not-exist"}));
   EXPECT_EQ(st.code(), absl::StatusCode::kInternal);
   EXPECT_NE(std::string(st.message()).find("does-not-exist"), std::string::npos) << st;
   EXPECT_FALSE(runner_->Get(Id("nf")).ok());
@@ -271,9 +311,9 @@ TEST_F(RuncTest, TwoTenantsNeverShareAUidRangeEvenWhenSlotsRunOut) {
   EXPECT_EQ(RunJob(Spec("alpha", "three", {"/bin/true"})).result.exit_code, 0);
 }
 
-TEST_F(RuncTest, LogsAreReadableWhileTheJobRuns) {
+TEST_P(SandboxPathTest, LogsAreReadableWhileTheJobRuns) {
   SandboxSpec s = Spec("alpha", "l", Sh("echo first; sleep 30"));
-  ASSERT_TRUE(runner_->Start(s).ok());
+  ASSERT_TRUE(StartJob(s).ok());
   auto info = runner_->Get(s.job_id);
   ASSERT_TRUE(info.ok());
   std::string out;
@@ -285,11 +325,11 @@ TEST_F(RuncTest, LogsAreReadableWhileTheJobRuns) {
   EXPECT_EQ(runner_->Get(s.job_id)->state, JobState::kRunning);
 }
 
-TEST_F(RuncTest, CancelSendsTermThenKillAfterTheGracePeriod) {
+TEST_P(SandboxPathTest, CancelSendsTermThenKillAfterTheGracePeriod) {
   SandboxSpec polite = Spec("alpha", "p", Sh("trap 'echo got-term; exit 7' TERM; while true; do sleep 0.05; done"));
   SandboxSpec stubborn = Spec("alpha", "s", Sh("trap '' TERM; while true; do sleep 0.05; done"));
-  ASSERT_TRUE(runner_->Start(polite).ok());
-  ASSERT_TRUE(runner_->Start(stubborn).ok());
+  ASSERT_TRUE(StartJob(polite).ok());
+  ASSERT_TRUE(StartJob(stubborn).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_TRUE(runner_->Cancel(polite.job_id).ok());
   ASSERT_TRUE(runner_->Cancel(stubborn.job_id).ok());
@@ -304,9 +344,9 @@ TEST_F(RuncTest, CancelSendsTermThenKillAfterTheGracePeriod) {
   EXPECT_EQ(runner_->Cancel(polite.job_id).code(), absl::StatusCode::kFailedPrecondition);
 }
 
-TEST_F(RuncTest, SignalsReachTheJob) {
+TEST_P(SandboxPathTest, SignalsReachTheJob) {
   SandboxSpec s = Spec("alpha", "u", Sh("trap 'echo usr1; exit 5' USR1; while true; do sleep 0.05; done"));
-  ASSERT_TRUE(runner_->Start(s).ok());
+  ASSERT_TRUE(StartJob(s).ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   ASSERT_TRUE(runner_->Signal(s.job_id, SIGUSR1).ok());
   auto r = runner_->Wait(s.job_id, absl::Seconds(20));
@@ -315,7 +355,7 @@ TEST_F(RuncTest, SignalsReachTheJob) {
   EXPECT_FALSE(r->cancelled);
 }
 
-TEST_F(RuncTest, WallTimeLimitEndsTheJob) {
+TEST_P(SandboxPathTest, WallTimeLimitEndsTheJob) {
   SandboxSpec s = Spec("alpha", "w", {"/bin/sleep", "60"});
   s.wall_time = absl::Milliseconds(500);
   auto t0 = std::chrono::steady_clock::now();
@@ -327,9 +367,9 @@ TEST_F(RuncTest, WallTimeLimitEndsTheJob) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
-TEST_F(RuncTest, ARestartedRunnerReattachesToRunningJobs) {
+TEST_P(SandboxPathTest, ARestartedRunnerReattachesToRunningJobs) {
   SandboxSpec s = Spec("alpha", "r", Sh("sleep 1; echo finished; exit 4"));
-  ASSERT_TRUE(runner_->Start(s).ok());
+  ASSERT_TRUE(StartJob(s).ok());
   runner_.reset();  // the agent goes away; the shim keeps the job
   Open();
   auto list = runner_->List();
@@ -342,6 +382,20 @@ TEST_F(RuncTest, ARestartedRunnerReattachesToRunningJobs) {
   EXPECT_EQ(ReadFileToString(runner_->Get(s.job_id)->stdout_path).value_or(""), "finished\n");
   EXPECT_TRUE(runner_->Remove(s.job_id).ok());
   EXPECT_EQ(runner_->Get(s.job_id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(RuncTest, FinishedShimsAreReapedNotLeftAsZombies) {
+  SandboxSpec s = Spec("alpha", "z", {"/bin/true"});
+  ASSERT_TRUE(runner_->Start(s).ok());
+  int pid = 0;
+  std::ifstream(state_ / "jobs" / s.job_id / "shim.pid") >> pid;
+  ASSERT_GT(pid, 0);
+  EXPECT_EQ(getpgid(pid), pid) << "the shim runs in its own session";
+  ASSERT_TRUE(runner_->Wait(s.job_id, absl::Seconds(30)).ok());
+  ASSERT_TRUE(runner_->Remove(s.job_id).ok());  // waits for the shim's exit
+  // A zombie still answers kill(pid, 0); a reaped process does not.
+  EXPECT_EQ(kill(pid, 0), -1);
+  EXPECT_EQ(errno, ESRCH);
 }
 
 TEST_F(RuncTest, ListingWhileJobsStartNeverReportsThemLost) {
@@ -406,10 +460,204 @@ TEST_F(RuncTest, RefusesLoaderVariablesFromTheSpecAndFromATamperedImage) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Prepared sandboxes
+// ------------------------------------------------------------------------------------------------
+
+bool ContainerExists(const fs::path& state, const std::string& id) {
+  return std::system(("runc --root " + (state / "runtime").string() + " state " + id + " >/dev/null 2>&1").c_str()) == 0;
+}
+
+std::vector<std::string> PreparedIds(const fs::path& state) {
+  std::vector<std::string> ids;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(state / "prepared", ec)) ids.push_back(e.path().filename().string());
+  return ids;
+}
+
+TEST_F(RuncTest, APreparedSandboxTakesExactlyOneJobAndEndsWithIt) {
+  SandboxSpec like = Spec("alpha", "shape", {"/bin/true"});
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  EXPECT_EQ(runner_->PreparedCount("alpha", like.image), 1);
+  auto ids = PreparedIds(state_);
+  ASSERT_EQ(ids.size(), 1u);
+  const std::string container = ids[0];
+  EXPECT_TRUE(ContainerExists(state_, container));
+  // pid 1 of the job is the job itself (the launcher exec'd it), with nothing inherited from
+  // the launcher but stdio.
+  Run first = RunJob(Spec("alpha", "one", Sh("echo pid1=$(cat /proc/1/comm); ls /proc/self/fd | tr '\\n' ' '; echo; exit 3")));
+  EXPECT_EQ(first.result.exit_code, 3);
+  EXPECT_EQ(first.out, "pid1=sh\n0 1 2 3 \n") << first.err;  // 3: ls's own directory handle
+  EXPECT_TRUE(runner_->Get(Id("one"))->prepared);
+  EXPECT_EQ(runner_->PreparedCount("alpha", like.image), 0);
+  // The next job finds no prepared sandbox and starts cold.
+  Run second = RunJob(Spec("alpha", "two", {"/bin/true"}));
+  EXPECT_EQ(second.result.exit_code, 0);
+  EXPECT_FALSE(runner_->Get(Id("two"))->prepared);
+  // The used sandbox's container is gone once its job is removed.
+  ASSERT_TRUE(runner_->Remove(Id("one")).ok());
+  EXPECT_FALSE(ContainerExists(state_, container)) << "the prepared sandbox outlived its job";
+}
+
+TEST_F(RuncTest, AJobInAPreparedSandboxSeesNothingOfAnEarlierJob) {
+  SandboxSpec like = Spec("alpha", "shape", {"/bin/true"});
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  Run a = RunJob(Spec("alpha", "a", Sh("echo a-secret > /scratch/mark; echo a-secret > /tmp/mark; echo written")));
+  ASSERT_EQ(a.out, "written\n") << a.err;
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  Run b = RunJob(Spec("alpha", "b", Sh("cat /scratch/mark /tmp/mark 2>/dev/null; (ls -A /scratch; ls -A /tmp) | wc -l; "
+                                       "ls /proc | grep -c '^[0-9]'")));
+  EXPECT_TRUE(runner_->Get(Id("b"))->prepared);
+  EXPECT_EQ(b.out.find("a-secret"), std::string::npos) << b.out;
+  std::istringstream in(b.out);
+  int files = -1, pids = -1;
+  in >> files >> pids;
+  EXPECT_EQ(files, 0) << b.out;
+  EXPECT_LE(pids, 3) << b.out;  // sh and its pipeline: no launcher, no earlier job
+}
+
+TEST_F(RuncTest, OnlyAJobOfTheSameShapeTakesAPreparedSandbox) {
+  SandboxSpec like = Spec("alpha", "shape", {"/bin/true"});
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  // Another tenant (other uid range), another scratch size, egress: each starts cold.
+  SandboxSpec other_tenant = Spec("beta", "t", {"/bin/true"});
+  SandboxSpec other_scratch = Spec("alpha", "s", {"/bin/true"});
+  other_scratch.scratch_bytes = 32ull << 20;
+  SandboxSpec egress = Spec("alpha", "e", {"/bin/true"});
+  egress.egress_allowed = true;
+  for (const SandboxSpec& s : {other_tenant, other_scratch, egress}) {
+    EXPECT_EQ(RunJob(s).result.exit_code, 0);
+    EXPECT_FALSE(runner_->Get(s.job_id)->prepared) << s.job_id;
+  }
+  EXPECT_EQ(runner_->PreparedCount("alpha", like.image), 1);
+  // Different limits, argv, env and cwd are the job's own: the limits are in the sandbox's
+  // cgroup (read from the host while the job runs), the rest in the job.
+  SandboxSpec same = Spec("alpha", "same", Sh("pwd; echo $GREETING; sleep 30"));
+  same.cwd = "/bin";
+  same.env = {{"GREETING", "hello"}};
+  same.pids_max = 17;
+  same.memory_bytes = 96ull << 20;
+  ASSERT_TRUE(runner_->Start(same).ok());
+  auto info = runner_->Get(same.job_id);
+  ASSERT_TRUE(info.ok());
+  EXPECT_TRUE(info->prepared);
+  auto rec = DecodeJobRecord(ReadFileToString((state_ / "jobs" / same.job_id / "job.json").string()).value_or(""));
+  ASSERT_TRUE(rec.ok());
+  auto layout = DetectCgroupLayout();
+  ASSERT_TRUE(layout.ok());
+  auto limit = [&](const char* controller, const char* file) {
+    std::string v = ReadFileToString(layout->ControllerDir(layout->UsesV1() ? controller : "memory", rec->cgroups_path) +
+                                     "/" + file).value_or("?");
+    while (!v.empty() && v.back() == '\n') v.pop_back();
+    return v;
+  };
+  EXPECT_EQ(limit("pids", "pids.max"), "17");
+  EXPECT_EQ(limit("memory", layout->UsesV1() ? "memory.limit_in_bytes" : "memory.max"), std::to_string(96ull << 20));
+  std::string out;
+  for (int i = 0; i < 100 && out.size() < 11; ++i) {
+    out = ReadFileToString(info->stdout_path).value_or("");
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(out, "/bin\nhello\n");
+  ASSERT_TRUE(runner_->Cancel(same.job_id).ok());
+  EXPECT_TRUE(runner_->Wait(same.job_id, absl::Seconds(20)).ok());
+  // Jobs with GPUs or datasets never use one.
+  SandboxSpec gpu = like;
+  gpu.gpus = {{"GPU-00000000-1111-2222-3333-444444444444", "/dev/nvidia0", {}}};
+  EXPECT_EQ(runner_->Prepare(gpu).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(RuncTest, PreparedSandboxesEndWithTheirRunner) {
+  SandboxSpec like = Spec("alpha", "shape", {"/bin/true"});
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  auto ids = PreparedIds(state_);
+  ASSERT_EQ(ids.size(), 2u);
+  runner_->DropPrepared("alpha", like.image);
+  EXPECT_EQ(runner_->PreparedCount("alpha", like.image), 0);
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  runner_.reset();  // the agent goes away: its sandboxes must not wait for a job forever
+  for (int i = 0; i < 200 && !PreparedIds(state_).empty(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_TRUE(PreparedIds(state_).empty());
+  for (const std::string& id : ids) EXPECT_FALSE(ContainerExists(state_, id)) << id;
+}
+
+// The launcher alone, outside any container: one job description, then exec; anything else
+// (a second description, garbage) is refused without running anything.
+std::pair<int, std::string> Launch(const std::string& description) {
+  int job[2], report[2];
+  EXPECT_EQ(pipe(job), 0);
+  EXPECT_EQ(pipe(report), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    // Out of the way first, then to 3, 4, 5; the job pipe's write end must not stay open here.
+    int self = open(LauncherPath().c_str(), O_RDONLY);
+    int j = fcntl(job[0], F_DUPFD, 50), r = fcntl(report[1], F_DUPFD, 50), e = fcntl(self, F_DUPFD, 50);
+    for (int fd : {job[0], job[1], report[0], report[1], self}) close(fd);
+    dup2(j, 3);
+    dup2(r, 4);
+    dup2(e, 5);
+    for (int fd : {j, r, e}) close(fd);
+    execl(LauncherPath().c_str(), "launcher", nullptr);
+    _exit(99);
+  }
+  close(job[0]);
+  close(report[1]);
+  (void)!write(job[1], description.data(), description.size());
+  close(job[1]);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(report[0], buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(report[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), out};
+}
+
+std::string Description(const std::vector<std::string>& argv) {
+  std::string d = std::string("warden-job-1") + '\0' + "/" + '\0' + std::to_string(argv.size()) + '\0';
+  for (const std::string& a : argv) d += a + '\0';
+  return d + "1" + '\0' + "PATH=/bin:/usr/bin" + '\0';
+}
+
+TEST(LauncherTest, ExecsOneJobAndRefusesASecondOrAMalformedOne) {
+  fs::path marker = fs::temp_directory_path() / ("launcher_marker_" + std::to_string(getpid()));
+  fs::remove(marker);
+  // Control: one description runs.
+  auto [code, out] = Launch(Description({"touch", marker.string()}));
+  EXPECT_EQ(code, 0) << out;
+  EXPECT_EQ(out, "exec\n");
+  EXPECT_TRUE(fs::exists(marker));
+  fs::remove(marker);
+  // Two descriptions: nothing runs.
+  std::string two = Description({"touch", marker.string()}) + Description({"touch", marker.string()});
+  std::tie(code, out) = Launch(two);
+  EXPECT_EQ(code, 126);
+  EXPECT_NE(out.find("one job per sandbox"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(marker));
+  static const char kNoArgs[] = "warden-job-1\0/\0" "0\0" "0";
+  static const char kBadEnv[] = "warden-job-1\0/\0" "1\0" "true\0" "1\0" "NOEQUALS";
+  for (const std::string& bad : {std::string("warden-job-2") + '\0', std::string(kNoArgs, sizeof(kNoArgs)),
+                                 std::string(kBadEnv, sizeof(kBadEnv))}) {
+    std::tie(code, out) = Launch(bad);
+    EXPECT_EQ(code, 126) << out;
+    EXPECT_EQ(out.rfind("err malformed", 0), 0u) << out;
+  }
+  // End of file without a job (the runner dropped the sandbox): exit quietly.
+  std::tie(code, out) = Launch("");
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(out, "");
+  // A command that does not exist is reported.
+  std::tie(code, out) = Launch(Description({"/bin/does-not-exist"}));
+  EXPECT_EQ(code, 127);
+  EXPECT_NE(out.find("does-not-exist"), std::string::npos) << out;
+}
+
+// ------------------------------------------------------------------------------------------------
 // Escape attempts
 // ------------------------------------------------------------------------------------------------
 
-TEST_F(RuncTest, EscapeCannotSeeOtherJobsProcesses) {
+TEST_P(SandboxPathTest, EscapeCannotSeeOtherJobsProcesses) {
   StartVictim();
   Run r = RunJob(Spec("alpha", "ps", Sh("ls /proc | grep -c '^[0-9]'; ps -o pid,args")));
   std::istringstream in(r.out);
@@ -421,7 +669,7 @@ TEST_F(RuncTest, EscapeCannotSeeOtherJobsProcesses) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, EscapeCannotReadAnotherJobsFilesOrHostShadow) {
+TEST_P(SandboxPathTest, EscapeCannotReadAnotherJobsFilesOrHostShadow) {
   StartVictim();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::string victim_dir = (state_ / "jobs" / victim_.job_id).string();
@@ -445,7 +693,7 @@ TEST_F(RuncTest, EscapeCannotReadAnotherJobsFilesOrHostShadow) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, EscapeCannotWriteTheRootFilesystem) {
+TEST_P(SandboxPathTest, EscapeCannotWriteTheRootFilesystem) {
   StartVictim();
   Run r = RunJob(Spec("alpha", "wr", Sh("echo x > /bin/pwned && echo WROTE-BIN; echo x >> /etc/passwd && echo WROTE-ETC; "
                                         "echo ok > /scratch/f && echo scratch-ok; echo ok > /tmp/f && echo tmp-ok")));
@@ -460,9 +708,9 @@ TEST_F(RuncTest, EscapeCannotWriteTheRootFilesystem) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, EscapeThroughForbiddenSyscallsFails) { ExpectForbiddenSyscallsFail(); }
+TEST_P(SandboxPathTest, EscapeThroughForbiddenSyscallsFails) { ExpectForbiddenSyscallsFail(); }
 
-TEST_F(RuncTest, SeccompAloneStopsRawSocketsAndPtraceEvenWithCapabilities) {
+TEST_P(SandboxPathTest, SeccompAloneStopsRawSocketsAndPtraceEvenWithCapabilities) {
   // Hand the job CAP_NET_RAW and CAP_SYS_PTRACE (inside its user namespace): only the seccomp
   // profile is left to refuse these calls.
   hook_ = [](std::string text) {
@@ -487,7 +735,7 @@ TEST_F(RuncTest, SeccompAloneStopsRawSocketsAndPtraceEvenWithCapabilities) {
   EXPECT_EQ(Helper("alpha", "raw2", {"rawsock"}), "rawsock ok\n");
 }
 
-TEST_F(RuncTest, EscapeCannotReachHostLoopbackPorts) {
+TEST_P(SandboxPathTest, EscapeCannotReachHostLoopbackPorts) {
   StartVictim();
   int srv = socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(srv, 0);
@@ -509,7 +757,7 @@ TEST_F(RuncTest, EscapeCannotReachHostLoopbackPorts) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, EscapeThroughASetuidBinaryGainsNothing) {
+TEST_P(SandboxPathTest, EscapeThroughASetuidBinaryGainsNothing) {
   StartVictim();
   // A setuid binary owned by the container's root (as if it slipped into an image; import drops
   // these bits, see TarExtractTest.DropsDevicesAndSetuidBits).
@@ -612,14 +860,14 @@ TEST_F(FakeGpuTest, DeviceRulesRefuseAnUnassignedGpuOrDevMemEvenIfMounted) {
       << r.out << r.err;
 }
 
-TEST_F(RuncTest, EscapeToDevMemFails) {
+TEST_P(SandboxPathTest, EscapeToDevMemFails) {
   std::string out = Helper("alpha", "mem", {"open", "/dev/mem"});
   EXPECT_EQ(out.rfind("open fail", 0), 0u) << out;
   std::string kmsg = Helper("alpha", "kmsg", {"open", "/dev/kmsg"});
   EXPECT_EQ(kmsg.rfind("open fail", 0), 0u) << kmsg;
 }
 
-TEST_F(RuncTest, ForkBombStopsAtThePidsLimit) {
+TEST_P(SandboxPathTest, ForkBombStopsAtThePidsLimit) {
   StartVictim();
   SandboxSpec s = Spec("alpha", "fork", {"/bin/escape-helper", "forkbomb", "500"});
   s.pids_max = 32;
@@ -631,7 +879,7 @@ TEST_F(RuncTest, ForkBombStopsAtThePidsLimit) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, MemoryHogIsOomKilledInsideTheJobOnly) {
+TEST_P(SandboxPathTest, MemoryHogIsOomKilledInsideTheJobOnly) {
   StartVictim();
   SandboxSpec s = Spec("alpha", "hog", {"/bin/escape-helper", "hog", "1024"});
   s.memory_bytes = 64ull << 20;
@@ -643,7 +891,7 @@ TEST_F(RuncTest, MemoryHogIsOomKilledInsideTheJobOnly) {
   ExpectVictimUnharmed();
 }
 
-TEST_F(RuncTest, FillingScratchStopsAtItsSize) {
+TEST_P(SandboxPathTest, FillingScratchStopsAtItsSize) {
   StartVictim();
   SandboxSpec s = Spec("alpha", "fill", {"/bin/escape-helper", "fill", "/scratch/big"});
   s.scratch_bytes = 16ull << 20;
