@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -469,6 +470,51 @@ absl::Status SyncDir(const std::string& dir) {
   ::close(fd);
   if (rc != 0) return absl::ErrnoToStatus(err, StrCat("fsync directory ", dir));
   return absl::OkStatus();
+}
+
+absl::Status PutWholeFile(const std::string& path, std::string_view content, int mode,
+                          bool replace) {
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = StrCat(path, ".tmp-", ::getpid(), "-", counter.fetch_add(1));
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd < 0) return absl::ErrnoToStatus(errno, StrCat("create ", tmp));
+  bool ok = true;
+  for (std::string_view rest = content; ok && !rest.empty();) {
+    ssize_t n = ::write(fd, rest.data(), rest.size());
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) rest.remove_prefix(static_cast<size_t>(n));
+  }
+  ok = ok && ::fchmod(fd, static_cast<mode_t>(mode)) == 0 && ::fsync(fd) == 0;
+  int err = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    err = errno;
+  }
+  if (!ok) {
+    ::unlink(tmp.c_str());
+    return absl::ErrnoToStatus(err, StrCat("write ", tmp));
+  }
+  const int rc = replace ? ::rename(tmp.c_str(), path.c_str()) : ::link(tmp.c_str(), path.c_str());
+  err = errno;
+  if (!replace || rc != 0) ::unlink(tmp.c_str());
+  if (rc != 0) {
+    if (err == EEXIST) return absl::AlreadyExistsError(StrCat(path, " already exists"));
+    return absl::ErrnoToStatus(err, StrCat(replace ? "rename into " : "link into ", path));
+  }
+  const size_t slash = path.rfind('/');
+  return SyncDir(slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash)));
+}
+
+void RemoveTempFiles(const std::string& dir, std::string_view name) {
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return;
+  const std::string prefix = StrCat(name, ".tmp-");
+  while (dirent* e = ::readdir(d)) {
+    std::string_view n(e->d_name);
+    if (n.substr(0, prefix.size()) == prefix) ::unlinkat(::dirfd(d), e->d_name, 0);
+  }
+  ::closedir(d);
 }
 
 }  // namespace internal

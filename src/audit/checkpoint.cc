@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "audit/segment.h"
 #include "common/encoding.h"
 #include "common/strings.h"
 
@@ -192,30 +193,6 @@ absl::Status ErrnoStatus(int err, std::string_view what, const std::string& path
   return absl::ErrnoToStatus(err, StrCat(what, " ", path));
 }
 
-bool WriteAll(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return true;
-}
-
-absl::Status FsyncParentDir(const std::string& path) {
-  size_t slash = path.rfind('/');
-  std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return ErrnoStatus(errno, "open directory of", path);
-  int rc = ::fsync(fd);
-  int err = errno;
-  ::close(fd);
-  if (rc != 0) return ErrnoStatus(err, "fsync directory of", path);
-  return absl::OkStatus();
-}
-
 // Reads and parses an existing key file; `fd` is open on it and owned by the caller.
 absl::StatusOr<PkeyPtr> ReadKeyFile(int fd, const std::string& path) {
   struct stat st {};
@@ -266,22 +243,11 @@ absl::StatusOr<PkeyPtr> ReadKeyFile(int fd, const std::string& path) {
   return pkey;
 }
 
+// The key file appears whole or not at all (a kill between create and write used to leave an
+// empty key file, which every later start refuses as DataLoss); AlreadyExists when another
+// process created it first.
 absl::Status WriteNewKeyFile(const std::string& path, std::string_view pem) {
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd < 0) return ErrnoStatus(errno, "create audit key file", path);
-  bool ok = WriteAll(fd, pem) && ::fsync(fd) == 0;
-  int err = errno;
-  if (::close(fd) != 0 && ok) {
-    ok = false;
-    err = errno;
-  }
-  if (!ok) {
-    // A partial file would be refused as DataLoss on every later start; nothing was signed with
-    // this key yet, so removing it is safe.
-    ::unlink(path.c_str());
-    return ErrnoStatus(err, "write audit key file", path);
-  }
-  return FsyncParentDir(path);
+  return internal::PutWholeFile(path, pem, 0600, /*replace=*/false);
 }
 
 }  // namespace

@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <mutex>
@@ -927,18 +928,21 @@ absl::StatusOr<std::unique_ptr<AuditLog>> OpenAuditLog(const AuditOptions& optio
     return absl::UnavailableError(
         StrCat("cannot create audit dir ", options.dir, ": ", std::strerror(errno)));
   }
+  // Temporaries of a writer killed while creating the key files (PutWholeFile).
+  internal::RemoveTempFiles(options.dir, internal::kKeyFile);
+  internal::RemoveTempFiles(options.dir, internal::kPubKeyFile);
   WARDEN_ASSIGN_OR_RETURN(AuditSigningKey key, AuditSigningKey::LoadOrCreate(StrCat(
                                                    options.dir, "/", internal::kKeyFile)));
   // The public key beside the log, for convenience (an auditor should get it out of band:
-  // `gpuwarden audit pubkey`). Written once; never trusted by the server itself.
-  std::string pub_path = StrCat(options.dir, "/", internal::kPubKeyFile);
-  if (::access(pub_path.c_str(), F_OK) != 0) {
-    std::string pem = key.PublicKeyPem();
-    int fd = ::open(pub_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd >= 0) {
-      bool ok = ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size());
-      ::close(fd);
-      if (!ok) ::unlink(pub_path.c_str());
+  // `gpuwarden audit pubkey`); never trusted by the server itself. Rewritten (whole, by rename)
+  // whenever it is not exactly the key's, e.g. torn by a kill while an older version wrote it.
+  const std::string pub_path = StrCat(options.dir, "/", internal::kPubKeyFile);
+  const std::string pem = key.PublicKeyPem();
+  auto existing = internal::ReadWholeFile(pub_path);
+  if (!existing.ok() || *existing != pem) {
+    if (absl::Status s = internal::PutWholeFile(pub_path, pem, 0644, /*replace=*/true); !s.ok()) {
+      std::fprintf(stderr, "audit: cannot write %s: %s\n", pub_path.c_str(),
+                   std::string(s.message()).c_str());
     }
   }
   auto log = std::make_unique<MerkleAuditLog>(options, clock, std::move(key));

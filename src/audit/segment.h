@@ -81,4 +81,14 @@ absl::StatusOr<std::string> ReadWholeFile(const std::string& path);
 // fsync of the directory holding `path` (so a created or renamed file survives a crash).
 absl::Status SyncDir(const std::string& dir);
 
+// Writes `content` to a private temporary file beside `path` (mode `mode`), fsyncs it, and puts
+// it in place: with `replace`, renamed over whatever is at `path`; without, linked to `path`
+// only if nothing is there (AlreadyExists otherwise). So a kill at any point leaves `path`
+// absent, as it was, or whole, never empty or torn. The directory is synced. Leftover temporary
+// files of a killed writer are removed by RemoveTempFiles.
+absl::Status PutWholeFile(const std::string& path, std::string_view content, int mode,
+                          bool replace);
+// Removes `<dir>/<name>.tmp-*` files (PutWholeFile's temporaries left by a killed process).
+void RemoveTempFiles(const std::string& dir, std::string_view name);
+
 }  // namespace warden::audit::internal

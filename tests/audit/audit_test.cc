@@ -160,6 +160,37 @@ TEST_F(AuditLogTest, KeyIsCreated0600AndPublicKeyIsExported) {
   EXPECT_NE((*log)->PublicKeyPem().find("BEGIN PUBLIC KEY"), std::string::npos);
 }
 
+// A kill while the key files were written used to leave them empty or torn: an empty audit.key
+// refused every later start, a torn audit.pub failed `audit verify`. They are now written to a
+// temporary and linked or renamed into place; what such a kill leaves is cleaned up or healed.
+TEST_F(AuditLogTest, KeyFilesAreNeverLeftTornByAKill) {
+  // What a writer killed before its link leaves: a temporary beside the (absent) key file.
+  { std::ofstream(dir_ + "/audit.key.tmp-4242-0") << "-----BEGIN PRIV"; }
+  // What an older version killed mid-write left: an empty public key file.
+  { std::ofstream(dir_ + "/audit.pub") << ""; }
+  { std::ofstream(dir_ + "/audit.pub.tmp-4242-1") << "junk"; }
+  {
+    auto log = OpenAuditLog(Opts(), clock_);
+    ASSERT_TRUE(log.ok()) << log.status();
+    EXPECT_EQ(Slurp(dir_ + "/audit.pub"), (*log)->PublicKeyPem()) << "a torn audit.pub is rewritten";
+    ASSERT_TRUE((*log)->AppendForSeq(Event("/x")).ok());
+  }
+  for (const auto& e : std::filesystem::directory_iterator(dir_)) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp-"), std::string::npos)
+        << e.path() << " left behind";
+  }
+  // A stale public key (not this log's) is replaced too; the key itself is kept.
+  const std::string key_before = Slurp(dir_ + "/audit.key");
+  { std::ofstream(dir_ + "/audit.pub") << "-----BEGIN PUBLIC KEY-----\nAAAA\n"; }
+  auto log = OpenAuditLog(Opts(), clock_);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ(Slurp(dir_ + "/audit.pub"), (*log)->PublicKeyPem());
+  EXPECT_EQ(Slurp(dir_ + "/audit.key"), key_before);
+  struct stat st {};
+  ASSERT_EQ(stat((dir_ + "/audit.pub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0644);
+}
+
 TEST_F(AuditLogTest, ReopenTrimsTornTailAndContinuesNumbering) {
   {
     auto log = OpenAuditLog(Opts(), clock_);
