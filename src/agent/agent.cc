@@ -657,7 +657,7 @@ static int RunAgentMain(int argc, char** argv) {
   std::string server, token_file, data_dir, gpus = "nvml", name;
   bool inventory_only = false;
   std::string executor_name = "auto", oci_runtime = "auto";
-  int prepared_sandboxes = 0;
+  int prepared_sandboxes = 1;
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
   app.add_option("--join-token", token_file, "file holding the one-time join token (first start)");
   app.add_option("--data-dir", data_dir, "agent state: key, certificate, pinned CA");
@@ -675,7 +675,7 @@ static int RunAgentMain(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "runc", "crun", "bwrap"}));
   app.add_option("--prepared-sandboxes", prepared_sandboxes,
                  "sandboxes kept ready per recently run (tenant, image), so the next such job skips the "
-                 "container start (runc/crun; jobs with GPUs or datasets start cold); 0 (default): off")
+                 "container start (runc/crun; jobs with GPUs or datasets start cold); default 1, 0: off")
       ->check(CLI::Range(0, 4));
   try {
     app.parse(argc, argv);

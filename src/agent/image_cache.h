@@ -10,7 +10,7 @@
 // becomes visible. Images are addressed by content: two tenants that imported the same digest
 // get the same bytes, each in their own directory; which tenant may use which digest is the
 // server's decision (checked at submit and at fetch).
-// Used from the agent's session thread only; not thread-safe.
+// Used from the job runner's transfer worker only (one thread; job_runner.h); not thread-safe.
 #pragma once
 
 #include <cstdint>

@@ -314,6 +314,8 @@ class OciRunner final : public Runner {
     p->id = s.job_id;
     p->tenant = s.tenant;
     p->image = s.image;
+    p->rootfs_id = RootfsIdentity(s.tenant, s.image);
+    if (p->rootfs_id.empty()) return absl::NotFoundError(StrCat("image ", s.image, " is not here"));
     const std::string dir = PreparedDir(p->id);
     std::string text;
     {
@@ -412,6 +414,7 @@ class OciRunner final : public Runner {
     std::string tenant;
     std::string image;
     std::string shape;    // SpecShape() of its config.json
+    std::string rootfs_id;  // RootfsIdentity() of its image when it was prepared
     int start_fd = -1;    // read: the shim's "ok" acknowledging the hand-over
     int control_fd = -1;  // write: "handoff <wall ms> <job dir>\n" to the shim
     int job_fd = -1;      // write: the job description to the launcher
@@ -422,6 +425,18 @@ class OciRunner final : public Runner {
       }
     }
   };
+
+  // Which image root filesystem a sandbox was built on: device and inode of the imported image's
+  // rootfs directory ("host" for the host image). An image the agent's cache dropped and
+  // imported again (corrupted or changed on disk) gets a new directory, so a sandbox prepared on
+  // the old one no longer matches and is never handed a job: it would run on the old files.
+  std::string RootfsIdentity(const std::string& tenant, const std::string& image) const {
+    if (image == "host") return "host";
+    auto info = LookupImage(options_.image_root, tenant, image);
+    struct stat st {};
+    if (!info.ok() || stat(info->rootfs.c_str(), &st) != 0) return "";
+    return StrCat(st.st_dev, ":", st.st_ino);
+  }
 
   std::string PreparedRoot() const { return options_.state_dir + "/prepared"; }
   std::string PreparedDir(const std::string& id) const { return PreparedRoot() + "/" + id; }
@@ -564,17 +579,26 @@ class OciRunner final : public Runner {
     Json oci = Json::parse(text, nullptr, false);
     auto shape = SpecShape(text);
     if (!shape.ok() || !oci.is_object()) return std::nullopt;
+    const std::string rootfs_id = RootfsIdentity(spec.tenant, spec.image);
     std::unique_ptr<PreparedSandbox> p;
+    std::vector<std::unique_ptr<PreparedSandbox>> stale;  // built on an image since replaced
     {
       std::lock_guard<std::mutex> lock(prepared_mu_);
-      for (auto it = prepared_.begin(); it != prepared_.end(); ++it) {
-        if ((*it)->tenant == spec.tenant && (*it)->image == spec.image && (*it)->shape == *shape) {
+      for (auto it = prepared_.begin(); it != prepared_.end();) {
+        if ((*it)->tenant != spec.tenant || (*it)->image != spec.image) {
+          ++it;
+        } else if ((*it)->rootfs_id != rootfs_id) {
+          stale.push_back(std::move(*it));
+          it = prepared_.erase(it);
+        } else if (!p && (*it)->shape == *shape) {
           p = std::move(*it);
-          prepared_.erase(it);
-          break;
+          it = prepared_.erase(it);
+        } else {
+          ++it;
         }
       }
     }
+    stale.clear();  // ended as DropPrepared ends them: their shims remove the containers
     if (!p) return std::nullopt;
     const std::string dir = JobDir(spec.job_id);
     StartingMark started(this, spec.job_id);

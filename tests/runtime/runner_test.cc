@@ -515,6 +515,25 @@ TEST_F(RuncTest, AJobInAPreparedSandboxSeesNothingOfAnEarlierJob) {
   EXPECT_LE(pids, 3) << b.out;  // sh and its pipeline: no launcher, no earlier job
 }
 
+// The agent's image cache drops an image whose files changed on disk and imports it again: a
+// sandbox prepared on the old directory must never take a job (it would run on the old files).
+TEST_F(RuncTest, ASandboxPreparedOnAReplacedImageIsNeverUsed) {
+  auto delta = ImportImage((g_base / "images").string(), "delta", (g_base / "bb/oci").string());
+  ASSERT_TRUE(delta.ok()) << delta.status();
+  SandboxSpec like = Spec("delta", "stale", {"/bin/true"});
+  like.image = delta->digest;
+  ASSERT_TRUE(runner_->Prepare(like).ok());
+  EXPECT_EQ(runner_->PreparedCount("delta", delta->digest), 1);
+  // Replaced as ImageCache does after a failed VerifyImageRootfs: removed, then imported anew.
+  ASSERT_TRUE(RemoveImage((g_base / "images").string(), "delta", delta->digest).ok());
+  ASSERT_TRUE(ImportImage((g_base / "images").string(), "delta", (g_base / "bb/oci").string()).ok());
+  SandboxSpec job = Spec("delta", "fresh", {"/bin/true"});
+  job.image = delta->digest;
+  EXPECT_EQ(RunJob(job).result.exit_code, 0);
+  EXPECT_FALSE(runner_->Get(job.job_id)->prepared) << "handed to a sandbox on the old image";
+  EXPECT_EQ(runner_->PreparedCount("delta", delta->digest), 0) << "the stale sandbox was not ended";
+}
+
 TEST_F(RuncTest, OnlyAJobOfTheSameShapeTakesAPreparedSandbox) {
   SandboxSpec like = Spec("alpha", "shape", {"/bin/true"});
   ASSERT_TRUE(runner_->Prepare(like).ok());
