@@ -269,12 +269,13 @@ absl::StatusOr<JobService::PoolView> JobService::SetPoolDedication(
     // Jobs of other tenants that named this pool can never run there now; submitting one is
     // refused, so those already in the system end (their agents stop them) rather than wait
     // forever or fail obscurely at the next restart.
-    const sched::ClusterState& st = sched_->state();
+    // (A general pool closes to no one.)
+    const sched::PoolSpec& spec = sched_->state().pools[*pool].spec;
     std::vector<std::string> closed;
     for (const auto& [id, t] : active_) {
       const sched::JobRecord* r = sched_->FindJob(t.sid);
-      if (r == nullptr || !r->pool || *r->pool != *pool) continue;
-      const auto& ded = st.pools[*pool].spec.dedicated_to;
+      if (r == nullptr || !r->pool || *r->pool != *pool || !spec.dedicated()) continue;
+      const auto& ded = spec.dedicated_to;
       if (std::find(ded.begin(), ded.end(), r->tenant) == ded.end()) closed.push_back(id);
     }
     for (const std::string& id : closed) {

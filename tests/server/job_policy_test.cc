@@ -249,8 +249,15 @@ TEST_F(JobPolicyTest, PoolDedicationIsStoredAppliedAndSurvivesARestart) {
   EXPECT_EQ((*pools)[0].dedicated_to, std::vector<std::string>{"acme"});
   EXPECT_EQ((*pools)[0].updated_by, "usr_admin");
 
-  // General again: beta's waiting job runs there once acme's job is done.
+  // General again: a job that named the pool is not closed out by it (it may run there still),
+  // and beta's waiting job runs there once acme's job is done.
+  store::Job pinned_a =
+      Submit("ten_a", "acme", R"({"name":"pa","gpus":1,"pool":"gold","command":["true"]})");
+  ASSERT_TRUE(jobs_->Tick().ok());
+  ASSERT_EQ(Stored(pinned_a.id).state, "queued");  // the pool's one GPU is acme's other job's
   ASSERT_TRUE(jobs_->SetPoolDedication("gold", {}, "usr_admin").ok());
+  EXPECT_EQ(Stored(pinned_a.id).state, "queued") << Stored(pinned_a.id).reason;
+  ASSERT_TRUE(jobs_->Cancel("ten_a", pinned_a.id, absl::Seconds(1)).ok());
   Sync("nod_1", {{a.id, "exited", true, 0}});
   Sync("nod_1", {}, clean);
   ASSERT_TRUE(jobs_->Tick().ok());
