@@ -7,19 +7,18 @@
 // since the synthesized manifest depends only on the blobs, the same archive always yields the
 // same image digest (the server and every agent agree on it). See image.h.
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <memory>
 
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "runtime/image.h"
+#include "runtime/image_internal.h"
 #include "runtime/job_files.h"
 
 namespace warden::runtime {
@@ -49,54 +48,17 @@ absl::Status CheckArchivePath(std::string_view what, std::string_view p) {
   return absl::OkStatus();
 }
 
-struct FileDigest {
-  std::string hex;
-  int64_t size = 0;
-  bool gzip = false;  // starts with the gzip magic (1f 8b)
-};
-
-// sha256 and size of a regular file (never through a symlink).
-absl::StatusOr<FileDigest> DigestFile(const std::string& path, std::string_view what) {
-  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
+// sha256 and size of an archive member (never through a link), with errors naming it.
+absl::StatusOr<internal::FileDigest> DigestMember(const std::string& path, std::string_view what) {
+  auto d = internal::DigestFile(path);
+  if (absl::IsNotFound(d.status())) {
     return absl::InvalidArgumentError(
         StrCat(what, " is missing from the archive (or is a link, which is not followed)"));
   }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    close(fd);
+  if (absl::IsInvalidArgument(d.status())) {
     return absl::InvalidArgumentError(StrCat(what, " is not a regular file"));
   }
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
-    close(fd);
-    return absl::InternalError("sha256 init failed");
-  }
-  FileDigest out;
-  std::vector<unsigned char> buf(1 << 16);
-  for (;;) {
-    ssize_t n = read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int e = errno;
-      close(fd);
-      return absl::InternalError(StrCat("read ", what, ": ", std::strerror(e)));
-    }
-    if (n == 0) break;
-    if (out.size == 0 && n >= 2 && buf[0] == 0x1f && buf[1] == 0x8b) out.gzip = true;
-    EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(n));
-    out.size += n;
-  }
-  close(fd);
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), md, &len);
-  static const char kHex[] = "0123456789abcdef";
-  for (unsigned int i = 0; i < len; ++i) {
-    out.hex.push_back(kHex[md[i] >> 4]);
-    out.hex.push_back(kHex[md[i] & 15]);
-  }
-  return out;
+  return d;
 }
 
 // Moves `from` to blobs/sha256/<hex> (a layer listed twice is one blob).
@@ -172,14 +134,14 @@ absl::Status DockerArchiveToLayout(const std::string& dir) {
   fs::create_directories(dir + "/blobs/sha256", ec);
   if (ec) return absl::InternalError(StrCat("cannot create blobs/sha256: ", ec.message()));
 
-  WARDEN_ASSIGN_OR_RETURN(FileDigest config,
-                          DigestFile(StrCat(dir, "/", m.config), StrCat("config ", m.config)));
+  WARDEN_ASSIGN_OR_RETURN(internal::FileDigest config,
+                          DigestMember(StrCat(dir, "/", m.config), StrCat("config ", m.config)));
   WARDEN_RETURN_IF_ERROR(PlaceBlob(dir, StrCat(dir, "/", m.config), config.hex));
   Json layers = Json::array();
   for (size_t i = 0; i < m.layers.size(); ++i) {
     const std::string path = StrCat(dir, "/", m.layers[i]);
-    WARDEN_ASSIGN_OR_RETURN(FileDigest d,
-                            DigestFile(path, StrCat("layer ", i, " (", m.layers[i], ")")));
+    WARDEN_ASSIGN_OR_RETURN(internal::FileDigest d,
+                            DigestMember(path, StrCat("layer ", i, " (", m.layers[i], ")")));
     WARDEN_RETURN_IF_ERROR(PlaceBlob(dir, path, d.hex));
     layers.push_back(Json{{"mediaType", d.gzip ? "application/vnd.oci.image.layer.v1.tar+gzip"
                                                : "application/vnd.oci.image.layer.v1.tar"},
@@ -197,7 +159,7 @@ absl::Status DockerArchiveToLayout(const std::string& dir) {
   const std::string manifest_text = manifest.dump();
   const std::string tmp = dir + "/.manifest";
   WARDEN_RETURN_IF_ERROR(WriteFileAtomic(tmp, manifest_text, 0600, /*durable=*/false));
-  WARDEN_ASSIGN_OR_RETURN(FileDigest md, DigestFile(tmp, "synthesized manifest"));
+  WARDEN_ASSIGN_OR_RETURN(internal::FileDigest md, DigestMember(tmp, "synthesized manifest"));
   WARDEN_RETURN_IF_ERROR(PlaceBlob(dir, tmp, md.hex));
   Json index{{"schemaVersion", 2},
              {"manifests", Json::array({Json{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},

@@ -18,6 +18,7 @@
 #include "common/json.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "runtime/image_internal.h"
 #include "runtime/job_files.h"
 #include "runtime/runtime.h"
 #include "runtime/tar.h"
@@ -100,22 +101,13 @@ std::string BlobPath(const std::string& layout, const std::string& digest) {
 
 // Checks a blob's size and sha256 against its descriptor (DataLoss on mismatch).
 absl::Status VerifyBlob(const std::string& layout, const Descriptor& d) {
-  std::string path = BlobPath(layout, d.digest);
-  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return absl::InvalidArgumentError(StrCat("blob ", d.digest, " missing from the layout"));
-  Sha256 h;
-  std::vector<char> buf(1 << 16);
-  int64_t total = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    h.Update(buf.data(), static_cast<size_t>(n));
-    total += n;
+  auto f = internal::DigestFile(BlobPath(layout, d.digest));
+  if (absl::IsNotFound(f.status())) {
+    return absl::InvalidArgumentError(StrCat("blob ", d.digest, " missing from the layout"));
   }
-  close(fd);
-  if (total != d.size) return absl::DataLossError(StrCat("blob ", d.digest, ": size ", total, " but the descriptor says ", d.size));
-  std::string got = StrCat("sha256:", h.HexDigest());
+  if (!f.ok()) return absl::Status(f.status().code(), StrCat("blob ", d.digest, ": ", f.status().message()));
+  if (f->size != d.size) return absl::DataLossError(StrCat("blob ", d.digest, ": size ", f->size, " but the descriptor says ", d.size));
+  std::string got = StrCat("sha256:", f->hex);
   if (got != d.digest) return absl::DataLossError(StrCat("blob ", d.digest, ": content hashes to ", got));
   return absl::OkStatus();
 }
@@ -304,6 +296,35 @@ absl::StatusOr<ImageInfo> ImportLayout(const std::string& layout, const std::str
 }
 
 }  // namespace
+
+absl::StatusOr<internal::FileDigest> internal::DigestFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(StrCat("cannot open ", path, ": ", std::strerror(errno)));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(StrCat(path, " is not a regular file"));
+  }
+  Sha256 h;
+  FileDigest out;
+  std::vector<unsigned char> buf(1 << 16);
+  for (;;) {
+    ssize_t n = read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int e = errno;
+      close(fd);
+      return absl::InternalError(StrCat("read ", path, ": ", std::strerror(e)));
+    }
+    if (n == 0) break;
+    if (out.size == 0 && n >= 2 && buf[0] == 0x1f && buf[1] == 0x8b) out.gzip = true;
+    h.Update(buf.data(), static_cast<size_t>(n));
+    out.size += n;
+  }
+  close(fd);
+  out.hex = h.HexDigest();
+  return out;
+}
 
 absl::StatusOr<Descriptor> ParseImageIndex(std::string_view json) {
   WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(json));
