@@ -34,5 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (b->subject_kind != "user" && b->subject_kind != "token") std::abort();
   }
   (void)warden::api::DecodeCreateToken(body);
+  if (auto p = warden::api::DecodePoolDedication(body); p.ok()) {
+    if (p->dedicated_to.size() > 64) std::abort();
+  }
   return 0;
 }

@@ -176,4 +176,18 @@ absl::StatusOr<CreateTokenRequest> DecodeCreateToken(std::string_view body) {
   return r;
 }
 
+absl::StatusOr<PoolDedicationRequest> DecodePoolDedication(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"dedicated_to"}));
+  if (!j.contains("dedicated_to")) {
+    return absl::InvalidArgumentError(
+        "field \"dedicated_to\": required (tenant names; [] makes the pool general)");
+  }
+  PoolDedicationRequest r;
+  WARDEN_ASSIGN_OR_RETURN(r.dedicated_to, JsonFields::Of(j)->StringList("dedicated_to"));
+  if (r.dedicated_to.size() > 64) {
+    return absl::InvalidArgumentError("field \"dedicated_to\": at most 64 tenants");
+  }
+  return r;
+}
+
 }  // namespace warden::api

@@ -59,6 +59,12 @@ struct ChangePasswordRequest {
   std::string new_password;
 };
 
+// PUT /api/v1/pools/{pool} (issue 6): the tenants (names) the pool is dedicated to; empty makes
+// it a general pool. The field is required; at most 64 names.
+struct PoolDedicationRequest {
+  std::vector<std::string> dedicated_to;
+};
+
 absl::StatusOr<LoginRequest> DecodeLogin(std::string_view body);
 absl::StatusOr<MfaCodeRequest> DecodeMfaCode(std::string_view body);
 // A second factor as sent in a body field or the X-Warden-OTP header: a TOTP code (6 or 8 ASCII
@@ -71,5 +77,6 @@ absl::StatusOr<CreateUserRequest> DecodeCreateUser(std::string_view body);
 absl::StatusOr<CreateRoleRequest> DecodeCreateRole(std::string_view body);
 absl::StatusOr<CreateBindingRequest> DecodeCreateBinding(std::string_view body);
 absl::StatusOr<CreateTokenRequest> DecodeCreateToken(std::string_view body);
+absl::StatusOr<PoolDedicationRequest> DecodePoolDedication(std::string_view body);
 
 }  // namespace warden::api

@@ -8,6 +8,7 @@
 // The job service picks the new pool up in its next round (the route kicks it): jobs the new
 // pool does not admit (another tenant's dedicated pool, a job that named the old pool) are
 // requeued and their agents told to stop them (Scheduler::UpdateNodeMeta).
+#include "api/api.h"
 #include "common/status.h"
 #include "common/strings.h"
 #include "server/api_service.h"
@@ -59,20 +60,9 @@ absl::StatusOr<Json> ApiService::ListPools(Call&) {
 
 absl::StatusOr<Json> ApiService::PutPool(Call& c) {
   if (options_.jobs == nullptr) return absl::UnavailableError("the job service is not running");
-  WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(c.req.body.empty() ? "{}" : c.req.body));
-  if (!j.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
-  WARDEN_ASSIGN_OR_RETURN(auto f, common::JsonFields::Of(j));
-  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"dedicated_to"}));
-  if (!j.contains("dedicated_to")) {
-    return absl::InvalidArgumentError(
-        "field \"dedicated_to\": required (tenant names; [] makes the pool general)");
-  }
-  WARDEN_ASSIGN_OR_RETURN(std::vector<std::string> tenants, f.StringList("dedicated_to"));
-  if (tenants.size() > 64) {
-    return absl::InvalidArgumentError("field \"dedicated_to\": at most 64 tenants");
-  }
-  WARDEN_ASSIGN_OR_RETURN(auto view, options_.jobs->SetPoolDedication(c.req.params["pool"], tenants,
-                                                                      c.identity->user_id));
+  WARDEN_ASSIGN_OR_RETURN(api::PoolDedicationRequest r, api::DecodePoolDedication(c.req.body));
+  WARDEN_ASSIGN_OR_RETURN(auto view, options_.jobs->SetPoolDedication(
+                                         c.req.params["pool"], r.dedicated_to, c.identity->user_id));
   return PoolJson(view);
 }
 

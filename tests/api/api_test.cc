@@ -65,6 +65,23 @@ TEST(DecodeTest, ChangePasswordNeedsBothFieldsAndAnEightByteNewOne) {
   EXPECT_FALSE(DecodeChangePassword(R"({"current_password":1,"new_password":"12345678"})").ok());
 }
 
+TEST(DecodeTest, PoolDedicationNeedsItsListAndNothingElse) {
+  auto r = DecodePoolDedication(R"({"dedicated_to":["acme","beta"]})");
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->dedicated_to, (std::vector<std::string>{"acme", "beta"}));
+  EXPECT_TRUE(DecodePoolDedication(R"({"dedicated_to":[]})")->dedicated_to.empty());  // general
+  EXPECT_EQ(Err(DecodePoolDedication("{}").status()),
+            "field \"dedicated_to\": required (tenant names; [] makes the pool general)");
+  EXPECT_EQ(Err(DecodePoolDedication(R"({"dedicated":["acme"]})").status()),
+            "unknown field \"dedicated\"");
+  EXPECT_FALSE(DecodePoolDedication(R"({"dedicated_to":"acme"})").ok());
+  EXPECT_FALSE(DecodePoolDedication(R"({"dedicated_to":[1]})").ok());
+  EXPECT_FALSE(DecodePoolDedication("").ok());
+  std::string many = R"({"dedicated_to":[)";
+  for (int i = 0; i < 65; ++i) many += (i ? "," : "") + std::string("\"t") + std::to_string(i) + "\"";
+  EXPECT_EQ(Err(DecodePoolDedication(many + "]}").status()), "field \"dedicated_to\": at most 64 tenants");
+}
+
 TEST(DecodeTest, RoleNeedsPermissions) {
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[]})").ok());
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[1]})").ok());
