@@ -34,6 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (b->subject_kind != "user" && b->subject_kind != "token") std::abort();
   }
   (void)warden::api::DecodeCreateToken(body);
+  (void)warden::api::DecodeNodePool(body);
   if (auto p = warden::api::DecodePoolDedication(body); p.ok()) {
     if (p->dedicated_to.size() > 64) std::abort();
   }

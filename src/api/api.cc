@@ -190,4 +190,11 @@ absl::StatusOr<PoolDedicationRequest> DecodePoolDedication(std::string_view body
   return r;
 }
 
+absl::StatusOr<std::string> DecodeNodePool(std::string_view body) {
+  WARDEN_ASSIGN_OR_RETURN(common::Json j, ParseObject(body, {"pool"}));
+  WARDEN_ASSIGN_OR_RETURN(auto pool, JsonFields::Of(j)->OptionalString("pool"));
+  if (!pool) return absl::InvalidArgumentError("field \"pool\": required (the node's new pool)");
+  return *pool;
+}
+
 }  // namespace warden::api

@@ -78,5 +78,8 @@ absl::StatusOr<CreateRoleRequest> DecodeCreateRole(std::string_view body);
 absl::StatusOr<CreateBindingRequest> DecodeCreateBinding(std::string_view body);
 absl::StatusOr<CreateTokenRequest> DecodeCreateToken(std::string_view body);
 absl::StatusOr<PoolDedicationRequest> DecodePoolDedication(std::string_view body);
+// PATCH /api/v1/nodes/{node} (issue 6): {"pool": P}, the node's new pool (the field is required;
+// the name is checked by the cluster service).
+absl::StatusOr<std::string> DecodeNodePool(std::string_view body);
 
 }  // namespace warden::api

@@ -22,13 +22,8 @@ absl::StatusOr<Json> ApiService::PatchNode(Call& c) {
   if (options_.cluster == nullptr) {
     return absl::UnavailableError("the cluster service is not running");
   }
-  WARDEN_ASSIGN_OR_RETURN(Json j, common::ParseJsonStrict(c.req.body.empty() ? "{}" : c.req.body));
-  if (!j.is_object()) return absl::InvalidArgumentError("request body must be a JSON object");
-  WARDEN_ASSIGN_OR_RETURN(auto f, common::JsonFields::Of(j));
-  WARDEN_RETURN_IF_ERROR(f.OnlyKeys({"pool"}));
-  WARDEN_ASSIGN_OR_RETURN(auto pool, f.OptionalString("pool"));
-  if (!pool) return absl::InvalidArgumentError("field \"pool\": required (the node's new pool)");
-  WARDEN_ASSIGN_OR_RETURN(store::Node n, options_.cluster->SetPool(c.req.params["node"], *pool));
+  WARDEN_ASSIGN_OR_RETURN(std::string pool, api::DecodeNodePool(c.req.body));
+  WARDEN_ASSIGN_OR_RETURN(store::Node n, options_.cluster->SetPool(c.req.params["node"], pool));
   if (options_.jobs != nullptr) options_.jobs->Kick();  // the scheduler takes it this round
   return cluster::Cluster::NodeJson(n, false);
 }

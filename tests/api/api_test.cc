@@ -82,6 +82,13 @@ TEST(DecodeTest, PoolDedicationNeedsItsListAndNothingElse) {
   EXPECT_EQ(Err(DecodePoolDedication(many + "]}").status()), "field \"dedicated_to\": at most 64 tenants");
 }
 
+TEST(DecodeTest, NodePoolIsRequiredAndAlone) {
+  EXPECT_EQ(*DecodeNodePool(R"({"pool":"gpu-b"})"), "gpu-b");
+  EXPECT_EQ(Err(DecodeNodePool("{}").status()), "field \"pool\": required (the node's new pool)");
+  EXPECT_EQ(Err(DecodeNodePool(R"({"pool":"a","labels":{}})").status()), "unknown field \"labels\"");
+  EXPECT_FALSE(DecodeNodePool(R"({"pool":1})").ok());
+}
+
 TEST(DecodeTest, RoleNeedsPermissions) {
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[]})").ok());
   EXPECT_FALSE(DecodeCreateRole(R"({"name":"r","permissions":[1]})").ok());
