@@ -26,23 +26,6 @@ namespace {
 
 using common::Json;
 
-// A port nothing listens on right now (bound and released; the receiver takes it next).
-int FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    return 0;
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // One message as rsyslog wrote it: "VERSION HOSTNAME APP-NAME MSGID STRUCTURED-DATA".
 struct Received {
   std::string version, hostname, app_name, msgid, sd;

@@ -4,7 +4,10 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,6 +18,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -24,6 +28,29 @@
 #include "common/json.h"
 
 namespace warden::testing {
+
+// A loopback port for a process that must know its port before it starts (a server whose
+// redirect URIs or peers name it). It is taken from below the kernel's ephemeral range
+// (ip_local_port_range starts at 32768 by default), so no bind(0) or outgoing connection of a
+// parallel test can be handed it between this check and the caller's bind; 0 if none was free.
+inline int FreeLoopbackPort() {
+  std::random_device rd;
+  std::mt19937 pick(rd() ^ static_cast<unsigned>(getpid()));
+  std::uniform_int_distribution<int> in_range(20000, 32000);
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    const int port = in_range(pick);
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    const bool free = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(fd);
+    if (free) return port;
+  }
+  return 0;
+}
 
 inline std::string Env(const char* name) {
   const char* v = std::getenv(name);

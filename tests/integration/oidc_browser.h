@@ -35,22 +35,6 @@ struct Idp {
   std::string ca_path;
 };
 
-// A loopback port that was free a moment ago (0 if none could be found).
-inline int FreeLoopbackPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(a);
-  int port = 0;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
-    port = ntohs(a.sin_port);
-  }
-  ::close(fd);
-  return port;
-}
-
 // The IdP under test: WARDEN_TEST_OIDC_ISSUER/_CA when set (tools/run-tests.sh), else one
 // started here with tools/oidc-start.sh (needs tools/node). `tag` keeps parallel starts apart.
 // issuer or ca_pem stay empty when none is available (callers fail under CI=true, else skip).
@@ -63,8 +47,7 @@ inline Idp* StartTestIdp(const std::string& tag, bool own = false) {
   }
   if (idp->issuer.empty()) {
     idp->dir = ::testing::TempDir() + "warden_oidc_" + tag + "_" + std::to_string(getpid());
-    int port = FreeLoopbackPort();
-    if (port == 0) port = 20000 + static_cast<int>((getpid() * 7 + std::hash<std::string>{}(tag)) % 20000);
+    const int port = warden::testing::FreeLoopbackPort();
     auto r = RunShell("bash tools/oidc-start.sh " + idp->dir + " " + std::to_string(port));
     if (r.code == 0) {
       std::string out = r.out;

@@ -63,7 +63,7 @@ class SsoIntegrationTest : public ::testing::Test {
   // Starts gpuwarden with the test IdP as provider "testidp"; the admin creates tenants ml and
   // other. `mfa` is the server's MFA policy line.
   void StartServer(const std::string& mfa = "mfa: {required_for: none}\n") {
-    const int port = FreeLoopbackPort();
+    const int port = warden::testing::FreeLoopbackPort();
     ASSERT_GT(port, 0);
     secret_file_ = ::testing::TempDir() + "warden_sso_secret_" + std::to_string(getpid()) + "_" +
                    std::to_string(port);
