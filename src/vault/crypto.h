@@ -48,7 +48,7 @@ struct MdCtxDeleter {
 };
 using MdCtxPtr = std::unique_ptr<evp_md_ctx_st, MdCtxDeleter>;
 
-// Incremental SHA-256 whose state can be copied (to resume an upload after re-hashing its prefix).
+// Incremental SHA-256 (copyable: the copy continues from the same state).
 class Sha256Stream {
  public:
   Sha256Stream();

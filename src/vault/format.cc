@@ -242,18 +242,6 @@ absl::StatusOr<std::unique_ptr<ObjectEncryptor>> ObjectEncryptor::Create(std::st
   return e;
 }
 
-absl::StatusOr<std::unique_ptr<ObjectEncryptor>> ObjectEncryptor::Resume(
-    std::string_view data_key, const ObjectHeader& header, uint64_t next_chunk,
-    const internal::Sha256Stream& hash, ByteSink sink) {
-  std::unique_ptr<ObjectEncryptor> e(new ObjectEncryptor());
-  WARDEN_RETURN_IF_ERROR(e->Init(data_key, header, std::move(sink)));
-  if (next_chunk >= kMaxChunks) return absl::InvalidArgumentError("chunk counter exhausted");
-  e->next_chunk_ = next_chunk;
-  e->plaintext_bytes_ = next_chunk * e->chunk_size_;
-  e->hash_ = hash;
-  return e;
-}
-
 absl::Status ObjectEncryptor::Seal(const char* data, size_t len, bool final) {
   // The counter is the data key's usage counter: past 2^32 chunks a nonce would repeat.
   if (next_chunk_ >= kMaxChunks) {
@@ -299,6 +287,15 @@ absl::Status ObjectEncryptor::Update(std::string_view p) {
     buf_len_ += n;
     p.remove_prefix(n);
   }
+  return absl::OkStatus();
+}
+
+absl::Status ObjectEncryptor::WriteHeldAhead() {
+  if (finished_) return absl::FailedPreconditionError("encryptor already finished");
+  if (buf_len_ != chunk_size_) return absl::OkStatus();  // a partial chunk is always the final one
+  WARDEN_RETURN_IF_ERROR(Seal(buf_.data(), buf_len_, false));
+  ahead_ = next_chunk_;
+  --next_chunk_;  // sealed again (not final, or final) when its fate is known
   return absl::OkStatus();
 }
 

@@ -64,25 +64,23 @@ class ObjectEncryptor {
                                                                  const ObjectHeader& header,
                                                                  ByteSink sink,
                                                                  bool hash_plaintext = true);
-  // Continues an object whose first `next_chunk` chunks (all full, none final) were already
-  // written, with `hash` the SHA-256 state over their plaintext. Writes no header.
-  static absl::StatusOr<std::unique_ptr<ObjectEncryptor>> Resume(std::string_view data_key,
-                                                                 const ObjectHeader& header,
-                                                                 uint64_t next_chunk,
-                                                                 const internal::Sha256Stream& hash,
-                                                                 ByteSink sink);
   ~ObjectEncryptor();
 
   absl::Status Update(std::string_view plaintext);
   // Seals the buffered tail as the final chunk (possibly empty). No Update afterwards.
   absl::Status Finish();
-  // Writes every full buffered chunk except the one kept back (it may be the final one) and
-  // returns how many chunks were written in total (for resumable uploads: the durable prefix).
-  uint64_t chunks_written() const { return next_chunk_; }
+  // Also writes the chunk kept back, when it is full, sealed as not final, and keeps it: more
+  // data seals it again as not final (the same bytes: same key, nonce and plaintext) and
+  // Finish() as the final chunk (its own nonce). The caller's sink must write that second
+  // sealing over the first (a resumed upload seeks its file back by one sealed chunk). So a
+  // prefix of whole chunks is all on the sink while the last may still become the final one.
+  absl::Status WriteHeldAhead();
+  // How many chunks reached the sink (for resumable uploads: the durable prefix). Update keeps
+  // the last full chunk back (it may be the final one) unless WriteHeldAhead wrote it.
+  uint64_t chunks_written() const { return next_chunk_ > ahead_ ? next_chunk_ : ahead_; }
   uint64_t plaintext_bytes() const { return plaintext_bytes_; }
   // Bytes of plaintext held back in the buffer (not yet sealed).
   size_t buffered() const { return buf_len_; }
-  const internal::Sha256Stream& hash_state() const { return hash_; }
   // Raw SHA-256 of the plaintext; valid after Finish() with hashing on.
   const std::string& sha256() const { return sha256_; }
   // The content digest tag (32 bytes): HMAC-SHA256, under a key derived from the data key, over
@@ -107,6 +105,7 @@ class ObjectEncryptor {
   std::string out_;
   uint32_t chunk_size_ = 0;
   uint64_t next_chunk_ = 0;
+  uint64_t ahead_ = 0;  // chunks on the sink counting one written ahead by WriteHeldAhead
   uint64_t plaintext_bytes_ = 0;
   bool hash_on_ = true;
   bool finished_ = false;
@@ -151,7 +150,6 @@ class ObjectDecryptor {
 
   uint64_t chunks() const { return next_chunk_; }
   uint64_t plaintext_bytes() const { return plaintext_bytes_; }
-  const internal::Sha256Stream& hash_state() const { return hash_; }
   // Raw SHA-256 of the plaintext, after a successful Finish().
   const std::string& sha256() const { return sha256_; }
   const ObjectHeader& header() const { return header_; }

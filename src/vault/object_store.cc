@@ -81,6 +81,17 @@ common::Json LabelsJson(const Labels& labels) {
   return j;
 }
 
+// An upload's ciphertext file: "data.part", then "data.<n>.part" after its n-th re-key.
+std::string PartFileName(uint64_t rekeys) {
+  return rekeys == 0 ? std::string("data.part") : StrCat("data.", rekeys, ".part");
+}
+
+// How often an upload was re-keyed on resume (0 for states written before re-keying existed).
+uint64_t UploadRekeys(const common::Json& state) {
+  auto it = state.find("rekeys");
+  return it != state.end() && it->is_number_unsigned() ? it->get<uint64_t>() : 0;
+}
+
 }  // namespace
 
 absl::Status ValidateLabels(const Labels& labels) {
@@ -167,6 +178,7 @@ struct ObjectStore::Session {
   uint32_t chunk_size = 0;
   std::string salt;
   int64_t created_unix = 0;
+  std::string part;  // path of the upload's current ciphertext file
   int fd = -1;
   std::unique_ptr<ObjectEncryptor> enc;
   // Put with the pipeline hashes on a helper thread, not in the encryptor; the raw SHA-256 it
@@ -249,15 +261,22 @@ absl::Status ObjectStore::Recover() {
       }
     }
     for (const auto& udir : fs::directory_iterator(tdir.path() / "uploads", ec2)) {
-      bool keep = fs::exists(udir.path() / "state.json") && fs::exists(udir.path() / "data.part");
-      if (!keep) {
+      // The state names the current part file; others are the old or new file of a re-key
+      // (LoadSession) that a crash interrupted, never referenced, so removing them loses nothing.
+      std::string current;
+      auto state_text = internal::ReadSmallFile((udir.path() / "state.json").string());
+      if (state_text.ok()) {
+        auto state = common::ParseJsonStrict(*state_text);
+        if (state.ok() && state->is_object()) current = PartFileName(UploadRekeys(*state));
+      }
+      if (current.empty() || !fs::exists(udir.path() / current)) {
         fs::remove_all(udir.path(), ec);
         continue;
       }
       for (const auto& f : fs::directory_iterator(udir.path(), ec)) {
-        if (f.path().filename().string().find(".tmp.") != std::string::npos) {
-          fs::remove(f.path(), ec);
-        }
+        const std::string fn = f.path().filename().string();
+        const bool stray_part = fn.size() > 5 && fn.substr(fn.size() - 5) == ".part" && fn != current;
+        if (fn.find(".tmp.") != std::string::npos || stray_part) fs::remove(f.path(), ec);
       }
     }
   }
@@ -378,7 +397,8 @@ absl::StatusOr<UploadState> ObjectStore::BeginUploadImpl(std::string_view tenant
   s->upload_id = common::NewId(*options_.rng, "upl");
   std::string udir = UploadDir(tenant, s->upload_id);
   WARDEN_RETURN_IF_ERROR(internal::MakeDirs(udir));
-  std::string part = udir + "/data.part";
+  std::string part = udir + "/" + PartFileName(0);
+  s->part = part;
   s->fd = ::open(part.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (s->fd < 0) {
     internal::Wipe(dek);
@@ -404,6 +424,7 @@ absl::StatusOr<UploadState> ObjectStore::BeginUploadImpl(std::string_view tenant
                         {"salt", common::Base64UrlEncode(s->salt)},
                         {"kek_version", wrapped->kek_version},
                         {"wrapped_key", common::Base64UrlEncode(wrapped->blob)},
+                        {"rekeys", 0},
                         {"created_unix", s->created_unix}};
   WARDEN_RETURN_IF_ERROR(internal::WriteFileAtomic(udir + "/state.json", state.dump(1)));
   UploadState out{s->upload_id, s->tenant, s->name, s->object_id, s->version, 0, 0};
@@ -412,9 +433,16 @@ absl::StatusOr<UploadState> ObjectStore::BeginUploadImpl(std::string_view tenant
   return out;
 }
 
-// Rebuilds a session from disk after a restart: verifies the chunks already written (decrypting
-// them recomputes the SHA-256 state), cuts off a torn or unverifiable tail, and resumes there.
-absl::Status ObjectStore::LoadSessionLocked(Session& s) {
+// Rebuilds a session from disk after a restart. The chunks that verify are kept; a torn or
+// unverifiable tail after them is dropped. The upload then goes on under a fresh data key and
+// salt ("re-key"): the crash may have left the next chunk index sealed, whole or in part, on the
+// disk, and sealing different bytes at that index under the old key would reuse a GCM nonce (a
+// copy of the disk would show the XOR of the two plaintexts, and two whole tags under one nonce
+// give away the authentication key). So the verified prefix is decrypted and re-encrypted into a
+// new part file, and the atomic rewrite of state.json (new salt, wrapped key and part file name)
+// makes it current. A crash before that rewrite leaves the old part current; after it, the old
+// one is unreferenced (Recover removes it).
+absl::Status ObjectStore::LoadSession(Session& s) {
   std::string udir = UploadDir(s.tenant, s.upload_id);
   auto text = internal::ReadSmallFile(udir + "/state.json");
   if (absl::IsNotFound(text.status())) {
@@ -423,6 +451,7 @@ absl::Status ObjectStore::LoadSessionLocked(Session& s) {
   if (!text.ok()) return text.status();
   auto j = common::ParseJsonStrict(*text);
   WrappedKey wk;
+  uint64_t rekeys = 0;
   try {
     if (!j.ok() || (*j)["tenant"] != s.tenant || (*j)["upload_id"] != s.upload_id) {
       return absl::DataLossError(StrCat("upload state of ", s.upload_id, " is corrupt"));
@@ -436,79 +465,132 @@ absl::Status ObjectStore::LoadSessionLocked(Session& s) {
     s.created_unix = (*j)["created_unix"].get<int64_t>();
     wk.kek_version = (*j)["kek_version"].get<uint32_t>();
     wk.blob = common::Base64UrlDecode((*j)["wrapped_key"].get<std::string>()).value_or("");
+    rekeys = UploadRekeys(*j);
   } catch (const std::exception& e) {
     return absl::DataLossError(StrCat("upload state of ", s.upload_id, " is corrupt: ", e.what()));
   }
   WARDEN_RETURN_IF_ERROR(ValidateComponent("object id", s.object_id));
-  WARDEN_ASSIGN_OR_RETURN(std::string dek,
-                          keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk));
-  std::string part = udir + "/data.part";
-  int fd = ::open(part.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) {
-    internal::Wipe(dek);
-    return Errno("cannot open", part);
+  if (s.chunk_size < kMinChunkSize || s.chunk_size > kMaxChunkSize) {
+    return absl::DataLossError(StrCat("upload state of ", s.upload_id, " has a bad chunk size"));
   }
-  s.fd = fd;
-  ObjectHeader h{s.chunk_size, s.salt, s.tenant, s.object_id, s.version};
-  std::string header = EncodeHeader(h);
-  auto dec = ObjectDecryptor::Create(
-      dek, {s.tenant, s.object_id, s.version}, [](std::string_view) { return absl::OkStatus(); },
-      /*expect_final=*/false);
-  if (!dec.ok()) {
-    internal::Wipe(dek);
-    return dec.status();
-  }
+  const std::string old_part = StrCat(udir, "/", PartFileName(rekeys));
+  const std::string new_part = StrCat(udir, "/", PartFileName(rekeys + 1));
+  struct Fd {
+    int fd = -1;
+    ~Fd() {
+      if (fd >= 0) ::close(fd);
+    }
+  } in, out;
+  in.fd = ::open(old_part.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (in.fd < 0) return Errno("cannot open", old_part);
   struct stat st {};
-  ::fstat(fd, &st);
+  if (::fstat(in.fd, &st) != 0) return Errno("cannot stat", old_part);
+  const ObjectHeader old_header{s.chunk_size, s.salt, s.tenant, s.object_id, s.version};
+  const uint64_t header_size = EncodeHeader(old_header).size();
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size < header_size) {
+    return absl::DataLossError(StrCat("upload ", s.upload_id, " lost its header; start again"));
+  }
+
+  // The new file: a fresh data key and salt, the same object, version and chunk size.
+  ::unlink(new_part.c_str());  // left by a re-key that a crash cut short
+  out.fd = ::open(new_part.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (out.fd < 0) return Errno("cannot create", new_part);
+  auto discard_new = [&](absl::Status why) {
+    ::unlink(new_part.c_str());
+    return why;
+  };
+  std::string new_dek = options_.rng->Bytes(internal::kKeySize);
+  const std::string new_salt = options_.rng->Bytes(32);
+  const ObjectHeader new_header{s.chunk_size, new_salt, s.tenant, s.object_id, s.version};
+  const int out_fd = out.fd;
+  auto enc = ObjectEncryptor::Create(
+      new_dek, new_header, [out_fd](std::string_view b) { return WriteAll(out_fd, b); });
+  if (!enc.ok()) {
+    internal::Wipe(new_dek);
+    return discard_new(enc.status());
+  }
+
+  // Verify the old file's whole chunks, handing each verified chunk's plaintext to the new file.
+  auto old_dek = keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk);
+  if (!old_dek.ok()) {
+    internal::Wipe(new_dek);
+    return discard_new(old_dek.status());
+  }
+  absl::Status write_error;
+  auto dec = ObjectDecryptor::Create(
+      *old_dek, {s.tenant, s.object_id, s.version},
+      [&](std::string_view plain) {
+        write_error = (*enc)->Update(plain);
+        return write_error;
+      },
+      /*expect_final=*/false, /*hash_plaintext=*/false);
+  internal::Wipe(*old_dek);
+  if (!dec.ok()) {
+    internal::Wipe(new_dek);
+    return discard_new(dec.status());
+  }
   const uint64_t ct = s.chunk_size + kChunkTagSize;
-  uint64_t size = static_cast<uint64_t>(st.st_size);
-  uint64_t whole = size < header.size() ? 0 : (size - header.size()) / ct;
+  const uint64_t to_read = header_size + (size - header_size) / ct * ct;
   std::string buf(kIoBuffer, '\0');
-  uint64_t to_read = header.size() + whole * ct;
-  uint64_t off = 0;
   absl::Status vs;
-  if (size < header.size()) vs = absl::DataLossError("upload header torn");
-  while (vs.ok() && off < to_read) {
+  for (uint64_t off = 0; vs.ok() && off < to_read;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), to_read - off));
-    ssize_t r = ::pread(fd, buf.data(), n, static_cast<off_t>(off));
+    ssize_t r = ::pread(in.fd, buf.data(), n, static_cast<off_t>(off));
     if (r <= 0) {
-      vs = Errno("cannot read", part);
-      break;
+      internal::Wipe(new_dek);
+      return discard_new(Errno("cannot read", old_part));
     }
     vs = (*dec)->Update(std::string_view(buf.data(), static_cast<size_t>(r)));
     off += static_cast<uint64_t>(r);
   }
   if (vs.ok()) vs = (*dec)->Finish();
-  uint64_t good = (*dec)->chunks();  // verified chunks, even when a later one failed
-  if (!vs.ok() && size < header.size()) {
-    internal::Wipe(dek);
-    return absl::DataLossError(StrCat("upload ", s.upload_id, " lost its header; start again"));
+  // A chunk that does not verify ends the kept prefix; the sink's own failure is an I/O error.
+  if (!write_error.ok()) {
+    internal::Wipe(new_dek);
+    return discard_new(write_error);
   }
-  if (::ftruncate(fd, static_cast<off_t>(header.size() + good * ct)) != 0 ||
-      ::lseek(fd, 0, SEEK_END) < 0 || ::fsync(fd) != 0) {
-    internal::Wipe(dek);
-    return Errno("cannot truncate", part);
+  const uint64_t good = (*dec)->chunks();
+  if ((*enc)->plaintext_bytes() != good * s.chunk_size) {
+    internal::Wipe(new_dek);
+    return discard_new(absl::InternalError(StrCat("upload ", s.upload_id, ": re-key kept ",
+                                                  (*enc)->plaintext_bytes(), " bytes of ", good,
+                                                  " chunks")));
   }
-  // The decryptor's hash state covers exactly the `good` chunks only when all verified; after a
-  // failure recompute it over the kept prefix.
-  internal::Sha256Stream hash = (*dec)->hash_state();
-  if (!vs.ok()) {
-    hash = internal::Sha256Stream();
-    auto redo = ObjectDecryptor::Create(
-        dek, {s.tenant, s.object_id, s.version}, [](std::string_view) { return absl::OkStatus(); },
-        false);
-    std::string data(header.size() + good * ct, '\0');
-    if (::pread(fd, data.data(), data.size(), 0) != static_cast<ssize_t>(data.size()) ||
-        !(*redo)->Update(data).ok() || !(*redo)->Finish().ok()) {
-      internal::Wipe(dek);
-      return absl::DataLossError(StrCat("upload ", s.upload_id, " cannot be resumed"));
-    }
-    hash = (*redo)->hash_state();
+  // Every verified chunk goes to the new file now, the last one sealed as not final; it stays
+  // in the encryptor too, and the next sealing of it (more data, or the commit's final chunk)
+  // is written over it. So `durable` never goes back, and the object never ends in an empty
+  // final chunk (a reader takes the chunk count from the size).
+  const size_t held = (*enc)->buffered();
+  absl::Status ahead = (*enc)->WriteHeldAhead();
+  if (!ahead.ok() || ::fsync(out.fd) != 0 ||
+      (held == s.chunk_size &&
+       ::lseek(out.fd, static_cast<off_t>(EncodeHeader(new_header).size() + (good - 1) * ct),
+               SEEK_SET) < 0)) {
+    internal::Wipe(new_dek);
+    return discard_new(ahead.ok() ? Errno("fsync", new_part) : ahead);
   }
-  auto enc = ObjectEncryptor::Resume(dek, h, good, hash,
-                                     [fd](std::string_view b) { return WriteAll(fd, b); });
-  internal::Wipe(dek);
-  if (!enc.ok()) return enc.status();
+  Hook("rekey");
+
+  // Commit point: state.json names the new file, salt and key. Under mu_, as a rotation
+  // rewrites upload states under it too; the key is wrapped under the tenant's current version.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto wrapped = keyring_.Wrap(s.tenant, KeyContext(s.object_id, s.version), new_dek);
+    internal::Wipe(new_dek);
+    if (!wrapped.ok()) return discard_new(wrapped.status());
+    (*j)["salt"] = common::Base64UrlEncode(new_salt);
+    (*j)["kek_version"] = wrapped->kek_version;
+    (*j)["wrapped_key"] = common::Base64UrlEncode(wrapped->blob);
+    (*j)["rekeys"] = rekeys + 1;
+    absl::Status ws = internal::WriteFileAtomic(udir + "/state.json", j->dump(1));
+    if (!ws.ok()) return discard_new(ws);
+  }
+  ::unlink(old_part.c_str());  // a crash before this leaves a stray file Recover() removes
+  s.salt = new_salt;
+  s.part = new_part;
+  s.fd = out.fd;
+  out.fd = -1;
   s.enc = std::move(*enc);
   return absl::OkStatus();
 }
@@ -517,15 +599,22 @@ absl::StatusOr<ObjectStore::Session*> ObjectStore::SessionFor(std::string_view t
                                                               std::string_view upload_id) {
   WARDEN_RETURN_IF_ERROR(ValidateComponent("tenant", tenant));
   WARDEN_RETURN_IF_ERROR(ValidateComponent("upload id", upload_id));
-  std::lock_guard<std::mutex> lock(sessions_mu_);
   std::string key = StrCat(tenant, "/", upload_id);
-  auto it = sessions_.find(key);
-  if (it != sessions_.end()) return it->second.get();
+  auto find = [&]() -> Session* {
+    std::lock_guard<std::mutex> lock(sessions_mu_);
+    auto it = sessions_.find(key);
+    return it == sessions_.end() ? nullptr : it->second.get();
+  };
+  if (Session* s = find()) return s;
+  // Loading re-keys the upload (it takes mu_), so it runs outside sessions_mu_, one at a time.
+  std::lock_guard<std::mutex> load(load_mu_);
+  if (Session* s = find()) return s;
   auto s = std::make_unique<Session>();
   s->tenant = std::string(tenant);
   s->upload_id = std::string(upload_id);
-  WARDEN_RETURN_IF_ERROR(LoadSessionLocked(*s));
+  WARDEN_RETURN_IF_ERROR(LoadSession(*s));
   Session* raw = s.get();
+  std::lock_guard<std::mutex> lock(sessions_mu_);
   sessions_[key] = std::move(s);
   return raw;
 }
@@ -597,7 +686,7 @@ absl::StatusOr<ObjectInfo> ObjectStore::Publish(Session& s,
   WARDEN_RETURN_IF_ERROR(s.enc->Finish());
   s.done = true;
   std::string udir = UploadDir(s.tenant, s.upload_id);
-  if (::fsync(s.fd) != 0) return Errno("fsync", udir + "/data.part");
+  if (::fsync(s.fd) != 0) return Errno("fsync", s.part);
   ::close(s.fd);
   s.fd = -1;
   Meta m;
@@ -637,7 +726,7 @@ absl::StatusOr<ObjectInfo> ObjectStore::Publish(Session& s,
   std::string odir = ObjectDir(s.tenant, s.object_id);
   WARDEN_RETURN_IF_ERROR(internal::MakeDirs(odir));
   std::string content = StrCat(odir, "/", m.content);
-  if (::rename((udir + "/data.part").c_str(), content.c_str()) != 0) {
+  if (::rename(s.part.c_str(), content.c_str()) != 0) {
     return Errno("cannot publish", content);
   }
   WARDEN_RETURN_IF_ERROR(internal::SyncDir(odir));

@@ -182,7 +182,7 @@ class ObjectStore {
   absl::StatusOr<std::vector<uint64_t>> VisibleVersions(std::string_view tenant,
                                                         std::string_view object_id);
   absl::StatusOr<Session*> SessionFor(std::string_view tenant, std::string_view upload_id);
-  absl::Status LoadSessionLocked(Session& s);
+  absl::Status LoadSession(Session& s);
   absl::StatusOr<ObjectInfo> Publish(Session& s, std::optional<std::string> expected_sha256_hex);
   absl::StatusOr<UploadState> BeginUploadImpl(std::string_view tenant, std::string_view name,
                                               const Labels& labels, bool encryptor_hashes);
@@ -198,7 +198,9 @@ class ObjectStore {
 
   Keyring& keyring_;
   ObjectStoreOptions options_;
-  std::mutex mu_;  // namespace
+  // Lock order: load_mu_, then mu_, then sessions_mu_.
+  std::mutex load_mu_;  // one upload session loaded from disk at a time
+  std::mutex mu_;       // namespace
   std::mutex sessions_mu_;
   std::map<std::string, std::unique_ptr<Session>> sessions_;  // key: tenant/upload_id
 };

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <random>
+#include <vector>
 
 #include "common/encoding.h"
 #include "gtest/gtest.h"
@@ -193,6 +194,67 @@ TEST(VaultCrashTest, KillDuringRotationLosesNoDataKey) {
     ASSERT_TRUE(rep.ok()) << rep.status();
     ASSERT_TRUE(v.keyring->SetMinVersion("acme", rep->new_version, true).ok());
     check_all();
+  }
+}
+
+// A resumed upload is re-keyed (its verified prefix re-encrypted under a new data key into a new
+// part file) before it takes more data. A kill while that runs, or between the state's rewrite
+// and the old file's removal, must leave an upload that resumes and commits the right bytes.
+TEST(VaultCrashTest, KillDuringAResumedUploadsRekeyLosesNothing) {
+  const std::string data = Pattern(6 * 64 * 1024 + 10, 5);
+  for (const char* where : {"before the state names the new file", "after it"}) {
+    SCOPED_TRACE(where);
+    TempDir tmp;
+    std::string dir = tmp.path() + "/vault";
+    std::string upload_id;
+    {
+      Vault v = OpenVault(dir);
+      auto up = v.store->BeginUpload("acme", "resumed", {});
+      ASSERT_TRUE(up.ok()) << up.status();
+      upload_id = up->upload_id;
+      auto s = v.store->AppendUpload("acme", upload_id, 0, std::string_view(data).substr(0, 5 * 64 * 1024 + 10));
+      ASSERT_TRUE(s.ok()) << s.status();
+      ASSERT_EQ(s->durable, 5u * 64 * 1024);
+    }
+    const std::string udir = dir + "/tenants/acme/uploads/" + upload_id;
+    auto part_files = [&]() {
+      std::vector<std::string> parts;
+      for (const auto& f : fs::directory_iterator(udir)) {
+        const std::string fn = f.path().filename().string();
+        if (fn.size() > 5 && fn.substr(fn.size() - 5) == ".part") parts.push_back(fn);
+      }
+      return parts;
+    };
+    if (std::string(where) == "after it") {
+      // The crash after state.json names the new file but before the old one is removed: the
+      // old file is left next to the current one.
+      {
+        Vault v = OpenVault(dir);
+        ASSERT_TRUE(v.store->UploadStatus("acme", upload_id).ok());
+      }
+      ASSERT_EQ(part_files(), std::vector<std::string>{"data.1.part"});
+      fs::copy_file(udir + "/data.1.part", udir + "/data.part");
+    } else {
+      RunAndKill(dir, "rekey", 1, /*stop=*/true,
+                 [&](Vault& v) { (void)v.store->UploadStatus("acme", upload_id); });
+      ASSERT_EQ(part_files().size(), 2u) << "the kill landed with both files on disk";
+    }
+    Vault v = OpenVault(dir);
+    EXPECT_EQ(part_files().size(), 1u) << "recovery removed the part file the state does not name";
+    auto st = v.store->UploadStatus("acme", upload_id);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->received, 5u * 64 * 1024) << "every verified chunk survived the re-keys";
+    ASSERT_TRUE(v.store->AppendUpload("acme", upload_id, st->received,
+                                      std::string_view(data).substr(st->received)).ok());
+    auto info = v.store->CommitUpload("acme", upload_id, common::Sha256Hex(data));
+    ASSERT_TRUE(info.ok()) << info.status();
+    std::string got;
+    ASSERT_TRUE(v.store->Get("acme", "resumed", 0, [&](std::string_view b) {
+      got.append(b);
+      return absl::OkStatus();
+    }).ok());
+    EXPECT_EQ(got, data);
+    ExpectNoHalfVisibleObjects(dir);
   }
 }
 

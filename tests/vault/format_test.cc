@@ -205,38 +205,6 @@ TEST(ObjectFormatAttackTest, WrongKeyFails) {
   EXPECT_TRUE(r.released.empty());
 }
 
-TEST(ObjectFormatTest, ResumeContinuesAnInterruptedStream) {
-  std::string plain = Pattern(5 * kChunk + 33);
-  std::string first;
-  auto e = ObjectEncryptor::Create(kKey, Header(), [&](std::string_view b) {
-    first.append(b);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE((*e)->Update(std::string_view(plain).substr(0, 2 * kChunk + 50)).ok());
-  ASSERT_EQ((*e)->chunks_written(), 2u);
-  // Re-derive the state from the written prefix, as an upload resumed after a crash does.
-  auto d = ObjectDecryptor::Create(
-      kKey, {"acme", "obj_a", 1}, [](std::string_view) { return absl::OkStatus(); },
-      /*expect_final=*/false);
-  ASSERT_TRUE((*d)->Update(first).ok());
-  ASSERT_TRUE((*d)->Finish().ok());
-  ASSERT_EQ((*d)->chunks(), 2u);
-  std::string rest;
-  auto r = ObjectEncryptor::Resume(kKey, Header(), 2, (*d)->hash_state(), [&](std::string_view b) {
-    rest.append(b);
-    return absl::OkStatus();
-  });
-  ASSERT_TRUE(r.ok()) << r.status();
-  ASSERT_TRUE((*r)->Update(std::string_view(plain).substr(2 * kChunk)).ok());
-  ASSERT_TRUE((*r)->Finish().ok());
-  auto out = Decrypt(first + rest);
-  ASSERT_TRUE(out.status.ok()) << out.status;
-  EXPECT_EQ(out.released, plain);
-  internal::Sha256Stream h;
-  h.Update(plain);
-  EXPECT_EQ((*r)->sha256(), h.Finish());
-}
-
 TEST(ObjectHeaderTest, ParserRefusesMalformedHeaders) {
   std::string h = EncodeHeader(Header());
   size_t n = 0;

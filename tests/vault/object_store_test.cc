@@ -304,6 +304,107 @@ TEST_F(ObjectStoreTest, ResumableUploadSurvivesRestart) {
   EXPECT_FALSE(fs::exists(dir_.path() + "/vault/tenants/acme/uploads/" + up->upload_id));
 }
 
+// The single file (other than state.json) ending in `suffix` under `dir`, or "".
+std::string OnlyFileEnding(const std::string& dir, const std::string& suffix) {
+  std::string found;
+  for (const auto& f : fs::recursive_directory_iterator(dir)) {
+    const std::string p = f.path().string();
+    if (p.size() > suffix.size() && p.substr(p.size() - suffix.size()) == suffix) {
+      if (!found.empty()) return "";
+      found = p;
+    }
+  }
+  return found;
+}
+
+std::string Xor(std::string_view a, std::string_view b) {
+  std::string out(std::min(a.size(), b.size()), '\0');
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>(a[i] ^ b[i]);
+  return out;
+}
+
+TEST_F(ObjectStoreTest, AttackAResumedUploadNeverSealsNewBytesUnderATornChunksNonce) {
+  // A crash tears chunk 3 on the disk (its ciphertext half written, under plaintext A). The
+  // client resumes and sends different bytes B for chunk 3. Sealing B under the same key and
+  // nonce would make ciphertext(A) XOR ciphertext(B) = A XOR B visible to anyone holding a copy
+  // of the disk from between crash and resume. The resumed upload must be under a new key.
+  const std::string a = Pattern(5 * 4096 + 100, 1);
+  std::string b = a;
+  for (size_t i = 3 * 4096; i < b.size(); ++i) b[i] = static_cast<char>(b[i] ^ 0x5a);
+  auto up = store_->BeginUpload("acme", "torn", {});
+  ASSERT_TRUE(up.ok()) << up.status();
+  auto s1 = store_->AppendUpload("acme", up->upload_id, 0, std::string_view(a).substr(0, 4 * 4096 + 100));
+  ASSERT_TRUE(s1.ok()) << s1.status();
+  ASSERT_EQ(s1->durable, 4u * 4096) << "chunk 3 is sealed and on disk";
+  const std::string udir = dir_.path() + "/vault/tenants/acme/uploads/" + up->upload_id;
+  const std::string part = OnlyFileEnding(udir, ".part");
+  ASSERT_FALSE(part.empty());
+  std::string header_bytes = ReadAll(part).substr(0, kMaxHeaderSize);
+  size_t header_len = 0;
+  ASSERT_TRUE(ParseHeader(header_bytes, &header_len).ok());
+  const size_t ct = 4096 + kChunkTagSize;
+  // The crash: the file ends halfway into chunk 3.
+  const std::string torn = ReadAll(part).substr(header_len + 3 * ct, ct / 2);
+  const std::string old_prefix = ReadAll(part).substr(header_len, 3 * ct);
+  store_.reset();
+  ASSERT_EQ(::truncate(part.c_str(), static_cast<off_t>(header_len + 3 * ct + ct / 2)), 0);
+  Reopen();
+  auto st = store_->UploadStatus("acme", up->upload_id);
+  ASSERT_TRUE(st.ok()) << st.status();
+  ASSERT_EQ(st->received, 3u * 4096) << "the torn chunk is not kept";
+  ASSERT_TRUE(store_->AppendUpload("acme", up->upload_id, st->received,
+                                   std::string_view(b).substr(st->received)).ok());
+  auto info = store_->CommitUpload("acme", up->upload_id, common::Sha256Hex(b));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(Get("acme", "torn").data, b);
+  const std::string content = ReadAll(OnlyFileEnding(dir_.path() + "/vault/tenants/acme/objects", ".gwv"));
+  ASSERT_TRUE(ParseHeader(content.substr(0, kMaxHeaderSize), &header_len).ok());
+  const std::string sealed_b = content.substr(header_len + 3 * ct, torn.size());
+  ASSERT_EQ(sealed_b.size(), torn.size());
+  EXPECT_TRUE(Xor(torn, sealed_b) != Xor(std::string_view(a).substr(3 * 4096, torn.size()),
+                                          std::string_view(b).substr(3 * 4096, torn.size())))
+      << "chunk 3 was sealed twice under one key and nonce";
+  // The kept prefix was re-encrypted under the new key, and the old file is gone.
+  EXPECT_TRUE(content.substr(header_len, 3 * ct) != old_prefix) << "the prefix kept its old key";
+  EXPECT_FALSE(fs::exists(part));
+}
+
+TEST_F(ObjectStoreTest, AResumedUploadKeepsItsDurablePrefixAcrossRestarts) {
+  // The re-key on resume writes every verified chunk to the new file (the last one provisionally,
+  // not final): another restart before any new data must not lose it, and a commit with no new
+  // data seals it final over its provisional copy (no empty final chunk for range reads).
+  const std::string data = Pattern(2 * 4096 + 1, 3);
+  auto up = store_->BeginUpload("acme", "twice", {});
+  ASSERT_TRUE(up.ok()) << up.status();
+  auto s1 = store_->AppendUpload("acme", up->upload_id, 0, data);
+  ASSERT_TRUE(s1.ok()) << s1.status();
+  ASSERT_EQ(s1->durable, 2u * 4096);
+  for (int restart = 0; restart < 3; ++restart) {
+    Reopen();
+    auto st = store_->UploadStatus("acme", up->upload_id);
+    ASSERT_TRUE(st.ok()) << st.status();
+    EXPECT_EQ(st->received, 2u * 4096) << "restart " << restart;
+    EXPECT_EQ(st->durable, 2u * 4096) << "restart " << restart;
+  }
+  // The client's data ends here (its last byte never arrived): commit the two whole chunks.
+  const std::string kept = data.substr(0, 2 * 4096);
+  auto info = store_->CommitUpload("acme", up->upload_id, common::Sha256Hex(kept));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->size, kept.size());
+  EXPECT_EQ(Get("acme", "twice").data, kept);
+  std::string ranged;
+  auto r = store_->ReadChunks("acme", "twice", 0, 0, 16, [&](std::string_view b) {
+    ranged.append(b);
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(ranged, kept);
+  const std::string content = ReadAll(OnlyFileEnding(dir_.path() + "/vault/tenants/acme/objects", ".gwv"));
+  size_t header_len = 0;
+  ASSERT_TRUE(ParseHeader(content.substr(0, kMaxHeaderSize), &header_len).ok());
+  EXPECT_EQ(content.size(), header_len + 2 * (4096 + kChunkTagSize)) << "no chunk after the final one";
+}
+
 TEST_F(ObjectStoreTest, ANewerClaimStopsAnOlderStreamingWriter) {
   // A killed client's PUT can still be appending what was in flight when its successor reads
   // the status: after the successor's claim, the old writer's appends fail and `received` holds.
