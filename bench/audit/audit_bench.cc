@@ -20,6 +20,7 @@
 // DIR must be on the disk to measure (not tmpfs: fdatasync is free there). Prints one line per
 // measure and the ratios; exit 0 whatever the numbers (run.sh judges).
 #include <sqlite3.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -86,6 +87,7 @@ long JournalCommits(const std::string& dir) {
 }
 
 warden::audit::AuditPreallocation g_preallocation = warden::audit::AuditPreallocation::kZeroFill;
+int g_poll_waiters = warden::audit::AuditOptions{}.poll_waiters;  // --poll-waiters N
 
 // Durations (us) of each side's durable-commit system calls, so that the per-batch / per-commit
 // cost can be compared apart from CPU scheduling: ours through the AuditFileIo seam (every
@@ -180,13 +182,22 @@ void RegisterTimedVfs() {
 struct Result {
   long events = 0;
   double seconds = 0;
+  double cpu_seconds = 0;  // user + system CPU of the whole process during the round
   double rate() const { return seconds > 0 ? events / seconds : 0; }
 };
+
+double ProcessCpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(u.ru_utime) + s(u.ru_stime);
+}
 
 Result RunWriters(int writers, double seconds, const std::function<bool(int, long)>& append) {
   std::atomic<bool> stop{false};
   std::atomic<long> total{0};
   std::atomic<bool> failed{false};
+  const double cpu0 = ProcessCpuSeconds();
   auto start = Clock::now();
   std::vector<std::thread> threads;
   for (int w = 0; w < writers; ++w) {
@@ -208,6 +219,7 @@ Result RunWriters(int writers, double seconds, const std::function<bool(int, lon
   Result r;
   r.events = total.load();
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  r.cpu_seconds = ProcessCpuSeconds() - cpu0;
   if (failed) std::fprintf(stderr, "audit_bench: an append failed\n");
   return r;
 }
@@ -221,6 +233,7 @@ struct AuditSide {
     warden::audit::AuditOptions opts;
     opts.dir = dir;
     opts.preallocation = g_preallocation;
+    opts.poll_waiters = g_poll_waiters;
     opts.io = &g_timing_io;
     auto l = warden::audit::OpenAuditLog(opts, warden::common::RealClock::Get());
     if (!l.ok()) {
@@ -386,7 +399,7 @@ Result BenchVerify(const std::string& dir, long events) {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: audit_bench DIR [--writers N] [--seconds S] [--verify-events N]\n");
+    std::fprintf(stderr, "usage: audit_bench DIR [--writers N] [--seconds S] [--verify-events N] [--side gpuwarden|sqlite|both] [--preallocation zero|fallocate|none] [--poll-waiters N]\n");
     return 2;
   }
   std::string dir = argv[1];
@@ -400,6 +413,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--seconds")) seconds = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--verify-events")) verify_events = std::atol(argv[i + 1]);
     if (!std::strcmp(argv[i], "--side")) side = argv[i + 1];
+    if (!std::strcmp(argv[i], "--poll-waiters")) g_poll_waiters = std::atoi(argv[i + 1]);
     if (!std::strcmp(argv[i], "--preallocation")) {
       std::string m = argv[i + 1];
       using P = warden::audit::AuditPreallocation;
@@ -432,8 +446,10 @@ int main(int argc, char** argv) {
       }
       mine.events += a.events;
       mine.seconds += a.seconds;
+      mine.cpu_seconds += a.cpu_seconds;
       peer.events += b.events;
       peer.seconds += b.seconds;
+      peer.cpu_seconds += b.cpu_seconds;
       std::printf("round %d: gpuwarden %.0f/s, sqlite %.0f/s\n", round + 1, a.rate(), b.rate());
     }
   }
@@ -463,6 +479,14 @@ int main(int argc, char** argv) {
   std::printf("sqlite WAL synchronous=FULL: %ld durable inserts in %.2f s = %.0f/s (%d writers)\n",
               peer.events, peer.seconds, peer.rate(), writers);
   std::printf("ratio: %.1fx\n", peer.rate() > 0 ? mine.rate() / peer.rate() : 0.0);
+  // What each side's rounds cost in CPU (the whole process: writers, the log's writer thread,
+  // polling included), per event and in cores kept busy.
+  auto cpu = [](const Result& r) {
+    return r.events > 0 ? r.cpu_seconds / static_cast<double>(r.events) * 1e6 : 0.0;
+  };
+  std::printf("CPU: gpuwarden %.1f us per event (%.2f cores, %d polling waiters), sqlite %.1f us per insert (%.2f cores)\n",
+              cpu(mine), mine.seconds > 0 ? mine.cpu_seconds / mine.seconds : 0.0, g_poll_waiters,
+              cpu(peer), peer.seconds > 0 ? peer.cpu_seconds / peer.seconds : 0.0);
   // Per commit, apart from CPU load: what one durable batch (ours) or transaction (SQLite)
   // spends in its system calls, and the wall time per batch / commit.
   std::printf("gpuwarden write() (segment, index, checkpoint): %s\n",

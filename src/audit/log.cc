@@ -96,8 +96,28 @@ static_assert(std::atomic<uint32_t>::is_always_lock_free &&
 
 uint32_t* FutexWord(std::atomic<uint32_t>& a) { return reinterpret_cast<uint32_t*>(&a); }
 
+// How a caller waits: up to `max_pollers` callers at a time first poll their ticket, yielding the
+// CPU, for `poll_for` (about two syncs, AwaitTicket's caller decides); the rest, and a poller
+// whose time ran out, sleep on the ticket's futex. A polled acknowledgement costs the writer no
+// futex call and the caller no wake-up (on a VM, waking a halted vCPU is an exit).
+struct WaitPolicy {
+  std::atomic<int>* pollers = nullptr;
+  int max_pollers = 0;
+  std::chrono::nanoseconds poll_for{0};
+};
+
 // Waits until the writer marks `t` done, at most until `deadline`. True when it is done.
-bool AwaitTicket(Ticket& t, std::chrono::steady_clock::time_point deadline) {
+bool AwaitTicket(Ticket& t, std::chrono::steady_clock::time_point deadline, const WaitPolicy& wait) {
+  if (wait.max_pollers > 0 && wait.poll_for > std::chrono::nanoseconds::zero()) {
+    if (wait.pollers->fetch_add(1, std::memory_order_relaxed) < wait.max_pollers) {
+      const auto until = std::min(deadline, std::chrono::steady_clock::now() + wait.poll_for);
+      while (t.state.load(std::memory_order_acquire) == Ticket::kQueued &&
+             std::chrono::steady_clock::now() < until) {
+        std::this_thread::yield();
+      }
+    }
+    wait.pollers->fetch_sub(1, std::memory_order_relaxed);
+  }
   uint32_t s = t.state.load(std::memory_order_acquire);
   while (s != Ticket::kDone) {
     // Tell the writer a wake-up is needed (it skips the syscall for callers not asleep yet).
@@ -180,7 +200,10 @@ class MerkleAuditLog final : public AuditLog {
     auto ticket = std::make_shared<Ticket>();
     ticket->body = internal::EncodeEventBody(event);  // the costly part, outside any lock
     Enqueue(ticket);
-    if (!AwaitTicket(*ticket, deadline)) {
+    const WaitPolicy wait{&pollers_, options_.poll_waiters,
+                          std::min(2 * std::chrono::nanoseconds(last_sync_ns_.load(std::memory_order_relaxed)),
+                                   std::chrono::nanoseconds(kMaxPoll))};
+    if (!AwaitTicket(*ticket, deadline, wait)) {
       // The event may still reach the disk later (it stays queued): it is then in the log with
       // the status the handler meant, while the client got 503. Refusing is what matters here.
       SetHealthy(false);
@@ -264,6 +287,9 @@ class MerkleAuditLog final : public AuditLog {
   std::condition_variable cv_;       // the writer waits for work
   static constexpr size_t kNoWake = std::numeric_limits<size_t>::max();
   static constexpr int64_t kMaxSpin = 200'000;  // ns the writer polls for a batch to fill
+  static constexpr int64_t kMaxPoll = 1'000'000;  // ns a caller polls for its acknowledgement
+  std::atomic<int> pollers_{0};                   // callers polling now (WaitPolicy)
+  std::atomic<int64_t> last_sync_ns_{0};          // last_sync_, for the callers' poll
   size_t wake_at_ = kNoWake;         // queue length at which an appender wakes the writer
   std::vector<std::shared_ptr<Ticket>> queue_;  // swapped with the writer's batch (no copies)
   std::atomic<size_t> queued_{0};    // queue_.size(), for the writer's poll without the lock
@@ -596,6 +622,7 @@ void MerkleAuditLog::WriterLoop() {
       auto start = std::chrono::steady_clock::now();
       WriteBatch(batch);
       last_sync_ = std::chrono::steady_clock::now() - start;
+      last_sync_ns_.store(last_sync_.count(), std::memory_order_relaxed);
       last_batch_size_ = batch.size();
     }
     uint64_t covered = 0;

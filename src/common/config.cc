@@ -235,6 +235,7 @@ absl::StatusOr<ServerConfig> ParseServerConfig(std::string_view yaml_text) {
       {"mfa.step_up_window", Duration(&config.mfa.step_up_window)},
       {"mfa.issuer", String(&config.mfa.issuer)},
       {"audit.durable_reads", Bool(&config.audit_durable_reads)},
+      {"audit.poll_waiters", Integer(&config.audit_poll_waiters, 0, 64)},
       {"audit.syslog.address", String(&config.audit_syslog.address)},
       {"audit.syslog.ca_file", String(&config.audit_syslog.ca_file)},
       {"audit.syslog.server_name", String(&config.audit_syslog.server_name)},

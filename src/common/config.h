@@ -69,6 +69,9 @@ struct ServerConfig {
   // Mutations, logins, denials of non-GET requests and data reads (kRouteDurableRead: audit
   // queries/exports, dataset downloads) always wait for fdatasync. true: every GET waits too.
   bool audit_durable_reads = false;
+  // Callers that wait for their audit event's fdatasync by polling (yielding the CPU) before
+  // they sleep (audit::AuditOptions::poll_waiters); 0: all sleep at once.
+  int audit_poll_waiters = 8;
   AuditSyslogConfig audit_syslog;  // `audit: {syslog: {...}}`
   // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
   // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.

@@ -256,35 +256,41 @@ TEST_F(AuditLogTest, ReadAuditEventsNamesTheCorruptEventsFileAndOffset) {
 }
 
 TEST_F(AuditLogTest, ConcurrentAppendsAreGroupCommittedWholeAndNumbered) {
-  FaultyIo io;
-  AuditOptions o = Opts();
-  o.io = &io;
-  auto log = OpenAuditLog(o, clock_);
-  ASSERT_TRUE(log.ok());
-  int syncs_before = io.syncs.load();
-  std::vector<std::thread> threads;
-  std::mutex mu;
-  std::set<int64_t> seqs;
-  for (int t = 0; t < 8; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < 125; ++i) {
-        auto seq = (*log)->AppendForSeq(Event(std::string(100, 'x'), "t" + std::to_string(t)));
-        ASSERT_TRUE(seq.ok());
-        std::lock_guard lock(mu);
-        EXPECT_TRUE(seqs.insert(*seq).second);
-      }
-    });
+  // Both ways of waiting for the acknowledgement: sleeping at once, and polling first (default).
+  for (int pollers : {0, 2, AuditOptions{}.poll_waiters}) {
+    SCOPED_TRACE("poll_waiters " + std::to_string(pollers));
+    FaultyIo io;
+    AuditOptions o = Opts();
+    o.dir = dir_ + "/poll" + std::to_string(pollers);
+    o.io = &io;
+    o.poll_waiters = pollers;
+    auto log = OpenAuditLog(o, clock_);
+    ASSERT_TRUE(log.ok());
+    int syncs_before = io.syncs.load();
+    std::vector<std::thread> threads;
+    std::mutex mu;
+    std::set<int64_t> seqs;
+    for (int t = 0; t < 8; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 125; ++i) {
+          auto seq = (*log)->AppendForSeq(Event(std::string(100, 'x'), "t" + std::to_string(t)));
+          ASSERT_TRUE(seq.ok());
+          std::lock_guard lock(mu);
+          EXPECT_TRUE(seqs.insert(*seq).second);
+        }
+      });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(seqs.size(), 1000u);
+    EXPECT_EQ(*seqs.rbegin(), 999);
+    // Group commit: concurrent callers share syncs (the exact count depends on timing).
+    int syncs = io.syncs.load() - syncs_before;
+    EXPECT_LT(syncs, 1000) << "every event got its own fdatasync";
+    auto events = ReadAuditEvents(o.dir);
+    ASSERT_TRUE(events.ok()) << events.status();
+    ASSERT_EQ(events->size(), 1000u);
+    for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].seq, static_cast<int64_t>(i));
   }
-  for (auto& t : threads) t.join();
-  EXPECT_EQ(seqs.size(), 1000u);
-  EXPECT_EQ(*seqs.rbegin(), 999);
-  // Group commit: concurrent callers share syncs (the exact count depends on timing).
-  int syncs = io.syncs.load() - syncs_before;
-  EXPECT_LT(syncs, 1000) << "every event got its own fdatasync";
-  auto events = ReadAuditEvents(dir_);
-  ASSERT_TRUE(events.ok()) << events.status();
-  ASSERT_EQ(events->size(), 1000u);
-  for (size_t i = 0; i < events->size(); ++i) EXPECT_EQ((*events)[i].seq, static_cast<int64_t>(i));
 }
 
 TEST_F(AuditLogTest, DiskFullIsUnavailableUnhealthyLeavesNothingPartialAndRecovers) {

@@ -131,6 +131,16 @@ TEST(ServerConfigTest, AuditDurableReadsIsABooleanOffByDefault) {
             std::string::npos);
 }
 
+TEST(ServerConfigTest, AuditPollWaitersDefaultsTo8AndIsBounded) {
+  EXPECT_EQ(ParseServerConfig("")->audit_poll_waiters, 8);
+  auto c = ParseServerConfig("audit: {poll_waiters: 0}\n");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->audit_poll_waiters, 0);
+  const std::string err = Msg(ParseServerConfig("audit: {poll_waiters: 65}").status());
+  EXPECT_NE(err.find("audit.poll_waiters"), std::string::npos) << err;
+  EXPECT_FALSE(ParseServerConfig("audit: {poll_waiters: -1}").ok());
+}
+
 TEST(ServerConfigTest, OidcSectionIsKeptForTheServerToParse) {
   auto c = ParseServerConfig(
       "oidc:\n  providers:\n    - {name: corp, issuer: 'https://idp', client_id: c}\n");
