@@ -398,7 +398,7 @@ Result BenchVerify(const std::string& dir, long events) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2) {
+  if (argc < 2 || argv[1][0] == '-') {  // --help, -h, or a flag where DIR belongs
     std::fprintf(stderr, "usage: audit_bench DIR [--writers N] [--seconds S] [--verify-events N] [--side gpuwarden|sqlite|both] [--preallocation zero|fallocate|none] [--poll-waiters N]\n");
     return 2;
   }
