@@ -551,7 +551,42 @@ absl::Status ObjectStore::LoadSession(Session& s) {
     return discard_new(write_error);
   }
   const uint64_t good = (*dec)->chunks();
-  if ((*enc)->plaintext_bytes() != good * s.chunk_size) {
+  // A commit that a crash cut short (after the final chunk was sealed, before the rename) left
+  // the final chunk after the verified ones: it does not open as a non-final chunk, but it does
+  // as the final one, and then the client sent everything. Its plaintext is kept like the
+  // others, so `durable` does not go back and the client can commit at once.
+  uint64_t tail_plain = 0;  // plaintext bytes of such a final chunk
+  const uint64_t tail_at = header_size + good * ct;
+  if (size > tail_at && size - tail_at <= ct) {
+    std::string tail(static_cast<size_t>(size - tail_at), '\0');
+    std::string header_bytes(static_cast<size_t>(header_size), '\0');
+    auto again = keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk);
+    if (again.ok() &&
+        ::pread(in.fd, header_bytes.data(), header_bytes.size(), 0) ==
+            static_cast<ssize_t>(header_bytes.size()) &&
+        ::pread(in.fd, tail.data(), tail.size(), static_cast<off_t>(tail_at)) ==
+            static_cast<ssize_t>(tail.size())) {
+      auto last = ObjectDecryptor::Create(
+          *again, {s.tenant, s.object_id, s.version},
+          [&](std::string_view plain) {
+            tail_plain = plain.size();
+            write_error = (*enc)->Update(plain);
+            return write_error;
+          },
+          /*expect_final=*/false, /*hash_plaintext=*/false);
+      internal::Wipe(*again);
+      if (last.ok() && (*last)->Update(header_bytes).ok()) {
+        (void)(*last)->OpenChunkAt(good, /*final=*/true, tail);  // kept only if it verified
+      }
+      if (!write_error.ok()) {
+        internal::Wipe(new_dek);
+        return discard_new(write_error);
+      }
+    } else if (again.ok()) {
+      internal::Wipe(*again);
+    }
+  }
+  if ((*enc)->plaintext_bytes() != good * s.chunk_size + tail_plain) {
     internal::Wipe(new_dek);
     return discard_new(absl::InternalError(StrCat("upload ", s.upload_id, ": re-key kept ",
                                                   (*enc)->plaintext_bytes(), " bytes of ", good,
@@ -561,12 +596,13 @@ absl::Status ObjectStore::LoadSession(Session& s) {
   // in the encryptor too, and the next sealing of it (more data, or the commit's final chunk)
   // is written over it. So `durable` never goes back, and the object never ends in an empty
   // final chunk (a reader takes the chunk count from the size).
-  const size_t held = (*enc)->buffered();
+  const bool full_held = (*enc)->buffered() == s.chunk_size;
   absl::Status ahead = (*enc)->WriteHeldAhead();
   if (!ahead.ok() || ::fsync(out.fd) != 0 ||
-      (held == s.chunk_size &&
-       ::lseek(out.fd, static_cast<off_t>(EncodeHeader(new_header).size() + (good - 1) * ct),
-               SEEK_SET) < 0)) {
+      (full_held && ::lseek(out.fd,
+                            static_cast<off_t>(EncodeHeader(new_header).size() +
+                                               ((*enc)->chunks_written() - 1) * ct),
+                            SEEK_SET) < 0)) {
     internal::Wipe(new_dek);
     return discard_new(ahead.ok() ? Errno("fsync", new_part) : ahead);
   }
@@ -687,6 +723,7 @@ absl::StatusOr<ObjectInfo> ObjectStore::Publish(Session& s,
   s.done = true;
   std::string udir = UploadDir(s.tenant, s.upload_id);
   if (::fsync(s.fd) != 0) return Errno("fsync", s.part);
+  Hook("sealed");
   ::close(s.fd);
   s.fd = -1;
   Meta m;

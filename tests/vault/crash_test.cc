@@ -258,6 +258,72 @@ TEST(VaultCrashTest, KillDuringAResumedUploadsRekeyLosesNothing) {
   }
 }
 
+// A kill during the commit, after the final chunk was sealed and synced and before the version
+// was published: nothing is visible, and the retried upload has every byte (the final chunk
+// opens as the final one), so the client commits at once with nothing to resend.
+TEST(VaultCrashTest, KillDuringCommitKeepsEveryByteForTheRetry) {
+  for (size_t size : {size_t{3} * 64 * 1024 + 100, size_t{3} * 64 * 1024}) {
+    for (bool reloaded_before_commit : {false, true}) {
+      SCOPED_TRACE(std::to_string(size) + (reloaded_before_commit ? " re-keyed" : " not re-keyed"));
+      const std::string data = Pattern(size, 9);
+      TempDir tmp;
+      std::string dir = tmp.path() + "/vault";
+      std::string upload_id;
+      auto begin_and_append = [&](Vault& v) {
+        auto up = v.store->BeginUpload("acme", "committed", {});
+        ASSERT_TRUE(up.ok()) << up.status();
+        upload_id = up->upload_id;
+        ASSERT_TRUE(v.store->AppendUpload("acme", upload_id, 0, data).ok());
+      };
+      if (reloaded_before_commit) {
+        {
+          Vault v = OpenVault(dir);
+          begin_and_append(v);
+        }
+        // The child is the restarted server: the client resumes where it says, then commits.
+        RunAndKill(dir, "sealed", 1, /*stop=*/true, [&](Vault& v) {
+          auto st = v.store->UploadStatus("acme", upload_id);
+          if (!st.ok()) return;
+          (void)v.store->AppendUpload("acme", upload_id, st->received,
+                                      std::string_view(data).substr(st->received));
+          (void)v.store->CommitUpload("acme", upload_id, common::Sha256Hex(data));
+        });
+      } else {
+        // The child begins, appends and commits in one process; the parent learns the id from
+        // the one upload directory it left.
+        RunAndKill(dir, "sealed", 1, /*stop=*/true, [&](Vault& v) {
+          begin_and_append(v);
+          (void)v.store->CommitUpload("acme", upload_id, common::Sha256Hex(data));
+        });
+        for (const auto& f : fs::directory_iterator(dir + "/tenants/acme/uploads")) {
+          upload_id = f.path().filename().string();
+        }
+      }
+      ASSERT_FALSE(upload_id.empty());
+      Vault v = OpenVault(dir);
+      ExpectNoHalfVisibleObjects(dir);
+      EXPECT_TRUE(v.store->List("acme", "")->empty()) << "the killed commit published nothing";
+      auto st = v.store->UploadStatus("acme", upload_id);
+      ASSERT_TRUE(st.ok()) << st.status();
+      EXPECT_EQ(st->received, data.size()) << "the sealed final chunk was kept";
+      auto info = v.store->CommitUpload("acme", upload_id, common::Sha256Hex(data));
+      ASSERT_TRUE(info.ok()) << info.status();
+      std::string got;
+      ASSERT_TRUE(v.store->Get("acme", "committed", 0, [&](std::string_view b) {
+        got.append(b);
+        return absl::OkStatus();
+      }).ok());
+      EXPECT_EQ(got, data);
+      std::string ranged;
+      ASSERT_TRUE(v.store->ReadChunks("acme", "committed", 0, 0, 64, [&](std::string_view b) {
+        ranged.append(b);
+        return absl::OkStatus();
+      }).ok());
+      EXPECT_EQ(ranged, data);
+    }
+  }
+}
+
 // Kills at random moments (no synchronisation point) during writes and rotations.
 TEST(VaultCrashTest, RandomKillsDuringWritesAndRotations) {
   int rounds = std::getenv("VAULT_CRASH_ROUNDS") ? std::atoi(std::getenv("VAULT_CRASH_ROUNDS")) : 4;
