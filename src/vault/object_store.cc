@@ -650,6 +650,14 @@ absl::StatusOr<ObjectStore::Session*> ObjectStore::SessionFor(std::string_view t
   s->upload_id = std::string(upload_id);
   WARDEN_RETURN_IF_ERROR(LoadSession(*s));
   Session* raw = s.get();
+  // Under mu_, as ShredTenant erases sessions under it: a tenant shredded while this upload was
+  // loading gets no session (and its new data key goes with `s`).
+  std::lock_guard<std::mutex> ns(mu_);
+  auto keys = keyring_.Status(tenant);
+  if (keys.ok() && keys->shredded) {
+    return absl::FailedPreconditionError(
+        StrCat("tenant ", tenant, "'s keys were destroyed (crypto-shredded); it stores nothing"));
+  }
   std::lock_guard<std::mutex> lock(sessions_mu_);
   sessions_[key] = std::move(s);
   return raw;
