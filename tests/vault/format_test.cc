@@ -205,6 +205,50 @@ TEST(ObjectFormatAttackTest, WrongKeyFails) {
   EXPECT_TRUE(r.released.empty());
 }
 
+TEST(ObjectFormatTest, AChunkWrittenAheadIsSealedAgainOverItself) {
+  // A sink that writes at a position, as a file does: WriteHeldAhead's copy of the held chunk is
+  // overwritten by its next sealing (not final: the same bytes; final: a different nonce).
+  for (size_t more : {size_t{0}, size_t{1}, size_t{kChunk} + 5}) {
+    SCOPED_TRACE(more);
+    const std::string plain = Pattern(2 * kChunk + more);
+    std::string file;
+    size_t pos = 0;
+    auto e = ObjectEncryptor::Create(kKey, Header(), [&](std::string_view b) {
+      if (file.size() < pos + b.size()) file.resize(pos + b.size());
+      file.replace(pos, b.size(), b);
+      pos += b.size();
+      return absl::OkStatus();
+    });
+    ASSERT_TRUE(e.ok());
+    ASSERT_TRUE((*e)->Update(std::string_view(plain).substr(0, 2 * kChunk)).ok());
+    EXPECT_EQ((*e)->chunks_written(), 1u) << "the second chunk is held back";
+    ASSERT_TRUE((*e)->WriteHeldAhead().ok());
+    EXPECT_EQ((*e)->chunks_written(), 2u) << "and now on the sink too";
+    const std::string ahead = file.substr(HeaderLen(file) + (kChunk + kChunkTagSize));
+    // Its ciphertext opens as a non-final chunk: a reload keeps it.
+    auto d = ObjectDecryptor::Create(
+        kKey, {"acme", "obj_a", 1}, [](std::string_view) { return absl::OkStatus(); },
+        /*expect_final=*/false);
+    ASSERT_TRUE((*d)->Update(file).ok());
+    ASSERT_TRUE((*d)->Finish().ok());
+    EXPECT_EQ((*d)->chunks(), 2u);
+    pos -= kChunk + kChunkTagSize;  // the owner seeks back over the copy
+    ASSERT_TRUE((*e)->Update(std::string_view(plain).substr(2 * kChunk)).ok());
+    ASSERT_TRUE((*e)->Finish().ok());
+    file.resize(pos);
+    const std::string again = file.substr(HeaderLen(file) + (kChunk + kChunkTagSize), ahead.size());
+    if (more > 0) {
+      EXPECT_EQ(again, ahead) << "not final again: the same bytes under the same nonce";
+    } else {
+      EXPECT_NE(again, ahead) << "final: its own nonce";
+    }
+    auto out = Decrypt(file);
+    ASSERT_TRUE(out.status.ok()) << out.status;
+    EXPECT_EQ(out.released, plain);
+    EXPECT_EQ(file, Encrypt(plain)) << "the same object as without the write-ahead";
+  }
+}
+
 TEST(ObjectHeaderTest, ParserRefusesMalformedHeaders) {
   std::string h = EncodeHeader(Header());
   size_t n = 0;
