@@ -12,6 +12,8 @@
 #      again, process check + scrub, reader; plus a one-process control showing whether the
 #      reader's count can see residue at all. Reported as measured, whatever it shows.
 #   4. tests/gpu/sandbox_gpu.sh if present (another branch writes it), skipped cleanly otherwise
+#  4b. the runtime's runc tests (tests/runtime/runtime_runc_test from build/gpu-carry): every
+#      sandbox and escape test on the cold and the prepared path, on this machine's cgroup v2
 #   5. tests/gpu/mig_check.sh: one 1g MIG instance created and destroyed through our NVML backend
 #      vs `nvidia-smi mig -lgi` ("MIG disabled, skipped" when MIG is off, as on the lent H200)
 #
@@ -144,6 +146,22 @@ else
     OUT="$RES/sandbox" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$RES/sandbox_gpu.log" 2>&1
   RESULT[sandbox_gpu]=$?
   tail -3 "$RES/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
+fi
+
+# ---- 4b. the runtime's runc tests on this machine's cgroups (pure v2 here, hybrid on the build
+# machine): every sandbox and escape test on both the cold and the prepared path, including the
+# prepared sandbox's hand-over (limits written into its cgroup, then the job exec'd) --------------
+if [ ! -x "$CARRY/tests/runtime/runtime_runc_test" ]; then
+  log "4b. runtime_runc_test: $CARRY is not carried (tools/gpu-carry-sandbox.sh): skipped"
+else
+  log "4b. runtime_runc_test (cold and prepared paths, $(stat -fc %T /sys/fs/cgroup))"
+  PATH="$CARRY:$PATH" LD_LIBRARY_PATH="$CARRY/lib" BUSYBOX="$CARRY/busybox" \
+    WARDEN_SHIM_PATH="$CARRY/src/runtime/warden-sandbox-shim" \
+    WARDEN_LAUNCHER_PATH="$CARRY/src/runtime/warden-sandbox-launcher" \
+    WARDEN_ESCAPE_HELPER="$CARRY/tests/runtime/escape-helper" \
+    timeout 300 "$CARRY/tests/runtime/runtime_runc_test" >"$RES/runtime_runc_test.log" 2>&1
+  RESULT[runtime_runc_test]=$?
+  grep -E "^\[  (PASSED|FAILED|SKIPPED) \]" "$RES/runtime_runc_test.log" | head -20 | tee -a "$OUT/run-all.log"
 fi
 
 # ---- 5. MIG instance create/destroy (issue 6): skips with "MIG disabled, skipped" unless MIG is
