@@ -4,6 +4,9 @@
 //   <state_dir>/specs/<id>.json    the ExecSpec, written before the runner starts the job, so an
 //                                  agent that dies right after Start still finds the job (Recover)
 //   <state_dir>/specs/<id>.cancel  the SIGKILL deadline (ms since the epoch) after a Cancel
+//   <state_dir>/specs/warm-pairs.list  the shapes of the (tenant, image) pairs whose jobs ran
+//                                  lately, one JSON line each, newest last, without command or
+//                                  environment: a restarted agent prepares sandboxes for them
 // The runner's shim turns a Cancel into SIGTERM and kills after RunnerOptions::cancel_grace (the
 // longest grace allowed); a shorter grace asked for by the server is enforced here by Poll, which
 // the job runner calls at least once a second while jobs run.
@@ -16,7 +19,10 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <deque>
 #include <fstream>
+#include <iostream>
+#include <mutex>
 #include <sstream>
 
 #include "agent/exec_files.h"
@@ -109,7 +115,9 @@ class RuntimeExecutor final : public JobExecutor {
   RuntimeExecutor(RuntimeExecutorOptions options, std::unique_ptr<runtime::Runner> runner)
       : options_(std::move(options)),
         runner_(std::move(runner)),
-        warm_(runner_.get(), options_.prepared_per_pair, options_.prepared_pairs) {}
+        warm_(runner_.get(), options_.prepared_per_pair, options_.prepared_pairs) {
+    LoadWarmPairs();
+  }
 
   std::string_view name() const override { return "sandbox"; }
 
@@ -133,6 +141,7 @@ class RuntimeExecutor final : public JobExecutor {
       return started;
     }
     warm_.Used(sandbox);  // the tenant's next job of this image may find a sandbox waiting
+    RememberWarmPair(spec);
     return absl::OkStatus();
   }
 
@@ -212,6 +221,58 @@ class RuntimeExecutor final : public JobExecutor {
   std::string SpecsDir() const { return options_.runner.state_dir + "/specs"; }
   std::string SpecPath(const std::string& id) const { return SpecsDir() + "/" + id + ".json"; }
   std::string CancelPath(const std::string& id) const { return SpecsDir() + "/" + id + ".cancel"; }
+  std::string WarmPairsPath() const { return SpecsDir() + "/warm-pairs.list"; }
+
+  // What the warm pool prepares from: the job's shape with a placeholder command and no
+  // environment (the pool never runs them; the tenant's command and env are not kept).
+  static ExecSpec WarmShape(const ExecSpec& spec) {
+    ExecSpec shape = spec;
+    shape.job_id = "warm";
+    shape.argv = {"true"};
+    shape.env.clear();
+    return shape;
+  }
+
+  // Records the pair of a job that just started (jobs with GPUs or datasets always start cold:
+  // not kept), newest last, at most prepared_pairs; rewrites the file only when that changes.
+  void RememberWarmPair(const ExecSpec& spec) {
+    if (options_.prepared_per_pair <= 0 || !spec.gpu_uuids.empty() || !spec.datasets.empty()) return;
+    std::lock_guard<std::mutex> lock(warm_pairs_mu_);
+    if (!warm_pairs_.empty() && warm_pairs_.back().tenant == spec.tenant && warm_pairs_.back().image == spec.image) {
+      return;
+    }
+    for (auto it = warm_pairs_.begin(); it != warm_pairs_.end(); ++it) {
+      if (it->tenant == spec.tenant && it->image == spec.image) {
+        warm_pairs_.erase(it);
+        break;
+      }
+    }
+    warm_pairs_.push_back(WarmShape(spec));
+    while (warm_pairs_.size() > options_.prepared_pairs) warm_pairs_.pop_front();
+    std::string text;
+    for (const ExecSpec& p : warm_pairs_) text += SpecToJson(p).dump() + "\n";
+    absl::Status st = WriteAtomic(WarmPairsPath(), text);
+    if (!st.ok()) std::cerr << "gpuwarden agent: " << st.message() << " (a restart will start these pairs cold)\n";
+  }
+
+  // At start: the pairs of the last run get their sandboxes prepared again, oldest first (so the
+  // newest are the last the pool would drop). A line that does not parse is skipped.
+  void LoadWarmPairs() {
+    if (options_.prepared_per_pair <= 0) return;
+    std::ifstream in(WarmPairsPath());
+    std::string line;
+    std::lock_guard<std::mutex> lock(warm_pairs_mu_);
+    while (std::getline(in, line)) {
+      auto spec = SpecFromJson(line);
+      if (!spec.ok() || !spec->gpu_uuids.empty() || !spec->datasets.empty()) continue;
+      ExecSpec shape = WarmShape(*spec);
+      auto sandbox = ToSandbox(shape);
+      if (!sandbox.ok()) continue;
+      warm_.Used(*sandbox);
+      warm_pairs_.push_back(std::move(shape));
+    }
+    while (warm_pairs_.size() > options_.prepared_pairs) warm_pairs_.pop_front();
+  }
 
   absl::StatusOr<runtime::SandboxSpec> ToSandbox(const ExecSpec& spec) {
     runtime::SandboxSpec s;
@@ -282,6 +343,8 @@ class RuntimeExecutor final : public JobExecutor {
   RuntimeExecutorOptions options_;
   std::unique_ptr<runtime::Runner> runner_;
   WarmPool warm_;  // after runner_: destroyed first
+  std::mutex warm_pairs_mu_;
+  std::deque<ExecSpec> warm_pairs_;  // the shapes in warm-pairs.list, newest last
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <iostream>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -282,6 +283,47 @@ TEST_F(RuntimeExecutorTest, PreparedSandboxesServeATenantsNextJobOnly) {
   for (int i = 0; i < 200 && PreparedWaiting(base_) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(PreparedWaiting(base_), 0u);
   Open();  // for TearDown
+}
+
+TEST_F(RuntimeExecutorTest, ARestartedAgentPreparesForThePairsItRanBefore) {
+  exec_.reset();
+  prepared_ = 1;
+  Open();
+  ExecSpec first = Spec("acme", "echo secret-command-text");
+  first.env.emplace_back("TOKEN", "secret-env-value");
+  ASSERT_TRUE(Start(first).ok());
+  for (int i = 0; i < 200 && PreparedWaiting(base_) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(PreparedWaiting(base_), 1u);
+  EXPECT_EQ(WaitEnded(first.job_id).state, ExecState::kExited);
+  // The agent restarts: its waiting sandboxes end with it...
+  exec_.reset();
+  for (int i = 0; i < 200 && PreparedWaiting(base_) > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(PreparedWaiting(base_), 0u);
+  // ...and what it kept of the pair is its shape, not the tenant's command or environment.
+  const std::string kept = Slurp((base_ / "sandbox" / "specs" / "warm-pairs.list").string());
+  EXPECT_NE(kept.find("\"acme\""), std::string::npos) << kept;
+  EXPECT_EQ(kept.find("secret-command-text"), std::string::npos) << kept;
+  EXPECT_EQ(kept.find("secret-env-value"), std::string::npos) << kept;
+  // The new executor prepares for acme before any new job arrives, and acme's first job after
+  // the restart takes that sandbox.
+  Open();
+  for (int i = 0; i < 200 && PreparedWaiting(base_) < 1; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_EQ(PreparedWaiting(base_), 1u) << "nothing was prepared after the restart";
+  // The runner lists a sandbox right after its bundle is written and its shim spawned (a job
+  // handed over then waits for the launcher's start report): wait for the bundle, then a little.
+  bool bundled = false;
+  for (int i = 0; i < 200 && !bundled; ++i) {
+    for (auto it = fs::directory_iterator(base_ / "sandbox" / "prepared"); it != fs::directory_iterator(); ++it) {
+      bundled = bundled || fs::exists(it->path() / "bundle" / "config.json");
+    }
+    if (!bundled) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ExecSpec after = Spec("acme", "echo after");
+  ASSERT_TRUE(Start(after).ok());
+  EXPECT_TRUE(RanPrepared(base_, after.job_id));
+  EXPECT_EQ(WaitEnded(after.job_id).state, ExecState::kExited);
+  EXPECT_EQ(Slurp(exec_->LogPaths(after.job_id).first), "after\n");
 }
 
 }  // namespace
