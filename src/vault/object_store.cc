@@ -492,6 +492,18 @@ absl::Status ObjectStore::LoadSession(Session& s) {
     return absl::DataLossError(StrCat("upload ", s.upload_id, " lost its header; start again"));
   }
 
+  // Both data keys are wiped whichever way this returns.
+  std::string old_dek, new_dek;
+  struct WipeOnReturn {
+    std::string& a;
+    std::string& b;
+    ~WipeOnReturn() {
+      internal::Wipe(a);
+      internal::Wipe(b);
+    }
+  } wipe{old_dek, new_dek};
+  WARDEN_ASSIGN_OR_RETURN(old_dek, keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk));
+
   // The new file: a fresh data key and salt, the same object, version and chunk size.
   ::unlink(new_part.c_str());  // left by a re-key that a crash cut short
   out.fd = ::open(new_part.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -500,36 +512,23 @@ absl::Status ObjectStore::LoadSession(Session& s) {
     ::unlink(new_part.c_str());
     return why;
   };
-  std::string new_dek = options_.rng->Bytes(internal::kKeySize);
+  new_dek = options_.rng->Bytes(internal::kKeySize);
   const std::string new_salt = options_.rng->Bytes(32);
   const ObjectHeader new_header{s.chunk_size, new_salt, s.tenant, s.object_id, s.version};
   const int out_fd = out.fd;
   auto enc = ObjectEncryptor::Create(
       new_dek, new_header, [out_fd](std::string_view b) { return WriteAll(out_fd, b); });
-  if (!enc.ok()) {
-    internal::Wipe(new_dek);
-    return discard_new(enc.status());
-  }
+  if (!enc.ok()) return discard_new(enc.status());
 
   // Verify the old file's whole chunks, handing each verified chunk's plaintext to the new file.
-  auto old_dek = keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk);
-  if (!old_dek.ok()) {
-    internal::Wipe(new_dek);
-    return discard_new(old_dek.status());
-  }
   absl::Status write_error;
-  auto dec = ObjectDecryptor::Create(
-      *old_dek, {s.tenant, s.object_id, s.version},
-      [&](std::string_view plain) {
-        write_error = (*enc)->Update(plain);
-        return write_error;
-      },
-      /*expect_final=*/false, /*hash_plaintext=*/false);
-  internal::Wipe(*old_dek);
-  if (!dec.ok()) {
-    internal::Wipe(new_dek);
-    return discard_new(dec.status());
-  }
+  auto to_new_file = [&](std::string_view plain) {
+    write_error = (*enc)->Update(plain);
+    return write_error;
+  };
+  auto dec = ObjectDecryptor::Create(old_dek, {s.tenant, s.object_id, s.version}, to_new_file,
+                                     /*expect_final=*/false, /*hash_plaintext=*/false);
+  if (!dec.ok()) return discard_new(dec.status());
   const uint64_t ct = s.chunk_size + kChunkTagSize;
   const uint64_t to_read = header_size + (size - header_size) / ct * ct;
   std::string buf(kIoBuffer, '\0');
@@ -537,57 +536,38 @@ absl::Status ObjectStore::LoadSession(Session& s) {
   for (uint64_t off = 0; vs.ok() && off < to_read;) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), to_read - off));
     ssize_t r = ::pread(in.fd, buf.data(), n, static_cast<off_t>(off));
-    if (r <= 0) {
-      internal::Wipe(new_dek);
-      return discard_new(Errno("cannot read", old_part));
-    }
+    if (r <= 0) return discard_new(Errno("cannot read", old_part));
     vs = (*dec)->Update(std::string_view(buf.data(), static_cast<size_t>(r)));
     off += static_cast<uint64_t>(r);
   }
   if (vs.ok()) vs = (*dec)->Finish();
   // A chunk that does not verify ends the kept prefix; the sink's own failure is an I/O error.
-  if (!write_error.ok()) {
-    internal::Wipe(new_dek);
-    return discard_new(write_error);
-  }
+  if (!write_error.ok()) return discard_new(write_error);
   const uint64_t good = (*dec)->chunks();
   // A commit that a crash cut short (after the final chunk was sealed, before the rename) left
   // the final chunk after the verified ones: it does not open as a non-final chunk, but it does
   // as the final one, and then the client sent everything. Its plaintext is kept like the
-  // others, so `durable` does not go back and the client can commit at once.
-  uint64_t tail_plain = 0;  // plaintext bytes of such a final chunk
+  // others, so `durable` does not go back and the client can commit at once. (`dec` stays
+  // failed after the chunk that did not open, so a second decryptor opens it.)
+  const uint64_t kept_before_tail = (*enc)->plaintext_bytes();
   const uint64_t tail_at = header_size + good * ct;
   if (size > tail_at && size - tail_at <= ct) {
-    std::string tail(static_cast<size_t>(size - tail_at), '\0');
     std::string header_bytes(static_cast<size_t>(header_size), '\0');
-    auto again = keyring_.Unwrap(s.tenant, KeyContext(s.object_id, s.version), wk);
-    if (again.ok() &&
+    std::string tail(static_cast<size_t>(size - tail_at), '\0');
+    auto last = ObjectDecryptor::Create(old_dek, {s.tenant, s.object_id, s.version}, to_new_file,
+                                        /*expect_final=*/false, /*hash_plaintext=*/false);
+    if (last.ok() &&
         ::pread(in.fd, header_bytes.data(), header_bytes.size(), 0) ==
             static_cast<ssize_t>(header_bytes.size()) &&
         ::pread(in.fd, tail.data(), tail.size(), static_cast<off_t>(tail_at)) ==
-            static_cast<ssize_t>(tail.size())) {
-      auto last = ObjectDecryptor::Create(
-          *again, {s.tenant, s.object_id, s.version},
-          [&](std::string_view plain) {
-            tail_plain = plain.size();
-            write_error = (*enc)->Update(plain);
-            return write_error;
-          },
-          /*expect_final=*/false, /*hash_plaintext=*/false);
-      internal::Wipe(*again);
-      if (last.ok() && (*last)->Update(header_bytes).ok()) {
-        (void)(*last)->OpenChunkAt(good, /*final=*/true, tail);  // kept only if it verified
-      }
-      if (!write_error.ok()) {
-        internal::Wipe(new_dek);
-        return discard_new(write_error);
-      }
-    } else if (again.ok()) {
-      internal::Wipe(*again);
+            static_cast<ssize_t>(tail.size()) &&
+        (*last)->Update(header_bytes).ok()) {
+      (void)(*last)->OpenChunkAt(good, /*final=*/true, tail);  // kept only if it verified
     }
+    if (!write_error.ok()) return discard_new(write_error);
   }
-  if ((*enc)->plaintext_bytes() != good * s.chunk_size + tail_plain) {
-    internal::Wipe(new_dek);
+  const uint64_t tail_plain = (*enc)->plaintext_bytes() - kept_before_tail;
+  if (kept_before_tail != good * s.chunk_size || tail_plain > s.chunk_size) {
     return discard_new(absl::InternalError(StrCat("upload ", s.upload_id, ": re-key kept ",
                                                   (*enc)->plaintext_bytes(), " bytes of ", good,
                                                   " chunks")));
@@ -603,7 +583,6 @@ absl::Status ObjectStore::LoadSession(Session& s) {
                             static_cast<off_t>(EncodeHeader(new_header).size() +
                                                ((*enc)->chunks_written() - 1) * ct),
                             SEEK_SET) < 0)) {
-    internal::Wipe(new_dek);
     return discard_new(ahead.ok() ? Errno("fsync", new_part) : ahead);
   }
   Hook("rekey");
@@ -613,7 +592,6 @@ absl::Status ObjectStore::LoadSession(Session& s) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto wrapped = keyring_.Wrap(s.tenant, KeyContext(s.object_id, s.version), new_dek);
-    internal::Wipe(new_dek);
     if (!wrapped.ok()) return discard_new(wrapped.status());
     (*j)["salt"] = common::Base64UrlEncode(new_salt);
     (*j)["kek_version"] = wrapped->kek_version;
