@@ -234,6 +234,11 @@ absl::Status ObjectStore::Recover() {
       continue;
     }
     std::error_code ec2;
+    // A name entry is written whole by rename (BeginUpload): a kill before the rename leaves its
+    // temporary, never read.
+    for (const auto& f : fs::directory_iterator(tdir.path() / "names", ec2)) {
+      if (f.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(f.path(), ec);
+    }
     for (const auto& odir : fs::directory_iterator(tdir.path() / "objects", ec2)) {
       std::vector<std::string> referenced;
       std::vector<fs::path> contents;
