@@ -4,9 +4,9 @@
 //   <state_dir>/specs/<id>.json    the ExecSpec, written before the runner starts the job, so an
 //                                  agent that dies right after Start still finds the job (Recover)
 //   <state_dir>/specs/<id>.cancel  the SIGKILL deadline (ms since the epoch) after a Cancel
-//   <state_dir>/specs/warm-pairs.list  the shapes of the (tenant, image) pairs whose jobs ran
-//                                  lately, one JSON line each, newest last, without command or
-//                                  environment: a restarted agent prepares sandboxes for them
+//   <state_dir>/specs/warm-pairs.list  the (tenant, image) pairs whose jobs ran lately (the warm
+//                                  pool's), one JSON object per line, oldest first: a restarted
+//                                  agent prepares sandboxes for them
 // The runner's shim turns a Cancel into SIGTERM and kills after RunnerOptions::cancel_grace (the
 // longest grace allowed); a shorter grace asked for by the server is enforced here by Poll, which
 // the job runner calls at least once a second while jobs run.
@@ -19,7 +19,6 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <deque>
 #include <fstream>
 #include <iostream>
 #include <mutex>
@@ -140,8 +139,12 @@ class RuntimeExecutor final : public JobExecutor {
       if (started.code() != absl::StatusCode::kAlreadyExists) ::unlink(spec_path.c_str());
       return started;
     }
-    warm_.Used(sandbox);  // the tenant's next job of this image may find a sandbox waiting
-    RememberWarmPair(spec);
+    // The tenant's next job of this image may find a sandbox waiting; the pool's recent pairs
+    // are kept for a restart when they change.
+    {
+      std::lock_guard<std::mutex> lock(warm_file_mu_);
+      if (warm_.Used(sandbox)) SaveWarmPairs();
+    }
     return absl::OkStatus();
   }
 
@@ -223,55 +226,35 @@ class RuntimeExecutor final : public JobExecutor {
   std::string CancelPath(const std::string& id) const { return SpecsDir() + "/" + id + ".cancel"; }
   std::string WarmPairsPath() const { return SpecsDir() + "/warm-pairs.list"; }
 
-  // What the warm pool prepares from: the job's shape with a placeholder command and no
-  // environment (the pool never runs them; the tenant's command and env are not kept).
-  static ExecSpec WarmShape(const ExecSpec& spec) {
-    ExecSpec shape = spec;
-    shape.job_id = "warm";
-    shape.argv = {"true"};
-    shape.env.clear();
-    return shape;
-  }
-
-  // Records the pair of a job that just started (jobs with GPUs or datasets always start cold:
-  // not kept), newest last, at most prepared_pairs; rewrites the file only when that changes.
-  void RememberWarmPair(const ExecSpec& spec) {
-    if (options_.prepared_per_pair <= 0 || !spec.gpu_uuids.empty() || !spec.datasets.empty()) return;
-    std::lock_guard<std::mutex> lock(warm_pairs_mu_);
-    if (!warm_pairs_.empty() && warm_pairs_.back().tenant == spec.tenant && warm_pairs_.back().image == spec.image) {
-      return;
-    }
-    for (auto it = warm_pairs_.begin(); it != warm_pairs_.end(); ++it) {
-      if (it->tenant == spec.tenant && it->image == spec.image) {
-        warm_pairs_.erase(it);
-        break;
-      }
-    }
-    warm_pairs_.push_back(WarmShape(spec));
-    while (warm_pairs_.size() > options_.prepared_pairs) warm_pairs_.pop_front();
+  // Writes the warm pool's recent pairs, oldest first. Only (tenant, image): a prepared
+  // sandbox's shape depends on nothing else of the job (not its command, env or limits).
+  void SaveWarmPairs() {
+    auto pairs = warm_.RecentPairs();
     std::string text;
-    for (const ExecSpec& p : warm_pairs_) text += SpecToJson(p).dump() + "\n";
+    for (auto it = pairs.rbegin(); it != pairs.rend(); ++it) {
+      text += Json{{"tenant", it->first}, {"image", it->second}}.dump() + "\n";
+    }
     absl::Status st = WriteAtomic(WarmPairsPath(), text);
     if (!st.ok()) std::cerr << "gpuwarden agent: " << st.message() << " (a restart will start these pairs cold)\n";
   }
 
-  // At start: the pairs of the last run get their sandboxes prepared again, oldest first (so the
-  // newest are the last the pool would drop). A line that does not parse is skipped.
+  // At start: the pairs of the last run get their sandboxes prepared again, oldest first (the
+  // pool keeps the newest). A line that does not parse is skipped.
   void LoadWarmPairs() {
     if (options_.prepared_per_pair <= 0) return;
     std::ifstream in(WarmPairsPath());
     std::string line;
-    std::lock_guard<std::mutex> lock(warm_pairs_mu_);
     while (std::getline(in, line)) {
-      auto spec = SpecFromJson(line);
-      if (!spec.ok() || !spec->gpu_uuids.empty() || !spec->datasets.empty()) continue;
-      ExecSpec shape = WarmShape(*spec);
+      auto j = common::ParseJsonStrict(line);
+      if (!j.ok() || !j->is_object() || !(*j)["tenant"].is_string() || !(*j)["image"].is_string()) continue;
+      ExecSpec shape;
+      shape.job_id = "warm";
+      shape.tenant = (*j)["tenant"].get<std::string>();
+      shape.image = (*j)["image"].get<std::string>();
+      shape.argv = {"true"};
       auto sandbox = ToSandbox(shape);
-      if (!sandbox.ok()) continue;
-      warm_.Used(*sandbox);
-      warm_pairs_.push_back(std::move(shape));
+      if (sandbox.ok()) warm_.Used(*sandbox);
     }
-    while (warm_pairs_.size() > options_.prepared_pairs) warm_pairs_.pop_front();
   }
 
   absl::StatusOr<runtime::SandboxSpec> ToSandbox(const ExecSpec& spec) {
@@ -343,8 +326,7 @@ class RuntimeExecutor final : public JobExecutor {
   RuntimeExecutorOptions options_;
   std::unique_ptr<runtime::Runner> runner_;
   WarmPool warm_;  // after runner_: destroyed first
-  std::mutex warm_pairs_mu_;
-  std::deque<ExecSpec> warm_pairs_;  // the shapes in warm-pairs.list, newest last
+  std::mutex warm_file_mu_;  // one writer of warm-pairs.list at a time, in the pool's order
 };
 
 }  // namespace

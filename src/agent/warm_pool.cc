@@ -19,11 +19,13 @@ WarmPool::~WarmPool() {
   if (per_pair_ > 0) runner_->DropPrepared("", "");
 }
 
-void WarmPool::Used(const runtime::SandboxSpec& spec) {
-  if (per_pair_ <= 0 || !spec.gpus.empty() || !spec.datasets.empty()) return;
+bool WarmPool::Used(const runtime::SandboxSpec& spec) {
+  if (per_pair_ <= 0 || !spec.gpus.empty() || !spec.datasets.empty()) return false;
   std::string drop_tenant, drop_image;
+  bool changed = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    changed = recent_.empty() || recent_.front().tenant != spec.tenant || recent_.front().image != spec.image;
     for (auto it = recent_.begin(); it != recent_.end(); ++it) {
       if (it->tenant == spec.tenant && it->image == spec.image) {
         recent_.erase(it);
@@ -40,6 +42,14 @@ void WarmPool::Used(const runtime::SandboxSpec& spec) {
   }
   cv_.notify_all();
   if (!drop_tenant.empty()) runner_->DropPrepared(drop_tenant, drop_image);
+  return changed;
+}
+
+std::vector<std::pair<std::string, std::string>> WarmPool::RecentPairs() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& r : recent_) out.emplace_back(r.tenant, r.image);
+  return out;
 }
 
 void WarmPool::Loop() {

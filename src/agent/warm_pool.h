@@ -11,6 +11,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "runtime/runtime.h"
 
@@ -24,8 +26,11 @@ class WarmPool {
   WarmPool& operator=(const WarmPool&) = delete;
 
   // A job shaped like `spec` just started (cold or prepared): keep `per_pair` sandboxes of its
-  // (tenant, image) waiting. Jobs with GPUs or datasets always start cold: ignored.
-  void Used(const runtime::SandboxSpec& spec);
+  // (tenant, image) waiting. Jobs with GPUs or datasets always start cold: ignored. True when
+  // the recent pairs changed (the pair was not already the most recent one).
+  bool Used(const runtime::SandboxSpec& spec);
+  // The recent (tenant, image) pairs, most recent first.
+  std::vector<std::pair<std::string, std::string>> RecentPairs();
 
  private:
   void Loop();
