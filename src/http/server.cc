@@ -155,6 +155,15 @@ class ServerImpl;
 
 // Size of one piece of a streamed response (one buffer per streaming connection).
 constexpr size_t kStreamPiece = 256 * 1024;
+// Lingering close (RFC 9112 section 9.6): after refusing a request whose body is still coming
+// (413, 431, 400, or a handler that answered without reading it), the server reads and discards
+// what the client goes on sending, within these bounds, before it closes. Closing with unread
+// bytes makes the kernel answer RST, and a client still writing its body then fails with
+// "broken pipe" or "connection reset" before it reads the refusal.
+constexpr size_t kLingerBytes = 16 << 20;
+constexpr std::chrono::milliseconds kLingerTotal{2000};
+constexpr std::chrono::milliseconds kLingerIdle{500};
+constexpr size_t kLingerChunk = 64 * 1024;
 // Read buffer capacity beyond the header limit (Beast reads up to 64 KiB at a time).
 constexpr size_t kReadBufferSlack = 128 * 1024;
 
@@ -214,6 +223,8 @@ class Connection : public std::enable_shared_from_this<Connection>, public BodyR
   void Send(Response response, bool keep_alive);
   void OnWrite(bool keep_alive, beast::error_code ec, size_t);
   void Close();
+  // The lingering close: discards what the client still sends (kLinger* bounds), then Close().
+  void LingerRead();
   // Maps a read error to a rejection response; false when the connection should just close.
   bool RejectReadError(beast::error_code ec);
   tcp::socket& Socket() { return beast::get_lowest_layer(stream_).socket(); }
@@ -255,6 +266,12 @@ class Connection : public std::enable_shared_from_this<Connection>, public BodyR
   bool idle_ = false;
   bool closing_ = false;
   bool headers_done_ = false;
+  // Set when the response refuses a request whose body was not read to its end: Close() then
+  // lingers first.
+  bool linger_ = false;
+  Clock::time_point linger_deadline_;
+  size_t lingered_ = 0;
+  std::unique_ptr<char[]> linger_buf_;
   std::shared_ptr<Later> later_;  // the deferred response being waited for, on the loop only
 };
 
@@ -1026,7 +1043,10 @@ void Connection::FinishRequest(Response response, bool keep_alive, std::string_v
     }
     // A body the handler left unread (a refusal before reading, a failed read) would be taken
     // for the next request: close instead.
-    if (!stream_error_.ok() || !stream_parser_->is_done()) keep_alive = false;
+    if (!stream_error_.ok() || !stream_parser_->is_done()) {
+      keep_alive = false;
+      linger_ = true;
+    }
     req_.body_stream = nullptr;
   }
   double seconds = std::chrono::duration<double>(Clock::now() - request_start_).count();
@@ -1054,6 +1074,7 @@ void Connection::SendError(int status, absl::StatusCode code, std::string_view m
     server_.on_reject()(req_, status, message);
   }
   server_.Observe("unmatched", "OTHER", status, 0);
+  linger_ = true;  // every refusal here comes before the request was read to its end
   Send(Response::Error(status, code, message), /*keep_alive=*/false);
 }
 
@@ -1171,6 +1192,13 @@ void Connection::OnWrite(bool keep_alive, beast::error_code ec, size_t) {
 }
 
 void Connection::Close() {
+  if (linger_ && !server_.stopping()) {
+    linger_ = false;
+    linger_deadline_ = Clock::now() + kLingerTotal;
+    linger_buf_ = std::make_unique<char[]>(kLingerChunk);
+    LingerRead();
+    return;
+  }
   // Send close_notify so the client sees a clean end; do not wait long for the peer's reply.
   beast::get_lowest_layer(stream_).expires_after(std::chrono::milliseconds(500));
   stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
@@ -1178,6 +1206,29 @@ void Connection::Close() {
     self->Socket().shutdown(tcp::socket::shutdown_both, ignored);
     self->Socket().close(ignored);
   });
+}
+
+void Connection::LingerRead() {
+  const auto now = Clock::now();
+  if (lingered_ >= kLingerBytes || now >= linger_deadline_ || server_.stopping()) {
+    linger_buf_.reset();
+    Close();
+    return;
+  }
+  beast::get_lowest_layer(stream_).expires_after(
+      std::min<Clock::duration>(kLingerIdle, linger_deadline_ - now));
+  stream_.async_read_some(net::buffer(linger_buf_.get(), kLingerChunk),
+                          [self = shared_from_this()](beast::error_code ec, size_t n) {
+                            if (ec) {
+                              // The client closed (or went quiet: the timeout closed the
+                              // socket); Close() ends whatever is left.
+                              self->linger_buf_.reset();
+                              self->Close();
+                              return;
+                            }
+                            self->lingered_ += n;
+                            self->LingerRead();
+                          });
 }
 
 void Connection::BeginShutdown() {

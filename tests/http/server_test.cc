@@ -206,6 +206,58 @@ TEST_F(ServerTest, OversizedChunkedBodyIs413) {
   EXPECT_EQ(r->status, 413);
 }
 
+// A client that sends its whole body without waiting (no Expect: 100-continue, as curl does
+// for small uploads and most libraries always) must still read the 413. The server refuses from
+// Content-Length, then reads and discards what keeps coming instead of closing on unread bytes
+// (which makes the kernel answer RST: the client's writes fail with EPIPE/ECONNRESET before it
+// reads the answer). Without the lingering close the writes below fail.
+TEST_F(ServerTest, ARefusedBodyIsReadAwaySoTheClientStillReadsThe413) {
+  common::HttpLimits limits;
+  limits.max_body_bytes = 1024;
+  StartServer(limits);
+  for (const char* framing : {"Content-Length: 4194304", "Transfer-Encoding: chunked"}) {
+    SCOPED_TRACE(framing);
+    TlsConn conn(server_->port());
+    ASSERT_TRUE(conn.Handshake());
+    ASSERT_TRUE(conn.Write(std::string("POST /echo HTTP/1.1\r\nHost: x\r\n") + framing + "\r\n\r\n"));
+    const bool chunked = std::string_view(framing).find("chunked") != std::string_view::npos;
+    const std::string piece(64 * 1024, 'z');
+    for (int i = 0; i < 64; ++i) {  // 4 MiB, far more than the socket buffers hold
+      ASSERT_TRUE(conn.Write(chunked ? "10000\r\n" + piece + "\r\n" : piece))
+          << "write " << i << " failed: the server closed on the unread body";
+    }
+    if (chunked) {
+      ASSERT_TRUE(conn.Write("0\r\n\r\n"));
+    }
+    auto r = conn.ReadResponse();
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 413);
+    EXPECT_THAT(r->body, HasSubstr("1024"));
+    EXPECT_THAT(r->head, HasSubstr("Connection: close"));
+    EXPECT_TRUE(conn.WaitForClose());  // and the server still closes, once the client is quiet
+  }
+}
+
+// The lingering is bounded: a client that never stops sending is cut off after at most
+// 16 MiB or 2 s, so a refused upload cannot hold a connection.
+TEST_F(ServerTest, TheLingeringCloseIsBounded) {
+  common::HttpLimits limits;
+  limits.max_body_bytes = 1024;
+  StartServer(limits);
+  TlsConn conn(server_->port());
+  ASSERT_TRUE(conn.Handshake());
+  ASSERT_TRUE(conn.Write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n"));
+  const std::string piece(256 * 1024, 'z');
+  const auto start = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  while (conn.Write(piece)) {
+    sent += piece.size();
+    ASSERT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(10))
+        << "the server kept reading a refused body for 10 s (" << sent << " bytes)";
+  }
+  EXPECT_LE(sent, size_t{64} << 20);
+}
+
 TEST_F(ServerTest, BodyWithinLimitIsServed) {
   common::HttpLimits limits;
   limits.max_body_bytes = 1024;
