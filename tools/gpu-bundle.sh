@@ -6,6 +6,8 @@
 #                   libdl, librt, libresolv, libutil, ld-linux: the host's newer glibc must be
 #                   used) and the NVIDIA driver's (libcuda, libnvidia-ml: always the host's)
 #   bin/runc        when runc is installed here (the GPU machine has no OCI runtime)
+#   bin/warden-sandbox-shim, bin/warden-sandbox-launcher  the sandbox executor's helpers, found
+#                   next to the binary (tests/gpu/agent_jobs_gpu.sh runs the agent with them)
 #   gpuwarden       wrapper: LD_LIBRARY_PATH=lib, exec bin/gpuwarden
 # Refuses to finish above 60 MiB. Then checks the wrapper with a clean environment: it must
 # start, and `agent scrub` on this GPU-less machine must fail with the clear libcuda error.
@@ -16,17 +18,20 @@ BUILD="${1:-$ROOT/build/release}"
 OUTDIR="$ROOT/build/gpu-bundle"
 LIMIT_MIB=60
 
-if [ ! -x "$BUILD/gpuwarden" ]; then
-  (cd "$ROOT" && cmake --build "$BUILD" --target gpuwarden -j2)
+SHIM="$BUILD/src/runtime/warden-sandbox-shim"
+LAUNCHER="$BUILD/src/runtime/warden-sandbox-launcher"
+if [ ! -x "$BUILD/gpuwarden" ] || [ ! -x "$SHIM" ] || [ ! -x "$LAUNCHER" ]; then
+  (cd "$ROOT" && cmake --build "$BUILD" --target gpuwarden warden-sandbox-shim warden-sandbox-launcher -j2)
 fi
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR/bin" "$OUTDIR/lib"
 cp "$BUILD/gpuwarden" "$OUTDIR/bin/gpuwarden"
-strip --strip-unneeded "$OUTDIR/bin/gpuwarden"
+cp "$SHIM" "$LAUNCHER" "$OUTDIR/bin/"
+strip --strip-unneeded "$OUTDIR/bin/gpuwarden" "$OUTDIR/bin/warden-sandbox-shim" "$OUTDIR/bin/warden-sandbox-launcher"
 
 excluded='^(libc|libm|libpthread|libdl|librt|libresolv|libutil|libanl|libnss_[a-z]+|ld-linux-x86-64|ld-linux|libcuda|libnvidia-ml)\.so'
 RUNC="$(command -v runc || true)"
-{ ldd "$BUILD/gpuwarden"; [ -n "$RUNC" ] && ldd "$RUNC" 2>/dev/null; true; } |
+{ ldd "$BUILD/gpuwarden"; { ldd "$SHIM" 2>/dev/null || true; }; [ -n "$RUNC" ] && ldd "$RUNC" 2>/dev/null; true; } |
   awk '/=> \// {print $1, $3}' | sort -u | while read -r name path; do
   if [[ "$name" =~ $excluded ]]; then continue; fi
   cp -L "$path" "$OUTDIR/lib/$name"

@@ -17,13 +17,28 @@ mkdir -p "$C/tests/runtime" "$C/src/runtime" "$C/lib"
 cp "$B/tests/runtime/sandbox_run" "$B/tests/runtime/runtime_runc_test" "$B/tests/runtime/escape-helper" "$C/tests/runtime/"
 cp "$B/src/runtime/warden-sandbox-shim" "$B/src/runtime/warden-sandbox-launcher" "$C/src/runtime/"
 strip "$C/tests/runtime/sandbox_run" "$C/tests/runtime/runtime_runc_test" "$C/src/runtime/warden-sandbox-shim"
-cp "$(command -v runc)" "$C/runc"
+# What build/gpu-bundle (tools/gpu-bundle.sh) already holds, runc and shared libraries, is not
+# copied twice (both folders travel to the GPU machine within one 64 MiB limit): their names go
+# to from-bundle.list and tests/gpu/run-all.sh copies them over from the bundle there.
+BUNDLE=build/gpu-bundle
+: >"$C/from-bundle.list"
+if [ -x "$BUNDLE/bin/runc" ]; then echo "bin/runc runc" >>"$C/from-bundle.list"; else cp "$(command -v runc)" "$C/runc"; fi
+# crun and bubblewrap too: this build machine's hybrid cgroups keep crun from running here, so
+# the GPU machine's pure v2 is where runtime_runc_test's Crun* paths run.
+CRUN="$(command -v crun || true)"
+BWRAP="$(command -v bwrap || true)"
+[ -n "$CRUN" ] && cp "$CRUN" "$C/crun"
+[ -n "$BWRAP" ] && cp "$BWRAP" "$C/bwrap"
 cp /bin/busybox "$C/busybox"
 # Shared libraries Ubuntu 24.04 lacks or has in other versions (glibc and libstdc++ there are newer).
-for l in $(ldd "$B/tests/runtime/sandbox_run" "$B/tests/runtime/runtime_runc_test" "$(command -v runc)" | awk '/=>/{print $3}' | sort -u); do
+for l in $(ldd "$B/tests/runtime/sandbox_run" "$B/tests/runtime/runtime_runc_test" "$(command -v runc)" $CRUN $BWRAP | awk '/=>/{print $3}' | sort -u); do
   case "$(basename "$l")" in
     libc.so*|libm.so*|libpthread*|libdl*|librt*|ld-linux*|libstdc++*|libgcc_s*) ;;
-    *) cp -L "$l" "$C/lib/" ;;
+    *) if [ -e "$BUNDLE/lib/$(basename "$l")" ]; then
+         echo "lib/$(basename "$l") lib/$(basename "$l")" >>"$C/from-bundle.list"
+       else
+         cp -L "$l" "$C/lib/"
+       fi ;;
   esac
 done
 du -sh "$C"

@@ -658,6 +658,7 @@ static int RunAgentMain(int argc, char** argv) {
   bool inventory_only = false;
   std::string executor_name = "auto", oci_runtime = "auto";
   int prepared_sandboxes = 1;
+  std::string gpu_driver_dirs = "auto";
   app.add_option("--server", server, "server URL, e.g. https://10.0.0.1:8443 (needed to join)");
   app.add_option("--join-token", token_file, "file holding the one-time join token (first start)");
   app.add_option("--data-dir", data_dir, "agent state: key, certificate, pinned CA");
@@ -677,6 +678,11 @@ static int RunAgentMain(int argc, char** argv) {
                  "sandboxes kept ready per recently run (tenant, image), so the next such job skips the "
                  "container start (runc/crun; jobs with GPUs or datasets start cold); default 1, 0: off")
       ->check(CLI::Range(0, 4));
+  app.add_option("--gpu-driver-dirs", gpu_driver_dirs,
+                 "host directories holding the NVIDIA driver's libraries, bound read-only into GPU jobs "
+                 "with LD_LIBRARY_PATH set to them: auto (default: where libcuda.so.1 and "
+                 "libnvidia-ml.so.1 are found, when that is a mount other than /, e.g. "
+                 "/usr/local/nvidia), none, or DIR[,DIR...]");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -761,7 +767,8 @@ static int RunAgentMain(int argc, char** argv) {
                                        .oci_runtime = oci_runtime,
                                        .backend = backend->get(),
                                        .simulated_gpus = backend_name == "sim",
-                                       .prepared_sandboxes = prepared_sandboxes},
+                                       .prepared_sandboxes = prepared_sandboxes,
+                                       .gpu_driver_dirs = gpu_driver_dirs},
                                       &chosen);
     if (created.ok()) {
       executor = std::move(*created);

@@ -1,6 +1,8 @@
 #include "agent/sandbox_setup.h"
 #include "agent/mig_manager.h"
 
+#include <dlfcn.h>
+#include <link.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -78,6 +80,70 @@ absl::Status MakeSimDevNodes(const std::string& dir, gpu::GpuBackend* backend) {
 
 }  // namespace
 
+std::string LocateLibrary(const char* soname) {
+  void* h = ::dlopen(soname, RTLD_LAZY | RTLD_LOCAL);
+  if (h == nullptr) return "";
+  char origin[PATH_MAX] = {0};
+  std::string dir;
+  if (::dlinfo(h, RTLD_DI_ORIGIN, origin) == 0) {
+    char real[PATH_MAX];
+    if (::realpath(origin, real) != nullptr) dir = real;
+  }
+  ::dlclose(h);
+  return dir;
+}
+
+absl::StatusOr<DriverDirs> ResolveDriverDirs(std::string_view flag, const std::string& mountinfo,
+                                             const std::function<std::string(const char*)>& locate) {
+  DriverDirs out;
+  auto add_path = [&](const std::string& dir) {
+    std::string wrapped = StrCat(":", out.library_path, ":");
+    if (wrapped.find(StrCat(":", dir, ":")) != std::string::npos) return;
+    out.library_path += StrCat(out.library_path.empty() ? "" : ":", dir);
+  };
+  if (flag == "none") {
+    out.note = "GPU driver dirs: none (--gpu-driver-dirs none)";
+    return out;
+  }
+  if (flag == "auto") {
+    for (const char* soname : {"libcuda.so.1", "libnvidia-ml.so.1"}) {
+      const std::string dir = locate(soname);
+      if (dir.empty()) continue;
+      WARDEN_ASSIGN_OR_RETURN(std::string mount, runtime::MountPointOf(dir, mountinfo));
+      if (mount == "/") continue;  // on the root file system: the host image shows it already
+      if (std::find(out.dirs.begin(), out.dirs.end(), mount) == out.dirs.end()) out.dirs.push_back(mount);
+      add_path(dir);
+    }
+    out.note = out.dirs.empty()
+                   ? "GPU driver dirs: none needed (libcuda and libnvidia-ml are on the root file system or absent)"
+                   : StrCat("GPU driver dirs: ", out.dirs[0], out.dirs.size() > 1 ? " and more" : "",
+                            " bound read-only into GPU jobs, LD_LIBRARY_PATH=", out.library_path);
+    return out;
+  }
+  size_t at = 0;
+  while (at <= flag.size()) {
+    size_t comma = flag.find(',', at);
+    if (comma == std::string_view::npos) comma = flag.size();
+    std::string dir(flag.substr(at, comma - at));
+    at = comma + 1;
+    if (dir.empty()) continue;
+    if (dir[0] != '/') {
+      return absl::InvalidArgumentError(
+          StrCat("--gpu-driver-dirs: expected auto, none or absolute directories separated by commas, got \"", dir, "\""));
+    }
+    out.dirs.push_back(dir);
+    for (const std::string& sub : {dir + "/lib64", dir + "/lib", dir}) {
+      if (::access((sub + "/libcuda.so.1").c_str(), F_OK) == 0) {
+        add_path(sub);
+        break;
+      }
+    }
+  }
+  out.note = StrCat("GPU driver dirs: ", flag, " bound read-only into GPU jobs",
+                    out.library_path.empty() ? " (no libcuda.so.1 in them)" : StrCat(", LD_LIBRARY_PATH=", out.library_path));
+  return out;
+}
+
 std::vector<std::string> FindShimCommand() {
   const std::string exe = SelfExe();
   const std::string dir = exe.substr(0, exe.rfind('/'));
@@ -148,6 +214,7 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
     }
     ::chmod(d.c_str(), 0711);
   }
+  std::string driver_note;
   if (setup.backend != nullptr) {
     gpu::GpuBackend* backend = setup.backend;
     if (setup.simulated_gpus) {
@@ -155,6 +222,13 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
       WARDEN_RETURN_IF_ERROR(MakeSimDevNodes(o.runner.host_dev_dir, backend));
     }
     o.resolve_gpu = [backend](const std::string& uuid) { return ResolveGpu(backend, uuid); };
+    if (!setup.simulated_gpus) {
+      WARDEN_ASSIGN_OR_RETURN(DriverDirs driver,
+                              ResolveDriverDirs(setup.gpu_driver_dirs, runtime::ReadMountInfo(), LocateLibrary));
+      o.runner.gpu_driver_dirs = driver.dirs;
+      o.runner.gpu_library_path = driver.library_path;
+      driver_note = driver.note;
+    }
   }
   std::vector<std::pair<std::string, runtime::RuntimeKind>> candidates;
   if (setup.oci_runtime == "runc" || setup.oci_runtime == "auto") candidates.emplace_back("runc", runtime::RuntimeKind::kRunc);
@@ -172,7 +246,10 @@ absl::StatusOr<std::unique_ptr<JobExecutor>> CreateAgentSandbox(const SandboxSet
     if (kind == runtime::RuntimeKind::kBwrap) attempt.prepared_per_pair = 0;  // OCI runtimes only
     auto created = CreateRuntimeExecutor(std::move(attempt));
     if (created.ok()) {
-      if (chosen != nullptr) *chosen = StrCat(name, " (shim: ", o.runner.shim_command[0], ")");
+      if (chosen != nullptr) {
+        *chosen = StrCat(name, " (shim: ", o.runner.shim_command[0], ")",
+                         driver_note.empty() ? "" : StrCat("; ", driver_note));
+      }
       return std::move(*created);
     }
     why += StrCat(why.empty() ? "" : "; ", name, ": ", created.status().message());

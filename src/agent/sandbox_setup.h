@@ -3,8 +3,11 @@
 // nodes (simulated GPUs get stand-in nodes in the agent's data dir).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "agent/executor.h"
@@ -20,7 +23,26 @@ struct SandboxSetup {
   absl::Duration max_cancel_grace = absl::Hours(1);
   // Prepared sandboxes per recently run (tenant, image) (--prepared-sandboxes); 0: off.
   int prepared_sandboxes = 0;
+  // --gpu-driver-dirs: "auto" (where this process's loader finds libcuda.so.1 and
+  // libnvidia-ml.so.1, when they are on a mount other than /), "none", or DIR[,DIR...]. Real
+  // GPUs only; see runtime::RunnerOptions::gpu_driver_dirs.
+  std::string gpu_driver_dirs = "auto";
 };
+
+// What --gpu-driver-dirs resolves to: the host directories bound into GPU jobs and their
+// LD_LIBRARY_PATH, plus a line for the agent's log.
+struct DriverDirs {
+  std::vector<std::string> dirs;
+  std::string library_path;
+  std::string note;
+};
+// `flag` as SandboxSetup::gpu_driver_dirs. `locate(soname)` returns the directory the loader
+// finds the library in ("" if not found); `mountinfo` is /proc/self/mountinfo text. A library on
+// the root file system needs no bind (the host image shows it). InvalidArgument for a bad flag.
+absl::StatusOr<DriverDirs> ResolveDriverDirs(std::string_view flag, const std::string& mountinfo,
+                                             const std::function<std::string(const char*)>& locate);
+// The loader's answer for `soname` in this process (dlopen + dlinfo RTLD_DI_ORIGIN, real path).
+std::string LocateLibrary(const char* soname);
 
 // FailedPrecondition naming what is missing (not root, no runtime found, ...) when the sandbox
 // cannot run here; `chosen` says which runtime and shim were picked.

@@ -103,6 +103,11 @@ absl::StatusOr<BwrapPlan> PlanBwrap(const SandboxSpec& spec, const OciInputs& in
   for (const DeviceNode& d : in.devices) {
     a.insert(a.end(), {"--dev-bind", d.host_path, d.container_path});
   }
+  // The GPU driver's directories, read-only at the same path (GPU jobs only, as in BuildOciSpec;
+  // LD_LIBRARY_PATH comes with the OCI spec's env below).
+  if (!spec.gpus.empty()) {
+    for (const HostDirMount& d : in.driver_dirs) a.insert(a.end(), {"--ro-bind", d.path, d.path});
+  }
   // As in BuildOciSpec: a tmpfs on each dataset root with a dataset below it (mount points on a
   // read-only root), made read-only once the binds are in place (bwrap's one mapped user owns it).
   std::vector<std::string> roots;

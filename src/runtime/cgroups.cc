@@ -1,6 +1,8 @@
 // cgroup layout detection (v2, v1, hybrid) and the per-job statistics the shim reads before the
-// runtime deletes the job's cgroup.
+// runtime deletes the job's cgroup; also the other mountinfo lookups (which mount holds a path,
+// and the flags a read-only bind of it must keep).
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 #include "common/strings.h"
@@ -119,6 +121,54 @@ absl::StatusOr<CgroupLayout> ParseCgroupLayout(std::string_view mountinfo) {
   }
   return layout;
 }
+
+namespace {
+
+struct MountLine {
+  std::string mount_point;
+  std::string options;  // per-mount options (mountinfo field 6)
+};
+
+// The mount whose mount point is the longest path prefix of `path` (the last such line when
+// several share it: a later mount covers an earlier one).
+std::optional<MountLine> MountHolding(std::string_view path, std::string_view mountinfo) {
+  std::optional<MountLine> best;
+  for (std::string_view line : Split(mountinfo, '\n')) {
+    size_t dash = line.find(" - ");
+    if (dash == std::string_view::npos) continue;
+    std::vector<std::string_view> pre = Split(line.substr(0, dash), ' ');
+    if (pre.size() < 6) continue;
+    std::string mp = Unescape(pre[4]);
+    const bool holds = mp == "/" || path == mp ||
+                       (path.size() > mp.size() && path.substr(0, mp.size()) == mp && path[mp.size()] == '/');
+    if (holds && (!best || mp.size() >= best->mount_point.size())) best = MountLine{mp, std::string(pre[5])};
+  }
+  return best;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> MountPointOf(std::string_view path, std::string_view mountinfo) {
+  auto m = MountHolding(path, mountinfo);
+  if (!m) return absl::NotFoundError(common::StrCat("no mount in mountinfo holds ", path));
+  return m->mount_point;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadOnlyBindOptions(std::string_view dir, std::string_view mountinfo) {
+  auto m = MountHolding(dir, mountinfo);
+  if (!m) return absl::NotFoundError(common::StrCat("no mount in mountinfo holds ", dir));
+  std::vector<std::string> opts = {"rbind", "ro", "nosuid", "nodev"};
+  // A user namespace may not clear these flags of the mount it binds from (the kernel locks
+  // them), so a read-only remount without them would fail.
+  for (std::string_view o : Split(m->options, ',')) {
+    if (o == "noexec" || o == "noatime" || o == "nodiratime" || o == "relatime" || o == "strictatime") {
+      opts.emplace_back(o);
+    }
+  }
+  return opts;
+}
+
+std::string ReadMountInfo() { return ReadSmallFile("/proc/self/mountinfo"); }
 
 absl::StatusOr<CgroupLayout> DetectCgroupLayout() {
   std::string text = ReadSmallFile("/proc/self/mountinfo");

@@ -57,6 +57,12 @@ struct DeviceNode {
   int64_t minor = 0;
 };
 
+// A host directory bound read-only into a job at the same path (the GPU driver's libraries).
+struct HostDirMount {
+  std::string path;                  // absolute, no symlinks
+  std::vector<std::string> options;  // OCI mount options, the source mount's locked flags included
+};
+
 struct OciInputs {
   std::string rootfs;         // absolute
   uint32_t host_uid_base = 0;  // container uid/gid 0 maps here; 65536 ids
@@ -65,12 +71,20 @@ struct OciInputs {
   std::vector<DeviceNode> devices;  // already resolved; empty for a job without GPUs
   std::vector<std::pair<std::string, std::string>> image_env;
   bool rootfs_has_scratch_dir = true;  // else the scratch tmpfs goes on /tmp
+  // GPU jobs only (empty otherwise): RunnerOptions::gpu_driver_dirs and gpu_library_path.
+  std::vector<HostDirMount> driver_dirs;
+  std::string driver_library_path;
   std::string hostname = "sandbox";
 };
 
 // The config.json text for `spec`. Assumes ValidateSandboxSpec(spec) passed and the image env was
 // checked; still refuses (InvalidArgument) a loader variable in either env list.
 absl::StatusOr<common::Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in);
+
+// The mount options for binding `dir` read-only into a user namespace: ro, nosuid, nodev, plus the
+// flags of the host mount holding it that a user namespace cannot clear (noexec and the atime
+// flags), found in `mountinfo` (/proc/self/mountinfo text). NotFound when no mount holds `dir`.
+absl::StatusOr<std::vector<std::string>> ReadOnlyBindOptions(std::string_view dir, std::string_view mountinfo);
 
 // The default seccomp profile (OCI "linux.seccomp" object): allow-list, EPERM for the rest.
 common::Json DefaultSeccompProfile();

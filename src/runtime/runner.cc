@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <climits>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -79,6 +80,7 @@ class OciRunner final : public Runner {
       chmod(d.c_str(), 0711);
     }
     SweepPrepared();
+    WARDEN_RETURN_IF_ERROR(ResolveDriverDirs());
     auto slots = ReadFileToString(SlotsFile());
     if (slots.ok()) {
       Json j = Json::parse(*slots, nullptr, false);
@@ -86,6 +88,38 @@ class OciRunner final : public Runner {
       for (auto& [tenant, slot] : j.items()) {
         if (!slot.is_number_unsigned()) return absl::DataLossError(StrCat(SlotsFile(), " is corrupt"));
         slots_[tenant] = slot.get<uint32_t>();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // RunnerOptions::gpu_driver_dirs -> the read-only binds GPU jobs get (checked once here).
+  absl::Status ResolveDriverDirs() {
+    const std::string mountinfo = ReadMountInfo();
+    for (const std::string& d : options_.gpu_driver_dirs) {
+      const std::string what = StrCat("gpu driver dir \"", d, "\"");
+      if (d.empty() || d[0] != '/' || d == "/") return absl::InvalidArgumentError(StrCat(what, " must be an absolute directory other than /"));
+      for (const char* no : {"/proc", "/sys", "/dev"}) {
+        if (d == no || d.rfind(StrCat(no, "/"), 0) == 0) return absl::InvalidArgumentError(StrCat(what, " must not be under ", no));
+      }
+      char real[PATH_MAX];
+      if (realpath(d.c_str(), real) == nullptr) return absl::InvalidArgumentError(StrCat(what, ": ", Errno()));
+      struct stat st;
+      if (real != d || stat(real, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        return absl::InvalidArgumentError(StrCat(what, " must be a directory reached without symlinks (it resolves to ", std::string(real), ")"));
+      }
+      WARDEN_ASSIGN_OR_RETURN(std::vector<std::string> opts, ReadOnlyBindOptions(d, mountinfo));
+      driver_dirs_.push_back(HostDirMount{d, std::move(opts)});
+    }
+    std::stringstream paths(options_.gpu_library_path);
+    for (std::string p; std::getline(paths, p, ':');) {
+      if (p.empty()) continue;
+      const std::string wrapped = StrCat(p, "/");
+      bool inside = wrapped.find("/../") == std::string::npos && wrapped.find("/./") == std::string::npos;
+      bool under = false;
+      for (const HostDirMount& m : driver_dirs_) under = under || p == m.path || p.rfind(StrCat(m.path, "/"), 0) == 0;
+      if (!inside || !under) {
+        return absl::InvalidArgumentError(StrCat("gpu library path entry \"", p, "\" is not in a gpu driver dir"));
       }
     }
     return absl::OkStatus();
@@ -809,9 +843,23 @@ class OciRunner final : public Runner {
         return absl::InternalError(StrCat("cannot replace the host rootfs at ", p, ": ", Errno()));
       }
     }
+    // The jobs' mapped users must traverse down to the rootfs: directories made here get 0755
+    // whatever the caller's umask (the agent runs with 077), and an existing one that others
+    // cannot traverse is refused by name instead of failing every job's start in runc.
+    std::vector<std::string> made;
+    for (fs::path a = fs::path(p).parent_path(); !a.empty() && a != a.root_path(); a = a.parent_path()) {
+      struct stat st;
+      if (stat(a.c_str(), &st) != 0) {
+        made.push_back(a.string());
+      } else if ((st.st_mode & S_IXOTH) == 0) {
+        return absl::FailedPreconditionError(StrCat(a.string(), " (above the host rootfs ", p,
+                                                    ") is not traversable by other users; chmod o+x it"));
+      }
+    }
     std::error_code ec;
     fs::create_directories(p, ec);
     if (ec) return absl::InternalError(StrCat("mkdir ", p, ": ", ec.message()));
+    for (const std::string& d : made) chmod(d.c_str(), 0755);
     chmod(p.c_str(), 0755);
     if (absl::Status s = MountHostOverlay(p); s.ok()) {
       return absl::OkStatus();
@@ -953,6 +1001,8 @@ class OciRunner final : public Runner {
       for (const std::string& cap : g.mig_cap_nodes) WARDEN_RETURN_IF_ERROR(add(cap, true));
     }
     if (!spec.gpus.empty()) {
+      in.driver_dirs = driver_dirs_;
+      in.driver_library_path = options_.gpu_library_path;
       // Shared control nodes every CUDA process needs. nvidia-uvm-tools (UVM event tracing) and
       // nvidia-modeset are not given: compute jobs do not need them.
       WARDEN_RETURN_IF_ERROR(add("/dev/nvidiactl", false));
@@ -1137,6 +1187,7 @@ class OciRunner final : public Runner {
 
   RunnerOptions options_;
   CgroupLayout layout_;
+  std::vector<HostDirMount> driver_dirs_;  // from options_.gpu_driver_dirs, fixed after Init
   std::string runtime_path_;
   std::mutex mu_;
   std::map<std::string, uint32_t> slots_;

@@ -81,6 +81,11 @@ absl::Status ValidateEnv(std::string_view source,
 // from an image's environment).
 bool IsLoaderVariable(std::string_view name);
 
+// The mount point of the mount holding `path` in `mountinfo` (/proc/self/mountinfo text): "/" for
+// a path on the root file system. ReadMountInfo() reads this process's.
+absl::StatusOr<std::string> MountPointOf(std::string_view path, std::string_view mountinfo);
+std::string ReadMountInfo();
+
 enum class JobState { kRunning, kExited };
 
 struct JobInfo {
@@ -115,6 +120,16 @@ struct RunnerOptions {
   std::string host_rootfs_dir = "/run/gpuwarden/host-rootfs";
   // Where the host's device nodes are (tests point this at a temp dir of fake 195:N nodes).
   std::string host_dev_dir = "/dev";
+  // The NVIDIA driver's user-space libraries where they live on a mount of their own (e.g.
+  // /usr/local/nvidia on nodes whose driver is installed as a container or a host path): every
+  // job with a GPU gets each of these host directories bound read-only, nosuid, nodev at the
+  // same path, and `gpu_library_path` (colon-separated directories under them) as its
+  // LD_LIBRARY_PATH, so CUDA finds the host's libcuda. Jobs without GPUs get neither. Absolute,
+  // existing directories without symlinks, never / or under /proc, /sys, /dev; CreateRunner
+  // refuses anything else. Empty: the driver's libraries are on the root file system (which the
+  // host image shows) or jobs bring none.
+  std::vector<std::string> gpu_driver_dirs;
+  std::string gpu_library_path;
   // First host uid of the per-tenant ranges; each tenant gets 65536 ids from a slot.
   uint32_t uid_base = 1u << 20;
   uint32_t uid_slots = 4096;

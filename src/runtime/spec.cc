@@ -378,12 +378,18 @@ absl::StatusOr<Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in) 
   WARDEN_RETURN_IF_ERROR(ValidateEnv("spec env", spec.env));
   const bool own_net = !spec.egress_allowed;
   const std::string scratch_path = in.rootfs_has_scratch_dir ? "/scratch" : "/tmp";
+  std::vector<std::string> env = JobEnvironment(spec, in.image_env, scratch_path);
+  // Set by gpuwarden after the loader-variable check of both lists above (which refuses any
+  // LD_* from the image or the spec): the driver's own directories, read-only, GPU jobs only.
+  if (!spec.gpus.empty() && !in.driver_library_path.empty()) {
+    env.push_back(StrCat("LD_LIBRARY_PATH=", in.driver_library_path));
+  }
 
   Json process = {
       {"terminal", false},
       {"user", {{"uid", kJobUid}, {"gid", kJobGid}, {"additionalGids", {kJobGid}}}},
       {"args", spec.argv},
-      {"env", JobEnvironment(spec, in.image_env, scratch_path)},
+      {"env", env},
       {"cwd", spec.cwd},
       // Every capability dropped, in every set.
       {"capabilities",
@@ -426,6 +432,11 @@ absl::StatusOr<Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in) 
     // Bind-mounted (a user namespace cannot mknod); the device cgroup rules below are the second
     // lock. nodev is deliberately absent here only.
     add_mount(d.container_path, "none", d.host_path, {"bind", "nosuid", "noexec"});
+  }
+  // The GPU driver's libraries where the host keeps them on a mount of their own (RunnerOptions::
+  // gpu_driver_dirs): read-only at the same path, GPU jobs only (the runner passes none otherwise).
+  if (!spec.gpus.empty()) {
+    for (const HostDirMount& d : in.driver_dirs) add_mount(d.path, "none", d.path, d.options);
   }
   // Dataset roots: a tmpfs owned by the container's root (mode 0755) on each root that has a
   // dataset below it, so the runtime can create the mount points on a read-only root; the job's

@@ -14,6 +14,9 @@
 #   4. tests/gpu/sandbox_gpu.sh if present (another branch writes it), skipped cleanly otherwise
 #  4b. the runtime's runc tests (tests/runtime/runtime_runc_test from build/gpu-carry): every
 #      sandbox and escape test on the cold and the prepared path, on this machine's cgroup v2
+#   4c. tests/gpu/agent_jobs_gpu.sh: the real server and agent (nvml, sandbox executor, runc) run
+#      two tenants' GPU jobs through the CLI: exact UUID and node, CUDA inside the sandbox, the
+#      agent's handoff scrub between the writer and the reader, no residue, a job without GPUs
 #   5. tests/gpu/mig_check.sh: one 1g MIG instance created and destroyed through our NVML backend
 #      vs `nvidia-smi mig -lgi` ("MIG disabled, skipped" when MIG is off, as on the lent H200)
 #
@@ -136,13 +139,19 @@ fi
 # tests/runtime/sandbox_run and src/runtime/warden-sandbox-shim, OUT; the libraries and runc come
 # from build/gpu-carry (tools/gpu-carry-sandbox.sh), which must be carried too.
 CARRY="${WARDEN_GPU_CARRY:-$ROOT/build/gpu-carry}"
+# runc and the shared libraries the bundle already has travel once, in the bundle
+# (gpu-carry-sandbox.sh lists them): copied into the carry here.
+if [ -f "$CARRY/from-bundle.list" ]; then
+  while read -r from to; do cp -n "$BUNDLE/$from" "$CARRY/$to"; done <"$CARRY/from-bundle.list"
+fi
+CARRY_RUNC="$CARRY/runc"
 if [ ! -f "$ROOT/tests/gpu/sandbox_gpu.sh" ]; then
   log "4. tests/gpu/sandbox_gpu.sh absent: skipped"
 elif [ ! -x "$CARRY/tests/runtime/sandbox_run" ]; then
   log "4. tests/gpu/sandbox_gpu.sh present but $CARRY is not (run tools/gpu-carry-sandbox.sh and carry build/gpu-carry): skipped"
 else
   log "4. sandbox_gpu.sh"
-  PATH="$CARRY:$PATH" LD_LIBRARY_PATH="$CARRY/lib" RUNC="$CARRY/runc" WARDEN_BIN="$CARRY" \
+  PATH="$CARRY:$PATH" LD_LIBRARY_PATH="$CARRY/lib" RUNC="$CARRY_RUNC" WARDEN_BIN="$CARRY" \
     OUT="$RES/sandbox" timeout 150 bash "$ROOT/tests/gpu/sandbox_gpu.sh" >"$RES/sandbox_gpu.log" 2>&1
   RESULT[sandbox_gpu]=$?
   tail -3 "$RES/sandbox_gpu.log" | tee -a "$OUT/run-all.log"
@@ -159,9 +168,23 @@ else
     WARDEN_SHIM_PATH="$CARRY/src/runtime/warden-sandbox-shim" \
     WARDEN_LAUNCHER_PATH="$CARRY/src/runtime/warden-sandbox-launcher" \
     WARDEN_ESCAPE_HELPER="$CARRY/tests/runtime/escape-helper" \
-    timeout 300 "$CARRY/tests/runtime/runtime_runc_test" >"$RES/runtime_runc_test.log" 2>&1
+    timeout 240 "$CARRY/tests/runtime/runtime_runc_test" >"$RES/runtime_runc_test.log" 2>&1
   RESULT[runtime_runc_test]=$?
   grep -E "^\[  (PASSED|FAILED|SKIPPED) \]" "$RES/runtime_runc_test.log" | head -20 | tee -a "$OUT/run-all.log"
+fi
+
+# ---- 4c. two tenants' GPU jobs through the real server and agent ------------------------------
+if [ "$NVCC_RC" != 0 ]; then
+  log "4c. agent_jobs_gpu.sh: no residue binary (nvcc failed): skipped"
+elif [ ! -x "$BUNDLE/bin/warden-sandbox-shim" ] || [ ! -x "$BUNDLE/bin/runc" ]; then
+  log "4c. agent_jobs_gpu.sh: the bundle has no shim or runc (rebuild it with tools/gpu-bundle.sh): skipped"
+else
+  log "4c. agent_jobs_gpu.sh (server + agent --gpus nvml --executor sandbox, two tenants)"
+  timeout 200 bash "$ROOT/tests/gpu/agent_jobs_gpu.sh" "$BUNDLE" "$CUDA_BIN/residue" "$RES/agent-jobs" \
+    >"$RES/agent_jobs_gpu.log" 2>&1
+  RESULT[agent_jobs]=$?
+  grep -E '^\[e2e' "$RES/agent_jobs_gpu.log" | tail -8 | cut -c1-600 | tee -a "$OUT/run-all.log"
+  tail -16 "$RES/agent_jobs_gpu.log" | grep -v '^\[e2e' | tee -a "$OUT/run-all.log"
 fi
 
 # ---- 5. MIG instance create/destroy (issue 6): skips with "MIG disabled, skipped" unless MIG is
@@ -208,6 +231,11 @@ if "pattern_words" in r["read-scrubbed"]:
     checks["no_process_left_before_scrub"] = r["process-check"].get("processes_left") == 0
 if "sandbox_gpu" in rcs:
     checks["sandbox_gpu"] = rcs["sandbox_gpu"] == 0
+if "runtime_runc_test" in rcs:
+    checks["runtime_runc_test"] = rcs["runtime_runc_test"] == 0
+if "agent_jobs" in rcs:
+    checks["agent_jobs"] = rcs["agent_jobs"] == 0
+    s["agent_jobs"] = load("agent-jobs/agent_jobs.json")
 s["checks"] = checks
 s["passed"] = all(checks.values())
 s["notes"] = ("read-noscrub shows what a second tenant saw with NO scrub (the driver may zero fresh "

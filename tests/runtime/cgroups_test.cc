@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/oci_spec.h"
+#include "runtime/runtime.h"
 
 namespace warden::runtime {
 namespace {
@@ -63,6 +64,32 @@ TEST(CgroupLayoutTest, ThisMachineIsDetected) {
   auto l = DetectCgroupLayout();
   ASSERT_TRUE(l.ok()) << l.status();
   std::cout << "cgroup layout here: " << CgroupModeName(l->mode) << "\n";
+}
+
+// A node whose driver lives on a mount of its own (as /usr/local/nvidia on the lent GPU machines),
+// read-only and noexec-free, plus a noexec, noatime one.
+constexpr char kDriverMounts[] =
+    "25 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n"
+    "40 25 0:50 / /usr/local/nvidia ro,nosuid,nodev,relatime - ext4 /dev/vdb ro\n"
+    "41 25 0:51 / /opt/drv rw,nosuid,noexec,noatime - tmpfs tmpfs rw\n"
+    "42 25 0:52 / /opt/drv\\040x rw,relatime - tmpfs tmpfs rw\n";
+
+TEST(MountInfoTest, FindsTheMountHoldingAPath) {
+  EXPECT_EQ(MountPointOf("/usr/local/nvidia/lib64", kDriverMounts).value_or("?"), "/usr/local/nvidia");
+  EXPECT_EQ(MountPointOf("/usr/local/nvidia", kDriverMounts).value_or("?"), "/usr/local/nvidia");
+  EXPECT_EQ(MountPointOf("/usr/local/nvidia-other/lib", kDriverMounts).value_or("?"), "/");  // not a prefix by name only
+  EXPECT_EQ(MountPointOf("/usr/lib/x86_64-linux-gnu", kDriverMounts).value_or("?"), "/");
+  EXPECT_EQ(MountPointOf("/opt/drv x/lib", kDriverMounts).value_or("?"), "/opt/drv x");  // \040 unescaped
+  EXPECT_FALSE(MountPointOf("/x", "").ok());
+}
+
+TEST(MountInfoTest, AReadOnlyBindKeepsTheFlagsAUserNamespaceCannotClear) {
+  auto a = ReadOnlyBindOptions("/usr/local/nvidia", kDriverMounts);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, (std::vector<std::string>{"rbind", "ro", "nosuid", "nodev", "relatime"}));
+  auto b = ReadOnlyBindOptions("/opt/drv/lib", kDriverMounts);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(*b, (std::vector<std::string>{"rbind", "ro", "nosuid", "nodev", "noexec", "noatime"}));
 }
 
 }  // namespace

@@ -189,6 +189,37 @@ TEST(OciSpecTest, OnlyTheAssignedGpusAreMountedAllowedAndNamed) {
   EXPECT_TRUE(env.count("FOO=bar"));
 }
 
+TEST(OciSpecTest, OnlyGpuJobsGetTheDriverDirsReadOnlyAndTheirLibraryPath) {
+  OciInputs in = Inputs();
+  in.driver_dirs = {{"/usr/local/nvidia", {"rbind", "ro", "nosuid", "nodev"}}};
+  in.driver_library_path = "/usr/local/nvidia/lib64";
+  auto find_mount = [](const Json& j) -> const Json* {
+    for (const Json& m : j["mounts"]) {
+      if (m["destination"] == "/usr/local/nvidia") return &m;
+    }
+    return nullptr;
+  };
+  SandboxSpec gpu = GoodSpec();
+  gpu.gpus = {{"GPU-aaaa1111", "/dev/nvidia1", {}}};
+  auto spec = BuildOciSpec(gpu, in);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const Json* m = find_mount(*spec);
+  ASSERT_NE(m, nullptr);
+  EXPECT_EQ((*m)["source"], "/usr/local/nvidia");
+  std::set<std::string> opts((*m)["options"].begin(), (*m)["options"].end());
+  EXPECT_TRUE(opts.count("ro") && opts.count("nosuid") && opts.count("nodev"));
+  std::set<std::string> env((*spec)["process"]["env"].begin(), (*spec)["process"]["env"].end());
+  EXPECT_TRUE(env.count("LD_LIBRARY_PATH=/usr/local/nvidia/lib64"));
+  // A job without GPUs: neither, even with the same inputs.
+  auto plain = BuildOciSpec(GoodSpec(), in);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(find_mount(*plain), nullptr);
+  for (const Json& e : (*plain)["process"]["env"]) EXPECT_NE(e.get<std::string>().rfind("LD_LIBRARY_PATH=", 0), 0u);
+  // The job's own LD_LIBRARY_PATH is still refused: only gpuwarden sets it.
+  gpu.env = {{"LD_LIBRARY_PATH", "/tmp/evil"}};
+  EXPECT_EQ(BuildOciSpec(gpu, in).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(OciSpecTest, SeccompIsAnAllowListWithoutEscapeSyscalls) {
   Json p = DefaultSeccompProfile();
   EXPECT_EQ(p["defaultAction"], "SCMP_ACT_ERRNO");
