@@ -258,6 +258,8 @@ struct SandboxPath {
   bool prepared;
   const char* name;
 };
+// The path's name in test listings (ctest, gtest), not a byte dump.
+void PrintTo(const SandboxPath& p, std::ostream* os) { *os << p.name; }
 class SandboxPathTest : public RuncTest, public ::testing::WithParamInterface<SandboxPath> {
  protected:
   void SetUp() override {
