@@ -80,6 +80,7 @@ struct AuditOptions {
   // syncs' time (at most 1 ms) before they sleep; the others sleep at once. Polling saves the
   // wake-up per caller per batch (on a VM an exit for a halted vCPU) for CPU time that is idle
   // otherwise (a CPU with other runnable work runs it first). 0: every caller sleeps.
+  // Default: PollWaitersFor(online CPUs) (see there).
   int poll_waiters = 8;
   AuditFileIo* io = nullptr;             // nullptr: AuditFileIo::Posix()
   // Called by the writer thread after each batch is durable (after its fdatasync, after the
@@ -89,6 +90,12 @@ struct AuditOptions {
   std::function<void(uint64_t first_seq, int64_t time_ms, std::span<const std::string_view> lines)>
       on_durable;
 };
+
+// The default number of polling waiters for a machine with `online_cpus` CPUs: 8 on up to 4 CPUs,
+// where polling doubled durable appends on a 2-vCPU VM; 0 above, where it bought no clear
+// throughput and cost 7-8x the CPU per event on 16 cores (bench/RESULTS.md, "poll_waiters on
+// 16 cores").
+int PollWaitersFor(unsigned online_cpus);
 
 // One page of a query, oldest first.
 struct AuditQuery {

@@ -996,4 +996,6 @@ absl::StatusOr<std::unique_ptr<AuditLog>> OpenAuditLog(const AuditOptions& optio
   return log;
 }
 
+int PollWaitersFor(unsigned online_cpus) { return online_cpus <= 4 ? 8 : 0; }
+
 }  // namespace warden::audit

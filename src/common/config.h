@@ -70,8 +70,9 @@ struct ServerConfig {
   // queries/exports, dataset downloads) always wait for fdatasync. true: every GET waits too.
   bool audit_durable_reads = false;
   // Callers that wait for their audit event's fdatasync by polling (yielding the CPU) before
-  // they sleep (audit::AuditOptions::poll_waiters); 0: all sleep at once.
-  int audit_poll_waiters = 8;
+  // they sleep (audit::AuditOptions::poll_waiters); 0: all sleep at once; -1 (the default, not
+  // settable): audit::PollWaitersFor(this machine's online CPUs), 8 on up to 4 CPUs, else 0.
+  int audit_poll_waiters = -1;
   AuditSyslogConfig audit_syslog;  // `audit: {syslog: {...}}`
   // Node agents (mTLS listener, issue 6): `agent: {listen: ..., heartbeat_interval: 5s,
   // cert_ttl: 24h}`. A node is marked unreachable after 3 missed heartbeats.

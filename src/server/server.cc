@@ -109,7 +109,9 @@ class ServerImpl final : public Server {
 
     std::string audit_dir = StrCat(config_.data_dir, "/audit");
     audit::AuditOptions audit_opts{.dir = audit_dir};
-    audit_opts.poll_waiters = config_.audit_poll_waiters;
+    audit_opts.poll_waiters = config_.audit_poll_waiters >= 0
+                                  ? config_.audit_poll_waiters
+                                  : audit::PollWaitersFor(std::thread::hardware_concurrency());
     WARDEN_ASSIGN_OR_RETURN(audit_syslog_, StartAuditSyslog(config_.audit_syslog, audit_opts));
     WARDEN_ASSIGN_OR_RETURN(audit_, audit::OpenAuditLog(audit_opts, clock));
 

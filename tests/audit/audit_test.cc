@@ -119,6 +119,16 @@ class AuditLogTest : public ::testing::Test {
   common::FakeClock clock_;
 };
 
+// Polling pays on small (virtual) machines and only costs CPU on large ones (bench/RESULTS.md).
+TEST(AuditPollWaitersTest, TheDefaultPollsOnlyOnSmallMachines) {
+  EXPECT_EQ(PollWaitersFor(1), 8);
+  EXPECT_EQ(PollWaitersFor(2), 8);
+  EXPECT_EQ(PollWaitersFor(4), 8);
+  EXPECT_EQ(PollWaitersFor(5), 0);
+  EXPECT_EQ(PollWaitersFor(16), 0);
+  EXPECT_EQ(PollWaitersFor(0), 8);  // hardware_concurrency() unknown: treat as small
+}
+
 TEST_F(AuditLogTest, AppendsEventsThatReadBackInOrder) {
   auto log = OpenAuditLog({.dir = dir_ + "/audit"}, clock_);
   ASSERT_TRUE(log.ok()) << log.status();

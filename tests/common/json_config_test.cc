@@ -131,8 +131,8 @@ TEST(ServerConfigTest, AuditDurableReadsIsABooleanOffByDefault) {
             std::string::npos);
 }
 
-TEST(ServerConfigTest, AuditPollWaitersDefaultsTo8AndIsBounded) {
-  EXPECT_EQ(ParseServerConfig("")->audit_poll_waiters, 8);
+TEST(ServerConfigTest, AuditPollWaitersDefaultsToAutoAndIsBounded) {
+  EXPECT_EQ(ParseServerConfig("")->audit_poll_waiters, -1);  // audit::PollWaitersFor(CPUs)
   auto c = ParseServerConfig("audit: {poll_waiters: 0}\n");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->audit_poll_waiters, 0);
