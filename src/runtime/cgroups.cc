@@ -139,8 +139,7 @@ std::optional<MountLine> MountHolding(std::string_view path, std::string_view mo
     std::vector<std::string_view> pre = Split(line.substr(0, dash), ' ');
     if (pre.size() < 6) continue;
     std::string mp = Unescape(pre[4]);
-    const bool holds = mp == "/" || path == mp ||
-                       (path.size() > mp.size() && path.substr(0, mp.size()) == mp && path[mp.size()] == '/');
+    const bool holds = mp == "/" || IsUnder(path, mp);
     if (holds && (!best || mp.size() >= best->mount_point.size())) best = MountLine{mp, std::string(pre[5])};
   }
   return best;
@@ -171,7 +170,7 @@ absl::StatusOr<std::vector<std::string>> ReadOnlyBindOptions(std::string_view di
 std::string ReadMountInfo() { return ReadSmallFile("/proc/self/mountinfo"); }
 
 absl::StatusOr<CgroupLayout> DetectCgroupLayout() {
-  std::string text = ReadSmallFile("/proc/self/mountinfo");
+  std::string text = ReadMountInfo();
   if (text.empty()) return absl::FailedPreconditionError("cannot read /proc/self/mountinfo");
   return ParseCgroupLayout(text);
 }

@@ -81,6 +81,9 @@ struct OciInputs {
 // checked; still refuses (InvalidArgument) a loader variable in either env list.
 absl::StatusOr<common::Json> BuildOciSpec(const SandboxSpec& spec, const OciInputs& in);
 
+// True when `path` is `dir` or lies below it (component-wise: /a/bc is not under /a/b).
+bool IsUnder(std::string_view path, std::string_view dir);
+
 // The mount options for binding `dir` read-only into a user namespace: ro, nosuid, nodev, plus the
 // flags of the host mount holding it that a user namespace cannot clear (noexec and the atime
 // flags), found in `mountinfo` (/proc/self/mountinfo text). NotFound when no mount holds `dir`.

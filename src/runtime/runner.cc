@@ -100,7 +100,7 @@ class OciRunner final : public Runner {
       const std::string what = StrCat("gpu driver dir \"", d, "\"");
       if (d.empty() || d[0] != '/' || d == "/") return absl::InvalidArgumentError(StrCat(what, " must be an absolute directory other than /"));
       for (const char* no : {"/proc", "/sys", "/dev"}) {
-        if (d == no || d.rfind(StrCat(no, "/"), 0) == 0) return absl::InvalidArgumentError(StrCat(what, " must not be under ", no));
+        if (IsUnder(d, no)) return absl::InvalidArgumentError(StrCat(what, " must not be under ", no));
       }
       char real[PATH_MAX];
       if (realpath(d.c_str(), real) == nullptr) return absl::InvalidArgumentError(StrCat(what, ": ", Errno()));
@@ -117,7 +117,7 @@ class OciRunner final : public Runner {
       const std::string wrapped = StrCat(p, "/");
       bool inside = wrapped.find("/../") == std::string::npos && wrapped.find("/./") == std::string::npos;
       bool under = false;
-      for (const HostDirMount& m : driver_dirs_) under = under || p == m.path || p.rfind(StrCat(m.path, "/"), 0) == 0;
+      for (const HostDirMount& m : driver_dirs_) under = under || IsUnder(p, m.path);
       if (!inside || !under) {
         return absl::InvalidArgumentError(StrCat("gpu library path entry \"", p, "\" is not in a gpu driver dir"));
       }

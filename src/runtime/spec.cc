@@ -60,10 +60,6 @@ absl::Status CheckAbsPath(std::string_view what, std::string_view p) {
   return absl::OkStatus();
 }
 
-bool IsUnder(std::string_view path, std::string_view dir) {
-  return path == dir || (path.size() > dir.size() && path.substr(0, dir.size()) == dir && path[dir.size()] == '/');
-}
-
 bool IsDigits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
@@ -143,6 +139,10 @@ absl::Status ValidateEnv(std::string_view source,
     }
   }
   return absl::OkStatus();
+}
+
+bool IsUnder(std::string_view path, std::string_view dir) {
+  return path == dir || (path.size() > dir.size() && path.substr(0, dir.size()) == dir && path[dir.size()] == '/');
 }
 
 absl::Status ValidateSandboxSpec(const SandboxSpec& spec) {
